@@ -1,0 +1,9 @@
+/*  cli.h: the subcommands of the `splitmesh` command.
+
+    Each returns the process exit status: 0 ok, 1 runtime failure, 2 usage.
+    argv[0] is the subcommand's own name.
+*/
+#ifndef SPLITMESH_CLI_H
+#define SPLITMESH_CLI_H
+
+#endif
