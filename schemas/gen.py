@@ -101,6 +101,7 @@ def load(path):
         msg = {"name": m["name"], "id": mid, "doc": m["doc"],
                "nested": bool(m.get("nested", False)),
                "service": m.get("service", ""), "check": m.get("check"),
+               "rules": m.get("rules", ""),
                "one_of": [list(g) for g in m.get("one_of", [])],
                "example": m.get("example", {}), "fields": []}
         for f in m.get("field", []):
@@ -116,6 +117,8 @@ def load(path):
                 if fld["required"] or fld["default"] is not None:
                     fail(f"{msg['name']}: one_of field '{key}' must be optional without default")
                 fld["group"] = gi
+        if msg["check"] and not msg["rules"]:
+            fail(f"{msg['name']}: a message with a check states its rules")
         schema["messages"].append(msg)
     for msg in schema["messages"]:
         check_example(schema, msg, msg["example"], msg["name"])
@@ -669,6 +672,190 @@ def render_json(schema, out):
     with open(out, "w") as f:
         json.dump(doc, f, indent=1)
         f.write("\n")
+
+
+# ------------------------------------------------------------------ markdown
+
+def md_type(schema, fld):
+    t = fld["type"]
+    base = t["base"]
+    if base == "enum":
+        inner = "str: " + " \\| ".join(f"`{v}`" for v in schema["enums"][t["ref"]]["values"])
+    elif base == "msg":
+        inner = f"map: [`{t['ref']}`](#{t['ref']})"
+    elif base == "map":
+        inner = "map&lt;str, str&gt;"
+    else:
+        inner = SCALARS[base][2]
+    return f"array of {inner}" if t["is_array"] else inner
+
+
+def md_num(v):
+    if isinstance(v, float):
+        return repr(v) if not math.isinf(v) else None
+    return str(v)
+
+
+def md_bounds(schema, fld):
+    """Human-readable bounds, naming limits where the schema does."""
+    out = []
+    base = fld["type"]["base"]
+
+    def lim(bound):
+        name = fld.get(bound + "_limit")
+        val = fld[bound]
+        return f"{val} ({name})" if name else md_num(val)
+
+    if base in INT_RANGE or base in ("float", "float32"):
+        lo, hi = fld["min"], fld["max"]
+        trange = INT_RANGE.get(base)
+        show_lo = lo is not None and not (trange and lo == trange[0]) and not (isinstance(lo, float) and math.isinf(lo))
+        show_hi = hi is not None and not (trange and hi == trange[1]) and not (isinstance(hi, float) and math.isinf(hi))
+        each = "each " if fld["type"]["is_array"] else ""
+        if show_lo:
+            out.append(f"{each}min {lim('min')}")
+        if show_hi:
+            out.append(f"{each}max {lim('max')}")
+    if fld["min_count"] is not None:
+        out.append(f"min count {lim('min_count')}")
+    if fld["max_count"] is not None:
+        out.append(f"max count {lim('max_count')}")
+    what = "bytes each" if (fld["type"]["is_array"] or base == "map") else "bytes"
+    if fld["min_len"] is not None:
+        out.append(f"min {lim('min_len')} {what}")
+    if fld["max_len"] is not None:
+        out.append(f"max {lim('max_len')} {what}")
+    return ", ".join(out) or "-"
+
+
+def md_presence(fld):
+    if fld["required"]:
+        return "required"
+    if fld["default"] is not None:
+        d = fld["default"]
+        d = json.dumps(d)
+        return f"optional, default `{d}`"
+    if fld["group"]:
+        return "one of"
+    return "optional"
+
+
+def md_example(schema, msg):
+    values = to_json(resolved(schema, msg, msg["example"]))
+    if not msg["nested"]:
+        values = {"v": schema["version"], "t": msg["name"], **values}
+    return json.dumps(values, indent=2, ensure_ascii=False)
+
+
+def render_md(schema):
+    L = []
+    w = L.append
+    w(f"<!-- {BANNER}. Regenerate: python3 schemas/gen.py md schemas/messages.toml docs/wire-protocol.md -->")
+    w("")
+    w("# splitmesh wire protocol")
+    w("")
+    w(f"Schema version **{schema['version']}**. This reference is rendered from "
+      "`schemas/messages.toml`, the same source the C codec is generated from; "
+      "use it to talk to splitmesh services from any language.")
+    w("")
+    w("## Framing")
+    w("")
+    w("- Requests and replies travel over ZeroMQ with Majordomo framing (MDP/0.2, "
+      "[RFC 18](https://rfc.zeromq.org/spec/18/)). The body is **one frame** of "
+      "[MessagePack](https://msgpack.org/). Streaming replies are MDP PARTIAL "
+      "frames followed by one FINAL.")
+    w("- Every top-level body is a MessagePack **map** with string keys. It starts "
+      "with `v` (the schema version, an int) and `t` (the message name, a str, "
+      "e.g. `\"verify\"`), then the fields listed below. Nested messages (marked "
+      "*nested*) are maps without `v` and `t`.")
+    w("- A receiver rejects a body whose `v` it does not speak, and one whose `t` "
+      "names a different message than the service expects. A body without `t` "
+      "is accepted as the message the service expects.")
+    w("- **Unknown keys are ignored**, so a newer sender may add optional fields. "
+      "Duplicate keys are rejected.")
+    w("- An optional field may be left out or sent as nil; both mean absent, and "
+      "an absent field with a default takes the default. Senders generated from "
+      "this schema write every field that has a value, defaults included.")
+    w("- `str` is UTF-8 without NUL bytes. `bin` is MessagePack bin (Python: "
+      "`bytes` with `use_bin_type=True`). Integers use the smallest MessagePack "
+      "encoding; `float` fields also accept integers; int fields accept only "
+      "integers. Multi-byte numbers inside `bin` payloads are little-endian.")
+    w("- Before anything is allocated, the receiver bounds the frame size, every "
+      "str/bin length, every array/map count, the nesting depth (unknown keys "
+      "included) and the number of objects (see Limits). A bad body gets an "
+      "`error` reply (400, 413 or 422) naming the field and the limit; the "
+      "service keeps serving.")
+    w("- Errors are replies, not silence: a service answers `error` in place of "
+      "the normal reply.")
+    w("")
+    w("In the examples below, MessagePack is shown as JSON; a `bin` value is "
+      "shown as `{\"$bin\": \"<hex>\"}`.")
+    w("")
+    w("## Limits")
+    w("")
+    w("| name | value | meaning |")
+    w("|---|---:|---|")
+    for lim in schema["limits"].values():
+        w(f"| `{lim['name']}` | {lim['value']} | {lim['doc']} |")
+    w("")
+    w("## Status codes")
+    w("")
+    w("Carried in `error.status`; grouped like HTTP (2xx ok, 4xx the caller's "
+      "fault, 5xx ours).")
+    w("")
+    w("| code | name | meaning |")
+    w("|---:|---|---|")
+    for st in schema["status"]:
+        w(f"| {st['code']} | `{st['name']}` | {st['doc']} |")
+    w("")
+    w("## Enumerations")
+    w("")
+    w("Sent as str; any other value is rejected with 422.")
+    w("")
+    w("| enum | values | meaning |")
+    w("|---|---|---|")
+    for en in schema["enums"].values():
+        vals = ", ".join(f"`{v}`" for v in en["values"])
+        w(f"| `{en['name']}` | {vals} | {en['doc']} |")
+    w("")
+    w("## Messages")
+    w("")
+    w("| message | service | kind |")
+    w("|---|---|---|")
+    for m in schema["messages"]:
+        kind = "nested" if m["nested"] else "top-level"
+        w(f"| [`{m['name']}`](#{m['name']}) | {m['service'] or '-'} | {kind} |")
+    w("")
+    for m in schema["messages"]:
+        w(f"### {m['name']}")
+        w("")
+        if m["nested"]:
+            w("*Nested* (no `v`, no `t`).")
+        else:
+            w(f"Service `{m['service']}`; `t` = `\"{m['name']}\"`.")
+        w("")
+        w(m["doc"])
+        w("")
+        if m["fields"]:
+            w("| key | type | presence | bounds | meaning |")
+            w("|---|---|---|---|---|")
+            for f in m["fields"]:
+                w(f"| `{f['key']}` | {md_type(schema, f)} | {md_presence(f)} | "
+                  f"{md_bounds(schema, f)} | {f['doc']} |")
+            w("")
+        for group in m["one_of"]:
+            w("Exactly one of " + ", ".join(f"`{k}`" for k in group) + " must be given (else 422).")
+            w("")
+        if m["rules"]:
+            w("Rules across fields (422 when broken, 413 for sizes over a limit): " + m["rules"])
+            w("")
+        w("Example:")
+        w("")
+        w("```json")
+        w(md_example(schema, m))
+        w("```")
+        w("")
+    return "\n".join(L)
 
 
 # ------------------------------------------------------------------ main
