@@ -541,6 +541,13 @@ s_validate (const wire_desc_t *desc, const void *msg, const char *path, wire_err
                 if ((rc = s_validate_value (f, elems + k * esize, elem, err)))
                     return rc;
             }
+            //  a map with a key twice means different things to different
+            //  readers; counts are at most max_labels, so quadratic is fine
+            const wire_kv_t *kvs = (const wire_kv_t *) elems;
+            for (size_t k = 0; f->type == WIRE_T_MAP && k < count; k++)
+                for (size_t j = 0; j < k; j++)
+                    if (strcmp (kvs [j].key, kvs [k].key) == 0)
+                        return s_fail (err, 400, "field '%s': duplicate key '%s'", sub, kvs [k].key);
         }
         else
         if (f->type == WIRE_T_MSG) {
@@ -563,15 +570,20 @@ s_validate (const wire_desc_t *desc, const void *msg, const char *path, wire_err
             size_t used = strlen (names);
             snprintf (names + used, sizeof (names) - used, "%s'%s'", used? ", ": "", f->key);
         }
+        if (present != 1 && *path)
+            return s_fail (err, 422, "field '%s': exactly one of %s must be given (got %d)",
+                           path, names, present);
         if (present != 1)
-            return s_fail (err, 422, "%s%sexactly one of %s must be given (got %d)",
-                           path, *path? ": ": "", names, present);
+            return s_fail (err, 422, "exactly one of %s must be given (got %d)", names, present);
     }
     if (desc->check && (rc = desc->check (msg, err))) {
-        if (*path && err) {
-            //  prefix the check's message with where the nested message sits
+        if (err) {
+            //  say where: the nested field, or the message
             char text [sizeof (err->text)];
-            snprintf (text, sizeof (text), "%s: %s", path, err->text);
+            if (*path)
+                snprintf (text, sizeof (text), "field '%s': %s", path, err->text);
+            else
+                snprintf (text, sizeof (text), "%s: %s", desc->name, err->text);
             memcpy (err->text, text, sizeof (text));
         }
         return rc;
@@ -824,10 +836,7 @@ s_decode_field (const wire_field_t *f, const msgpack_object *o, void *msg,
             if ((rc = s_copy_str (f, &kv->key, &kvs [k].key, elem, err))
             ||  (rc = s_copy_str (f, &kv->val, &kvs [k].value, elem, err)))
                 return rc;
-            for (uint32_t j = 0; j < k; j++)
-                if (strcmp (kvs [j].key, kvs [k].key) == 0)
-                    return s_fail (err, 400, "field '%s': duplicate key '%s'", path, kvs [k].key);
-        }
+        }                       //  duplicate keys: wire_validate
         return 0;
     }
     if (f->type == WIRE_T_MSG) {
@@ -892,13 +901,20 @@ s_decode_map (const wire_desc_t *desc, const msgpack_object *o, void *msg,
         if (fi == desc->field_count)
             continue;           //  unknown key (or v/t): ignored, see codec.h
         const wire_field_t *f = &desc->fields [fi];
-        seen |= 1ull << fi;
         if (val->type == MSGPACK_OBJECT_NIL)
             continue;           //  nil means absent
+        seen |= 1ull << fi;
         s_path_key (sub, path, f->key);
         if ((rc = s_decode_field (f, val, msg, sub, err)))
             return rc;
     }
+    //  required means present on the wire (wire_validate cannot tell an
+    //  absent required array from an empty one in the struct)
+    for (size_t fi = 0; fi < desc->field_count; fi++)
+        if (desc->fields [fi].required && !(seen & (1ull << fi))) {
+            s_path_key (sub, path, desc->fields [fi].key);
+            return s_fail (err, 400, "missing required field '%s'", sub);
+        }
     return 0;
 }
 
