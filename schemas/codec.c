@@ -873,7 +873,8 @@ s_decode_map (const wire_desc_t *desc, const msgpack_object *o, void *msg,
     }
     wire_msg_init (desc, msg);
     assert (desc->field_count <= 64);
-    uint64_t seen = 0;
+    uint64_t keyed = 0;         //  fields whose key appeared
+    uint64_t seen = 0;          //  fields with a non-nil value
     char sub [PATH_MAX_LEN];
     int rc;
     const msgpack_object_map *map = &o->via.map;
@@ -883,23 +884,19 @@ s_decode_map (const wire_desc_t *desc, const msgpack_object *o, void *msg,
         if (key->type != MSGPACK_OBJECT_STR)
             return s_fail (err, 400, "%s%smap key %u is %s, not a string",
                            path, *path? ": ": "", i, s_obj_type_name (key));
-        //  duplicate keys are rejected, known or not: they make a message
-        //  mean different things to different decoders
-        for (uint32_t j = 0; j < i; j++) {
-            const msgpack_object *other = &map->ptr [j].key;
-            if (other->via.str.size == key->via.str.size
-            &&  memcmp (other->via.str.ptr, key->via.str.ptr, key->via.str.size) == 0) {
-                int shown = key->via.str.size > 40? 40: (int) key->via.str.size;
-                return s_fail (err, 400, "%s%sduplicate key '%.*s'",
-                               path, *path? ": ": "", shown, key->via.str.ptr);
-            }
-        }
         size_t fi;
         for (fi = 0; fi < desc->field_count; fi++)
             if (s_key_is (key, desc->fields [fi].key))
                 break;
         if (fi == desc->field_count)
             continue;           //  unknown key (or v/t): ignored, see codec.h
+        //  a known key twice would mean different things to different
+        //  decoders (first wins, last wins): rejected. Unknown keys are not
+        //  compared, which keeps this linear in the map's size.
+        if (keyed & (1ull << fi))
+            return s_fail (err, 400, "%s%sduplicate key '%s'",
+                           path, *path? ": ": "", desc->fields [fi].key);
+        keyed |= 1ull << fi;
         const wire_field_t *f = &desc->fields [fi];
         if (val->type == MSGPACK_OBJECT_NIL)
             continue;           //  nil means absent
@@ -929,14 +926,17 @@ s_check_envelope (const wire_desc_t *desc, const msgpack_object *o, wire_err_t *
         const msgpack_object *key = &o->via.map.ptr [i].key;
         if (key->type != MSGPACK_OBJECT_STR)
             continue;           //  reported by s_decode_map
-        if (s_key_is (key, "v"))
-            v = &o->via.map.ptr [i].val;
-        else
-        if (s_key_is (key, "t"))
-            t = &o->via.map.ptr [i].val;
+        const msgpack_object **slot = s_key_is (key, "v")? &v: s_key_is (key, "t")? &t: NULL;
+        if (slot && *slot)
+            return s_fail (err, 400, "duplicate key '%s'", slot == &v? "v": "t");
+        if (slot)
+            *slot = &o->via.map.ptr [i].val;
     }
     if (!v)
         return s_fail (err, 400, "missing schema version 'v'");
+    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return s_fail (err, 400, "unsupported schema version %" PRId64 " (this build speaks %d)",
+                       v->via.i64, WIRE_SCHEMA_VERSION);
     if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return s_fail (err, 400, "schema version 'v' must be an int, got %s", s_obj_type_name (v));
     if (v->via.u64 != WIRE_SCHEMA_VERSION)

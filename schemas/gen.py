@@ -107,6 +107,8 @@ def load(path):
         for f in m.get("field", []):
             msg["fields"].append(load_field(schema, msg, f, names))
         keys = [f["key"] for f in msg["fields"]]
+        if len(keys) > 64:
+            fail(f"{msg['name']}: more than 64 fields (the decoder tracks them in a bitmask)")
         if len(set(keys)) != len(keys):
             fail(f"{msg['name']}: duplicate field keys")
         for gi, group in enumerate(msg["one_of"], start=1):
@@ -346,7 +348,8 @@ def c_member(schema, fld):
 def render_c(schema, outdir):
     h = []
     w = h.append
-    w(f"//  schema_gen.h: {BANNER}.")
+    w(f"//  {BANNER}.")
+    w("//  schema_gen.h (from schemas/messages.toml)")
     w("//")
     w("//  Structs, descriptors, enums and limits of every wire message. Include")
     w("//  codec.h, which includes this file; see it for the conventions.")
@@ -417,7 +420,8 @@ def render_c(schema, outdir):
 
     c = []
     w = c.append
-    w(f"//  schema_gen.c: {BANNER}.")
+    w(f"//  {BANNER}.")
+    w("//  schema_gen.c (from schemas/messages.toml)")
     w("//")
     w("//  Field descriptor tables the generic codec (codec.c) walks, and the")
     w("//  schema's examples as C data (the round-trip tests use them).")

@@ -604,3 +604,51 @@ Test (codec_malformed, random_corruption_never_crashes)
     }
     cr_assert_gt (rejected, total / 4, "corruption should mostly be caught (%d/%d)", rejected, total);
 }
+
+Test (codec_malformed, duplicate_envelope_keys)
+{
+    raw_t r;
+    raw_init (&r);
+    msgpack_pack_map (&r.pk, 3);
+    raw_str (&r, "v");
+    msgpack_pack_int (&r.pk, 1);
+    raw_str (&r, "session");
+    raw_str (&r, "s");
+    raw_str (&r, "v");
+    msgpack_pack_int (&r.pk, 2);
+    s_expect_raw (&wire_session_close_desc, &r, 400, "duplicate key 'v'");
+
+    raw_init (&r);
+    msgpack_pack_map (&r.pk, 2);
+    raw_str (&r, "v");
+    msgpack_pack_int (&r.pk, -1);
+    raw_str (&r, "session");
+    raw_str (&r, "s");
+    s_expect_raw (&wire_session_close_desc, &r, 400, "unsupported schema version -1");
+}
+
+//  A map of 100000 distinct unknown keys (within max_objects) decodes in
+//  linear time: no key-by-key comparison of unknown keys.
+Test (codec_malformed, many_unknown_keys_stay_linear, .timeout = 30)
+{
+    raw_t r;
+    int n = 100000;
+    raw_begin (&r, n + 1, 1, "session_close");
+    raw_str (&r, "session");
+    raw_str (&r, "s");
+    char key [32];
+    for (int i = 0; i < n; i++) {
+        snprintf (key, sizeof (key), "k%d", i);
+        raw_str (&r, key);
+        msgpack_pack_nil (&r.pk);
+    }
+    int64_t start = zclock_usecs ();
+    wire_session_close_t msg;
+    wire_err_t err;
+    cr_assert_eq (wire_decode (&wire_session_close_desc, r.sb.data, r.sb.size, &msg, &err), 0, "%s", err.text);
+    int64_t usecs = zclock_usecs () - start;
+    cr_assert_lt (usecs, 2000000, "decode took %lld us", (long long) usecs);
+    cr_assert_str_eq (msg.session, "s");
+    wire_msg_free (&wire_session_close_desc, &msg);
+    msgpack_sbuffer_destroy (&r.sb);
+}
