@@ -1016,6 +1016,13 @@ wire_decode (const wire_desc_t *desc, const void *data, size_t size,
     return 0;
 }
 
+int
+wire_decode_frame (const wire_desc_t *desc, zframe_t *frame, void *msg, wire_err_t *err)
+{
+    assert (frame);
+    return wire_decode (desc, zframe_data (frame), zframe_size (frame), msg, err);
+}
+
 //  --------------------------------------------------------------------------
 //  Encoding
 

@@ -13,6 +13,7 @@
 //     (chat_message, activations, draft, gen_stats) have neither.
 //  2. Unknown keys are ignored (forward compatibility: a newer peer may add
 //     optional fields); they still count against the depth and object limits.
+//     A known key twice (or `v`/`t` twice) is rejected with 400.
 //  3. A missing `t` is accepted (the service already knows what it expects);
 //     a `t` naming another message is rejected with 400.
 //  4. Optional fields may be absent or nil; absent fields with a default decode
@@ -28,7 +29,8 @@
 //  - enum:<e>: `wire_<e>_t` member (with a default) - never absent;
 //    an optional enum without default is not used by the schema;
 //  - bin: wire_bin_t {data, size} (data NULL = absent);
-//  - array<T>: `T *<key>` plus `size_t <key>_count` (NULL and 0 = absent);
+//  - array<T>: `T *<key>` plus `size_t <key>_count` (NULL and 0 = absent;
+//    a required array left NULL is encoded as an empty array);
 //  - msg:<m>: `wire_<m>_t *<key>` (NULL = absent);
 //  - map<str,str>: `wire_kv_t *<key>` plus `size_t <key>_count`.
 //
@@ -36,6 +38,20 @@
 //  allocated copies (it never points into the input buffer, which the
 //  caller may free at once); release them with wire_msg_free. Structs the
 //  caller builds for wire_encode are only read: point them at anything.
+//
+//  Typical use in a worker:
+//
+//      wire_verify_t req;
+//      wire_err_t err;
+//      if (wire_decode_frame (&wire_verify_desc, body, &req, &err)) {
+//          reply = wire_error_frame_from (&err);     //  400/413/422, keep serving
+//          ...
+//      }
+//      ... use req ...
+//      wire_msg_free (&wire_verify_desc, &req);
+//
+//  and in a client: wire_peek the reply; peek.desc == &wire_error_desc (or
+//  peek.status != 0) means an error reply, else decode the expected reply.
 //
 //  Errors: decoders return 0 for ok and -2 for a bad message, filling a
 //  wire_err_t with the status to answer (400 malformed, 413 too large,
@@ -171,6 +187,10 @@ zframe_t *
 int
     wire_decode (const wire_desc_t *desc, const void *data, size_t size,
                  void *msg, wire_err_t *err);
+
+//  wire_decode of a frame's bytes. The frame is not modified or kept.
+int
+    wire_decode_frame (const wire_desc_t *desc, zframe_t *frame, void *msg, wire_err_t *err);
 
 //  Frees everything wire_decode allocated inside msg and zeroes it. Safe on
 //  a zeroed struct; NOT for structs the caller filled by hand.

@@ -249,8 +249,8 @@ Test (codec_api, big_activation_block_roundtrips)
     cr_assert_not_null (frame, "%s", err.text);
     cr_assert_lt (zframe_size (frame), bytes + 100, "no more than a small header on top");
     wire_activations_reply_t back;
-    cr_assert_eq (wire_decode (&wire_activations_reply_desc, zframe_data (frame),
-                               zframe_size (frame), &back, &err), 0, "%s", err.text);
+    cr_assert_eq (wire_decode_frame (&wire_activations_reply_desc, frame, &back, &err), 0,
+                  "%s", err.text);
     cr_assert_eq (back.activations->data.size, bytes);
     cr_assert_eq (memcmp (back.activations->data.data, data, bytes), 0);
     wire_msg_free (&wire_activations_reply_desc, &back);

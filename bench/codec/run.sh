@@ -15,7 +15,7 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- schemas bench/cod
 date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 cat > bench/results/codec.json <<JSON
 {"bench": "codec", "date": "$date", "commit": "$commit", "cpu": "$cpu",
- "nproc": $(nproc), "command": "bench/codec/run.sh $BUILD_DIR $SECONDS_PER_CASE",
+ "nproc": $(nproc), "loadavg": "$(cut -d' ' -f1-3 /proc/loadavg)", "command": "bench/codec/run.sh $BUILD_DIR $SECONDS_PER_CASE",
  "build_type": "$(grep -m1 CMAKE_BUILD_TYPE: "$BUILD_DIR/CMakeCache.txt" | cut -d= -f2)",
  "results": $numbers}
 JSON
@@ -24,7 +24,8 @@ import json, sys
 d = json.load(open(sys.argv[1]))
 print("# Wire codec cost per message\n")
 print(f"{d['date']}, commit {d['commit']}, {d['cpu']} ({d['nproc']} cores), "
-      f"{d['build_type']}, single thread. Command: `{d['command']}`.\n")
+      f"{d['build_type']}, single thread, load average {d['loadavg']} (shared "
+      f"machine: treat as upper bounds). Command: `{d['command']}`.\n")
 print("| message | bytes | encode us | decode us | encode MB/s | decode MB/s |")
 print("|---|---:|---:|---:|---:|---:|")
 for name, r in d["results"].items():
