@@ -30,6 +30,7 @@ sys.dont_write_bytecode = True  # do not litter schemas/ with __pycache__
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "schemas"))
 import gen  # noqa: E402
+import wire  # noqa: E402
 
 
 def same(a, b, path, errors):
@@ -90,6 +91,31 @@ def own_encoding(schema, msg, values, top):
     return out
 
 
+def wire_selftest():
+    """wire.py rejects what the C codec rejects, with the same status."""
+    errors = []
+    cases = [
+        (413, "generate", {"prompt": "x" * (wire.LIMITS["max_string_bytes"] + 1)}),
+        (422, "generate", {"prompt": "hi", "max_tokens": 0}),
+        (422, "generate", {"prompt": "hi", "privacy": "everything"}),
+        (422, "generate", {}),
+        (400, "generate", {"prompt": "hi", "stream": 1}),
+        (400, "extend", {"session": "s", "tokens": [1]}),
+        (413, "session_close", {"session": "s" * 65}),
+    ]
+    for status, name, fields in cases:
+        try:
+            wire.validate(name, fields)
+            errors.append(f"wire.py accepted bad {name} {sorted(fields)}")
+        except wire.WireError as e:
+            if e.status != status:
+                errors.append(f"wire.py: {name} {sorted(fields)}: status {e.status}, want {status}")
+    body = wire.pack("generate", prompt="hi", max_tokens=16)
+    if wire.unpack(body, expect="generate") != ("generate", {"prompt": "hi", "max_tokens": 16}):
+        errors.append("wire.pack/unpack do not round-trip")
+    return errors
+
+
 def main(argv):
     if len(argv) != 3:
         print("usage: codec_roundtrip.py messages.toml DIR", file=sys.stderr)
@@ -109,6 +135,16 @@ def main(argv):
             continue
         expected = expected_of(schema, msg)
         same(decoded, expected, name, errors)
+        # a second, independent validator of the schema's rules
+        try:
+            if msg["nested"]:
+                wire.validate(name, decoded)
+            else:
+                got, _ = wire.unpack(cbytes, expect=name)
+                if got != name:
+                    errors.append(f"{name}: wire.unpack says it is '{got}'")
+        except wire.WireError as e:
+            errors.append(f"{name}: wire.py rejects C's encoding: {e}")
         again = msgpack.packb(decoded, use_bin_type=True)
         if not has_float32(schema, msg) and again != cbytes:
             errors.append(f"{name}: python re-encoding differs from C's bytes")
@@ -118,6 +154,7 @@ def main(argv):
         with open(os.path.join(folder, f"{name}.own.mp"), "wb") as f:
             f.write(msgpack.packb(own, use_bin_type=True))
         checked += 1
+    errors += wire_selftest()
     for e in errors:
         print("MISMATCH", e)
     print(f"codec_roundtrip.py: {checked} messages checked, {len(errors)} mismatches")
