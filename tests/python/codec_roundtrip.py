@@ -16,6 +16,9 @@ which, for every message,
      MessagePack encodings);
   3. encodes the example its own way into DIR/<name>.own.mp: keys in reverse
      order, `t` last, fields equal to their default left out;
+  4. checks C's bytes with tests/python/wire.py, a second implementation of
+     the schema's rules, and that wire.py rejects bad bodies with the
+     statuses the C codec uses;
 and exits 1 naming every mismatch. The C test then decodes both files and
 compares them with the example.
 """
