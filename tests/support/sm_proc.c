@@ -112,13 +112,34 @@ sm_spawnv (const char *log_path, const char *program, char *const argv [])
         prctl (PR_SET_PDEATHSIG, SIGKILL);
         if (getppid () != parent)
             _exit (127);
+        //  Give the child sane fds 0-2 whatever the test runner left open
+        //  (Criterion's workers may have them closed): stdin from
+        //  /dev/null, stdout and stderr to the log.
+        int null_fd = open ("/dev/null", O_RDONLY);
+        if (null_fd >= 0 && null_fd != STDIN_FILENO) {
+            dup2 (null_fd, STDIN_FILENO);
+            close (null_fd);
+        }
         if (log_path) {
             int fd = open (log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
             if (fd >= 0) {
                 dup2 (fd, STDOUT_FILENO);
                 dup2 (fd, STDERR_FILENO);
-                close (fd);
+                if (fd > STDERR_FILENO)
+                    close (fd);
             }
+        }
+        //  Criterion's runner talks to its workers through BXFI_* variables;
+        //  a child that links libcriterion must not think it is one.
+        for (char **env = environ; env && *env; ) {
+            if (strncmp (*env, "BXFI_", 5) == 0) {
+                char name [128];
+                size_t len = strcspn (*env, "=");
+                snprintf (name, sizeof name, "%.*s", (int) (len < 127? len: 127), *env);
+                unsetenv (name);        //  shifts the array: recheck slot
+            }
+            else
+                env++;
         }
         execv (path, args);
         fprintf (stderr, "sm_spawn: exec %s: %s\n", path, strerror (errno));
