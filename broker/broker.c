@@ -735,6 +735,20 @@ s_broker_tick (broker_t *self)
         service = (service_t *) zhashx_next (self->services);
     }
 
+    //  Services with no worker and nothing queued: forget them, so that
+    //  clients asking for random names cannot grow the table forever.
+    zlist_t *idle = zlist_new ();
+    zlist_autofree (idle);
+    service = (service_t *) zhashx_first (self->services);
+    while (service) {
+        if (service->workers == 0 && zlistx_size (service->requests) == 0)
+            zlist_append (idle, service->name);
+        service = (service_t *) zhashx_next (self->services);
+    }
+    for (char *name = (char *) zlist_first (idle); name; name = (char *) zlist_next (idle))
+        zhashx_delete (self->services, name);
+    zlist_destroy (&idle);
+
     //  Heartbeats.
     if (now >= self->heartbeat_at) {
         worker = (worker_t *) zhashx_first (self->workers);

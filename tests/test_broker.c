@@ -365,7 +365,8 @@ Test (broker, queued_request_is_served_when_a_worker_arrives)
     mdp_client_t *client = mdp_client_new (s_endpoint);
     zmsg_t *body = sm_body_new (NULL, -1, -1);
     cr_assert_eq (mdp_client_send (client, "late", &body), 0);
-    zclock_sleep (200);
+    for (int i = 0; i < 100 && s_stats ().queued < 1; i++)
+        zclock_sleep (5);
     cr_assert_eq (s_stats ().queued, 1);
     s_echo_start (0, "late", "L", 0, 0);
     int command = 0;
@@ -433,6 +434,8 @@ Test (broker, garbage_headers_are_dropped_and_broker_keeps_serving)
     zsock_send (raw, "sbss", "MDPC01", "\x01", (size_t) 1, "echo", "x");  //  MDP/0.1
     zsock_send (raw, "b", "\x00\xff", (size_t) 2);
     cr_assert (!s_readable (raw, 300), "garbage got a reply");
+    for (int i = 0; i < 100 && s_stats ().dropped < 4; i++)
+        zclock_sleep (5);
     cr_assert_eq (s_stats ().dropped, 4);
     zmsg_t *reply = s_call ("echo", sm_body_new (NULL, -1, -1), 2000);
     cr_assert_eq (s_status (reply), 200);
@@ -491,7 +494,8 @@ Test (broker, protocol_breaking_workers_are_disconnected)
     cr_assert (sm_mdp_wait_workers (s_endpoint, "svc2", 1, 3000));
     uint64_t dropped = s_stats ().dropped;
     zsock_send (raw, "sb", MDPW_WORKER, "\x04", (size_t) 1);
-    zclock_sleep (100);
+    for (int i = 0; i < 100 && s_stats ().dropped < dropped + 1; i++)
+        zclock_sleep (5);
     cr_assert_eq (s_stats ().dropped, dropped + 1);
     zsock_destroy (&raw);
     //  Broker still serves MMI.
@@ -662,4 +666,29 @@ Test (broker, bind_failure_is_reported)
     char *bound = broker_endpoint (s_broker);
     cr_assert_str_eq (bound, "");
     zstr_free (&bound);
+}
+
+Test (broker, idle_services_are_forgotten_and_send_mem_works)
+{
+    s_broker_start (NULL);      //  expiry 500 ms
+    mdp_client_t *client = mdp_client_new (s_endpoint);
+    //  Requests to 5 made-up services: each expires, then its service goes.
+    for (int i = 0; i < 5; i++) {
+        char name [32];
+        snprintf (name, sizeof name, "made-up-%d", i);
+        cr_assert_eq (mdp_client_send_mem (client, name, "\x81\xa1v\x01", 4), 0);
+    }
+    //  The requests travel the socket while STATS travels the pipe: poll.
+    for (int i = 0; i < 100 && s_stats ().services < 5; i++)
+        zclock_sleep (5);
+    cr_assert_eq (s_stats ().services, 5);
+    for (int i = 0; i < 5; i++) {
+        int command = 0;
+        zmsg_t *reply = mdp_client_recv (client, 2000, &command, NULL);
+        cr_assert_eq (s_status (reply), 504);
+        zmsg_destroy (&reply);
+    }
+    zclock_sleep (150);         //  a few timer ticks
+    cr_assert_eq (s_stats ().services, 0, "expired services must be forgotten");
+    mdp_client_destroy (&client);
 }

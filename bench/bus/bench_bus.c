@@ -103,6 +103,52 @@ s_mdp_echo_actor (zsock_t *pipe, void *args)
     mdp_worker_destroy (&worker);
 }
 
+//  Broker path with a bare worker: one thread, one DEALER speaking MDPW02
+//  itself (no heartbeat thread, no inproc pipe). Separates the broker's
+//  cost from the worker API's.
+
+static void
+s_bare_worker_actor (zsock_t *pipe, void *args)
+{
+    s_worker_args_t *wa = (s_worker_args_t *) args;
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    zsock_set_sndhwm (dealer, 0);
+    zsock_set_rcvhwm (dealer, 0);
+    s_require (zsock_connect (dealer, "%s", wa->endpoint) == 0);
+    //  READY with the capacity frame {"v":1,"capacity":N}, N < 65536.
+    uint8_t capacity [] = { 0x82, 0xa1, 'v', 0x01, 0xa8, 'c','a','p','a','c','i','t','y',
+                            0xcd, (uint8_t) (wa->capacity >> 8), (uint8_t) wa->capacity };
+    zsock_send (dealer, "sbsb", MDPW_WORKER, "\x01", (size_t) 1, "echo",
+                capacity, sizeof capacity);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, dealer, NULL);
+    int64_t heartbeat_at = zclock_mono () + MDP_HEARTBEAT_DEFAULT;
+    while (true) {
+        void *which = zpoller_wait (poller, 500);
+        if (which == pipe || zpoller_terminated (poller))
+            break;
+        if (zclock_mono () >= heartbeat_at) {
+            zsock_send (dealer, "sb", MDPW_WORKER, "\x05", (size_t) 1);
+            heartbeat_at = zclock_mono () + MDP_HEARTBEAT_DEFAULT;
+        }
+        if (which != dealer)
+            continue;
+        zmsg_t *msg = zmsg_recv (dealer);
+        if (!msg)
+            break;
+        zframe_t *command = zmsg_next (msg);    //  after the header
+        zmsg_first (msg);
+        command = zmsg_next (msg);
+        if (command && zframe_size (command) == 1 && zframe_data (command) [0] == MDPW_REQUEST) {
+            zframe_data (command) [0] = MDPW_FINAL;   //  same frames back
+            zmsg_send (&msg, dealer);
+        }
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&dealer);
+}
+
 //  ---------------------------------------------------------------------
 //  Measurement
 
@@ -203,7 +249,7 @@ s_run_raw (const char *transport, const char *bind_ep, s_result_t *result)
 }
 
 static void
-s_run_broker (const char *transport, const char *bind_ep, s_result_t *result)
+s_run_broker (const char *transport, const char *bind_ep, bool bare, s_result_t *result)
 {
     broker_config_t config = { .endpoints = bind_ep, .request_expiry_ms = 60000,
                                .max_queue_service = 100000, .max_queue_total = 100000 };
@@ -213,7 +259,7 @@ s_run_broker (const char *transport, const char *bind_ep, s_result_t *result)
     s_require (endpoint && *endpoint);
     //  "tcp://127.0.0.1:port" as bound is also the connect address.
     snprintf (args.endpoint, sizeof args.endpoint, "%s", endpoint);
-    zactor_t *worker = zactor_new (s_mdp_echo_actor, &args);
+    zactor_t *worker = zactor_new (bare? s_bare_worker_actor: s_mdp_echo_actor, &args);
     //  Wait until the worker is registered (mmi.workers).
     mdp_client_t *probe = mdp_client_new (endpoint);
     for (int i = 0; i < 100; i++) {
@@ -230,7 +276,7 @@ s_run_broker (const char *transport, const char *bind_ep, s_result_t *result)
         zclock_sleep (10);
     }
     mdp_client_destroy (&probe);
-    result->path = "broker";
+    result->path = bare? "broker+bare-worker": "broker";
     result->transport = transport;
     s_measure (endpoint, true, result);
     zstr_free (&endpoint);
@@ -322,10 +368,14 @@ s_write (const char *out, const char *commit, const char *command,
         fprintf (md, "| %s | %s | %.1f | %.1f | %.1f | %.0f |\n", results [i].path,
                  results [i].transport, results [i].p50_us, results [i].p99_us,
                  results [i].mean_us, results [i].msgs_per_s);
-    fprintf (md, "\n`broker` is client -> splitmesh broker -> mdp_worker -> broker -> client"
-             " (two network hops each way plus the worker API's inproc pipe);"
-             " `raw` is one DEALER -> ROUTER echo hop. All parties are threads of one process,"
-             " each with its own socket, talking over the named transport.\n");
+    fprintf (md, "\n- `raw`: one DEALER -> ROUTER echo hop (the floor).\n"
+             "- `broker`: client -> splitmesh broker -> mdp_worker API -> broker -> client:"
+             " two network hops each way, plus the worker API's inproc pipe to its"
+             " heartbeat actor (two more thread hand-offs per request).\n"
+             "- `broker+bare-worker`: the same broker with a one-thread worker speaking MDPW02"
+             " on its own DEALER, to separate the broker's cost from the worker API's.\n\n"
+             "All parties are threads of one process, each with its own socket, talking over"
+             " the named transport. The client is a DEALER sending MDPC02 frames directly.\n");
     fclose (md);
 }
 
@@ -368,18 +418,20 @@ main (int argc, char **argv)
     char ipc_raw [256], ipc_broker [256];
     snprintf (ipc_raw, sizeof ipc_raw, "ipc:///tmp/bench-bus-%d-raw.ipc", getpid ());
     snprintf (ipc_broker, sizeof ipc_broker, "ipc:///tmp/bench-bus-%d-broker.ipc", getpid ());
-    s_result_t results [4];
+    s_result_t results [6];
     memset (results, 0, sizeof results);
     s_run_raw ("ipc", ipc_raw, &results [0]);
-    s_run_broker ("ipc", ipc_broker, &results [1]);
-    s_run_raw ("tcp", "tcp://127.0.0.1:*", &results [2]);
-    s_run_broker ("tcp", "tcp://127.0.0.1:*", &results [3]);
+    s_run_broker ("ipc", ipc_broker, false, &results [1]);
+    s_run_broker ("ipc", ipc_broker, true, &results [2]);
+    s_run_raw ("tcp", "tcp://127.0.0.1:*", &results [3]);
+    s_run_broker ("tcp", "tcp://127.0.0.1:*", false, &results [4]);
+    s_run_broker ("tcp", "tcp://127.0.0.1:*", true, &results [5]);
     unlink (ipc_raw + 6);
     unlink (ipc_broker + 6);
-    for (int i = 0; i < 4; i++)
-        printf ("%-6s %-3s p50 %7.1f us  p99 %7.1f us  mean %7.1f us  %9.0f msgs/s\n",
+    for (int i = 0; i < 6; i++)
+        printf ("%-18s %-3s p50 %7.1f us  p99 %7.1f us  mean %7.1f us  %9.0f msgs/s\n",
                 results [i].path, results [i].transport, results [i].p50_us,
                 results [i].p99_us, results [i].mean_us, results [i].msgs_per_s);
-    s_write (out, commit, command, results, 4);
+    s_write (out, commit, command, results, 6);
     return 0;
 }
