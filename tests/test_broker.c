@@ -18,6 +18,7 @@
 
 static zactor_t *s_broker;
 static zactor_t *s_actors [ACTORS_MAX];
+static mdp_worker_t *s_worker;          //  a worker a test drives by hand
 static char s_endpoint [64];
 static int s_counter;
 
@@ -26,6 +27,7 @@ s_fini (void)
 {
     for (int i = 0; i < ACTORS_MAX; i++)
         zactor_destroy (&s_actors [i]);
+    mdp_worker_destroy (&s_worker);
     zactor_destroy (&s_broker);
 }
 
@@ -583,7 +585,8 @@ Test (broker, worker_reregisters_after_broker_restart)
     mdp_worker_options_t options = {
         .heartbeat_ms = 100, .liveness = 3, .reconnect_ms = 50, .reconnect_max_ms = 200
     };
-    mdp_worker_t *worker = mdp_worker_new (s_endpoint, "echo", &options);
+    s_worker = mdp_worker_new (s_endpoint, "echo", &options);
+    mdp_worker_t *worker = s_worker;
     cr_assert_not_null (worker);
     cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 1, 3000));
     cr_assert_eq (mdp_worker_connects (worker), 1);
@@ -591,7 +594,19 @@ Test (broker, worker_reregisters_after_broker_restart)
     zactor_destroy (&s_broker);
     broker_config_t config = { .heartbeat_ms = 100, .liveness = 3, .request_expiry_ms = 3000,
                                .endpoints = s_endpoint };
-    s_broker = zactor_new (broker_actor, &config);
+    //  The old ROUTER closes asynchronously: its inproc name may be taken
+    //  for a moment, so retry the bind as a restarted process would.
+    for (int i = 0; i < 100; i++) {
+        s_broker = zactor_new (broker_actor, &config);
+        char *bound = broker_endpoint (s_broker);
+        bool ok = bound && *bound;
+        zstr_free (&bound);
+        if (ok)
+            break;
+        zactor_destroy (&s_broker);
+        zclock_sleep (20);
+    }
+    cr_assert_not_null (s_broker, "could not rebind %s", s_endpoint);
     int64_t start = zclock_mono ();
     cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 1, 5000), "worker did not come back");
     cr_assert (zclock_mono () - start < 5000);
@@ -616,8 +631,9 @@ Test (broker, worker_reregisters_after_broker_restart)
     zmsg_destroy (&request);
     zframe_destroy (&address);
     mdp_client_destroy (&client);
-    mdp_worker_destroy (&worker);
-    mdp_worker_destroy (&worker);       //  second destroy is harmless
+    mdp_worker_destroy (&s_worker);
+    mdp_worker_destroy (&s_worker);     //  second destroy is harmless
+    cr_assert_null (s_worker);
 }
 
 Test (broker, client_request_retries_on_fresh_sockets_then_gives_up)
