@@ -428,10 +428,12 @@ s_client_mmi (broker_t *self, zframe_t *client, const char *service, zmsg_t *bod
     s_send_client (self, client, MDPC_FINAL, service, &reply);
 }
 
-//  msg holds [MDPC02][command][service][body...] after the identity.
+//  msg holds [MDPC02][command][service][body...] after the identity. A
+//  queued request takes the message (no copy of a large body).
 static void
-s_client_message (broker_t *self, zframe_t *client, zmsg_t *msg)
+s_client_message (broker_t *self, zframe_t *client, zmsg_t **msg_p)
 {
+    zmsg_t *msg = *msg_p;
     zframe_t *command = zmsg_pop (msg);
     zframe_t *service_frame = zmsg_pop (msg);
     char service [MDP_SERVICE_MAX + 1] = "";
@@ -497,7 +499,8 @@ s_client_message (broker_t *self, zframe_t *client, zmsg_t *msg)
     }
     request->client = zframe_dup (client);
     request->service = target;
-    request->body = zmsg_dup (msg);
+    request->body = msg;
+    *msg_p = NULL;
     request->expiry = zclock_mono () + self->config.request_expiry_ms;
     zlistx_add_end (target->requests, request);
     self->queued++;
@@ -553,10 +556,12 @@ cleanup:
     zframe_destroy (&capacity_frame);
 }
 
-//  PARTIAL or FINAL: msg holds [client][""][body...].
+//  PARTIAL or FINAL: msg holds [client][""][body...]; the body is passed
+//  on to the client without a copy.
 static void
-s_worker_reply (broker_t *self, worker_t *worker, int command, zmsg_t *msg)
+s_worker_reply (broker_t *self, worker_t *worker, int command, zmsg_t **msg_p)
 {
+    zmsg_t *msg = *msg_p;
     zframe_t *client = zmsg_pop (msg);
     zframe_t *empty = zmsg_pop (msg);
     if (!client || !empty || zframe_size (empty) != 0) {
@@ -575,7 +580,8 @@ s_worker_reply (broker_t *self, worker_t *worker, int command, zmsg_t *msg)
         self->stats.dropped++;
         goto cleanup;
     }
-    zmsg_t *body = zmsg_dup (msg);
+    zmsg_t *body = msg;
+    *msg_p = NULL;
     if (command == MDPW_PARTIAL) {
         request->streamed = true;
         s_send_client (self, client, MDPC_PARTIAL, worker->service->name, &body);
@@ -597,8 +603,9 @@ cleanup:
 
 //  msg holds [MDPW02][command][...] after the identity.
 static void
-s_worker_message (broker_t *self, zframe_t *identity, zmsg_t *msg)
+s_worker_message (broker_t *self, zframe_t *identity, zmsg_t **msg_p)
 {
+    zmsg_t *msg = *msg_p;
     char *id = zframe_strhex (identity);
     worker_t *worker = (worker_t *) zhashx_lookup (self->workers, id);
     zframe_t *command = zmsg_pop (msg);
@@ -641,7 +648,7 @@ s_worker_message (broker_t *self, zframe_t *identity, zmsg_t *msg)
             }
             else
             if (event != EV_WORKER_HEARTBEAT)
-                s_worker_reply (self, worker, cmd, msg);
+                s_worker_reply (self, worker, cmd, msg_p);
             break;
         case EV_WORKER_DISCONNECT:
             if (worker) {
@@ -671,10 +678,10 @@ s_router_message (broker_t *self)
     zframe_t *identity = zmsg_pop (msg);
     zframe_t *header = zmsg_pop (msg);
     if (identity && header && zframe_streq (header, MDPC_CLIENT))
-        s_client_message (self, identity, msg);
+        s_client_message (self, identity, &msg);
     else
     if (identity && header && zframe_streq (header, MDPW_WORKER))
-        s_worker_message (self, identity, msg);
+        s_worker_message (self, identity, &msg);
     else {
         char *id = identity? zframe_strhex (identity): NULL;
         zsys_warning ("broker: %s from %s: no MDPC02/MDPW02 header (%zu frames); dropped",
