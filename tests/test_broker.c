@@ -708,3 +708,56 @@ Test (broker, idle_services_are_forgotten_and_send_mem_works)
     cr_assert_eq (s_stats ().services, 0, "expired services must be forgotten");
     mdp_client_destroy (&client);
 }
+
+Test (broker, worker_heartbeats_and_backs_off_when_broker_is_silent)
+{
+    //  A "broker" that accepts but never answers: the worker must heartbeat,
+    //  declare it dead after liveness x heartbeat, and reconnect on a new
+    //  socket (new identity) with a growing back-off.
+    snprintf (s_endpoint, sizeof s_endpoint, "inproc://silent-%d", getpid ());
+    zsock_t *router = zsock_new_router (s_endpoint);
+    cr_assert_not_null (router);
+    mdp_worker_options_t options = {
+        .heartbeat_ms = 50, .liveness = 3, .reconnect_ms = 40, .reconnect_max_ms = 320
+    };
+    s_worker = mdp_worker_new (s_endpoint, "svc", &options);
+    cr_assert_not_null (s_worker);
+    int64_t readies [8];
+    int ready_count = 0, heartbeats = 0;
+    zframe_t *last_identity = NULL;
+    int64_t deadline = zclock_mono () + 3000;
+    while (ready_count < 5 && zclock_mono () < deadline) {
+        if (!s_readable (router, 100))
+            continue;
+        zmsg_t *msg = zmsg_recv (router);
+        zframe_t *identity = zmsg_pop (msg);
+        zframe_t *header = zmsg_pop (msg);
+        zframe_t *command = zmsg_pop (msg);
+        cr_assert (zframe_streq (header, MDPW_WORKER));
+        if (zframe_data (command) [0] == MDPW_READY) {
+            cr_assert (!last_identity || !zframe_eq (identity, last_identity),
+                       "reconnect must use a fresh socket");
+            zframe_destroy (&last_identity);
+            last_identity = zframe_dup (identity);
+            readies [ready_count++] = zclock_mono ();
+        }
+        else
+        if (zframe_data (command) [0] == MDPW_HEARTBEAT)
+            heartbeats++;
+        zframe_destroy (&identity);
+        zframe_destroy (&header);
+        zframe_destroy (&command);
+        zmsg_destroy (&msg);
+    }
+    zframe_destroy (&last_identity);
+    cr_assert_eq (ready_count, 5, "worker reconnected only %d times", ready_count - 1);
+    cr_assert_geq (heartbeats, 4, "worker sent %d heartbeats", heartbeats);
+    //  Gaps: liveness (150 ms) + back-off 40, 80, 160, 320 ms.
+    int64_t first = readies [1] - readies [0], last = readies [4] - readies [3];
+    cr_assert (first >= 150 && last >= first + 150,
+               "back-off did not grow: first gap %lld ms, last %lld ms",
+               (long long) first, (long long) last);
+    cr_assert_eq (mdp_worker_connects (s_worker), 5);
+    mdp_worker_destroy (&s_worker);
+    zsock_destroy (&router);
+}
