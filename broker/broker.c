@@ -683,9 +683,17 @@ s_router_message (broker_t *self)
     if (identity && header && zframe_streq (header, MDPW_WORKER))
         s_worker_message (self, identity, &msg);
     else {
+        //  Say why, for the two mistakes real clients make.
+        const char *hint = "";
+        if (header && zframe_size (header) == 0)
+            hint = " (empty delimiter: a REQ socket? MDP/0.2 clients use DEALER without it)";
+        else
+        if (header && (zframe_streq (header, "MDPC01") || zframe_streq (header, "MDPW01")))
+            hint = " (MDP/0.1 is not supported; speak MDPC02/MDPW02)";
         char *id = identity? zframe_strhex (identity): NULL;
-        zsys_warning ("broker: %s from %s: no MDPC02/MDPW02 header (%zu frames); dropped",
-                      s_event_names [EV_GARBAGE], id? id: "?", zmsg_size (msg) + (header? 1: 0));
+        zsys_warning ("broker: %s from %s: no MDPC02/MDPW02 header (%zu frames)%s; dropped",
+                      s_event_names [EV_GARBAGE], id? id: "?", zmsg_size (msg) + (header? 1: 0),
+                      hint);
         zstr_free (&id);
         self->stats.dropped++;
     }

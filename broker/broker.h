@@ -33,7 +33,9 @@
     gets a FINAL whose body is {"v":1,"status":400,"error":"..."}; a full
     queue gets 503, an expired request 504. Messages with a garbage MDP
     header are dropped with a log line; a worker that breaks the protocol
-    is sent DISCONNECT and forgotten.
+    is sent DISCONNECT and forgotten. As RFC 18 requires, clients use
+    DEALER sockets and send no empty delimiter; REQ-socket (MDP/0.1 style)
+    messages are dropped with a log line that says so.
 
     Capacity extension (for batching services): READY may carry one extra
     frame, a MessagePack map {"v":1,"capacity":N} with N in 1..1024. The
