@@ -761,3 +761,84 @@ Test (broker, worker_heartbeats_and_backs_off_when_broker_is_silent)
     mdp_worker_destroy (&s_worker);
     zsock_destroy (&router);
 }
+
+Test (broker, busy_bound_worker_holds_its_session_without_blocking_others)
+{
+    s_broker_start (NULL);
+    s_echo_start (0, "echo", "A", 0, 0);
+    cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 1, 3000));
+    //  Bind session "s" to A while A is the only worker.
+    zmsg_t *reply = s_call ("echo", sm_body_new ("s", -1, -1), 2000);
+    zmsg_destroy (&reply);
+    s_echo_start (1, "echo", "B", 0, 0);
+    cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 2, 3000));
+    //  A busy for 400 ms with a session request; a second one for the same
+    //  session must wait for A; a sessionless one must not wait behind it.
+    mdp_client_t *busy = mdp_client_new (s_endpoint);
+    mdp_client_t *pinned = mdp_client_new (s_endpoint);
+    mdp_client_t *free_client = mdp_client_new (s_endpoint);
+    zmsg_t *body = sm_body_new ("s", 400, -1);
+    mdp_client_send (busy, "echo", &body);
+    zclock_sleep (50);
+    body = sm_body_new ("s", 0, -1);
+    mdp_client_send (pinned, "echo", &body);
+    zclock_sleep (50);
+    int64_t start = zclock_mono ();
+    body = sm_body_new (NULL, 0, -1);
+    mdp_client_send (free_client, "echo", &body);
+    int command = 0;
+    reply = mdp_client_recv (free_client, 2000, &command, NULL);
+    cr_assert_not_null (reply);
+    char *worker = sm_body_str (reply, "worker");
+    cr_assert_str_eq (worker, "B");
+    cr_assert (zclock_mono () - start < 250, "sessionless request waited behind a session");
+    zstr_free (&worker);
+    zmsg_destroy (&reply);
+    reply = mdp_client_recv (pinned, 2000, &command, NULL);
+    cr_assert_not_null (reply);
+    worker = sm_body_str (reply, "worker");
+    cr_assert_str_eq (worker, "A", "session request left its busy worker");
+    zstr_free (&worker);
+    zmsg_destroy (&reply);
+    reply = mdp_client_recv (busy, 2000, &command, NULL);
+    cr_assert_not_null (reply);
+    zmsg_destroy (&reply);
+    mdp_client_destroy (&busy);
+    mdp_client_destroy (&pinned);
+    mdp_client_destroy (&free_client);
+}
+
+Test (broker, large_multi_frame_bodies_pass_intact)
+{
+    s_broker_start (NULL);
+    mdp_worker_options_t options = { .heartbeat_ms = 100 };
+    s_worker = mdp_worker_new (s_endpoint, "big", &options);
+    cr_assert (sm_mdp_wait_workers (s_endpoint, "big", 1, 3000));
+    //  A 4 MiB activation-sized frame plus a second frame.
+    size_t size = 4 << 20;
+    uint8_t *data = (uint8_t *) malloc (size);
+    for (size_t i = 0; i < size; i++)
+        data [i] = (uint8_t) (i * 2654435761u >> 24);
+    mdp_client_t *client = mdp_client_new (s_endpoint);
+    zmsg_t *body = zmsg_new ();
+    zmsg_addmem (body, data, size);
+    zmsg_addstr (body, "tail");
+    cr_assert_eq (mdp_client_send (client, "big", &body), 0);
+    zframe_t *address = NULL;
+    zmsg_t *request = mdp_worker_recv (s_worker, 3000, &address);
+    cr_assert_not_null (request);
+    cr_assert_eq (zmsg_size (request), 2);
+    cr_assert_eq (zframe_size (zmsg_first (request)), size);
+    cr_assert (memcmp (zframe_data (zmsg_first (request)), data, size) == 0, "body changed");
+    cr_assert (zframe_streq (zmsg_last (request), "tail"));
+    cr_assert_eq (mdp_worker_send_final (s_worker, address, &request), 0);
+    int command = 0;
+    zmsg_t *reply = mdp_client_recv (client, 3000, &command, NULL);
+    cr_assert_not_null (reply);
+    cr_assert_eq (zmsg_size (reply), 2);
+    cr_assert (memcmp (zframe_data (zmsg_first (reply)), data, size) == 0, "reply changed");
+    zmsg_destroy (&reply);
+    zframe_destroy (&address);
+    free (data);
+    mdp_client_destroy (&client);
+}
