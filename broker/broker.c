@@ -398,7 +398,7 @@ s_worker_delete (broker_t *self, worker_t *worker, bool disconnect)
     }
     zlistx_destroy (&worker->inflight);
     service->workers--;
-    zhashx_delete (self->workers, worker->id);      //  frees id string last
+    zhashx_delete (self->workers, worker->id);
     zframe_destroy (&worker->identity);
     zstr_free (&worker->id);
     free (worker);
