@@ -6,4 +6,7 @@
 #ifndef SPLITMESH_CLI_H
 #define SPLITMESH_CLI_H
 
+//  cmd_keygen.c: writes a CurveZMQ key pair (zcert format) for crypt-proxy.
+int cmd_keygen (int argc, char **argv);
+
 #endif
