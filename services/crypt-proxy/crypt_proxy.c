@@ -213,7 +213,8 @@ typedef struct {
     int service;                //  index into workers
     zframe_t *client;           //  MDP client address on the device broker
     int64_t deadline;           //  zclock_mono msecs; 504 after this
-    bool sent;                  //  handed to the DEALER (else in the up queue)
+    int64_t link_deadline;      //  waiting for the link: 503 after this (0: not waiting)
+    bool sent;                  //  handed to the DEALER (else queued or waiting)
 } device_request_t;
 
 //  A link message waiting for its emulated arrival time
@@ -236,6 +237,8 @@ typedef struct {
     link_emu_t *emu;            //  NULL: no emulation
     zlistx_t *up;               //  timed_msg_t * waiting to be sent
     zlistx_t *down;             //  timed_msg_t * waiting to be delivered
+    zlistx_t *pending;          //  zmsg_t * waiting for the link to come up
+    int link_wait_ms;           //  how long a request waits for the link
     bool link_up;               //  an authenticated connection exists
     char link_state [160];      //  last event, for error texts
     int timeout_ms;             //  device-side deadline
@@ -286,8 +289,21 @@ s_device_fail (device_t *self, device_request_t *req, int status, const char *te
     zhashx_delete (self->requests, key);
 }
 
-//  Sends one link message on the DEALER now; a request that cannot be sent
-//  (no authenticated connection) fails with 503 at once.
+//  The request a link message belongs to (NULL when it already ended).
+static device_request_t *
+s_device_request_of (device_t *self, zmsg_t *msg)
+{
+    zframe_t *idf = zmsg_first (msg);
+    idf = zmsg_next (msg);
+    idf = zmsg_next (msg);
+    char key [17];
+    s_key_of (s_get_id (zframe_data (idf)), key);
+    return (device_request_t *) zhashx_lookup (self->requests, key);
+}
+
+//  Sends one link message on the DEALER now. Without an authenticated
+//  connection the message waits (up to link_wait_ms) for the link in
+//  `pending`; s_device_expire fails it with 503 naming the link's state.
 static void
 s_device_link_send (device_t *self, zmsg_t **msg_p)
 {
@@ -303,16 +319,39 @@ s_device_link_send (device_t *self, zmsg_t **msg_p)
         zmsg_destroy (msg_p);
         return;
     }
+    if (!(zsock_events (self->link) & ZMQ_POLLOUT)) {
+        //  No authenticated connection (ZMQ_IMMEDIATE): wait for one.
+        if (!req->link_deadline)
+            req->link_deadline = zclock_mono () + self->link_wait_ms;
+        zlistx_add_end (self->pending, *msg_p);
+        *msg_p = NULL;
+        return;
+    }
     if (zmsg_send (msg_p, self->link) == 0) {
         req->sent = true;
+        req->link_deadline = 0;
         self->sent++;
     }
     else {
+        //  Lost the race with a disconnect: nothing was sent.
         zmsg_destroy (msg_p);
         char text [256];
         snprintf (text, sizeof text, "crypt-proxy: link to the cloud is down (%s)",
                   self->link_state);
         s_device_fail (self, req, 503, text);
+    }
+}
+
+//  Retries the messages that wait for the link, oldest first.
+static void
+s_device_flush_pending (device_t *self)
+{
+    size_t count = zlistx_size (self->pending);
+    for (size_t i = 0; i < count; i++) {
+        zmsg_t *msg = (zmsg_t *) zlistx_detach (self->pending, NULL);
+        if (!msg)
+            break;
+        s_device_link_send (self, &msg);
     }
 }
 
@@ -442,6 +481,7 @@ s_device_monitor (device_t *self)
                        self->config.connect);
         self->link_up = true;
         snprintf (self->link_state, sizeof self->link_state, "%s", name);
+        s_device_flush_pending (self);
     }
     else
     if (event == ZMQ_EVENT_DISCONNECTED) {
@@ -497,6 +537,7 @@ s_device_destroy (device_t **self_p)
     zhashx_destroy (&self->requests);
     zlistx_destroy (&self->up);
     zlistx_destroy (&self->down);
+    zlistx_destroy (&self->pending);
     link_emu_destroy (&self->emu);
     free (self->services_text);
     free (self);
@@ -518,6 +559,9 @@ s_device_new (zsock_t *pipe, const crypt_proxy_config_t *config, char *err, size
     self->down = zlistx_new ();
     zlistx_set_destructor (self->up, s_timed_free);
     zlistx_set_destructor (self->down, s_timed_free);
+    self->pending = zlistx_new ();
+    zlistx_set_destructor (self->pending, (czmq_destructor *) zmsg_destroy);
+    self->link_wait_ms = self->timeout_ms < 2000? self->timeout_ms: 2000;
     self->next_id = ((uint64_t) randof (0x7fffffff) << 32) | (uint64_t) zclock_usecs ();
     snprintf (self->link_state, sizeof self->link_state, "not connected yet");
 
@@ -628,32 +672,41 @@ s_device_pipe (device_t *self)
     zstr_free (&command);
 }
 
-//  Requests whose deadline passed get 504.
+//  Requests that waited too long for the link get 503, those whose
+//  deadline passed get 504; waiting messages of ended requests are dropped.
 static void
 s_device_expire (device_t *self)
 {
     int64_t now = zclock_mono ();
-    zlistx_t *expired = NULL;
+    zlistx_t *down = zlistx_new ();
+    zlistx_t *late = zlistx_new ();
     device_request_t *req = (device_request_t *) zhashx_first (self->requests);
     while (req) {
-        if (now >= req->deadline) {
-            if (!expired)
-                expired = zlistx_new ();
-            zlistx_add_end (expired, req);
-        }
+        if (req->link_deadline && now >= req->link_deadline)
+            zlistx_add_end (down, req);
+        else
+        if (now >= req->deadline)
+            zlistx_add_end (late, req);
         req = (device_request_t *) zhashx_next (self->requests);
     }
-    if (!expired)
-        return;
     char text [256];
+    snprintf (text, sizeof text, "crypt-proxy: link to the cloud is down (%s)", self->link_state);
+    for (req = (device_request_t *) zlistx_first (down); req;
+         req = (device_request_t *) zlistx_next (down))
+        s_device_fail (self, req, 503, text);
     snprintf (text, sizeof text, "crypt-proxy: no reply from the cloud within %d ms (link: %s)",
               self->timeout_ms, self->link_state);
-    req = (device_request_t *) zlistx_first (expired);
-    while (req) {
+    for (req = (device_request_t *) zlistx_first (late); req;
+         req = (device_request_t *) zlistx_next (late))
         s_device_fail (self, req, 504, text);
-        req = (device_request_t *) zlistx_next (expired);
+    zlistx_destroy (&down);
+    zlistx_destroy (&late);
+    zmsg_t *msg = (zmsg_t *) zlistx_first (self->pending);
+    while (msg) {
+        if (!s_device_request_of (self, msg))
+            zlistx_delete (self->pending, zlistx_cursor (self->pending));
+        msg = (zmsg_t *) zlistx_next (self->pending);
     }
-    zlistx_destroy (&expired);
 }
 
 static void
@@ -676,6 +729,8 @@ s_device_run (device_t *self)
         head = (timed_msg_t *) zlistx_first (self->down);
         if (head && head->due_us - zclock_usecs () < wait_us)
             wait_us = head->due_us - zclock_usecs ();
+        if (self->link_up && zlistx_size (self->pending) && wait_us > 10000)
+            wait_us = 10000;    //  the pipe may attach just after the event
         long wait_ms = wait_us <= 0? 0: (long) ((wait_us + 999) / 1000);
         if (zmq_poll (items, 3 + self->nservices, wait_ms) == -1) {
             if (errno == EINTR && !zsys_interrupted)
@@ -708,6 +763,8 @@ s_device_run (device_t *self)
             zlistx_delete (self->down, zlistx_cursor (self->down));
             s_device_deliver (self, &msg);
         }
+        if (self->link_up && zlistx_size (self->pending))
+            s_device_flush_pending (self);
         if (zclock_mono () >= expire_at) {
             s_device_expire (self);
             expire_at = zclock_mono () + 100;
