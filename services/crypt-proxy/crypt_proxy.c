@@ -112,8 +112,12 @@ s_event_name (int event)
 static zsock_t *
 s_monitor_new (zsock_t *sock)
 {
-    char endpoint [64];
-    snprintf (endpoint, sizeof endpoint, "inproc://crypt-monitor-%p", (void *) sock);
+    //  A counter, not the address: a new socket may reuse a freed address
+    //  while the old monitor endpoint is still being torn down.
+    static int s_monitors = 0;
+    char endpoint [96];
+    snprintf (endpoint, sizeof endpoint, "inproc://crypt-monitor-%p-%d", (void *) sock,
+              __atomic_add_fetch (&s_monitors, 1, __ATOMIC_RELAXED));
     if (zmq_socket_monitor (zsock_resolve (sock), endpoint, MONITOR_EVENTS) != 0)
         return NULL;
     zsock_t *pair = zsock_new (ZMQ_PAIR);
@@ -231,6 +235,10 @@ typedef struct {
     mdp_worker_t *worker [CRYPT_SERVICES_MAX];  //  one per service
     int nservices;
     zsock_t *link;              //  CURVE DEALER to the cloud proxy
+    zcert_t *cert;              //  this device's certificate (secret)
+    char server_key [41];       //  pinned server public key, Z85
+    int64_t relink_at;          //  rebuild the link socket then (0: no)
+    int relink_backoff;         //  msecs before the next rebuild
     zsock_t *monitor;           //  events of link
     zhashx_t *requests;         //  "id hex" -> device_request_t *
     uint64_t next_id;           //  next request id
@@ -467,6 +475,93 @@ s_device_link_recv (device_t *self)
         s_device_deliver (self, &msg);
 }
 
+//  Creates the CURVE DEALER and its monitor and connects it.
+static int
+s_device_link_open (device_t *self, char *err, size_t err_size)
+{
+    self->link = zsock_new (ZMQ_DEALER);
+    if (!self->link) {
+        snprintf (err, err_size, "cannot create the link socket");
+        return -1;
+    }
+    zcert_apply (self->cert, self->link);
+    zsock_set_curve_serverkey (self->link, self->server_key);
+    zsock_set_immediate (self->link, 1);
+    zsock_set_sndtimeo (self->link, 0);
+    zsock_set_linger (self->link, 0);
+    zsock_set_reconnect_ivl (self->link, 100);
+    zsock_set_reconnect_ivl_max (self->link, 2000);
+    zsock_set_heartbeat_ivl (self->link, LINK_HEARTBEAT_MS);
+    zsock_set_heartbeat_timeout (self->link, LINK_HB_TIMEOUT_MS);
+    zsock_set_sndhwm (self->link, 100000);
+    zsock_set_rcvhwm (self->link, 100000);
+    self->monitor = s_monitor_new (self->link);
+    if (!self->monitor) {
+        snprintf (err, err_size, "cannot monitor the link socket");
+        return -1;
+    }
+    if (zsock_connect (self->link, "%s", self->config.connect) != 0) {
+        snprintf (err, err_size, "cannot connect to '%s'", self->config.connect);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+s_device_link_close (device_t *self)
+{
+    if (self->link)
+        zmq_socket_monitor (zsock_resolve (self->link), NULL, 0);
+    zsock_destroy (&self->monitor);
+    zsock_destroy (&self->link);
+}
+
+//  libzmq gives up on a connection that failed its handshake (ZAP refusal,
+//  a corrupted stream: a "protocol error"), and never reconnects it. So
+//  after any failure the device builds a fresh socket, with back-off.
+//  Requests that were on the old socket are failed: their answers are lost.
+static void
+s_device_relink (device_t *self)
+{
+    zlistx_t *failed = zlistx_new ();
+    device_request_t *req = (device_request_t *) zhashx_first (self->requests);
+    while (req) {
+        if (req->sent)
+            zlistx_add_end (failed, req);
+        req = (device_request_t *) zhashx_next (self->requests);
+    }
+    for (req = (device_request_t *) zlistx_first (failed); req;
+         req = (device_request_t *) zlistx_next (failed))
+        s_device_fail (self, req, 503,
+            "crypt-proxy: the link to the cloud dropped while the request was out; retry");
+    zlistx_destroy (&failed);
+    s_device_link_close (self);
+    char err [256];
+    if (s_device_link_open (self, err, sizeof err))
+        zsys_error ("crypt-proxy device: %s", err);     //  retried on the next failure
+    self->link_up = false;
+    self->relink_at = 0;
+    if (self->config.verbose)
+        zsys_info ("crypt-proxy device: link socket rebuilt");
+}
+
+//  True when the state names a failed handshake (the most useful reason).
+static bool
+s_handshake_failed (const char *state)
+{
+    return strncmp (state, "handshake refused", 17) == 0
+        || strncmp (state, "handshake failed", 16) == 0;
+}
+
+static void
+s_device_schedule_relink (device_t *self)
+{
+    if (self->relink_at)
+        return;
+    self->relink_at = zclock_mono () + self->relink_backoff;
+    self->relink_backoff = self->relink_backoff * 2 > 1000? 1000: self->relink_backoff * 2;
+}
+
 static void
 s_device_monitor (device_t *self)
 {
@@ -480,31 +575,25 @@ s_device_monitor (device_t *self)
             zsys_info ("crypt-proxy device: link to %s up (CURVE, server key pinned)",
                        self->config.connect);
         self->link_up = true;
+        self->relink_backoff = 100;
         snprintf (self->link_state, sizeof self->link_state, "%s", name);
         s_device_flush_pending (self);
     }
     else
     if (event == ZMQ_EVENT_DISCONNECTED) {
-        if (self->link_up)
+        //  After a failed handshake keep its reason: it says more.
+        //  Whatever was on a connection that was up is lost: fail it now
+        //  (the caller retries) and start over on a fresh socket.
+        if (self->link_up) {
             zsys_warning ("crypt-proxy device: link to %s dropped", self->config.connect);
-        self->link_up = false;
-        snprintf (self->link_state, sizeof self->link_state, "connection dropped");
-        //  Whatever was on that connection is lost: fail it now, the
-        //  caller retries on the next connection.
-        zlistx_t *failed = zlistx_new ();
-        device_request_t *req = (device_request_t *) zhashx_first (self->requests);
-        while (req) {
-            if (req->sent)
-                zlistx_add_end (failed, req);
-            req = (device_request_t *) zhashx_next (self->requests);
+            snprintf (self->link_state, sizeof self->link_state, "connection dropped");
+            s_device_relink (self);
         }
-        req = (device_request_t *) zlistx_first (failed);
-        while (req) {
-            s_device_fail (self, req, 503,
-                "crypt-proxy: the link to the cloud dropped while the request was out; retry");
-            req = (device_request_t *) zlistx_next (failed);
+        else {
+            if (!s_handshake_failed (self->link_state))
+                snprintf (self->link_state, sizeof self->link_state, "connection dropped");
+            s_device_schedule_relink (self);
         }
-        zlistx_destroy (&failed);
     }
     else
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
@@ -516,10 +605,12 @@ s_device_monitor (device_t *self)
                           self->config.connect, name, value);
         self->link_up = false;
         snprintf (self->link_state, sizeof self->link_state, "%s", name);
+        s_device_schedule_relink (self);
     }
     else
-    if (event == ZMQ_EVENT_CONNECTED && !self->link_up)
-        snprintf (self->link_state, sizeof self->link_state, "TCP connected, handshake pending");
+    if (event == ZMQ_EVENT_CONNECTED && !self->link_up
+    &&  !s_handshake_failed (self->link_state))     //  keep the last failure's reason
+        snprintf (self->link_state, sizeof self->link_state, "TCP connected, CURVE handshake pending");
 }
 
 static void
@@ -530,10 +621,8 @@ s_device_destroy (device_t **self_p)
         return;
     for (int i = 0; i < self->nservices; i++)
         mdp_worker_destroy (&self->worker [i]);
-    if (self->link)
-        zmq_socket_monitor (zsock_resolve (self->link), NULL, 0);
-    zsock_destroy (&self->monitor);
-    zsock_destroy (&self->link);
+    s_device_link_close (self);
+    zcert_destroy (&self->cert);
     zhashx_destroy (&self->requests);
     zlistx_destroy (&self->up);
     zlistx_destroy (&self->down);
@@ -582,27 +671,12 @@ s_device_new (zsock_t *pipe, const crypt_proxy_config_t *config, char *err, size
                   config->server_key);
         goto failed;
     }
-    self->link = zsock_new (ZMQ_DEALER);
-    zcert_apply (cert, self->link);
-    zsock_set_curve_serverkey (self->link, zcert_public_txt (server));
-    zsock_set_immediate (self->link, 1);
-    zsock_set_sndtimeo (self->link, 0);
-    zsock_set_linger (self->link, 0);
-    zsock_set_reconnect_ivl (self->link, 100);
-    zsock_set_reconnect_ivl_max (self->link, 2000);
-    zsock_set_heartbeat_ivl (self->link, LINK_HEARTBEAT_MS);
-    zsock_set_heartbeat_timeout (self->link, LINK_HB_TIMEOUT_MS);
-    zsock_set_sndhwm (self->link, 100000);
-    zsock_set_rcvhwm (self->link, 100000);
-    self->monitor = s_monitor_new (self->link);
-    if (!self->monitor) {
-        snprintf (err, err_size, "cannot monitor the link socket");
+    self->cert = cert;
+    cert = NULL;
+    snprintf (self->server_key, sizeof self->server_key, "%s", zcert_public_txt (server));
+    self->relink_backoff = 100;
+    if (s_device_link_open (self, err, err_size))
         goto failed;
-    }
-    if (zsock_connect (self->link, "%s", config->connect) != 0) {
-        snprintf (err, err_size, "cannot connect to '%s'", config->connect);
-        goto failed;
-    }
     //  Workers last: once registered, requests may arrive.
     self->services_text = strdup (config->services);
     char *save = NULL;
@@ -729,6 +803,8 @@ s_device_run (device_t *self)
         head = (timed_msg_t *) zlistx_first (self->down);
         if (head && head->due_us - zclock_usecs () < wait_us)
             wait_us = head->due_us - zclock_usecs ();
+        if (self->relink_at && (self->relink_at - zclock_mono ()) * 1000 < wait_us)
+            wait_us = (self->relink_at - zclock_mono ()) * 1000;
         if (self->link_up && zlistx_size (self->pending) && wait_us > 10000)
             wait_us = 10000;    //  the pipe may attach just after the event
         long wait_ms = wait_us <= 0? 0: (long) ((wait_us + 999) / 1000);
@@ -763,6 +839,8 @@ s_device_run (device_t *self)
             zlistx_delete (self->down, zlistx_cursor (self->down));
             s_device_deliver (self, &msg);
         }
+        if (self->relink_at && zclock_mono () >= self->relink_at)
+            s_device_relink (self);
         if (self->link_up && zlistx_size (self->pending))
             s_device_flush_pending (self);
         if (zclock_mono () >= expire_at) {
