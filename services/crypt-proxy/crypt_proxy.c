@@ -32,8 +32,6 @@
 #define LINK_CMD_PARTIAL    'P'
 #define LINK_CMD_FINAL      'F'
 #define LINK_ID_SIZE        8
-#define LINK_HEARTBEAT_MS   1000    //  ZMTP heartbeats on the CURVE link
-#define LINK_HB_TIMEOUT_MS  3000    //  silence after which the link is dead
 #define ALLOW_POLL_MS       1000    //  allow directory re-read interval
 
 //  ---------------------------------------------------------------------
@@ -74,6 +72,15 @@ s_load_secret_cert (const char *path, char *err, size_t err_size)
     return cert;
 }
 
+//  ZMTP heartbeats: PING every third of the timeout, dead after timeout.
+static void
+s_set_heartbeats (zsock_t *sock, int timeout_ms)
+{
+    int timeout = timeout_ms > 0? timeout_ms: CRYPT_LINK_TIMEOUT_DEFAULT;
+    zsock_set_heartbeat_ivl (sock, timeout / 3 > 50? timeout / 3: 50);
+    zsock_set_heartbeat_timeout (sock, timeout);
+}
+
 //  Error FINAL body {"v":1,"status":S,"error":TEXT}. Caller owns it.
 static zmsg_t *
 s_error_body (int status, const char *text)
@@ -96,8 +103,10 @@ s_event_name (int event)
         case ZMQ_EVENT_DISCONNECTED:              return "disconnected";
         case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:       return "handshake succeeded";
         case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:     return "handshake refused (ZAP: key not allowed)";
-        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: return "handshake failed (protocol error or wrong server key)";
-        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:return "handshake failed (wrong key or corrupted stream)";
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: return "handshake failed or message rejected "
+                                                         "(protocol error: corrupted or forged data, wrong server key)";
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:return "handshake failed (connection lost during the handshake, "
+                                                         "wrong key or corrupted stream)";
         case ZMQ_EVENT_CONNECT_RETRIED:           return "connect retried";
         case ZMQ_EVENT_CLOSED:                    return "closed";
         default:                                  return "other";
@@ -169,7 +178,7 @@ crypt_proxy_config_check (const crypt_proxy_config_t *c, char *err, size_t err_s
         return -1;
     }
     if (c->timeout_ms < 0 || c->capacity < 0 || c->capacity > MDP_CAPACITY_MAX
-    ||  c->max_inflight < 0 || c->heartbeat_ms < 0) {
+    ||  c->max_inflight < 0 || c->heartbeat_ms < 0 || c->link_timeout_ms < 0) {
         snprintf (err, err_size, "a numeric option is out of range (capacity 1..%d)",
                   MDP_CAPACITY_MAX);
         return -1;
@@ -491,8 +500,7 @@ s_device_link_open (device_t *self, char *err, size_t err_size)
     zsock_set_linger (self->link, 0);
     zsock_set_reconnect_ivl (self->link, 100);
     zsock_set_reconnect_ivl_max (self->link, 2000);
-    zsock_set_heartbeat_ivl (self->link, LINK_HEARTBEAT_MS);
-    zsock_set_heartbeat_timeout (self->link, LINK_HB_TIMEOUT_MS);
+    s_set_heartbeats (self->link, self->config.link_timeout_ms);
     zsock_set_sndhwm (self->link, 100000);
     zsock_set_rcvhwm (self->link, 100000);
     self->monitor = s_monitor_new (self->link);
@@ -988,8 +996,7 @@ s_cloud_new (zsock_t *pipe, const crypt_proxy_config_t *config, char *err, size_
     zsock_set_router_mandatory (self->router, 1);
     zsock_set_sndtimeo (self->router, 0);
     zsock_set_linger (self->router, 0);
-    zsock_set_heartbeat_ivl (self->router, LINK_HEARTBEAT_MS);
-    zsock_set_heartbeat_timeout (self->router, LINK_HB_TIMEOUT_MS);
+    s_set_heartbeats (self->router, config->link_timeout_ms);
     zsock_set_sndhwm (self->router, 100000);
     zsock_set_rcvhwm (self->router, 100000);
     self->monitor = s_monitor_new (self->router);

@@ -14,6 +14,10 @@
       to the MDP client that asked. A request whose answer does not come
       back gets an error FINAL, never silence: 503 at once when the link is
       down or drops while the request is out, 504 after timeout_ms.
+      A corrupted message on the link is rejected by CurveZMQ; libzmq 4.3
+      does not always close the TCP connection then, so ZMTP heartbeats
+      (link_timeout_ms) find the dead link, and the device proxy rebuilds
+      its socket (libzmq never reconnects after a protocol error).
       The optional link emulator (link_emu.h) delays, throttles and drops
       link messages in both directions, on the plaintext side.
     - Cloud role: a CURVE server (ROUTER) with a ZAP handler (CZMQ zauth)
@@ -47,7 +51,8 @@ extern "C" {
 #define CRYPT_TIMEOUT_DEFAULT   30000   //  msecs without an answer before 504
 #define CRYPT_CAPACITY_DEFAULT  64      //  requests in flight per bridged service
 #define CRYPT_INFLIGHT_DEFAULT  256     //  cloud: requests in flight, all devices
-#define CRYPT_SERVICES_MAX      16      //  services one device proxy bridges
+#define CRYPT_SERVICES_MAX      16
+#define CRYPT_LINK_TIMEOUT_DEFAULT 3000 //  msecs of link silence before it is dead      //  services one device proxy bridges
 
 typedef enum { CRYPT_ROLE_DEVICE = 1, CRYPT_ROLE_CLOUD = 2 } crypt_role_t;
 
@@ -71,6 +76,9 @@ typedef struct {
     //  both
     int timeout_ms;             //  0: CRYPT_TIMEOUT_DEFAULT
     int heartbeat_ms;           //  MDP heartbeats with the broker; 0: default
+    int link_timeout_ms;        //  CURVE link declared dead after this much
+                                //  silence (ZMTP heartbeats every third of
+                                //  it); 0: CRYPT_LINK_TIMEOUT_DEFAULT
     bool verbose;
 } crypt_proxy_config_t;
 

@@ -40,9 +40,12 @@ s_usage (FILE *out)
         "  --timeout-ms N        answer 504 after N ms without reply (default %d)\n"
         "                                                           [SPLITMESH_CRYPT_TIMEOUT_MS]\n"
         "  --heartbeat-ms N      MDP heartbeat with the broker      [SPLITMESH_CRYPT_HEARTBEAT_MS]\n"
+        "  --link-timeout-ms N   CURVE link dead after N ms of silence (ZMTP heartbeats,\n"
+        "                        default %d)                       [SPLITMESH_CRYPT_LINK_TIMEOUT_MS]\n"
         "  -v, --verbose         log every command                  [SPLITMESH_CRYPT_VERBOSE=1]\n"
         "  -h, --help\n",
-        CRYPT_CAPACITY_DEFAULT, CRYPT_INFLIGHT_DEFAULT, CRYPT_TIMEOUT_DEFAULT);
+        CRYPT_CAPACITY_DEFAULT, CRYPT_INFLIGHT_DEFAULT, CRYPT_TIMEOUT_DEFAULT,
+        CRYPT_LINK_TIMEOUT_DEFAULT);
 }
 
 //  Parses a number >= 0 or exits with a usage error.
@@ -82,6 +85,7 @@ main (int argc, char **argv)
         { "max-inflight", required_argument, 0, 'm' },
         { "timeout-ms", required_argument, 0, 't' },
         { "heartbeat-ms", required_argument, 0, 'H' },
+        { "link-timeout-ms", required_argument, 0, 'T' },
         { "verbose", no_argument, 0, 'v' },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 }
@@ -104,6 +108,8 @@ main (int argc, char **argv)
         config.max_inflight = s_number ("max-inflight", s_env ("SPLITMESH_CRYPT_MAX_INFLIGHT"));
     if (s_env ("SPLITMESH_CRYPT_TIMEOUT_MS"))
         config.timeout_ms = s_number ("timeout-ms", s_env ("SPLITMESH_CRYPT_TIMEOUT_MS"));
+    if (s_env ("SPLITMESH_CRYPT_LINK_TIMEOUT_MS"))
+        config.link_timeout_ms = s_number ("link-timeout-ms", s_env ("SPLITMESH_CRYPT_LINK_TIMEOUT_MS"));
     if (s_env ("SPLITMESH_CRYPT_HEARTBEAT_MS"))
         config.heartbeat_ms = s_number ("heartbeat-ms", s_env ("SPLITMESH_CRYPT_HEARTBEAT_MS"));
     int opt;
@@ -122,6 +128,7 @@ main (int argc, char **argv)
             case 'm': config.max_inflight = s_number ("max-inflight", optarg); break;
             case 't': config.timeout_ms = s_number ("timeout-ms", optarg); break;
             case 'H': config.heartbeat_ms = s_number ("heartbeat-ms", optarg); break;
+            case 'T': config.link_timeout_ms = s_number ("link-timeout-ms", optarg); break;
             case 'v': config.verbose = true; break;
             case 'h': s_usage (stdout); return 0;
             default:  s_usage (stderr); return 2;

@@ -8,7 +8,8 @@
 #include "sm_proc.h"
 #include "sm_crypt.h"
 
-#define SM_HEARTBEAT "200"
+#define SM_HEARTBEAT "200"          //  MDP heartbeats, msecs
+#define SM_LINK_TIMEOUT "1500"      //  CURVE link silence before it is dead
 
 static int
 s_write_cert (const char *pub, const char *secret)
@@ -106,7 +107,8 @@ sm_crypt_start_cloud_proxy (sm_crypt_t *self, int timeout_ms)
     self->cloud_proxy = sm_spawn (self->log, "splitmesh-crypt-proxy", "--role", "cloud",
                                   "--bind", self->link_ep, "--cert", self->server_secret,
                                   "--allow", self->allow, "--broker", self->cloud_ep,
-                                  "--timeout-ms", timeout, "--heartbeat-ms", SM_HEARTBEAT, NULL);
+                                  "--timeout-ms", timeout, "--heartbeat-ms", SM_HEARTBEAT,
+                                  "--link-timeout-ms", SM_LINK_TIMEOUT, NULL);
     return self->cloud_proxy;
 }
 
@@ -127,6 +129,7 @@ sm_crypt_start_device_proxy (sm_crypt_t *self, const char *connect_ep, const cha
     argv [argc++] = "--cert";       argv [argc++] = self->device_secret;
     argv [argc++] = "--timeout-ms"; argv [argc++] = timeout;
     argv [argc++] = "--heartbeat-ms"; argv [argc++] = SM_HEARTBEAT;
+    argv [argc++] = "--link-timeout-ms"; argv [argc++] = SM_LINK_TIMEOUT;
     if (link_spec) {
         argv [argc++] = "--link";   argv [argc++] = (char *) link_spec;
     }
