@@ -201,6 +201,10 @@ crypt_proxy_config_check (const crypt_proxy_config_t *c, char *err, size_t err_s
             link_params_t params = { 0 };
             if (link_params_parse (&params, c->link, err, err_size))
                 return -1;
+            link_emu_t *emu = link_emu_new (&params, err, err_size);    //  checks ranges
+            if (!emu)
+                return -1;
+            link_emu_destroy (&emu);
         }
     }
     else {
