@@ -159,7 +159,7 @@ s_big_body (void)
     zframe_t *frame = zmsg_first (body);
     //  Re-pack: map with one more key "pad" (bin 2048).
     size_t size = zframe_size (frame);
-    byte *data = (byte *) malloc (size + 3 + 3 + 2048);
+    byte *data = (byte *) malloc (size + 7 + 2048);
     memcpy (data, zframe_data (frame), size);
     data [0] += 1;                                  //  fixmap count + 1
     memcpy (data + size, "\xa3pad", 4);

@@ -243,7 +243,16 @@ main (int argc, char **argv)
             first = false;
             fflush (stdout);
         }
-    printf ("]}\n");
+    //  The proxies' own counters: errors or lost messages would mean the
+    //  numbers above include failures.
+    zstr_send (device_proxy, "STATS");
+    char *device_stats = zstr_recv (device_proxy);
+    zstr_send (cloud_proxy, "STATS");
+    char *cloud_stats = zstr_recv (cloud_proxy);
+    printf ("],\n \"device_proxy\": \"%s\",\n \"cloud_proxy\": \"%s\"}\n",
+            device_stats? device_stats: "", cloud_stats? cloud_stats: "");
+    zstr_free (&device_stats);
+    zstr_free (&cloud_stats);
 cleanup:
     zactor_destroy (&device_proxy);
     zactor_destroy (&cloud_proxy);

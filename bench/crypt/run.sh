@@ -45,5 +45,6 @@ for c in r["cases"]:
     size = f"{c['body_bytes'] // 1024} KB"
     print(f"| {c['path']} | {size} | {c['rtt_p50_us']:.0f} | {c['rtt_p99_us']:.0f} | "
           f"{c['msgs_per_s']:.0f} | {c['MB_per_s']:.1f} |")
+print(f"\nProxy counters after the run: device `{r['device_proxy']}`; cloud `{r['cloud_proxy']}`.")
 PY
 cat bench/results/crypt.md

@@ -890,6 +890,7 @@ typedef struct {
     int allow_count;            //  certificates in it
     //  statistics
     uint64_t requests, replies, errors, reloads, refused;
+    int64_t refused_logged_at;  //  zclock_mono of the last refusal log line
     bool terminated;
 } cloud_t;
 
@@ -1171,9 +1172,15 @@ s_cloud_monitor (cloud_t *self)
     int value = 0;
     int event = s_monitor_recv (self->monitor, &value);
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+        //  A refused device retries about once a second: log the first
+        //  refusal at once, then a count every 10 s at most.
         self->refused++;
-        zsys_warning ("crypt-proxy cloud: refused a device: key not in %s (ZAP status %d)",
-                      self->allow, value);
+        int64_t now = zclock_mono ();
+        if (!self->refused_logged_at || now - self->refused_logged_at >= 10000) {
+            zsys_warning ("crypt-proxy cloud: refused a device: key not in %s (ZAP status %d)"
+                          "; %" PRIu64 " refusals so far", self->allow, value, self->refused);
+            self->refused_logged_at = now;
+        }
     }
     else
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)

@@ -1,5 +1,7 @@
 /*  sm_crypt.c: the crypt-proxy test mesh. See sm_crypt.h. */
 #define _GNU_SOURCE
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include "mdp_common.h"
@@ -65,6 +67,18 @@ sm_crypt_init (sm_crypt_t *self, const char *prefix, bool allowed)
 void
 sm_crypt_fini (sm_crypt_t *self)
 {
+    //  Proxies get a graceful stop first, so a sanitizer build reports
+    //  their leaks into the log; everything left is SIGKILLed.
+    if (self->device_proxy > 0 && sm_alive (self->device_proxy))
+        sm_kill (self->device_proxy, SIGTERM, 2000);
+    if (self->cloud_proxy > 0 && sm_alive (self->cloud_proxy))
+        sm_kill (self->cloud_proxy, SIGTERM, 2000);
+    if (getenv ("SPLITMESH_CRYPT_LOG_DUMP")) {
+        char command [700];
+        snprintf (command, sizeof command, "cat '%s' >&2", self->log);
+        if (system (command) != 0)
+            fprintf (stderr, "cannot show %s\n", self->log);
+    }
     sm_proc_kill_all ();
     if (!self->dir)
         return;
