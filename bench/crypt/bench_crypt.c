@@ -15,6 +15,10 @@
 */
 #include <czmq.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include "mdp_client.h"
 #include "mdp_worker.h"
 #include "broker.h"
@@ -143,18 +147,24 @@ s_throughput (const char *endpoint, size_t size, int window, double seconds)
     return failed? -1: done / elapsed;
 }
 
-//  Three distinct free ports: all probes stay bound until all are chosen
-//  (CZMQ hands out the lowest free port of its ephemeral range).
+//  Distinct free ports from the kernel (bind to port 0; all stay bound
+//  until all are chosen; close() is synchronous, unlike zmq_close).
 static void
 s_free_ports (int *ports, int count)
 {
-    zsock_t *probes [8];
+    int fds [8];
     for (int i = 0; i < count; i++) {
-        probes [i] = zsock_new (ZMQ_ROUTER);
-        ports [i] = zsock_bind (probes [i], "tcp://127.0.0.1:*");
+        fds [i] = socket (AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = 0 };
+        addr.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        ports [i] = -1;
+        if (bind (fds [i], (struct sockaddr *) &addr, sizeof addr) == 0
+        &&  getsockname (fds [i], (struct sockaddr *) &addr, &len) == 0)
+            ports [i] = ntohs (addr.sin_port);
     }
     for (int i = 0; i < count; i++)
-        zsock_destroy (&probes [i]);
+        close (fds [i]);
 }
 
 int
