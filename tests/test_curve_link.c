@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <msgpack.h>
 #include <signal.h>
+#include "mdp_common.h"
 #include "mdp_client.h"
 #include "../services/crypt-proxy/crypt_proxy.h"  //  link constants only
 #include "sm_mdp.h"
@@ -232,4 +233,104 @@ Test (curve_link, malformed_link_messages_are_rejected)
     zcert_destroy (&server);
     //  And the real device proxy is still served.
     cr_assert_geq (sm_crypt_wait_ok (&s_mesh, 3000, 2000), 0);
+}
+
+//  The cloud proxy's pool is bounded: beyond it, requests get a clear 503
+//  at once, and the ones within it are served.
+Test (curve_link, cloud_inflight_bound_answers_503)
+{
+    s_mesh.cloud_max_inflight = 2;
+    cr_assert_eq (sm_crypt_start_all (&s_mesh, 1, NULL), 0);
+    enum { N = 5 };
+    mdp_client_t *client [N];
+    for (int i = 0; i < N; i++) {
+        client [i] = mdp_client_new (s_mesh.device_ep);
+        char session [16];
+        snprintf (session, sizeof session, "bound-%d", i);
+        zmsg_t *body = sm_body_new (session, 600, -1);
+        cr_assert_eq (mdp_client_send (client [i], "echo", &body), 0);
+    }
+    int ok = 0, busy = 0;
+    for (int i = 0; i < N; i++) {
+        int command = 0;
+        zmsg_t *reply = mdp_client_recv (client [i], 5000, &command, NULL);
+        cr_assert_not_null (reply, "request %d got no reply", i);
+        int status = sm_crypt_status (reply);
+        if (status == 200)
+            ok++;
+        else {
+            char *error = sm_body_str (reply, "error");
+            cr_assert_eq (status, 503, "status %d (%s)", status, error);
+            cr_assert (error && strstr (error, "in-flight bound"), "error: %s", error);
+            free (error);
+            busy++;
+        }
+        zmsg_destroy (&reply);
+        mdp_client_destroy (&client [i]);
+    }
+    cr_assert_eq (ok, 2, "%d served, %d refused", ok, busy);
+    cr_assert_eq (busy, N - 2);
+}
+
+//  A fake cloud proxy (CURVE server with the real server key) answers with
+//  garbage before the real answer: the device proxy drops what it cannot
+//  route, streams the PARTIAL, delivers the FINAL and keeps serving.
+Test (curve_link, device_drops_malformed_cloud_replies)
+{
+    cr_assert_eq (sm_crypt_start_brokers (&s_mesh), 0);
+    zcert_t *server = zcert_load (s_mesh.server_secret);
+    cr_assert_not_null (server);
+    zsock_t *fake = zsock_new (ZMQ_ROUTER);
+    zcert_apply (server, fake);
+    zsock_set_curve_server (fake, 1);
+    zsock_set_rcvtimeo (fake, 5000);
+    cr_assert_geq (zsock_bind (fake, "%s", s_mesh.link_ep), 0);
+    cr_assert_gt (sm_crypt_start_device_proxy (&s_mesh, NULL, NULL, 5000), 0);
+    cr_assert (sm_mdp_wait_workers (s_mesh.device_ep, "echo", 1, 5000));
+
+    mdp_client_t *client = mdp_client_new (s_mesh.device_ep);
+    zmsg_t *body = sm_body_new ("fake", -1, -1);
+    cr_assert_eq (mdp_client_send (client, "echo", &body), 0);
+    zmsg_t *request = zmsg_recv (fake);
+    cr_assert_not_null (request, "the device proxy sent nothing");
+    cr_assert_geq (zmsg_size (request), 6);
+    zframe_t *peer = zmsg_pop (request);
+    char *magic = zmsg_popstr (request);
+    char *cmd = zmsg_popstr (request);
+    zframe_t *id = zmsg_pop (request);
+    char *service = zmsg_popstr (request);
+    cr_assert_str_eq (magic, CRYPT_LINK_MAGIC);
+    cr_assert_str_eq (cmd, "R");
+    cr_assert_eq (zframe_size (id), 8);
+    cr_assert_str_eq (service, "echo");
+    //  Garbage: wrong magic, unknown command, unknown id, short id.
+    zsock_send (fake, "fss", peer, "XXXX", "F");
+    zsock_send (fake, "fssf", peer, CRYPT_LINK_MAGIC, "Q", id);
+    zsock_send (fake, "fssbs", peer, CRYPT_LINK_MAGIC, "F", "\1\2\3\4\5\6\7\10", 8, "stray");
+    zsock_send (fake, "fssbs", peer, CRYPT_LINK_MAGIC, "F", "\1\2", 2, "short");
+    //  Then a PARTIAL and the FINAL for the real id.
+    zsock_send (fake, "fssfs", peer, CRYPT_LINK_MAGIC, "P", id, "partial-1");
+    zsock_send (fake, "fssfs", peer, CRYPT_LINK_MAGIC, "F", id, "final-ok");
+    int command = 0;
+    zmsg_t *reply = mdp_client_recv (client, 5000, &command, NULL);
+    cr_assert_not_null (reply);
+    cr_assert_eq (command, MDPC_PARTIAL);
+    cr_assert (zframe_streq (zmsg_first (reply), "partial-1"));
+    zmsg_destroy (&reply);
+    reply = mdp_client_recv (client, 5000, &command, NULL);
+    cr_assert_not_null (reply);
+    cr_assert_eq (command, MDPC_FINAL);
+    cr_assert (zframe_streq (zmsg_first (reply), "final-ok"));
+    zmsg_destroy (&reply);
+    cr_assert (sm_alive (s_mesh.device_proxy));
+    cr_assert (sm_crypt_log_contains (&s_mesh, "malformed link message from the cloud"));
+    free (magic);
+    free (cmd);
+    free (service);
+    zframe_destroy (&id);
+    zframe_destroy (&peer);
+    zmsg_destroy (&request);
+    mdp_client_destroy (&client);
+    zsock_destroy (&fake);
+    zcert_destroy (&server);
 }

@@ -116,13 +116,15 @@ sm_crypt_start_worker (sm_crypt_t *self, const char *name)
 pid_t
 sm_crypt_start_cloud_proxy (sm_crypt_t *self, int timeout_ms)
 {
-    char timeout [32];
+    char timeout [32], inflight [32];
     snprintf (timeout, sizeof timeout, "%d", timeout_ms);
+    snprintf (inflight, sizeof inflight, "%d", self->cloud_max_inflight);
     self->cloud_proxy = sm_spawn (self->log, "splitmesh-crypt-proxy", "--role", "cloud",
                                   "--bind", self->link_ep, "--cert", self->server_secret,
                                   "--allow", self->allow, "--broker", self->cloud_ep,
                                   "--timeout-ms", timeout, "--heartbeat-ms", SM_HEARTBEAT,
-                                  "--link-timeout-ms", SM_LINK_TIMEOUT, NULL);
+                                  "--link-timeout-ms", SM_LINK_TIMEOUT,
+                                  "--max-inflight", inflight, NULL);
     return self->cloud_proxy;
 }
 

@@ -38,6 +38,7 @@ typedef struct {
     pid_t device_broker, cloud_broker, device_proxy, cloud_proxy;
     pid_t worker [SM_CRYPT_WORKERS_MAX];
     int nworkers;
+    int cloud_max_inflight;         //  > 0: the cloud proxy's --max-inflight
 } sm_crypt_t;
 
 //  Makes the temp dir, picks ports, writes server and device certificates;
