@@ -328,15 +328,8 @@ s_device_request_of (device_t *self, zmsg_t *msg)
 static void
 s_device_link_send (device_t *self, zmsg_t **msg_p)
 {
-    zmsg_t *msg = *msg_p;
-    zframe_t *idf = zmsg_first (msg);
-    idf = zmsg_next (msg);
-    idf = zmsg_next (msg);
-    uint64_t id = s_get_id (zframe_data (idf));
-    char key [17];
-    s_key_of (id, key);
-    device_request_t *req = (device_request_t *) zhashx_lookup (self->requests, key);
-    if (!req) {             //  expired while it waited in the up queue
+    device_request_t *req = s_device_request_of (self, *msg_p);
+    if (!req) {             //  ended while it waited in the up queue
         zmsg_destroy (msg_p);
         return;
     }
