@@ -334,3 +334,24 @@ Test (curve_link, device_drops_malformed_cloud_replies)
     zsock_destroy (&fake);
     zcert_destroy (&server);
 }
+
+//  The brokers on either side can restart too: the device proxy's workers
+//  and the cloud proxy's clients reconnect by themselves.
+Test (curve_link, broker_restarts_are_survived)
+{
+    cr_assert_eq (sm_crypt_start_all (&s_mesh, 1, NULL), 0);
+    cr_assert_geq (sm_crypt_wait_ok (&s_mesh, 3000, 2000), 0);
+    sm_kill (s_mesh.cloud_broker, SIGKILL, 1000);
+    s_mesh.cloud_broker = sm_spawn (s_mesh.log, "splitmesh-broker", "-e", s_mesh.cloud_ep,
+                                    "--heartbeat-ms", "200", "--expiry-ms", "3000", NULL);
+    cr_assert_gt (s_mesh.cloud_broker, 0);
+    cr_assert_geq (sm_crypt_wait_ok (&s_mesh, 10000, 1500), 0,
+                   "traffic did not resume after the cloud broker restarted");
+    sm_kill (s_mesh.device_broker, SIGKILL, 1000);
+    s_mesh.device_broker = sm_spawn (s_mesh.log, "splitmesh-broker", "-e", s_mesh.device_ep,
+                                     "--heartbeat-ms", "200", "--expiry-ms", "3000", NULL);
+    cr_assert_gt (s_mesh.device_broker, 0);
+    cr_assert_geq (sm_crypt_wait_ok (&s_mesh, 10000, 1500), 0,
+                   "traffic did not resume after the device broker restarted");
+    cr_assert (sm_alive (s_mesh.device_proxy) && sm_alive (s_mesh.cloud_proxy));
+}
