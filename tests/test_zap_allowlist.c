@@ -4,9 +4,9 @@
     refused at the CURVE handshake: its requests end in a 503 that says so,
     and the cloud proxy logs the refusal. Copying the certificate into the
     directory admits it within about a second, without restarting anything.
-    Removing it refuses new connections (ZAP runs at the handshake, so the
-    connection already admitted lives on until it drops; a restarted device
-    proxy is a new connection). A device that pins the wrong server key
+    Removing it refuses new connections (ZAP runs at the handshake; a
+    restarted device proxy is a new connection), and the connection that
+    was admitted before gets 403 for every request from then on. A device that pins the wrong server key
     never gets a link either.
 */
 #include <criterion/criterion.h>
@@ -88,9 +88,14 @@ Test (zap_allowlist, refused_then_admitted_then_refused)
     cr_assert (sm_alive (cloud) && s_mesh.cloud_proxy == cloud, "the cloud proxy was restarted");
     cr_assert (sm_crypt_log_contains (&s_mesh, "allowlist "), "no reload logged");
 
-    //  3. Removed: a new connection (restarted device proxy) is refused.
+    //  3. Removed: the connection admitted before gets 403 at once (per
+    //  request check), and a new connection (restarted device proxy) is
+    //  refused at the handshake.
     s_disallow_device ();
     zclock_sleep (1500);        //  one reload period and a margin
+    status = s_call_status (error, sizeof error);
+    cr_assert_eq (status, 403, "a removed key on its old connection got %d (%s)", status, error);
+    cr_assert (strstr (error, "no longer in the allowlist"), "error: '%s'", error);
     sm_kill (s_mesh.device_proxy, SIGKILL, 1000);
     cr_assert_gt (sm_crypt_start_device_proxy (&s_mesh, NULL, NULL, 5000), 0);
     cr_assert (sm_mdp_wait_workers (s_mesh.device_ep, "echo", 1, 5000));

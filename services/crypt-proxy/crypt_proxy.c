@@ -879,6 +879,7 @@ typedef struct {
     int ncalls;                 //  entries created
     int max_calls;              //  pool bound
     int timeout_ms;             //  per request
+    zhashx_t *allowed;          //  Z85 public keys in the allow dir
     uint64_t allow_signature;   //  listing of the allow dir when last loaded
     int allow_count;            //  certificates in it
     //  statistics
@@ -930,12 +931,29 @@ s_cloud_load_allow (cloud_t *self, bool initial)
         return;
     zstr_sendx (self->auth, "CURVE", self->allow, NULL);
     zsock_wait (self->auth);
+    //  The same keys, for checking each request of connections admitted
+    //  earlier (ZAP only runs at the handshake).
+    zhashx_purge (self->allowed);
+    DIR *dir = opendir (self->allow);
+    struct dirent *entry;
+    while (dir && (entry = readdir (dir))) {
+        if (entry->d_name [0] == '.')
+            continue;
+        char path [4096];
+        snprintf (path, sizeof path, "%s/%s", self->allow, entry->d_name);
+        zcert_t *cert = zcert_load (path);
+        if (cert)
+            zhashx_update (self->allowed, zcert_public_txt (cert), self);
+        zcert_destroy (&cert);
+    }
+    if (dir)
+        closedir (dir);
     self->allow_signature = signature;
     self->allow_count = count;
     if (!initial)
         self->reloads++;
-    zsys_info ("crypt-proxy cloud: allowlist %s %s (%d files)",
-               self->allow, initial? "loaded": "reloaded", count);
+    zsys_info ("crypt-proxy cloud: allowlist %s %s (%d files, %zu keys)",
+               self->allow, initial? "loaded": "reloaded", count, zhashx_size (self->allowed));
 }
 
 static void
@@ -954,6 +972,7 @@ s_cloud_destroy (cloud_t **self_p)
     zsock_destroy (&self->monitor);
     zsock_destroy (&self->router);
     zactor_destroy (&self->auth);
+    zhashx_destroy (&self->allowed);
     free (self->broker);
     free (self->allow);
     free (self);
@@ -972,6 +991,7 @@ s_cloud_new (zsock_t *pipe, const crypt_proxy_config_t *config, char *err, size_
     self->timeout_ms = config->timeout_ms? config->timeout_ms: CRYPT_TIMEOUT_DEFAULT;
     self->max_calls = config->max_inflight? config->max_inflight: CRYPT_INFLIGHT_DEFAULT;
     self->calls = (cloud_call_t *) zmalloc (sizeof (cloud_call_t) * self->max_calls);
+    self->allowed = zhashx_new ();
 
     cert = s_load_secret_cert (config->cert, err, err_size);
     if (!cert)
@@ -1064,6 +1084,18 @@ s_cloud_request (cloud_t *self)
         goto cleanup;
     }
     const byte *id = zframe_data (idf);
+    //  A key removed from the allowlist loses service at once, even on a
+    //  connection admitted before (re-read the directory on a miss, so a
+    //  key added a moment ago is not refused).
+    const char *user = zframe_meta (magic, "User-Id");
+    if (!user || !zhashx_lookup (self->allowed, user)) {
+        s_cloud_load_allow (self, false);
+        if (!user || !zhashx_lookup (self->allowed, user)) {
+            s_cloud_error (self, peer, id, 403,
+                           "crypt-proxy: this device's key is no longer in the allowlist");
+            goto cleanup;
+        }
+    }
     if (zframe_data (cmd) [0] != LINK_CMD_REQUEST) {
         s_cloud_error (self, peer, id, 400, "crypt-proxy: unknown link command");
         goto cleanup;

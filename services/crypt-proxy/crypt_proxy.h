@@ -23,7 +23,10 @@
     - Cloud role: a CURVE server (ROUTER) with a ZAP handler (CZMQ zauth)
       that admits only client keys whose certificates are in the allow
       directory; the directory is re-read when it changes (checked every
-      second), so adding or removing a certificate needs no restart.
+      second), so adding or removing a certificate needs no restart. ZAP
+      runs at the handshake only, so each request is also checked against
+      the directory's keys (the ZAP User-Id is the client's public key): a
+      removed key gets 403 on a connection that was admitted before.
       Each request is sent to the cloud broker from a pooled mdp_client (MDP
       replies carry no id, so one request per client socket at a time); the
       pool is bounded by max_inflight, beyond which requests get 503.
