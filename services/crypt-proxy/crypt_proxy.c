@@ -882,6 +882,7 @@ typedef struct {
     zhashx_t *allowed;          //  Z85 public keys in the allow dir
     uint64_t allow_signature;   //  listing of the allow dir when last loaded
     int allow_count;            //  certificates in it
+    int64_t allow_missed_at;    //  zclock_mono of the last re-read on a miss
     //  statistics
     uint64_t requests, replies, errors, reloads, refused;
     int64_t refused_logged_at;  //  zclock_mono of the last refusal log line
@@ -1089,7 +1090,12 @@ s_cloud_request (cloud_t *self)
     //  key added a moment ago is not refused).
     const char *user = zframe_meta (magic, "User-Id");
     if (!user || !zhashx_lookup (self->allowed, user)) {
-        s_cloud_load_allow (self, false);
+        //  At most ten directory scans a second, whatever a revoked
+        //  device sends.
+        if (zclock_mono () - self->allow_missed_at >= 100) {
+            self->allow_missed_at = zclock_mono ();
+            s_cloud_load_allow (self, false);
+        }
         if (!user || !zhashx_lookup (self->allowed, user)) {
             s_cloud_error (self, peer, id, 403,
                            "crypt-proxy: this device's key is no longer in the allowlist");
