@@ -40,6 +40,7 @@ struct _metrics_t {
     double dropped;             //  observations dropped, not yet published
     zactor_t *actor;            //  the publisher, NULL if disabled
     atomic_int subscribers;     //  subscriptions seen by the actor
+    bool connect_failed;        //  set by the actor before it signals
 };
 
 //  ---------------------------------------------------------------------
@@ -372,9 +373,12 @@ s_actor (zsock_t *pipe, void *args)
         zsock_set_linger (pub, 500);
         zsock_set_sndhwm (pub, 100000);
     }
+    self->connect_failed = !ok;     //  read by metrics_new after the signal
     zsock_signal (pipe, ok? 0: 1);
     if (!ok) {
         zsock_destroy (&pub);
+        char *command = zstr_recv (pipe);   //  wait for $TERM
+        zstr_free (&command);
         return;
     }
     int64_t flush_at = zclock_mono () + METRICS_FLUSH_MS;
@@ -475,8 +479,9 @@ metrics_new (const char *service, const char *instance, const char *endpoint)
         self->endpoint = zsys_sprintf ("tcp://127.0.0.1:%s", endpoint + 8);
     else
         self->endpoint = strdup (endpoint);
+    //  zactor_new waits for the actor's signal, so connect_failed is set.
     self->actor = zactor_new (s_actor, self);
-    if (!self->actor || zsock_wait (self->actor) != 0) {
+    if (!self->actor || self->connect_failed) {
         zsys_error ("metrics (%s): cannot connect to telemetry endpoint '%s'", service, endpoint);
         metrics_destroy (&self);
         return NULL;
