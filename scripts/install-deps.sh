@@ -11,6 +11,7 @@ PKGS=(
   libzmq3-dev libczmq-dev libsodium-dev libmsgpack-dev
   libcriterion-dev libpcre2-dev libmicrohttpd-dev
   python3 python3-msgpack python3-zmq python3-numpy
+  prometheus chromium
 )
 # Optional extras that tests for later issues use; keep this list in one place.
 if [ -n "${SPLITMESH_EXTRA_PKGS:-}" ]; then
