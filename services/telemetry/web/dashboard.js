@@ -13,6 +13,7 @@ const KEEP_VALUES = 60;   // values per series written into data-values
 function fmt(v, unit) {
   if (v === null || v === undefined || !isFinite(v)) return '-';
   const a = Math.abs(v);
+  if (v === 0) return '0';
   if (unit === 's') {
     if (a >= 1) return v.toFixed(2) + ' s';
     if (a >= 1e-3) return (v * 1e3).toFixed(a >= 0.1 ? 0 : 1) + ' ms';
@@ -45,15 +46,18 @@ function draw(section, times, series) {
   g.fillText(section.dataset.title, 4, 14);
   g.font = '11px system-ui, sans-serif';
 
-  const left = 64, right = 8, top = 40, bottom = 22;
+  // Legend rows above the plot: as many columns as fit, 150 px each.
+  const left = 64, right = 8, bottom = 22;
+  const cols = Math.max(1, Math.min(3, Math.floor((w - left - right) / 150)));
+  const rows = Math.ceil(series.length / cols);
+  const top = 34 + 13 * rows;
   const pw = w - left - right, ph = h - top - bottom;
   let max = 0, count = 0;
   for (const s of series)
     for (const v of s.values)
       if (v !== null && isFinite(v)) { max = Math.max(max, v); count++; }
-  if (unit === 'ratio') max = 1;
   if (max <= 0) max = 1;
-  max *= 1.1;
+  max = unit === 'ratio' ? 1 : max * 1.1;
   // Grid and y labels.
   g.strokeStyle = '#2d333b'; g.fillStyle = '#8b949e'; g.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
@@ -83,11 +87,11 @@ function draw(section, times, series) {
     g.stroke();
     // Legend with the latest value.
     const last = [...s.values].reverse().find(v => v !== null && isFinite(v));
-    const lx = left + (k % 3) * Math.max(110, pw / 3), ly = 30 - 12 * Math.floor(k / 3) + (series.length > 3 ? 0 : 0);
+    const lx = left + (k % cols) * (pw / cols), ly = 31 + 13 * Math.floor(k / cols);
     g.fillStyle = COLORS[k % COLORS.length];
-    g.fillRect(lx, (k >= 3 ? 18 + 12 * Math.floor(k / 3) : 22) + (top - 40), 10, 3);
+    g.fillRect(lx, ly - 4, 10, 3);
     g.fillStyle = '#d8dee9';
-    g.fillText(s.name + ' ' + fmt(last, unit), lx + 14, (k >= 3 ? 22 + 12 * Math.floor(k / 3) : 26) + (top - 40));
+    g.fillText(s.name + ' ' + fmt(last, unit), lx + 14, ly);
   });
   if (count === 0) {
     g.fillStyle = '#8b949e';
