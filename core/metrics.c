@@ -478,6 +478,9 @@ metrics_new (const char *service, const char *instance, const char *endpoint)
     if (strncmp (endpoint, "tcp://*:", 8) == 0)
         self->endpoint = zsys_sprintf ("tcp://127.0.0.1:%s", endpoint + 8);
     else
+    if (strncmp (endpoint, "tcp://0.0.0.0:", 14) == 0)
+        self->endpoint = zsys_sprintf ("tcp://127.0.0.1:%s", endpoint + 14);
+    else
         self->endpoint = strdup (endpoint);
     //  zactor_new waits for the actor's signal, so connect_failed is set.
     self->actor = zactor_new (s_actor, self);

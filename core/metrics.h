@@ -68,9 +68,9 @@ typedef struct _metrics_t metrics_t;
 //  Creates a publisher for `service` (e.g. "cloud-target"). `instance`
 //  names this process (NULL: "hostname:pid"). `endpoint` is the broker's
 //  telemetry XSUB endpoint to connect to; NULL or "" makes a disabled
-//  publisher whose calls do nothing. A "tcp://*:PORT" endpoint (a bind
-//  address) is connected as tcp://127.0.0.1:PORT. Returns NULL when the
-//  endpoint is invalid or out of memory (with a log line).
+//  publisher whose calls do nothing. A bind address "tcp://*:PORT" or
+//  "tcp://0.0.0.0:PORT" is connected as tcp://127.0.0.1:PORT. Returns
+//  NULL when the endpoint is invalid or out of memory (with a log line).
 //  Caller owns the result and must destroy it with metrics_destroy.
 metrics_t *
     metrics_new (const char *service, const char *instance, const char *endpoint);

@@ -390,6 +390,12 @@ metrics_store_add (metrics_store_t *self, const wire_metric_event_t *event,
                   event->name, METRICS_PREFIX);
         goto cleanup;
     }
+    if (streq (event->name, "splitmesh_telemetry_events_total")
+    ||  streq (event->name, "splitmesh_telemetry_events_rejected_total")) {
+        snprintf (reason, sizeof reason, "metric name '%s' is reserved for the telemetry service",
+                  event->name);
+        goto cleanup;
+    }
     if ((int) event->kind < 0 || event->kind >= WIRE_METRIC_KIND_COUNT_) {
         snprintf (reason, sizeof reason, "metric '%.200s': unknown kind", event->name);
         goto cleanup;

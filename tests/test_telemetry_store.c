@@ -402,6 +402,7 @@ Test (telemetry_store, bad_events_are_rejected_and_change_nothing)
         { s_event ("s", "i", "splitmesh_g", WIRE_METRIC_KIND_GAUGE, 1), dunder, 1, "label name" },
         { s_event ("s", "i", "splitmesh_g", WIRE_METRIC_KIND_GAUGE, 1), twice, 2, "twice" },
         { s_event ("", "i", "splitmesh_g", WIRE_METRIC_KIND_GAUGE, 1), NULL, 0, "without service" },
+        { s_event ("s", "i", "splitmesh_telemetry_events_total", WIRE_METRIC_KIND_COUNTER, 1), NULL, 0, "reserved" },
     };
     size_t n = sizeof cases / sizeof cases [0];
     for (size_t i = 0; i < n; i++) {

@@ -235,7 +235,7 @@ s_new (zsock_t *pipe, const telemetry_config_t *config)
         goto failed;
     }
     self->httpd = MHD_start_daemon (
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+        MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
         (uint16_t) config->http_port, NULL, NULL, s_http_handler, self,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &address,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 10,
