@@ -803,6 +803,13 @@ s_telemetry_actor (zsock_t *pipe, void *args)
     char **endpoints = (char **) args;
     zsock_t *xsub = zsock_new (ZMQ_XSUB);
     zsock_t *xpub = zsock_new (ZMQ_XPUB);
+    //  Metric events come in bursts (every publisher flushes every 250 ms;
+    //  one event per histogram observation): the default HWM of 1000
+    //  dropped events in bench/metrics, so queue up to 100000 per peer.
+    if (xsub && xpub) {
+        zsock_set_rcvhwm (xsub, 100000);
+        zsock_set_sndhwm (xpub, 100000);
+    }
     bool ok = xsub && xpub
            && zsock_bind (xsub, "%s", endpoints [0]) >= 0
            && zsock_bind (xpub, "%s", endpoints [1]) >= 0;
