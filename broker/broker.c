@@ -442,7 +442,7 @@ s_worker_delete (broker_t *self, worker_t *worker, bool disconnect)
     }
     zlistx_destroy (&worker->inflight);
     service->workers--;
-    zhashx_delete (self->workers, worker->id);      //  frees id string last
+    zhashx_delete (self->workers, worker->id);
     zframe_destroy (&worker->identity);
     zstr_free (&worker->id);
     free (worker);
@@ -472,10 +472,12 @@ s_client_mmi (broker_t *self, zframe_t *client, const char *service, zmsg_t *bod
     s_send_client (self, client, MDPC_FINAL, service, &reply);
 }
 
-//  msg holds [MDPC02][command][service][body...] after the identity.
+//  msg holds [MDPC02][command][service][body...] after the identity. A
+//  queued request takes the message (no copy of a large body).
 static void
-s_client_message (broker_t *self, zframe_t *client, zmsg_t *msg)
+s_client_message (broker_t *self, zframe_t *client, zmsg_t **msg_p)
 {
+    zmsg_t *msg = *msg_p;
     zframe_t *command = zmsg_pop (msg);
     zframe_t *service_frame = zmsg_pop (msg);
     char service [MDP_SERVICE_MAX + 1] = "";
@@ -541,7 +543,8 @@ s_client_message (broker_t *self, zframe_t *client, zmsg_t *msg)
     }
     request->client = zframe_dup (client);
     request->service = target;
-    request->body = zmsg_dup (msg);
+    request->body = msg;
+    *msg_p = NULL;
     request->expiry = zclock_mono () + self->config.request_expiry_ms;
     zlistx_add_end (target->requests, request);
     self->queued++;
@@ -597,10 +600,12 @@ cleanup:
     zframe_destroy (&capacity_frame);
 }
 
-//  PARTIAL or FINAL: msg holds [client][""][body...].
+//  PARTIAL or FINAL: msg holds [client][""][body...]; the body is passed
+//  on to the client without a copy.
 static void
-s_worker_reply (broker_t *self, worker_t *worker, int command, zmsg_t *msg)
+s_worker_reply (broker_t *self, worker_t *worker, int command, zmsg_t **msg_p)
 {
+    zmsg_t *msg = *msg_p;
     zframe_t *client = zmsg_pop (msg);
     zframe_t *empty = zmsg_pop (msg);
     if (!client || !empty || zframe_size (empty) != 0) {
@@ -619,7 +624,8 @@ s_worker_reply (broker_t *self, worker_t *worker, int command, zmsg_t *msg)
         self->stats.dropped++;
         goto cleanup;
     }
-    zmsg_t *body = zmsg_dup (msg);
+    zmsg_t *body = msg;
+    *msg_p = NULL;
     if (command == MDPW_PARTIAL) {
         request->streamed = true;
         s_send_client (self, client, MDPC_PARTIAL, worker->service->name, &body);
@@ -641,8 +647,9 @@ cleanup:
 
 //  msg holds [MDPW02][command][...] after the identity.
 static void
-s_worker_message (broker_t *self, zframe_t *identity, zmsg_t *msg)
+s_worker_message (broker_t *self, zframe_t *identity, zmsg_t **msg_p)
 {
+    zmsg_t *msg = *msg_p;
     char *id = zframe_strhex (identity);
     worker_t *worker = (worker_t *) zhashx_lookup (self->workers, id);
     zframe_t *command = zmsg_pop (msg);
@@ -685,7 +692,7 @@ s_worker_message (broker_t *self, zframe_t *identity, zmsg_t *msg)
             }
             else
             if (event != EV_WORKER_HEARTBEAT)
-                s_worker_reply (self, worker, cmd, msg);
+                s_worker_reply (self, worker, cmd, msg_p);
             break;
         case EV_WORKER_DISCONNECT:
             if (worker) {
@@ -715,14 +722,22 @@ s_router_message (broker_t *self)
     zframe_t *identity = zmsg_pop (msg);
     zframe_t *header = zmsg_pop (msg);
     if (identity && header && zframe_streq (header, MDPC_CLIENT))
-        s_client_message (self, identity, msg);
+        s_client_message (self, identity, &msg);
     else
     if (identity && header && zframe_streq (header, MDPW_WORKER))
-        s_worker_message (self, identity, msg);
+        s_worker_message (self, identity, &msg);
     else {
+        //  Say why, for the two mistakes real clients make.
+        const char *hint = "";
+        if (header && zframe_size (header) == 0)
+            hint = " (empty delimiter: a REQ socket? MDP/0.2 clients use DEALER without it)";
+        else
+        if (header && (zframe_streq (header, "MDPC01") || zframe_streq (header, "MDPW01")))
+            hint = " (MDP/0.1 is not supported; speak MDPC02/MDPW02)";
         char *id = identity? zframe_strhex (identity): NULL;
-        zsys_warning ("broker: %s from %s: no MDPC02/MDPW02 header (%zu frames); dropped",
-                      s_event_names [EV_GARBAGE], id? id: "?", zmsg_size (msg) + (header? 1: 0));
+        zsys_warning ("broker: %s from %s: no MDPC02/MDPW02 header (%zu frames)%s; dropped",
+                      s_event_names [EV_GARBAGE], id? id: "?", zmsg_size (msg) + (header? 1: 0),
+                      hint);
         zstr_free (&id);
         self->stats.dropped++;
     }
@@ -778,6 +793,20 @@ s_broker_tick (broker_t *self)
         }
         service = (service_t *) zhashx_next (self->services);
     }
+
+    //  Services with no worker and nothing queued: forget them, so that
+    //  clients asking for random names cannot grow the table forever.
+    zlist_t *idle = zlist_new ();
+    zlist_autofree (idle);
+    service = (service_t *) zhashx_first (self->services);
+    while (service) {
+        if (service->workers == 0 && zlistx_size (service->requests) == 0)
+            zlist_append (idle, service->name);
+        service = (service_t *) zhashx_next (self->services);
+    }
+    for (char *name = (char *) zlist_first (idle); name; name = (char *) zlist_next (idle))
+        zhashx_delete (self->services, name);
+    zlist_destroy (&idle);
 
     //  Heartbeats.
     if (now >= self->heartbeat_at) {

@@ -13,10 +13,14 @@
       pieces twice); its client gets a 503 FINAL instead;
     - queues requests for a service with no free worker, and answers a
       request still queued after `request_expiry_ms` with a 504 FINAL;
+      a service with no worker and no queued request is forgotten;
     - routes by session: if a request body's first frame is a MessagePack
       map with a string "session" (<= 64 bytes), the request goes to the
       worker that served that session of that service while it lives, and
-      is re-bound (LRU) when it dies. Bindings are bounded (oldest evicted);
+      is re-bound (LRU) when it dies. While the bound worker is busy, the
+      request waits for it (others in the queue still go ahead), since only
+      that worker holds the session's state. Bindings are bounded (oldest
+      evicted);
     - answers MMI: "mmi.service" (body: service name) -> "200" if the
       service has a worker, "404" if not; "mmi.workers" (splitmesh) -> the
       number of workers as a decimal string; other "mmi.*" -> "501";
@@ -29,7 +33,9 @@
     gets a FINAL whose body is {"v":1,"status":400,"error":"..."}; a full
     queue gets 503, an expired request 504. Messages with a garbage MDP
     header are dropped with a log line; a worker that breaks the protocol
-    is sent DISCONNECT and forgotten.
+    is sent DISCONNECT and forgotten. As RFC 18 requires, clients use
+    DEALER sockets and send no empty delimiter; REQ-socket (MDP/0.1 style)
+    messages are dropped with a log line that says so.
 
     Capacity extension (for batching services): READY may carry one extra
     frame, a MessagePack map {"v":1,"capacity":N} with N in 1..1024. The

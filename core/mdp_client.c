@@ -118,6 +118,15 @@ mdp_client_send (mdp_client_t *self, const char *service, zmsg_t **body_p)
     return zmsg_send (&msg, self->dealer);
 }
 
+int
+mdp_client_send_mem (mdp_client_t *self, const char *service, const void *data, size_t size)
+{
+    assert (self);
+    zmsg_t *body = zmsg_new ();
+    zmsg_addmem (body, data, size);
+    return mdp_client_send (self, service, &body);
+}
+
 zmsg_t *
 mdp_client_recv (mdp_client_t *self, int timeout_ms, int *command_p, char **service_p)
 {

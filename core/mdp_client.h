@@ -59,6 +59,12 @@ void
 int
     mdp_client_send (mdp_client_t *self, const char *service, zmsg_t **body_p);
 
+//  Sends a REQUEST whose body is one frame holding a copy of `size` bytes
+//  at `data` (a MessagePack map, typically). Returns 0 or -1.
+int
+    mdp_client_send_mem (mdp_client_t *self, const char *service,
+                         const void *data, size_t size);
+
 //  Waits up to timeout_ms (-1: forever) for a PARTIAL or FINAL. Returns the
 //  reply body and sets *command_p to MDPC_PARTIAL or MDPC_FINAL and, if
 //  service_p is not NULL, *service_p to a fresh copy of the service name.

@@ -178,6 +178,8 @@ s_agent_recv_broker (s_agent_t *self)
             goto cleanup;
         }
         zframe_destroy (&empty);
+        if (zmsg_size (msg) == 0)
+            zmsg_addmem (msg, "", 0);   //  RFC 18: a body has at least one frame
         zlistx_add_end (self->outstanding, client);     //  list keeps a copy
         zmsg_prepend (msg, &client);
         zmsg_send (&msg, self->pipe);
@@ -364,8 +366,12 @@ mdp_worker_recv (mdp_worker_t *self, int timeout_ms, zframe_t **client_p)
             return NULL;
     }
     zmsg_t *msg = zmsg_recv (sock);
-    if (!msg)
+    //  A request is [client][body...]; anything shorter is the actor's
+    //  exit signal (it stopped on SIGINT/SIGTERM), not a request.
+    if (!msg || zmsg_size (msg) < 2) {
+        zmsg_destroy (&msg);
         return NULL;
+    }
     *client_p = zmsg_pop (msg);
     return msg;
 }

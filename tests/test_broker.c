@@ -18,6 +18,7 @@
 
 static zactor_t *s_broker;
 static zactor_t *s_actors [ACTORS_MAX];
+static mdp_worker_t *s_worker;          //  a worker a test drives by hand
 static char s_endpoint [64];
 static int s_counter;
 
@@ -26,6 +27,7 @@ s_fini (void)
 {
     for (int i = 0; i < ACTORS_MAX; i++)
         zactor_destroy (&s_actors [i]);
+    mdp_worker_destroy (&s_worker);
     zactor_destroy (&s_broker);
 }
 
@@ -365,7 +367,8 @@ Test (broker, queued_request_is_served_when_a_worker_arrives)
     mdp_client_t *client = mdp_client_new (s_endpoint);
     zmsg_t *body = sm_body_new (NULL, -1, -1);
     cr_assert_eq (mdp_client_send (client, "late", &body), 0);
-    zclock_sleep (200);
+    for (int i = 0; i < 100 && s_stats ().queued < 1; i++)
+        zclock_sleep (5);
     cr_assert_eq (s_stats ().queued, 1);
     s_echo_start (0, "late", "L", 0, 0);
     int command = 0;
@@ -433,6 +436,8 @@ Test (broker, garbage_headers_are_dropped_and_broker_keeps_serving)
     zsock_send (raw, "sbss", "MDPC01", "\x01", (size_t) 1, "echo", "x");  //  MDP/0.1
     zsock_send (raw, "b", "\x00\xff", (size_t) 2);
     cr_assert (!s_readable (raw, 300), "garbage got a reply");
+    for (int i = 0; i < 100 && s_stats ().dropped < 4; i++)
+        zclock_sleep (5);
     cr_assert_eq (s_stats ().dropped, 4);
     zmsg_t *reply = s_call ("echo", sm_body_new (NULL, -1, -1), 2000);
     cr_assert_eq (s_status (reply), 200);
@@ -491,7 +496,8 @@ Test (broker, protocol_breaking_workers_are_disconnected)
     cr_assert (sm_mdp_wait_workers (s_endpoint, "svc2", 1, 3000));
     uint64_t dropped = s_stats ().dropped;
     zsock_send (raw, "sb", MDPW_WORKER, "\x04", (size_t) 1);
-    zclock_sleep (100);
+    for (int i = 0; i < 100 && s_stats ().dropped < dropped + 1; i++)
+        zclock_sleep (5);
     cr_assert_eq (s_stats ().dropped, dropped + 1);
     zsock_destroy (&raw);
     //  Broker still serves MMI.
@@ -579,7 +585,8 @@ Test (broker, worker_reregisters_after_broker_restart)
     mdp_worker_options_t options = {
         .heartbeat_ms = 100, .liveness = 3, .reconnect_ms = 50, .reconnect_max_ms = 200
     };
-    mdp_worker_t *worker = mdp_worker_new (s_endpoint, "echo", &options);
+    s_worker = mdp_worker_new (s_endpoint, "echo", &options);
+    mdp_worker_t *worker = s_worker;
     cr_assert_not_null (worker);
     cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 1, 3000));
     cr_assert_eq (mdp_worker_connects (worker), 1);
@@ -587,7 +594,19 @@ Test (broker, worker_reregisters_after_broker_restart)
     zactor_destroy (&s_broker);
     broker_config_t config = { .heartbeat_ms = 100, .liveness = 3, .request_expiry_ms = 3000,
                                .endpoints = s_endpoint };
-    s_broker = zactor_new (broker_actor, &config);
+    //  The old ROUTER closes asynchronously: its inproc name may be taken
+    //  for a moment, so retry the bind as a restarted process would.
+    for (int i = 0; i < 100; i++) {
+        s_broker = zactor_new (broker_actor, &config);
+        char *bound = broker_endpoint (s_broker);
+        bool ok = bound && *bound;
+        zstr_free (&bound);
+        if (ok)
+            break;
+        zactor_destroy (&s_broker);
+        zclock_sleep (20);
+    }
+    cr_assert_not_null (s_broker, "could not rebind %s", s_endpoint);
     int64_t start = zclock_mono ();
     cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 1, 5000), "worker did not come back");
     cr_assert (zclock_mono () - start < 5000);
@@ -612,8 +631,9 @@ Test (broker, worker_reregisters_after_broker_restart)
     zmsg_destroy (&request);
     zframe_destroy (&address);
     mdp_client_destroy (&client);
-    mdp_worker_destroy (&worker);
-    mdp_worker_destroy (&worker);       //  second destroy is harmless
+    mdp_worker_destroy (&s_worker);
+    mdp_worker_destroy (&s_worker);     //  second destroy is harmless
+    cr_assert_null (s_worker);
 }
 
 Test (broker, client_request_retries_on_fresh_sockets_then_gives_up)
@@ -662,4 +682,163 @@ Test (broker, bind_failure_is_reported)
     char *bound = broker_endpoint (s_broker);
     cr_assert_str_eq (bound, "");
     zstr_free (&bound);
+}
+
+Test (broker, idle_services_are_forgotten_and_send_mem_works)
+{
+    s_broker_start (NULL);      //  expiry 500 ms
+    mdp_client_t *client = mdp_client_new (s_endpoint);
+    //  Requests to 5 made-up services: each expires, then its service goes.
+    for (int i = 0; i < 5; i++) {
+        char name [32];
+        snprintf (name, sizeof name, "made-up-%d", i);
+        cr_assert_eq (mdp_client_send_mem (client, name, "\x81\xa1v\x01", 4), 0);
+    }
+    //  The requests travel the socket while STATS travels the pipe: poll.
+    for (int i = 0; i < 100 && s_stats ().services < 5; i++)
+        zclock_sleep (5);
+    cr_assert_eq (s_stats ().services, 5);
+    for (int i = 0; i < 5; i++) {
+        int command = 0;
+        zmsg_t *reply = mdp_client_recv (client, 2000, &command, NULL);
+        cr_assert_eq (s_status (reply), 504);
+        zmsg_destroy (&reply);
+    }
+    zclock_sleep (150);         //  a few timer ticks
+    cr_assert_eq (s_stats ().services, 0, "expired services must be forgotten");
+    mdp_client_destroy (&client);
+}
+
+Test (broker, worker_heartbeats_and_backs_off_when_broker_is_silent)
+{
+    //  A "broker" that accepts but never answers: the worker must heartbeat,
+    //  declare it dead after liveness x heartbeat, and reconnect on a new
+    //  socket (new identity) with a growing back-off.
+    snprintf (s_endpoint, sizeof s_endpoint, "inproc://silent-%d", getpid ());
+    zsock_t *router = zsock_new_router (s_endpoint);
+    cr_assert_not_null (router);
+    mdp_worker_options_t options = {
+        .heartbeat_ms = 50, .liveness = 3, .reconnect_ms = 40, .reconnect_max_ms = 320
+    };
+    s_worker = mdp_worker_new (s_endpoint, "svc", &options);
+    cr_assert_not_null (s_worker);
+    int64_t readies [8];
+    int ready_count = 0, heartbeats = 0;
+    zframe_t *last_identity = NULL;
+    int64_t deadline = zclock_mono () + 3000;
+    while (ready_count < 5 && zclock_mono () < deadline) {
+        if (!s_readable (router, 100))
+            continue;
+        zmsg_t *msg = zmsg_recv (router);
+        zframe_t *identity = zmsg_pop (msg);
+        zframe_t *header = zmsg_pop (msg);
+        zframe_t *command = zmsg_pop (msg);
+        cr_assert (zframe_streq (header, MDPW_WORKER));
+        if (zframe_data (command) [0] == MDPW_READY) {
+            cr_assert (!last_identity || !zframe_eq (identity, last_identity),
+                       "reconnect must use a fresh socket");
+            zframe_destroy (&last_identity);
+            last_identity = zframe_dup (identity);
+            readies [ready_count++] = zclock_mono ();
+        }
+        else
+        if (zframe_data (command) [0] == MDPW_HEARTBEAT)
+            heartbeats++;
+        zframe_destroy (&identity);
+        zframe_destroy (&header);
+        zframe_destroy (&command);
+        zmsg_destroy (&msg);
+    }
+    zframe_destroy (&last_identity);
+    cr_assert_eq (ready_count, 5, "worker reconnected only %d times", ready_count - 1);
+    cr_assert_geq (heartbeats, 4, "worker sent %d heartbeats", heartbeats);
+    //  Gaps: liveness (150 ms) + back-off 40, 80, 160, 320 ms.
+    int64_t first = readies [1] - readies [0], last = readies [4] - readies [3];
+    cr_assert (first >= 150 && last >= first + 150,
+               "back-off did not grow: first gap %lld ms, last %lld ms",
+               (long long) first, (long long) last);
+    cr_assert_eq (mdp_worker_connects (s_worker), 5);
+    mdp_worker_destroy (&s_worker);
+    zsock_destroy (&router);
+}
+
+Test (broker, busy_bound_worker_holds_its_session_without_blocking_others)
+{
+    s_broker_start (NULL);
+    s_echo_start (0, "echo", "A", 0, 0);
+    cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 1, 3000));
+    //  Bind session "s" to A while A is the only worker.
+    zmsg_t *reply = s_call ("echo", sm_body_new ("s", -1, -1), 2000);
+    zmsg_destroy (&reply);
+    s_echo_start (1, "echo", "B", 0, 0);
+    cr_assert (sm_mdp_wait_workers (s_endpoint, "echo", 2, 3000));
+    //  A busy for 400 ms with a session request; a second one for the same
+    //  session must wait for A; a sessionless one must not wait behind it.
+    mdp_client_t *busy = mdp_client_new (s_endpoint);
+    mdp_client_t *pinned = mdp_client_new (s_endpoint);
+    mdp_client_t *free_client = mdp_client_new (s_endpoint);
+    zmsg_t *body = sm_body_new ("s", 400, -1);
+    mdp_client_send (busy, "echo", &body);
+    zclock_sleep (50);
+    body = sm_body_new ("s", 0, -1);
+    mdp_client_send (pinned, "echo", &body);
+    zclock_sleep (50);
+    int64_t start = zclock_mono ();
+    body = sm_body_new (NULL, 0, -1);
+    mdp_client_send (free_client, "echo", &body);
+    int command = 0;
+    reply = mdp_client_recv (free_client, 2000, &command, NULL);
+    cr_assert_not_null (reply);
+    char *worker = sm_body_str (reply, "worker");
+    cr_assert_str_eq (worker, "B");
+    cr_assert (zclock_mono () - start < 250, "sessionless request waited behind a session");
+    zstr_free (&worker);
+    zmsg_destroy (&reply);
+    reply = mdp_client_recv (pinned, 2000, &command, NULL);
+    cr_assert_not_null (reply);
+    worker = sm_body_str (reply, "worker");
+    cr_assert_str_eq (worker, "A", "session request left its busy worker");
+    zstr_free (&worker);
+    zmsg_destroy (&reply);
+    reply = mdp_client_recv (busy, 2000, &command, NULL);
+    cr_assert_not_null (reply);
+    zmsg_destroy (&reply);
+    mdp_client_destroy (&busy);
+    mdp_client_destroy (&pinned);
+    mdp_client_destroy (&free_client);
+}
+
+Test (broker, large_multi_frame_bodies_pass_intact)
+{
+    s_broker_start (NULL);
+    mdp_worker_options_t options = { .heartbeat_ms = 100 };
+    s_worker = mdp_worker_new (s_endpoint, "big", &options);
+    cr_assert (sm_mdp_wait_workers (s_endpoint, "big", 1, 3000));
+    //  A 4 MiB activation-sized frame plus a second frame.
+    size_t size = 4 << 20;
+    uint8_t *data = (uint8_t *) malloc (size);
+    for (size_t i = 0; i < size; i++)
+        data [i] = (uint8_t) (i * 2654435761u >> 24);
+    mdp_client_t *client = mdp_client_new (s_endpoint);
+    zmsg_t *body = zmsg_new ();
+    zmsg_addmem (body, data, size);
+    zmsg_addstr (body, "tail");
+    cr_assert_eq (mdp_client_send (client, "big", &body), 0);
+    zframe_t *address = NULL;
+    zmsg_t *request = mdp_worker_recv (s_worker, 3000, &address);
+    cr_assert_not_null (request);
+    cr_assert_eq (zmsg_size (request), 2);
+    cr_assert_eq (zframe_size (zmsg_first (request)), size);
+    cr_assert (memcmp (zframe_data (zmsg_first (request)), data, size) == 0, "body changed");
+    cr_assert (zframe_streq (zmsg_last (request), "tail"));
+    cr_assert_eq (mdp_worker_send_final (s_worker, address, &request), 0);
+    int command = 0;
+    zmsg_t *reply = mdp_client_recv (client, 3000, &command, NULL);
+    cr_assert_not_null (reply);
+    cr_assert_eq (zmsg_size (reply), 2);
+    cr_assert (memcmp (zframe_data (zmsg_first (reply)), data, size) == 0, "reply changed");
+    zmsg_destroy (&reply);
+    zframe_destroy (&address);
+    free (data);
+    mdp_client_destroy (&client);
 }

@@ -279,3 +279,42 @@ Test (broker_integration, sigterm_stops_the_broker_cleanly)
     cr_assert (WIFEXITED (status), "broker did not exit on SIGTERM (status %d)", status);
     cr_assert_eq (WEXITSTATUS (status), 0);
 }
+
+Test (broker_integration, telemetry_proxy_of_the_broker_process)
+{
+    char xsub [600], xpub [600];
+    snprintf (xsub, sizeof xsub, "ipc://%s/tel-in.ipc", s_dir);
+    snprintf (xpub, sizeof xpub, "ipc://%s/tel-out.ipc", s_dir);
+    cr_assert_gt (sm_spawn (s_log, "splitmesh-broker", "-e", s_endpoint,
+                            "--telemetry-xsub", xsub, "--telemetry-xpub", xpub, NULL), 0);
+    zsock_t *pub = zsock_new_pub (NULL);
+    zsock_connect (pub, "%s", xsub);
+    zsock_t *sub = zsock_new_sub (xpub, "metric.");
+    char *got = NULL;
+    //  Publish until the subscription has travelled up through the proxy.
+    for (int i = 0; i < 200 && !got; i++) {
+        zsock_send (pub, "ss", "metric.tokens", "42");
+        zmq_pollitem_t item = { zsock_resolve (sub), 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, 25) > 0) {
+            char *topic = NULL;
+            zsock_recv (sub, "ss", &topic, &got);
+            cr_assert_str_eq (topic, "metric.tokens");
+            zstr_free (&topic);
+        }
+    }
+    cr_assert_str_eq (got, "42", "nothing came through the telemetry proxy");
+    zstr_free (&got);
+    zsock_destroy (&pub);
+    zsock_destroy (&sub);
+}
+
+Test (broker_integration, bad_options_are_refused_with_usage)
+{
+    pid_t pid = sm_spawn (s_log, "splitmesh-broker", "--heartbeat-ms", "abc", NULL);
+    int status = 0;
+    cr_assert_eq (sm_wait (pid, 3000, &status), 0);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 2);
+    pid = sm_spawn (s_log, "splitmesh-broker", "-e", "tcp://256.0.0.1:1", NULL);
+    cr_assert_eq (sm_wait (pid, 3000, &status), 0);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 1, "bind failure must exit 1");
+}

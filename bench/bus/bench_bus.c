@@ -38,12 +38,14 @@ typedef struct {
     const char *transport;      //  "ipc" or "tcp"
     double p50_us, p99_us, mean_us;
     double msgs_per_s;
+    double p50_runs [9];        //  p50 of every repeat, in run order
 } s_result_t;
 
-static int s_rounds = 20000;
-static int s_messages = 100000;
+static int s_rounds = 10000;
+static int s_messages = 50000;
 static int s_window = 64;
 static int s_payload = 64;
+static int s_repeats = 3;
 
 //  ---------------------------------------------------------------------
 //  Raw DEALER/ROUTER: a ROUTER echo thread
@@ -101,6 +103,52 @@ s_mdp_echo_actor (zsock_t *pipe, void *args)
     }
     zpoller_destroy (&poller);
     mdp_worker_destroy (&worker);
+}
+
+//  Broker path with a bare worker: one thread, one DEALER speaking MDPW02
+//  itself (no heartbeat thread, no inproc pipe). Separates the broker's
+//  cost from the worker API's.
+
+static void
+s_bare_worker_actor (zsock_t *pipe, void *args)
+{
+    s_worker_args_t *wa = (s_worker_args_t *) args;
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    zsock_set_sndhwm (dealer, 0);
+    zsock_set_rcvhwm (dealer, 0);
+    s_require (zsock_connect (dealer, "%s", wa->endpoint) == 0);
+    //  READY with the capacity frame {"v":1,"capacity":N}, N < 65536.
+    uint8_t capacity [] = { 0x82, 0xa1, 'v', 0x01, 0xa8, 'c','a','p','a','c','i','t','y',
+                            0xcd, (uint8_t) (wa->capacity >> 8), (uint8_t) wa->capacity };
+    zsock_send (dealer, "sbsb", MDPW_WORKER, "\x01", (size_t) 1, "echo",
+                capacity, sizeof capacity);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, dealer, NULL);
+    int64_t heartbeat_at = zclock_mono () + MDP_HEARTBEAT_DEFAULT;
+    while (true) {
+        void *which = zpoller_wait (poller, 500);
+        if (which == pipe || zpoller_terminated (poller))
+            break;
+        if (zclock_mono () >= heartbeat_at) {
+            zsock_send (dealer, "sb", MDPW_WORKER, "\x05", (size_t) 1);
+            heartbeat_at = zclock_mono () + MDP_HEARTBEAT_DEFAULT;
+        }
+        if (which != dealer)
+            continue;
+        zmsg_t *msg = zmsg_recv (dealer);
+        if (!msg)
+            break;
+        zframe_t *command = zmsg_next (msg);    //  after the header
+        zmsg_first (msg);
+        command = zmsg_next (msg);
+        if (command && zframe_size (command) == 1 && zframe_data (command) [0] == MDPW_REQUEST) {
+            zframe_data (command) [0] = MDPW_FINAL;   //  same frames back
+            zmsg_send (&msg, dealer);
+        }
+        zmsg_destroy (&msg);
+    }
+    zpoller_destroy (&poller);
+    zsock_destroy (&dealer);
 }
 
 //  ---------------------------------------------------------------------
@@ -203,7 +251,7 @@ s_run_raw (const char *transport, const char *bind_ep, s_result_t *result)
 }
 
 static void
-s_run_broker (const char *transport, const char *bind_ep, s_result_t *result)
+s_run_broker (const char *transport, const char *bind_ep, bool bare, s_result_t *result)
 {
     broker_config_t config = { .endpoints = bind_ep, .request_expiry_ms = 60000,
                                .max_queue_service = 100000, .max_queue_total = 100000 };
@@ -213,7 +261,7 @@ s_run_broker (const char *transport, const char *bind_ep, s_result_t *result)
     s_require (endpoint && *endpoint);
     //  "tcp://127.0.0.1:port" as bound is also the connect address.
     snprintf (args.endpoint, sizeof args.endpoint, "%s", endpoint);
-    zactor_t *worker = zactor_new (s_mdp_echo_actor, &args);
+    zactor_t *worker = zactor_new (bare? s_bare_worker_actor: s_mdp_echo_actor, &args);
     //  Wait until the worker is registered (mmi.workers).
     mdp_client_t *probe = mdp_client_new (endpoint);
     for (int i = 0; i < 100; i++) {
@@ -230,7 +278,7 @@ s_run_broker (const char *transport, const char *bind_ep, s_result_t *result)
         zclock_sleep (10);
     }
     mdp_client_destroy (&probe);
-    result->path = "broker";
+    result->path = bare? "broker+bare-worker": "broker";
     result->transport = transport;
     s_measure (endpoint, true, result);
     zstr_free (&endpoint);
@@ -292,14 +340,19 @@ s_write (const char *out, const char *commit, const char *command,
     fprintf (json, "  \"machine\": {\"cpu\": \"%s\", \"cores\": %ld, \"loadavg_1m\": %.2f},\n",
              cpu, cores, load);
     fprintf (json, "  \"params\": {\"rounds\": %d, \"messages\": %d, \"window\": %d, "
-             "\"payload_bytes\": %d},\n", s_rounds, s_messages, s_window, s_payload);
+             "\"payload_bytes\": %d, \"repeats\": %d},\n", s_rounds, s_messages, s_window,
+             s_payload, s_repeats);
     fprintf (json, "  \"results\": [\n");
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < count; i++) {
         fprintf (json, "    {\"path\": \"%s\", \"transport\": \"%s\", \"p50_us\": %.1f, "
-                 "\"p99_us\": %.1f, \"mean_us\": %.1f, \"msgs_per_s\": %.0f}%s\n",
-                 results [i].path, results [i].transport, results [i].p50_us,
-                 results [i].p99_us, results [i].mean_us, results [i].msgs_per_s,
-                 i + 1 < count? ",": "");
+                 "\"p99_us\": %.1f, \"mean_us\": %.1f, \"msgs_per_s\": %.0f, "
+                 "\"p50_us_each_repeat\": [", results [i].path, results [i].transport,
+                 results [i].p50_us, results [i].p99_us, results [i].mean_us,
+                 results [i].msgs_per_s);
+        for (int r = 0; r < s_repeats; r++)
+            fprintf (json, "%s%.1f", r? ", ": "", results [i].p50_runs [r]);
+        fprintf (json, "]}%s\n", i + 1 < count? ",": "");
+    }
     fprintf (json, "  ]\n}\n");
     fclose (json);
 
@@ -314,18 +367,23 @@ s_write (const char *out, const char *commit, const char *command,
     fprintf (md, "- machine: %s, %ld cores, 1-min load average %.2f at the end of the run\n",
              cpu, cores, load);
     fprintf (md, "- latency: %d sequential round trips of a %d-byte body after 1000 warm-up;"
-             " throughput: %d messages with %d in flight\n\n", s_rounds, s_payload,
-             s_messages, s_window);
+             " throughput: %d messages with %d in flight; each row is the median-p50 run of"
+             " %d interleaved repeats\n\n", s_rounds, s_payload, s_messages, s_window,
+             s_repeats);
     fprintf (md, "| path | transport | p50 RTT (us) | p99 RTT (us) | mean (us) | msgs/s |\n");
     fprintf (md, "|------|-----------|-------------:|-------------:|----------:|-------:|\n");
     for (int i = 0; i < count; i++)
         fprintf (md, "| %s | %s | %.1f | %.1f | %.1f | %.0f |\n", results [i].path,
                  results [i].transport, results [i].p50_us, results [i].p99_us,
                  results [i].mean_us, results [i].msgs_per_s);
-    fprintf (md, "\n`broker` is client -> splitmesh broker -> mdp_worker -> broker -> client"
-             " (two network hops each way plus the worker API's inproc pipe);"
-             " `raw` is one DEALER -> ROUTER echo hop. All parties are threads of one process,"
-             " each with its own socket, talking over the named transport.\n");
+    fprintf (md, "\n- `raw`: one DEALER -> ROUTER echo hop (the floor).\n"
+             "- `broker`: client -> splitmesh broker -> mdp_worker API -> broker -> client:"
+             " two network hops each way, plus the worker API's inproc pipe to its"
+             " heartbeat actor (two more thread hand-offs per request).\n"
+             "- `broker+bare-worker`: the same broker with a one-thread worker speaking MDPW02"
+             " on its own DEALER, to separate the broker's cost from the worker API's.\n\n"
+             "All parties are threads of one process, each with its own socket, talking over"
+             " the named transport. The client is a DEALER sending MDPC02 frames directly.\n");
     fclose (md);
 }
 
@@ -337,6 +395,7 @@ main (int argc, char **argv)
         { "messages", required_argument, 0, 'm' },
         { "window", required_argument, 0, 'w' },
         { "payload", required_argument, 0, 'p' },
+        { "repeats", required_argument, 0, 'R' },
         { "out", required_argument, 0, 'o' },
         { "commit", required_argument, 0, 'c' },
         { "command", required_argument, 0, 'C' },
@@ -350,6 +409,7 @@ main (int argc, char **argv)
             case 'm': s_messages = atoi (optarg); break;
             case 'w': s_window = atoi (optarg); break;
             case 'p': s_payload = atoi (optarg); break;
+            case 'R': s_repeats = atoi (optarg); break;
             case 'o': out = optarg; break;
             case 'c': commit = optarg; break;
             case 'C': command = optarg; break;
@@ -360,26 +420,45 @@ main (int argc, char **argv)
         }
     }
     if (s_rounds < 100 || s_messages < 100 || s_window < 1 || s_window > MDP_CAPACITY_MAX
-    ||  s_payload < 1) {
-        fprintf (stderr, "bench_bus: rounds, messages >= 100; window 1..%d; payload >= 1\n",
-                 MDP_CAPACITY_MAX);
+    ||  s_payload < 1 || s_repeats < 1 || s_repeats > 9) {
+        fprintf (stderr, "bench_bus: rounds, messages >= 100; window 1..%d; payload >= 1;"
+                 " repeats 1..9\n", MDP_CAPACITY_MAX);
         return 2;
     }
     char ipc_raw [256], ipc_broker [256];
     snprintf (ipc_raw, sizeof ipc_raw, "ipc:///tmp/bench-bus-%d-raw.ipc", getpid ());
     snprintf (ipc_broker, sizeof ipc_broker, "ipc:///tmp/bench-bus-%d-broker.ipc", getpid ());
-    s_result_t results [4];
-    memset (results, 0, sizeof results);
-    s_run_raw ("ipc", ipc_raw, &results [0]);
-    s_run_broker ("ipc", ipc_broker, &results [1]);
-    s_run_raw ("tcp", "tcp://127.0.0.1:*", &results [2]);
-    s_run_broker ("tcp", "tcp://127.0.0.1:*", &results [3]);
+    //  Every configuration runs `repeats` times, interleaved so that load
+    //  from other processes hits all of them alike; each row reports the
+    //  run with the median p50.
+    s_result_t runs [9][6], results [6];
+    memset (runs, 0, sizeof runs);
+    for (int r = 0; r < s_repeats; r++) {
+        s_run_raw ("ipc", ipc_raw, &runs [r][0]);
+        s_run_broker ("ipc", ipc_broker, false, &runs [r][1]);
+        s_run_broker ("ipc", ipc_broker, true, &runs [r][2]);
+        s_run_raw ("tcp", "tcp://127.0.0.1:*", &runs [r][3]);
+        s_run_broker ("tcp", "tcp://127.0.0.1:*", false, &runs [r][4]);
+        s_run_broker ("tcp", "tcp://127.0.0.1:*", true, &runs [r][5]);
+    }
+    for (int c = 0; c < 6; c++) {
+        int order [9] = { 0 };
+        for (int r = 0; r < s_repeats; r++)
+            order [r] = r;
+        for (int i = 1; i < s_repeats; i++)         //  sort run indices by p50
+            for (int j = i; j > 0 && runs [order [j]][c].p50_us < runs [order [j - 1]][c].p50_us; j--) {
+                int t = order [j]; order [j] = order [j - 1]; order [j - 1] = t;
+            }
+        results [c] = runs [order [s_repeats / 2]][c];
+        for (int r = 0; r < s_repeats; r++)
+            results [c].p50_runs [r] = runs [r][c].p50_us;
+    }
     unlink (ipc_raw + 6);
     unlink (ipc_broker + 6);
-    for (int i = 0; i < 4; i++)
-        printf ("%-6s %-3s p50 %7.1f us  p99 %7.1f us  mean %7.1f us  %9.0f msgs/s\n",
+    for (int i = 0; i < 6; i++)
+        printf ("%-18s %-3s p50 %7.1f us  p99 %7.1f us  mean %7.1f us  %9.0f msgs/s\n",
                 results [i].path, results [i].transport, results [i].p50_us,
                 results [i].p99_us, results [i].mean_us, results [i].msgs_per_s);
-    s_write (out, commit, command, results, 4);
+    s_write (out, commit, command, results, 6);
     return 0;
 }

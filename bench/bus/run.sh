@@ -15,4 +15,4 @@ if ! git diff --quiet HEAD -- core broker bench/bus 2>/dev/null; then
 fi
 mkdir -p bench/results
 "$BUILD_DIR/bin/bench_bus" --out bench/results --commit "$commit" \
-  --command "bench/bus/run.sh $*" "$@"
+  --command "bench/bus/run.sh${*:+ $*}" "$@"
