@@ -18,9 +18,9 @@
 #include <msgpack.h>
 #include "mdp_common.h"
 #include "mdp_session.h"
-#include "codec.h"
 #include "metrics.h"
 #include "broker.h"
+#include "codec.h"
 
 //  Events, one per kind of message or timer, for the log.
 typedef enum {
@@ -145,33 +145,6 @@ s_metrics_gauges (broker_t *self)
 }
 
 //  ---------------------------------------------------------------------
-//  Error bodies.
-//
-//  STOPGAP until the schema branch's wire_error_encode lands: encodes
-//  {"v":1,"status":N,"error":"..."} with msgpack-c. Switch callers of this
-//  one function over to wire_error_encode.
-
-static zframe_t *
-s_wire_error_encode_stopgap (int status, const char *error)
-{
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    size_t len = strlen (error);
-    msgpack_pack_map (&pk, 3);
-    msgpack_pack_str_with_body (&pk, "v", 1);
-    msgpack_pack_int (&pk, 1);
-    msgpack_pack_str_with_body (&pk, "status", 6);
-    msgpack_pack_int (&pk, status);
-    msgpack_pack_str_with_body (&pk, "error", 5);
-    msgpack_pack_str_with_body (&pk, error, len);
-    zframe_t *frame = zframe_new (sbuf.data, sbuf.size);
-    msgpack_sbuffer_destroy (&sbuf);
-    return frame;
-}
-
-//  ---------------------------------------------------------------------
 //  Sending
 
 //  Sends [client][MDPC02][command][service][body...]; takes the body.
@@ -206,7 +179,7 @@ s_send_error (broker_t *self, zframe_t *client, const char *service,
     va_end (args);
     zsys_info ("broker: error %d to client: %s", status, error);
     zmsg_t *body = zmsg_new ();
-    zframe_t *frame = s_wire_error_encode_stopgap (status, error);
+    zframe_t *frame = wire_error_frame (status, error, -1);
     zmsg_append (body, &frame);
     s_send_client (self, client, MDPC_FINAL, service, &body);
     self->stats.errors++;

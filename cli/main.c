@@ -16,6 +16,8 @@ typedef struct {
 
 static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
+    { "keygen", cmd_keygen, "write a CurveZMQ key pair for crypt-proxy (zcert format)" },
+    { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
     { NULL, NULL, NULL }
 };
 
