@@ -66,19 +66,19 @@ metrics_name_valid (const char *name)
     return 0;
 }
 
-static bool
-s_label_key_valid (const char *key)
+int
+metrics_label_name_valid (const char *key)
 {
-    if (!*key || strncmp (key, "__", 2) == 0)
-        return false;
+    if (!key || !*key || strncmp (key, "__", 2) == 0)
+        return -1;
     for (const char *p = key; *p; p++) {
         char c = *p;
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'
                || (p > key && c >= '0' && c <= '9');
         if (!ok)
-            return false;
+            return -1;
     }
-    return true;
+    return 0;
 }
 
 int
@@ -109,7 +109,7 @@ metrics_labels_parse (const char *labels, char *buf, size_t buf_size,
         *eq = '\0';
         char *key = cursor;
         char *value = eq + 1;
-        if (!s_label_key_valid (key)) {
+        if (metrics_label_name_valid (key)) {
             snprintf (error, error_size, "label name '%s' is not [a-zA-Z_][a-zA-Z0-9_]* "
                       "(or starts with __)", key);
             return -1;
@@ -516,24 +516,35 @@ metrics_enabled (metrics_t *self)
     return self && self->actor;
 }
 
+//  The series a call updates, with the lock held; NULL (logged once) when
+//  the value or the name or labels are bad.
+static s_series_t *
+s_series_for_call (metrics_t *self, wire_metric_kind_t kind, const char *name,
+                   const char *labels, double value)
+{
+    bool ok = kind == WIRE_METRIC_KIND_COUNTER? value >= 0 && isfinite (value): isfinite (value);
+    if (!ok) {
+        char problem [300];
+        snprintf (problem, sizeof problem, "%s '%.200s' given %s value %g",
+                  wire_metric_kind_names [kind], name? name: "(null)",
+                  kind == WIRE_METRIC_KIND_COUNTER? "a negative or non-finite": "a non-finite",
+                  value);
+        s_warn_once (self, problem);
+        return NULL;
+    }
+    return s_series_require (self, kind, name, labels);
+}
+
 void
 metrics_count (metrics_t *self, const char *name, const char *labels, double delta)
 {
     if (!metrics_enabled (self))
         return;
     pthread_mutex_lock (&self->lock);
-    if (!(delta >= 0) || isinf (delta)) {
-        char problem [300];
-        snprintf (problem, sizeof problem, "counter '%.200s' given a negative or non-finite delta",
-                  name? name: "(null)");
-        s_warn_once (self, problem);
-    }
-    else {
-        s_series_t *series = s_series_require (self, WIRE_METRIC_KIND_COUNTER, name, labels);
-        if (series) {
-            series->value += delta;
-            series->dirty = true;
-        }
+    s_series_t *series = s_series_for_call (self, WIRE_METRIC_KIND_COUNTER, name, labels, delta);
+    if (series) {
+        series->value += delta;
+        series->dirty = true;
     }
     pthread_mutex_unlock (&self->lock);
 }
@@ -544,20 +555,10 @@ metrics_gauge (metrics_t *self, const char *name, const char *labels, double val
     if (!metrics_enabled (self))
         return;
     pthread_mutex_lock (&self->lock);
-    if (!isfinite (value)) {
-        char problem [300];
-        snprintf (problem, sizeof problem, "gauge '%.200s' given a non-finite value",
-                  name? name: "(null)");
-        s_warn_once (self, problem);
-    }
-    else {
-        s_series_t *series = s_series_require (self, WIRE_METRIC_KIND_GAUGE, name, labels);
-        if (series) {
-            series->dirty = series->dirty || series->value != value;
-            series->value = value;
-            if (!series->dirty && series->value == 0)
-                series->dirty = true;       //  first set to 0 still announces it
-        }
+    s_series_t *series = s_series_for_call (self, WIRE_METRIC_KIND_GAUGE, name, labels, value);
+    if (series) {
+        series->value = value;
+        series->dirty = true;
     }
     pthread_mutex_unlock (&self->lock);
 }
@@ -568,30 +569,21 @@ metrics_observe (metrics_t *self, const char *name, const char *labels, double v
     if (!metrics_enabled (self))
         return;
     pthread_mutex_lock (&self->lock);
-    s_series_t *series = NULL;
-    if (!isfinite (value)) {
-        char problem [300];
-        snprintf (problem, sizeof problem, "histogram '%.200s' given a non-finite value",
-                  name? name: "(null)");
-        s_warn_once (self, problem);
-    }
-    else
-        series = s_series_require (self, WIRE_METRIC_KIND_HISTOGRAM, name, labels);
-    if (series) {
-        if (series->sample_count == series->sample_cap) {
-            size_t cap = series->sample_cap? series->sample_cap * 2: 16;
-            double *samples = cap <= METRICS_MAX_PENDING?
-                              (double *) realloc (series->samples, cap * sizeof (double)): NULL;
-            if (samples) {
-                series->samples = samples;
-                series->sample_cap = cap;
-            }
+    s_series_t *series = s_series_for_call (self, WIRE_METRIC_KIND_HISTOGRAM, name, labels, value);
+    if (series && series->sample_count == series->sample_cap) {
+        size_t cap = series->sample_cap? series->sample_cap * 2: 16;
+        double *samples = cap <= METRICS_MAX_PENDING?
+                          (double *) realloc (series->samples, cap * sizeof (double)): NULL;
+        if (samples) {
+            series->samples = samples;
+            series->sample_cap = cap;
         }
-        if (series->sample_count < series->sample_cap)
-            series->samples [series->sample_count++] = value;
-        else
-            self->dropped += 1;
     }
+    if (series && series->sample_count < series->sample_cap)
+        series->samples [series->sample_count++] = value;
+    else
+    if (series)
+        self->dropped += 1;
     pthread_mutex_unlock (&self->lock);
 }
 

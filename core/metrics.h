@@ -113,6 +113,11 @@ bool
 int
     metrics_name_valid (const char *name);
 
+//  Checks a label name: 0 if it matches [a-zA-Z_][a-zA-Z0-9_]* and does
+//  not start with "__" (reserved by Prometheus), else -1.
+int
+    metrics_label_name_valid (const char *name);
+
 //  Parses "k=v,k=v" into at most max pairs stored in keys/values (pointers
 //  into buf, a caller buffer the string is copied into; buf_size bytes).
 //  Returns the number of pairs, or -1 with a reason in error when the

@@ -225,20 +225,6 @@ s_write_json_num (FILE *out, double value)
     }
 }
 
-static bool
-s_label_name_ok (const char *key)
-{
-    if (!key || !*key || strncmp (key, "__", 2) == 0)
-        return false;
-    for (const char *p = key; *p; p++) {
-        char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'
-           || (p > key && c >= '0' && c <= '9')))
-            return false;
-    }
-    return true;
-}
-
 static int
 s_kv_compare (const void *a, const void *b)
 {
@@ -425,7 +411,7 @@ metrics_store_add (metrics_store_t *self, const wire_metric_event_t *event,
     }
     for (size_t i = 0; i < count; i++) {
         const wire_kv_t *kv = &event->labels [i];
-        if (!s_label_name_ok (kv->key) || streq (kv->key, "service") || streq (kv->key, "instance")
+        if (metrics_label_name_valid (kv->key) || streq (kv->key, "service") || streq (kv->key, "instance")
         ||  streq (kv->key, "le") || !kv->value) {
             snprintf (reason, sizeof reason, "metric '%.200s': bad or reserved label name '%.40s'",
                       name, kv->key? kv->key: "(null)");

@@ -33,12 +33,11 @@ typedef struct {
 //  ---------------------------------------------------------------------
 //  HTTP
 
+//  Adds the common headers, queues the response and drops our reference.
 static enum MHD_Result
-s_respond (struct MHD_Connection *connection, unsigned int status,
-           const char *content_type, const void *body, size_t size, bool copy)
+s_queue (struct MHD_Connection *connection, unsigned int status,
+         const char *content_type, struct MHD_Response *response)
 {
-    struct MHD_Response *response = MHD_create_response_from_buffer (
-        size, (void *) body, copy? MHD_RESPMEM_MUST_COPY: MHD_RESPMEM_PERSISTENT);
     if (!response)
         return MHD_NO;
     MHD_add_response_header (response, "Content-Type", content_type);
@@ -46,6 +45,14 @@ s_respond (struct MHD_Connection *connection, unsigned int status,
     enum MHD_Result rc = MHD_queue_response (connection, status, response);
     MHD_destroy_response (response);
     return rc;
+}
+
+static enum MHD_Result
+s_respond (struct MHD_Connection *connection, unsigned int status,
+           const char *content_type, const void *body, size_t size, bool copy)
+{
+    return s_queue (connection, status, content_type, MHD_create_response_from_buffer (
+        size, (void *) body, copy? MHD_RESPMEM_MUST_COPY: MHD_RESPMEM_PERSISTENT));
 }
 
 //  Answers {"status":N,"error":"..."} with the text JSON-escaped.
@@ -72,23 +79,17 @@ s_respond_error (struct MHD_Connection *connection, unsigned int status, const c
     return s_respond (connection, status, "application/json", body, n, true);
 }
 
-//  Renders with the store locked; takes the string (malloc'd) and sends it.
+//  Sends a rendered string (malloc'd; taken: libmicrohttpd frees it).
 static enum MHD_Result
 s_respond_owned (struct MHD_Connection *connection, const char *content_type, char *text)
 {
     if (!text)
         return s_respond_error (connection, 500, "out of memory");
-    struct MHD_Response *response = MHD_create_response_from_buffer_with_free_callback (
-        strlen (text), text, free);
-    if (!response) {
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer_with_free_callback (strlen (text), text, free);
+    if (!response)
         free (text);
-        return MHD_NO;
-    }
-    MHD_add_response_header (response, "Content-Type", content_type);
-    MHD_add_response_header (response, "Cache-Control", "no-store");
-    enum MHD_Result rc = MHD_queue_response (connection, MHD_HTTP_OK, response);
-    MHD_destroy_response (response);
-    return rc;
+    return s_queue (connection, MHD_HTTP_OK, content_type, response);
 }
 
 static enum MHD_Result
