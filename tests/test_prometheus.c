@@ -144,6 +144,9 @@ Test (prometheus, scraped_request_counter_equals_requests_made)
     cr_assert_eq (value, s_REQUESTS, "Prometheus says %g requests, %d were made (log: %s)",
                   value, s_REQUESTS, s_mesh.log);
     cr_assert_eq (s_query (port, "up{job=\"splitmesh\"}"), 1);
+    //  The broker's gauges arrive too: one echo worker, nothing queued.
+    cr_assert_eq (s_query (port, "splitmesh_broker_workers{mdp_service=\"echo\"}"), 1);
+    cr_assert_eq (s_query (port, "splitmesh_broker_queue_depth{mdp_service=\"echo\"}"), 0);
     //  The exposition says the same, and later scrapes do not change it.
     sm_http_reply_t reply;
     cr_assert_eq (sm_http_get (s_mesh.http_port, "/metrics", 3000, &reply), 0);
