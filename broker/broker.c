@@ -117,7 +117,8 @@ typedef struct {
 static void
 s_metrics_final (broker_t *self, const char *service, zmsg_t *body)
 {
-    if (!metrics_enabled (self->metrics))
+    //  mmi.* queries are the broker answering about itself, not requests.
+    if (!metrics_enabled (self->metrics) || strncmp (service, "mmi.", 4) == 0)
         return;
     zframe_t *frame = zmsg_first (body);
     wire_peek_t peek;
