@@ -11,6 +11,8 @@
 #include <criterion/criterion.h>
 #include <czmq.h>
 #include <math.h>
+#include <pthread.h>
+#include <sys/wait.h>
 #include "metrics.h"
 #include "sm_http.h"
 #include "sm_proc.h"
@@ -212,4 +214,60 @@ Test (telemetry_http, garbage_on_the_bus_is_counted_and_service_keeps_serving)
                "splitmesh_after_garbage_total{service=\"tester\",instance=\"t:3\"}", 7, 5000, NULL));
     cr_assert (sm_alive (s_mesh.telemetry));
     metrics_destroy (&m);
+}
+
+Test (telemetry_http, bad_startup_is_reported_not_hung)
+{
+    //  The HTTP port is taken (by the running service): exit 1, promptly.
+    char port [16];
+    snprintf (port, sizeof port, "%d", s_mesh.http_port);
+    pid_t pid = sm_spawn (s_mesh.log, "splitmesh-telemetry", "-s", s_mesh.xpub, "-p", port, NULL);
+    cr_assert_gt (pid, 0);
+    int status = 0;
+    cr_assert_eq (sm_wait (pid, 5000, &status), 0, "did not exit when its port was taken");
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 1, "status %d", status);
+    //  No endpoint: usage error 2.
+    pid = sm_spawn (s_mesh.log, "splitmesh-telemetry", "-p", "0", NULL);
+    cr_assert_eq (sm_wait (pid, 5000, &status), 0);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 2, "status %d", status);
+    //  A bad endpoint: exit 1.
+    pid = sm_spawn (s_mesh.log, "splitmesh-telemetry", "-s", "nonsense://x", "-p", "0", NULL);
+    cr_assert_eq (sm_wait (pid, 5000, &status), 0);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 1, "status %d", status);
+    //  The running one is unaffected.
+    char *body = s_get ("/health", 200, NULL, 0);
+    free (body);
+}
+
+//  Many clients at once, HEAD included; every answer complete.
+static void *
+s_client (void *arg)
+{
+    int *failures = (int *) arg;
+    for (int i = 0; i < 20; i++) {
+        sm_http_reply_t reply;
+        const char *path = i % 3 == 0? "/metrics": i % 3 == 1? "/api/series": "/";
+        if (sm_http_get (s_mesh.http_port, path, 5000, &reply) || reply.status != 200
+        ||  reply.body_size == 0)
+            (*failures)++;
+        sm_http_reply_free (&reply);
+    }
+    return NULL;
+}
+
+Test (telemetry_http, concurrent_clients_all_get_answers)
+{
+    pthread_t threads [8];
+    int failures [8] = { 0 };
+    for (int i = 0; i < 8; i++)
+        pthread_create (&threads [i], NULL, s_client, &failures [i]);
+    for (int i = 0; i < 8; i++)
+        pthread_join (threads [i], NULL);
+    for (int i = 0; i < 8; i++)
+        cr_assert_eq (failures [i], 0, "client %d: %d failed requests", i, failures [i]);
+    sm_http_reply_t reply;
+    cr_assert_eq (sm_http_request (s_mesh.http_port, "HEAD", "/metrics", 3000, &reply), 0);
+    cr_assert_eq (reply.status, 200);
+    cr_assert_eq (reply.body_size, 0, "HEAD must not send a body");
+    sm_http_reply_free (&reply);
 }
