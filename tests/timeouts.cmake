@@ -1,0 +1,3 @@
+# telemetry: a real Prometheus and headless Chromium start slowly on a busy machine.
+set(TIMEOUT_prometheus 110)
+set(TIMEOUT_dashboard 150)
