@@ -145,8 +145,19 @@ Test (prometheus, scraped_request_counter_equals_requests_made)
                   value, s_REQUESTS, s_mesh.log);
     cr_assert_eq (s_query (port, "up{job=\"splitmesh\"}"), 1);
     //  The broker's gauges arrive too: one echo worker, nothing queued.
-    cr_assert_eq (s_query (port, "splitmesh_broker_workers{mdp_service=\"echo\"}"), 1);
-    cr_assert_eq (s_query (port, "splitmesh_broker_queue_depth{mdp_service=\"echo\"}"), 0);
+    //  Gauges ride the broker's 1 s tick, so wait (bounded) for a scrape
+    //  that holds them rather than asking once.
+    double workers = NAN, depth = NAN;
+    until = zclock_mono () + 15000;
+    while (zclock_mono () < until) {
+        workers = s_query (port, "splitmesh_broker_workers{mdp_service=\"echo\"}");
+        depth = s_query (port, "splitmesh_broker_queue_depth{mdp_service=\"echo\"}");
+        if (workers == 1 && depth == 0)
+            break;
+        zclock_sleep (250);
+    }
+    cr_assert_eq (workers, 1, "Prometheus says %g echo workers, 1 is running", workers);
+    cr_assert_eq (depth, 0, "Prometheus says %g requests queued, none are", depth);
     //  The exposition says the same, and later scrapes do not change it.
     sm_http_reply_t reply;
     cr_assert_eq (sm_http_get (s_mesh.http_port, "/metrics", 3000, &reply), 0);
