@@ -14,6 +14,10 @@
 #include "quant.h"
 #include "ggml_types.h"
 
+//  Asserts without reporting passes: ctest runs with --full-stats, where
+//  every passing cr_assert is a message to the runner, too slow in loops.
+#define CHECK(cond, ...) do { if (!(cond)) cr_assert_fail (__VA_ARGS__); } while (0)
+
 static uint64_t s_rng = 0x9e3779b97f4a7c15ull;
 
 static uint32_t
@@ -117,10 +121,9 @@ Test (quant, q4_1_to_w4_is_exact)
                 for (int j = 0; j < 16; j++) {
                     float lo = d * (float) (blk[4 + j] & 0xf) + m;
                     float hi = d * (float) (blk[4 + j] >> 4) + m;
-                    cr_assert_eq (row[g * 32 + j], lo, "row %d group %d elem %d: %g != %g",
-                                  r, g, j, row[g * 32 + j], lo);
-                    cr_assert_eq (row[g * 32 + j + 16], hi, "row %d group %d elem %d",
-                                  r, g, j + 16);
+                    CHECK (row[g * 32 + j] == lo, "row %d group %d elem %d: %g != %g",
+                           r, g, j, row[g * 32 + j], lo);
+                    CHECK (row[g * 32 + j + 16] == hi, "row %d group %d elem %d", r, g, j + 16);
                 }
             }
         }
@@ -153,8 +156,8 @@ Test (quant, q4_0_to_w4_is_exact)
             memcpy (&dh, blk, 2);
             float d = s_half (dh);
             for (int j = 0; j < 16; j++) {
-                cr_assert_eq (row[g * 32 + j], d * (float) ((blk[2 + j] & 0xf) - 8));
-                cr_assert_eq (row[g * 32 + j + 16], d * (float) ((blk[2 + j] >> 4) - 8));
+                CHECK (row[g * 32 + j] == d * (float) ((blk[2 + j] & 0xf) - 8), "q4_0 elem %d", j);
+                CHECK (row[g * 32 + j + 16] == d * (float) ((blk[2 + j] >> 4) - 8), "q4_0 elem %d", j + 16);
             }
         }
     }
@@ -183,7 +186,7 @@ Test (quant, q8_0_to_w8_is_exact)
             uint16_t dh;
             memcpy (&dh, blk, 2);
             for (int j = 0; j < 32; j++)
-                cr_assert_eq (row[g * 32 + j], s_half (dh) * (float) (int8_t) blk[2 + j]);
+                CHECK (row[g * 32 + j] == s_half (dh) * (float) (int8_t) blk[2 + j], "q8_0 elem %d", j);
         }
     }
     qmatrix_destroy (&W);
@@ -208,7 +211,7 @@ Test (quant, f16_bf16_f32_to_f32_are_exact)
     for (int r = 0; r < rows; r++) {
         qmatrix_get_row (W, r, row);
         for (int c = 0; c < cols; c++)
-            cr_assert_eq (row[c], s_half (h[r * cols + c]));
+            CHECK (row[c] == s_half (h[r * cols + c]), "f16 elem %d", c);
     }
     qmatrix_destroy (&W);
     W = qmatrix_new_from_ggml (QFMT_F32, GGML_TYPE_BF16, bf, rows, cols, err, sizeof err);
@@ -219,7 +222,7 @@ Test (quant, f16_bf16_f32_to_f32_are_exact)
             uint32_t bits = (uint32_t) bf[r * cols + c] << 16;
             float v;
             memcpy (&v, &bits, 4);
-            cr_assert_eq (row[c], v);
+            CHECK (row[c] == v, "bf16 elem %d", c);
         }
     }
     qmatrix_destroy (&W);
@@ -265,8 +268,8 @@ s_check_requant (qfmt_t fmt, const float *w, qmatrix_t *W, int rows, int cols)
             float bound = s_group_bound (x, fmt);
             for (int j = 0; j < 32; j++) {
                 float e = fabsf (row[g * 32 + j] - x[j]);
-                cr_assert_leq (e, bound, "%s row %d col %d: |%g - %g| > %g", qfmt_name (fmt),
-                               r, g * 32 + j, row[g * 32 + j], x[j], bound);
+                CHECK (e <= bound, "%s row %d col %d: |%g - %g| > %g", qfmt_name (fmt),
+                       r, g * 32 + j, row[g * 32 + j], x[j], bound);
                 if (e / bound > worst)
                     worst = e / bound;
             }
@@ -346,7 +349,7 @@ Test (quant, bad_args)
     float row[32];
     qmatrix_get_row (W, 1, row);
     for (int i = 0; i < 32; i++)
-        cr_assert_eq (row[i], 0.0f);
+        CHECK (row[i] == 0.0f, "elem %d", i);
     qmatrix_destroy (&W);
     qmatrix_destroy (&W);
 
