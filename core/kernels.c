@@ -142,7 +142,6 @@ s_select (void)
     if (env && strcmp (env, "avx2") == 0)
         cap = 1;
     int level = best < cap ? best : cap;
-    (void) level;
 #if KERNELS_HAVE_X86
     if (level == 2)
         return &kernels_avx512;

@@ -59,7 +59,7 @@ typedef struct {
 extern const kernels_t kernels_scalar;
 //  x86-64 SIMD families are compiled in (kernels_avx2.c, kernels_avx512.c).
 #if defined(__x86_64__)
-#define KERNELS_HAVE_X86 0
+#define KERNELS_HAVE_X86 1
 #else
 #define KERNELS_HAVE_X86 0
 #endif
