@@ -51,18 +51,18 @@ s_fp16_chunk (const uint16_t *src, int n, float *dst)
         dst[n] = 0.0f;
 }
 
-//  sum_g a[g] * b[g] for g < n.
-static inline float
-s_dot_f32 (const float *a, const float *b, int n)
+//  acc + a[g] * b[g] lane-wise for g < n (summed with acc at the end); the
+//  tail goes into lane 0.
+static inline __m256
+s_dot_acc (const float *a, const float *b, int n, __m256 acc)
 {
-    __m256 acc = _mm256_setzero_ps ();
     int g = 0;
     for (; g + 8 <= n; g += 8)
         acc = _mm256_fmadd_ps (_mm256_loadu_ps (a + g), _mm256_loadu_ps (b + g), acc);
-    float s = s_hsum (acc);
+    float s = 0.0f;
     for (; g < n; g++)
         s += a[g] * b[g];
-    return s;
+    return _mm256_add_ps (acc, _mm256_setr_ps (s, 0, 0, 0, 0, 0, 0, 0));
 }
 
 static void
@@ -75,6 +75,7 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         const float *xg = x + (size_t) g * 32;
         __m256 v[4];
         __m256 amax = _mm256_setzero_ps ();
+        #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             v[k] = _mm256_loadu_ps (xg + 8 * k);
             amax = _mm256_max_ps (amax, _mm256_andnot_ps (sign, v[k]));
@@ -87,6 +88,7 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         __m256 vid = _mm256_set1_ps (id);
         __m256i iv[4];
         __m256i sum = _mm256_setzero_si256 ();
+        #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             iv[k] = _mm256_cvtps_epi32 (_mm256_mul_ps (v[k], vid));   //  nearest even
             iv[k] = _mm256_min_epi32 (_mm256_max_epi32 (iv[k], lo), hi);
@@ -123,27 +125,28 @@ s_w4_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, float *y,
     const uint16_t *mw = W->m + (size_t) r * nb;
     const __m256i mask = _mm256_set1_epi8 (0x0f);
     __m256 acc[TT];
-    float macc[TT];
     float dwf[CH + 1], mwf[CH + 1], sc[TT][CH + 1];
+    #pragma GCC unroll 4
     for (int u = 0; u < nt; u++) {
         acc[u] = _mm256_setzero_ps ();
-        macc[u] = 0.0f;
     }
     for (int g0 = 0; g0 < nb; g0 += CH) {
         int gn = nb - g0 < CH ? nb - g0 : CH;
         s_fp16_chunk (dw + g0, gn, dwf);
         s_fp16_chunk (mw + g0, gn, mwf);
+        #pragma GCC unroll 4
         for (int u = 0; u < nt; u++) {
             const float *dx = a->d + (size_t) (t0 + u) * nbp + g0;
             for (int g = 0; g < gn + (gn & 1); g++)
                 sc[u][g] = dwf[g] * dx[g];
-            macc[u] += s_dot_f32 (mwf, a->s + (size_t) (t0 + u) * nbp + g0, gn);
+            acc[u] = s_dot_acc (mwf, a->s + (size_t) (t0 + u) * nbp + g0, gn, acc[u]);
         }
         const uint8_t *qp = qs + (size_t) g0 * 16;
         for (int g = 0; g < gn; g += 2) {
             __m256i v = _mm256_loadu_si256 ((const __m256i *) (qp + (size_t) g * 16));
             __m256i wa = _mm256_and_si256 (v, mask);
             __m256i wb = _mm256_and_si256 (_mm256_srli_epi16 (v, 4), mask);
+            #pragma GCC unroll 4
             for (int u = 0; u < nt; u++) {
                 const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
                 __m256i xa = _mm256_loadu_si256 ((const __m256i *) xq);
@@ -155,8 +158,9 @@ s_w4_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, float *y,
             }
         }
     }
+    #pragma GCC unroll 4
     for (int u = 0; u < nt; u++)
-        y[(size_t) (t0 + u) * ldy + r] = s_hsum (acc[u]) + macc[u];
+        y[(size_t) (t0 + u) * ldy + r] = s_hsum (acc[u]);
 }
 
 static void
@@ -181,11 +185,13 @@ s_w8_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, float *y,
     const uint16_t *dw = W->d + (size_t) r * nb;
     __m256 acc[TT];
     float dwf[CH + 1], sc[TT][CH + 1];
+    #pragma GCC unroll 4
     for (int u = 0; u < nt; u++)
         acc[u] = _mm256_setzero_ps ();
     for (int g0 = 0; g0 < nb; g0 += CH) {
         int gn = nb - g0 < CH ? nb - g0 : CH;
         s_fp16_chunk (dw + g0, gn, dwf);
+        #pragma GCC unroll 4
         for (int u = 0; u < nt; u++) {
             const float *dx = a->d + (size_t) (t0 + u) * nbp + g0;
             for (int g = 0; g < gn; g++)
@@ -194,6 +200,7 @@ s_w8_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, float *y,
         for (int g = 0; g < gn; g++) {
             __m256i w = _mm256_loadu_si256 ((const __m256i *) (qs + (size_t) (g0 + g) * 32));
             __m256i aw = _mm256_sign_epi8 (w, w);          //  |w|, as u8 (128 stays 128)
+            #pragma GCC unroll 4
             for (int u = 0; u < nt; u++) {
                 const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
                 __m256i x = _mm256_loadu_si256 ((const __m256i *) xq);
@@ -203,6 +210,7 @@ s_w8_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, float *y,
             }
         }
     }
+    #pragma GCC unroll 4
     for (int u = 0; u < nt; u++)
         y[(size_t) (t0 + u) * ldy + r] = s_hsum (acc[u]);
 }
@@ -226,12 +234,16 @@ static inline __attribute__ ((always_inline)) void
 s_f32_tile (const float *w, const float *x, int cols, int nt, float *y0, float *y1)
 {
     __m256 acc[2][4];
+    #pragma GCC unroll 4
     for (int u = 0; u < 2; u++)
+        #pragma GCC unroll 4
         for (int k = 0; k < 4; k++)
             acc[u][k] = _mm256_setzero_ps ();
     for (int c = 0; c < cols; c += 32)
+        #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             __m256 wv = _mm256_loadu_ps (w + c + 8 * k);
+            #pragma GCC unroll 4
             for (int u = 0; u < nt; u++)
                 acc[u][k] = _mm256_fmadd_ps (wv, _mm256_loadu_ps (x + (size_t) u * cols + c + 8 * k),
                                              acc[u][k]);

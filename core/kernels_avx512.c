@@ -32,16 +32,15 @@ s_fp16_chunk (const uint16_t *src, int n, float *dst)
     }
 }
 
-//  sum_g a[g] * b[g] for g < n.
-static inline float
-s_dot_f32 (const float *a, const float *b, int n)
+//  acc + a[g] * b[g] lane-wise for g < n (summed with acc at the end).
+static inline __m512
+s_dot_acc (const float *a, const float *b, int n, __m512 acc)
 {
-    __m512 acc = _mm512_setzero_ps ();
     for (int g = 0; g < n; g += 16) {
         __mmask16 k = n - g >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - g)) - 1);
         acc = _mm512_fmadd_ps (_mm512_maskz_loadu_ps (k, a + g), _mm512_maskz_loadu_ps (k, b + g), acc);
     }
-    return _mm512_reduce_add_ps (acc);
+    return acc;
 }
 
 static void
@@ -94,11 +93,10 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
     const __m512i mask = _mm512_set1_epi8 (0x0f);
     const __m512i bias = _mm512_set1_epi8 ((char) 0x80);
     __m512 acc[TT];
-    float macc[TT];
     float dwf[CH + 16], mwf[CH + 16], sc[TT][CH + 16];
+    #pragma GCC unroll 4
     for (int u = 0; u < nt; u++) {
         acc[u] = _mm512_setzero_ps ();
-        macc[u] = 0.0f;
     }
     for (int g0 = 0; g0 < nb; g0 += CH) {
         int gn = nb - g0 < CH ? nb - g0 : CH;
@@ -110,6 +108,7 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             for (int g = 0; g < gn; g += 16)
                 _mm512_storeu_ps (mwf + g, _mm512_mul_ps (_mm512_loadu_ps (dwf + g),
                                                           _mm512_set1_ps (-128.0f)));
+        #pragma GCC unroll 4
         for (int u = 0; u < nt; u++) {
             const float *dx = a->d + (size_t) (t0 + u) * nbp + g0;
             for (int g = 0; g < gp; g += 16) {
@@ -117,7 +116,7 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
                 _mm512_storeu_ps (&sc[u][g], _mm512_mul_ps (_mm512_loadu_ps (dwf + g),
                                                             _mm512_maskz_loadu_ps (k, dx + g)));
             }
-            macc[u] += s_dot_f32 (mwf, a->s + (size_t) (t0 + u) * nbp + g0, gn);
+            acc[u] = s_dot_acc (mwf, a->s + (size_t) (t0 + u) * nbp + g0, gn, acc[u]);
         }
         for (int g = 0; g < gn; g += 2) {
             __m512i w;
@@ -127,6 +126,7 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             }
             else
                 w = _mm512_xor_si512 (_mm512_loadu_si512 (qs + (size_t) (g0 + g) * 32), bias);
+            #pragma GCC unroll 4
             for (int u = 0; u < nt; u++) {
                 const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
                 __m512i p = _mm512_dpbusd_epi32 (_mm512_setzero_si512 (), w, _mm512_loadu_si512 (xq));
@@ -134,8 +134,9 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             }
         }
     }
+    #pragma GCC unroll 4
     for (int u = 0; u < nt; u++)
-        y[(size_t) (t0 + u) * ldy + r] = _mm512_reduce_add_ps (acc[u]) + macc[u];
+        y[(size_t) (t0 + u) * ldy + r] = _mm512_reduce_add_ps (acc[u]);
 }
 
 static void
@@ -171,11 +172,14 @@ static inline __attribute__ ((always_inline)) void
 s_f32_tile (const float *w, const float *x, int cols, int nt, float *y0, float *y1)
 {
     __m512 acc[2][2];
+    #pragma GCC unroll 4
     for (int u = 0; u < 2; u++)
         acc[u][0] = acc[u][1] = _mm512_setzero_ps ();
     for (int c = 0; c < cols; c += 32)
+        #pragma GCC unroll 4
         for (int k = 0; k < 2; k++) {
             __m512 wv = _mm512_loadu_ps (w + c + 16 * k);
+            #pragma GCC unroll 4
             for (int u = 0; u < nt; u++)
                 acc[u][k] = _mm512_fmadd_ps (wv, _mm512_loadu_ps (x + (size_t) u * cols + c + 16 * k),
                                              acc[u][k]);

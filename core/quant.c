@@ -16,6 +16,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -582,20 +583,10 @@ typedef struct {
     qact_t act;                 //  quantized input (w8, w4)
     int n_tokens;               //  tokens
     float *y;                   //  (n_tokens, rows) output
+    int chunk_rows;             //  rows per work chunk (multiple of 16)
+    int n_chunks;               //  chunks in all
+    atomic_int next_chunk;      //  next chunk to claim, past the first nth
 } s_job_t;
-
-//  Rows [r0, r1) for thread ith: equal chunks rounded up to 16 rows, so for
-//  one token each thread writes whole 64-byte lines of y.
-static void
-s_split (int rows, int ith, int nth, int *r0, int *r1)
-{
-    int chunk = (rows + nth - 1) / nth;
-    chunk = (chunk + 15) & ~15;
-    long lo = (long) ith * chunk;
-    long hi = lo + chunk;
-    *r0 = (int) (lo < rows ? lo : rows);
-    *r1 = (int) (hi < rows ? hi : rows);
-}
 
 static void
 s_task_quantize (void *arg, int ith, int nth)
@@ -609,14 +600,9 @@ s_task_quantize (void *arg, int ith, int nth)
 }
 
 static void
-s_task_matmul (void *arg, int ith, int nth)
+s_run_rows (s_job_t *job, int r0, int r1)
 {
-    s_job_t *job = (s_job_t *) arg;
     const qmatrix_t *W = job->W;
-    int r0, r1;
-    s_split (W->rows, ith, nth, &r0, &r1);
-    if (r0 >= r1)
-        return;
     switch (W->fmt) {
         case QFMT_F32:
             job->k->matmul_f32 (W, job->x, job->n_tokens, r0, r1, job->y, W->rows);
@@ -629,6 +615,22 @@ s_task_matmul (void *arg, int ith, int nth)
             break;
         default:
             break;
+    }
+}
+
+//  Rows come in chunks of a multiple of 16 (for one token each thread then
+//  writes whole 64-byte lines of y). Thread ith starts with chunk ith, then
+//  claims further chunks from a shared counter, so a thread that the OS
+//  delays (a busy machine, a slower core) leaves its share to the others.
+static void
+s_task_matmul (void *arg, int ith, int nth)
+{
+    s_job_t *job = (s_job_t *) arg;
+    int rows = job->W->rows;
+    for (int c = ith; c < job->n_chunks; c = atomic_fetch_add (&job->next_chunk, 1)) {
+        int r0 = c * job->chunk_rows;
+        int r1 = r0 + job->chunk_rows < rows ? r0 + job->chunk_rows : rows;
+        s_run_rows (job, r0, r1);
     }
 }
 
@@ -659,5 +661,13 @@ qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, thre
         //  Quantizing is ~1% of the matmul; only spread it for big batches.
         threadpool_run (n_tokens >= 8 ? pool : NULL, s_task_quantize, &job);
     }
+    //  About four chunks per thread: enough to rebalance, few enough that
+    //  claiming one costs nothing next to the rows it covers.
+    int nth = threadpool_size (pool);
+    int rows = W->rows;
+    int chunk = nth == 1 ? rows : (rows + 4 * nth - 1) / (4 * nth);
+    job.chunk_rows = (chunk + 15) & ~15;
+    job.n_chunks = (rows + job.chunk_rows - 1) / job.chunk_rows;
+    atomic_init (&job.next_chunk, nth);
     threadpool_run (pool, s_task_matmul, &job);
 }
