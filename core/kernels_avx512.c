@@ -19,29 +19,7 @@
 
 #include <immintrin.h>
 
-#define CH 256                  //  groups per scale chunk (even)
 #define TT 4                    //  tokens per tile
-
-//  fp16 scales [0, n) to floats, zero-filled to a multiple of 16 past n.
-static inline void
-s_fp16_chunk (const uint16_t *src, int n, float *dst)
-{
-    for (int g = 0; g < n; g += 16) {
-        __mmask16 k = n - g >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - g)) - 1);
-        _mm512_storeu_ps (dst + g, _mm512_cvtph_ps (_mm256_maskz_loadu_epi16 (k, src + g)));
-    }
-}
-
-//  acc + a[g] * b[g] lane-wise for g < n (summed with acc at the end).
-static inline __m512
-s_dot_acc (const float *a, const float *b, int n, __m512 acc)
-{
-    for (int g = 0; g < n; g += 16) {
-        __mmask16 k = n - g >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (n - g)) - 1);
-        acc = _mm512_fmadd_ps (_mm512_maskz_loadu_ps (k, a + g), _mm512_maskz_loadu_ps (k, b + g), acc);
-    }
-    return acc;
-}
 
 static void
 s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
@@ -71,16 +49,10 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
     }
 }
 
-//  [s[0] x8 | s[1] x8] from two consecutive floats.
-static inline __m512
-s_pair_scale (const float *s, __m512i idx)
-{
-    __m128 two = _mm_castpd_ps (_mm_load_sd ((const double *) s));
-    return _mm512_permutexvar_ps (idx, _mm512_castps128_ps512 (two));
-}
-
 //  One quantized row (w4 or w8, a compile-time constant after inlining)
-//  against nt tokens.
+//  against nt tokens. Groups go in blocks of 16 (8 pairs) whose scales stay
+//  in registers: d_w d_x for 16 groups is one vector per token, and pair p's
+//  [even x8 | odd x8] lanes come out of it by one permute with index 2p.
 static inline __attribute__ ((always_inline)) void
 s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, float *y, int ldy)
 {
@@ -88,36 +60,30 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
     const uint8_t *qs = W->qs + (size_t) r * W->qs_stride;
     const uint16_t *dw = W->d + (size_t) r * nb;
     const uint16_t *mw = is_w4 ? W->m + (size_t) r * nb : NULL;
-    const __m512i idx = _mm512_setr_epi32 (0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i idx0 = _mm512_setr_epi32 (0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m512i two = _mm512_set1_epi32 (2);
     const __m512i shifts = _mm512_setr_epi64 (0, 0, 0, 0, 4, 4, 4, 4);
     const __m512i mask = _mm512_set1_epi8 (0x0f);
     const __m512i bias = _mm512_set1_epi8 ((char) 0x80);
-    __m512 acc[TT];
-    float dwf[CH + 16], mwf[CH + 16], sc[TT][CH + 16];
+    __m512 acc[TT], sc[TT];
     #pragma GCC unroll 4
-    for (int u = 0; u < nt; u++) {
+    for (int u = 0; u < nt; u++)
         acc[u] = _mm512_setzero_ps ();
-    }
-    for (int g0 = 0; g0 < nb; g0 += CH) {
-        int gn = nb - g0 < CH ? nb - g0 : CH;
-        int gp = gn + (gn & 1);                 //  groups incl. the pair's padding
-        s_fp16_chunk (dw + g0, gn, dwf);
-        if (is_w4)
-            s_fp16_chunk (mw + g0, gn, mwf);
-        else
-            for (int g = 0; g < gn; g += 16)
-                _mm512_storeu_ps (mwf + g, _mm512_mul_ps (_mm512_loadu_ps (dwf + g),
-                                                          _mm512_set1_ps (-128.0f)));
+    for (int g0 = 0; g0 < nb; g0 += 16) {
+        int gn = nb - g0 < 16 ? nb - g0 : 16;
+        __mmask16 k = (__mmask16) ((1u << gn) - 1);
+        __m512 dv = _mm512_cvtph_ps (_mm256_maskz_loadu_epi16 (k, dw + g0));
+        //  The per-group constant term: w4's min times d_x sum(xq); for w8
+        //  the -128 d_w d_x sum(xq) that undoes the +128 bias of the quants.
+        __m512 mv = is_w4 ? _mm512_cvtph_ps (_mm256_maskz_loadu_epi16 (k, mw + g0))
+                          : _mm512_mul_ps (dv, _mm512_set1_ps (-128.0f));
         #pragma GCC unroll 4
         for (int u = 0; u < nt; u++) {
-            const float *dx = a->d + (size_t) (t0 + u) * nbp + g0;
-            for (int g = 0; g < gp; g += 16) {
-                __mmask16 k = gp - g >= 16 ? (__mmask16) 0xffff : (__mmask16) ((1u << (gp - g)) - 1);
-                _mm512_storeu_ps (&sc[u][g], _mm512_mul_ps (_mm512_loadu_ps (dwf + g),
-                                                            _mm512_maskz_loadu_ps (k, dx + g)));
-            }
-            acc[u] = s_dot_acc (mwf, a->s + (size_t) (t0 + u) * nbp + g0, gn, acc[u]);
+            size_t off = (size_t) (t0 + u) * nbp + g0;
+            sc[u] = _mm512_mul_ps (dv, _mm512_maskz_loadu_ps (k, a->d + off));
+            acc[u] = _mm512_fmadd_ps (mv, _mm512_maskz_loadu_ps (k, a->s + off), acc[u]);
         }
+        __m512i idx = idx0;
         for (int g = 0; g < gn; g += 2) {
             __m512i w;
             if (is_w4) {
@@ -130,8 +96,10 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             for (int u = 0; u < nt; u++) {
                 const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
                 __m512i p = _mm512_dpbusd_epi32 (_mm512_setzero_si512 (), w, _mm512_loadu_si512 (xq));
-                acc[u] = _mm512_fmadd_ps (_mm512_cvtepi32_ps (p), s_pair_scale (&sc[u][g], idx), acc[u]);
+                acc[u] = _mm512_fmadd_ps (_mm512_cvtepi32_ps (p), _mm512_permutexvar_ps (idx, sc[u]),
+                                          acc[u]);
             }
+            idx = _mm512_add_epi32 (idx, two);
         }
     }
     #pragma GCC unroll 4
