@@ -15,6 +15,9 @@
 */
 #include "kernels.h"
 
+//  Other architectures compile this file to nothing (kernels_get never
+//  names these families there).
+#if KERNELS_HAVE_X86
 #include <immintrin.h>
 
 #define CH 256                  //  groups per scale chunk (even)
@@ -277,3 +280,5 @@ const kernels_t kernels_avx2 = {
     .matmul_w4 = s_matmul_w4,
     .matmul_f32 = s_matmul_f32,
 };
+
+#endif

@@ -17,6 +17,9 @@
 */
 #include "kernels.h"
 
+//  Other architectures compile this file to nothing (kernels_get never
+//  names these families there).
+#if KERNELS_HAVE_X86
 #include <immintrin.h>
 
 #define TT 4                    //  tokens per tile
@@ -179,3 +182,5 @@ const kernels_t kernels_avx512 = {
     .matmul_w4 = s_matmul_w4,
     .matmul_f32 = s_matmul_f32,
 };
+
+#endif

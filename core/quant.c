@@ -585,7 +585,8 @@ typedef struct {
     float *y;                   //  (n_tokens, rows) output
     int chunk_rows;             //  rows per work chunk (multiple of 16)
     int n_chunks;               //  chunks in all
-    atomic_int next_chunk;      //  next chunk to claim, past the first nth
+    atomic_int next_chunk;      //  next row chunk to claim
+    atomic_int next_token;      //  next token to quantize
 } s_job_t;
 
 static void
@@ -593,7 +594,8 @@ s_task_quantize (void *arg, int ith, int nth)
 {
     s_job_t *job = (s_job_t *) arg;
     qact_t *a = &job->act;
-    for (int t = ith; t < job->n_tokens; t += nth)
+    for (int t = atomic_fetch_add (&job->next_token, 1); t < job->n_tokens;
+         t = atomic_fetch_add (&job->next_token, 1))
         job->k->quantize_act (job->x + (size_t) t * job->W->cols, a->nb, a->nbp,
                               a->q + (size_t) t * a->nbp * 32,
                               a->d + (size_t) t * a->nbp, a->s + (size_t) t * a->nbp);
@@ -619,15 +621,16 @@ s_run_rows (s_job_t *job, int r0, int r1)
 }
 
 //  Rows come in chunks of a multiple of 16 (for one token each thread then
-//  writes whole 64-byte lines of y). Thread ith starts with chunk ith, then
-//  claims further chunks from a shared counter, so a thread that the OS
+//  writes whole 64-byte lines of y), claimed from a shared counter by
+//  whichever threads run (threadpool_run_shared): a thread that the OS
 //  delays (a busy machine, a slower core) leaves its share to the others.
 static void
 s_task_matmul (void *arg, int ith, int nth)
 {
     s_job_t *job = (s_job_t *) arg;
     int rows = job->W->rows;
-    for (int c = ith; c < job->n_chunks; c = atomic_fetch_add (&job->next_chunk, 1)) {
+    for (int c = atomic_fetch_add (&job->next_chunk, 1); c < job->n_chunks;
+         c = atomic_fetch_add (&job->next_chunk, 1)) {
         int r0 = c * job->chunk_rows;
         int r1 = r0 + job->chunk_rows < rows ? r0 + job->chunk_rows : rows;
         s_run_rows (job, r0, r1);
@@ -659,7 +662,8 @@ qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, thre
         a->d = (float *) (mem + s_align64 (nq));
         a->s = (float *) (mem + s_align64 (nq) + s_align64 (nf * sizeof (float)));
         //  Quantizing is ~1% of the matmul; only spread it for big batches.
-        threadpool_run (n_tokens >= 8 ? pool : NULL, s_task_quantize, &job);
+        atomic_init (&job.next_token, 0);
+        threadpool_run_shared (n_tokens >= 8 ? pool : NULL, s_task_quantize, &job);
     }
     //  About four chunks per thread: enough to rebalance, few enough that
     //  claiming one costs nothing next to the rows it covers.
@@ -668,6 +672,6 @@ qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, thre
     int chunk = nth == 1 ? rows : (rows + 4 * nth - 1) / (4 * nth);
     job.chunk_rows = (chunk + 15) & ~15;
     job.n_chunks = (rows + job.chunk_rows - 1) / job.chunk_rows;
-    atomic_init (&job.next_chunk, nth);
-    threadpool_run (pool, s_task_matmul, &job);
+    atomic_init (&job.next_chunk, 0);
+    threadpool_run_shared (pool, s_task_matmul, &job);
 }
