@@ -58,7 +58,7 @@ s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
                 int isum = 0;
                 for (int j = 0; j < 32; j++)
                     isum += qs[g * 32 + j] * xq[g * 32 + j];
-                acc += kernels_fp16_to_f32 (dw[g]) * dx[g] * (float) isum;
+                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum;
             }
             y[(size_t) t * ldy + r] = acc;
         }
@@ -84,8 +84,8 @@ s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
                 int isum = 0;
                 for (int j = 0; j < 32; j++)
                     isum += ((qg[j] >> shift) & 0xf) * xq[g * 32 + j];
-                acc += kernels_fp16_to_f32 (dw[g]) * dx[g] * (float) isum
-                     + kernels_fp16_to_f32 (mw[g]) * sx[g];
+                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum
+                     + ggml_fp16_to_fp32 (mw[g]) * sx[g];
             }
             y[(size_t) t * ldy + r] = acc;
         }
