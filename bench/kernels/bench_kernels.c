@@ -119,6 +119,40 @@ s_bandwidth (threadpool_t *pool, uint64_t *src, uint64_t *dst, size_t n, int rep
     return bytes / best / 1e9;
 }
 
+//  The machine's state: this box is shared, so every result says how busy
+//  it was. A one-cycle dependent loop shows the share of a core we got, as
+//  giga-iterations per second (the core clock when the core is ours alone).
+static double
+s_calib_ghz (void)
+{
+    double best = 0;
+    for (int r = 0; r < 5; r++) {
+        long n = 20000000;
+        double t0 = s_now ();
+#if defined(__x86_64__)
+        __asm__ volatile ("1: dec %0\n jnz 1b" : "+r" (n));
+#else
+        for (volatile long i = 0; i < n; i++)
+            ;
+#endif
+        double g = 20000000 / (s_now () - t0) / 1e9;
+        best = g > best ? g : best;
+    }
+    return best;
+}
+
+static void
+s_loadavg (char *buf, size_t size)
+{
+    snprintf (buf, size, "?");
+    FILE *f = fopen ("/proc/loadavg", "r");
+    if (f) {
+        if (fgets (buf, (int) size, f))
+            buf[strcspn (buf, " ")] = 0;    //  the 1-minute average
+        fclose (f);
+    }
+}
+
 static void
 s_empty_job (void *arg, int ith, int nth)
 {
@@ -220,6 +254,8 @@ main (int argc, char **argv)
     const char *out_dir = "bench/results", *commit = "unknown", *command = "bench_kernels";
     const char *thread_list = "1,2", *token_list = "1,2,4,8,16";
     double min_s = 0.3;
+    double llama_ms[8] = { 0 };             //  llama.cpp decode ms/token per thread count
+    int llama_threads[8], n_llama = 0;
     size_t bw_mb = 256;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv[i], "--out") == 0 && i + 1 < argc)
@@ -234,11 +270,17 @@ main (int argc, char **argv)
             token_list = argv[++i];
         else if (strcmp (argv[i], "--seconds") == 0 && i + 1 < argc)
             min_s = atof (argv[++i]);
+        else if (strcmp (argv[i], "--llama") == 0 && i + 1 < argc && n_llama < 8) {
+            //  "THREADS:MS" measured by llama_ref.py in the same run
+            if (sscanf (argv[++i], "%d:%lf", &llama_threads[n_llama], &llama_ms[n_llama]) == 2)
+                n_llama++;
+        }
         else if (strcmp (argv[i], "--bw-mb") == 0 && i + 1 < argc)
             bw_mb = (size_t) atol (argv[++i]);
         else {
             fprintf (stderr, "usage: bench_kernels [--out DIR] [--commit C] [--command S] "
-                             "[--threads 1,2] [--tokens 1,2,4,8,16] [--seconds S] [--bw-mb MB]\n");
+                             "[--threads 1,2] [--tokens 1,2,4,8,16] [--seconds S] [--bw-mb MB] "
+                             "[--llama THREADS:MS]...\n");
             return 2;
         }
     }
@@ -254,6 +296,11 @@ main (int argc, char **argv)
     threadpool_t *pools[8] = { NULL };
     for (int i = 0; i < n_threads; i++)
         pools[i] = threadpool_new (threads[i]);
+
+    char load_start[32], load_end[32];
+    s_loadavg (load_start, sizeof load_start);
+    double ghz_start = s_calib_ghz ();
+    printf ("machine      load %s, 1-cycle loop at %.2f G/s\n", load_start, ghz_start);
 
     //  1. Memory bandwidth over a buffer far larger than the caches.
     size_t n_words = bw_mb * 1024 * 1024 / 8;
@@ -360,6 +407,10 @@ main (int argc, char **argv)
         qmatrix_destroy (&H);
     }
 
+    s_loadavg (load_end, sizeof load_end);
+    double ghz_end = s_calib_ghz ();
+    printf ("machine      load %s, 1-cycle loop at %.2f G/s\n", load_end, ghz_end);
+
     //  4. Write the results.
     char cpu[256], path[1024], host[256] = "";
     s_cpu_model (cpu, sizeof cpu);
@@ -380,7 +431,13 @@ main (int argc, char **argv)
     fprintf (js, "{\n  \"benchmark\": \"kernels\",\n  \"date\": \"%s\",\n  \"commit\": \"%s\",\n"
                  "  \"command\": \"%s\",\n", date, commit, command);
     fprintf (js, "  \"machine\": {\"cpu\": \"%s\", \"cpus\": %ld, \"kernel\": \"%s %s\", "
-                 "\"best_simd\": \"%s\"},\n", cpu, n_cpus, un.sysname, un.release, best_simd);
+                 "\"best_simd\": \"%s\", \"loadavg_start\": %s, \"loadavg_end\": %s, "
+                 "\"loop_ghz_start\": %.2f, \"loop_ghz_end\": %.2f},\n", cpu, n_cpus, un.sysname,
+             un.release, best_simd, load_start, load_end, ghz_start, ghz_end);
+    fprintf (js, "  \"llama_cpp_decode_ms_per_token\": [");
+    for (int i = 0; i < n_llama; i++)
+        fprintf (js, "%s{\"threads\": %d, \"ms\": %.3f}", i ? ", " : "", llama_threads[i], llama_ms[i]);
+    fprintf (js, "],\n");
     fprintf (js, "  \"memory_bandwidth\": [");
     for (int i = 0; i < n_threads; i++)
         fprintf (js, "%s\n    {\"threads\": %d, \"read_gbs\": %.2f, \"memcpy_gbs\": %.2f, \"buffer_mb\": %zu}",
@@ -408,8 +465,16 @@ main (int argc, char **argv)
     }
     fprintf (md, "# Matmul kernels: throughput vs memory bandwidth\n\n");
     fprintf (md, "- date: %s\n- commit: `%s`\n- command: `%s`\n- machine: %s, %ld CPUs, %s %s, "
-                 "best kernel family %s\n\n", date, commit, command, cpu, n_cpus, un.sysname,
+                 "best kernel family %s\n", date, commit, command, cpu, n_cpus, un.sysname,
              un.release, best_simd);
+    fprintf (md, "- machine load (1-min average) %s at start, %s at end; a 1-cycle dependent loop "
+                 "ran at %.2f / %.2f G iterations/s (the share of a core this run got: the box is "
+                 "shared, so compare rows of this run with each other)\n", load_start, load_end,
+             ghz_start, ghz_end);
+    for (int i = 0; i < n_llama; i++)
+        fprintf (md, "- llama.cpp (llama-cpp-python) decode of the same model, %d thread(s), measured "
+                     "just before: %.2f ms/token\n", llama_threads[i], llama_ms[i]);
+    fprintf (md, "\n");
     fprintf (md, "decode_sweep = all 30 layers' matmuls of SmolLM2-135M (q k v o gate up down) "
                  "for n tokens, back to back, as in a decode step; lm_head = 49152 x 576. "
                  "GB/s = weight bytes read per pass / time (best pass); GFLOP/s = 2 rows cols n / time.\n\n");

@@ -14,5 +14,14 @@ if ! git diff --quiet HEAD -- core bench/kernels 2>/dev/null; then
   commit="$commit+dirty"
 fi
 mkdir -p bench/results
+# llama.cpp's decode time for the same model, when llama-cpp-python (pyenv
+# python3) and the model file are there: the reference for the engine's goal.
+MODEL=${SPLITMESH_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+llama=()
+if [ -f "$MODEL" ]; then
+  for ref in $(python3 bench/kernels/llama_ref.py "$MODEL" 1 2 2>/dev/null || true); do
+    llama+=(--llama "$ref")
+  done
+fi
 "$BUILD_DIR/bin/bench_kernels" --out bench/results --commit "$commit" \
-  --command "bench/kernels/run.sh $*" "$@"
+  --command "bench/kernels/run.sh $*" "${llama[@]}" "$@"
