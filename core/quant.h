@@ -75,8 +75,9 @@ int qmatrix_cols (const qmatrix_t *self);
 size_t qmatrix_bytes (const qmatrix_t *self);
 
 //  Writes the dequantized row (cols floats) to out, e.g. for an embedding
-//  lookup. row must be in [0, rows).
-void qmatrix_get_row (const qmatrix_t *self, int row, float *out);
+//  lookup. Returns 0, or -1 (out untouched) when row is not in [0, rows),
+//  so a bad token id from the wire cannot read outside the matrix.
+int qmatrix_get_row (const qmatrix_t *self, int row, float *out);
 
 //  y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tokens; x is n_tokens x cols,
 //  y is n_tokens x rows (both row-major, y must not overlap x). pool may be
