@@ -23,13 +23,16 @@ kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, 
             float a = fabsf (xg[j]);
             amax = a > amax ? a : amax;
         }
-        float dg = amax / 127.0f;
+        //  A group below 1e-30 (or NaN) counts as zero: its 1/d would
+        //  overflow. Every family makes the same choice.
+        float dg = amax >= KERNELS_ACT_TINY ? amax / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            //  nearbyintf rounds half to even, as the SIMD conversions do.
-            int v = (int) nearbyintf (xg[j] * id);
-            v = v < -127 ? -127 : v > 127 ? 127 : v;
+            //  nearbyintf rounds half to even, as the SIMD conversions do;
+            //  NaN (from an infinite input) becomes -127 as it does there.
+            float fv = nearbyintf (xg[j] * id);
+            int v = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
             q[g * 32 + j] = (int8_t) v;
             sum += v;
         }

@@ -72,6 +72,10 @@ extern const kernels_t kernels_avx512;
 //  The family in use (cached; see kernels_simd_refresh in quant.h).
 const kernels_t *kernels_get (void);
 
+//  Activation groups whose largest magnitude is below this are quantized
+//  as zero (1/d would overflow to infinity).
+#define KERNELS_ACT_TINY 1e-30f
+
 //  The scalar reference for one token's activation quantization; SIMD
 //  versions must produce the same bytes (same operations, same rounding).
 void kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, float *s);
