@@ -55,9 +55,10 @@ typedef struct _qmatrix_t qmatrix_t;
 qmatrix_t *qmatrix_new_from_f32 (qfmt_t fmt, const float *w, int rows, int cols);
 
 //  Builds a matrix from a ggml tensor's raw data (rows x cols, row-major,
-//  cols along ggml's ne0). Types: F32, F16, BF16, Q8_0, Q4_0, Q4_1 directly;
-//  Q4_K and Q6_K through ggml_type_traits' dequantizer when ggml_types.c is
-//  linked in. Lossless where the formats allow (Q4_1 -> w4 keeps d and m
+//  cols along ggml's ne0); data must hold rows * ggml_row_size (type, cols)
+//  bytes (gguf.c checks that for tensors from a file). Types: every type
+//  ggml_type_traits knows (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K);
+//  cols must be a whole number of the type's blocks. Lossless where the formats allow (Q4_1 -> w4 keeps d and m
 //  bit-exact, Q4_0 -> w4, Q8_0 -> w8, F32 -> f32), otherwise dequantize and
 //  requantize. On NULL, err (if given) gets a message. Does not keep a
 //  reference to data. Caller owns the result and must destroy it.
