@@ -127,16 +127,7 @@ static _Atomic (const kernels_t *) s_current;
 static const kernels_t *
 s_select (void)
 {
-    //  Levels: 0 scalar, 1 avx2, 2 avx512vnni.
-    int best = 0;
-#if KERNELS_HAVE_X86
-    __builtin_cpu_init ();
-    if (__builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma"))
-        best = 1;
-    if (best == 1 && __builtin_cpu_supports ("avx512f") && __builtin_cpu_supports ("avx512bw")
-    &&  __builtin_cpu_supports ("avx512vl") && __builtin_cpu_supports ("avx512vnni"))
-        best = 2;
-#endif
+    //  Cap levels from SPLITMESH_SIMD: 0 scalar, 1 avx2, 2 anything.
     int cap = 2;
     const char *env = getenv ("SPLITMESH_SIMD");
     if (env && strcmp (env, "scalar") == 0)
@@ -144,12 +135,25 @@ s_select (void)
     else
     if (env && strcmp (env, "avx2") == 0)
         cap = 1;
-    int level = best < cap ? best : cap;
 #if KERNELS_HAVE_X86
+    __builtin_cpu_init ();
+    int best = 0;
+    if (__builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma"))
+        best = 1;
+    if (best == 1 && __builtin_cpu_supports ("avx512f") && __builtin_cpu_supports ("avx512bw")
+    &&  __builtin_cpu_supports ("avx512vl") && __builtin_cpu_supports ("avx512vnni"))
+        best = 2;
+    int level = best < cap ? best : cap;
     if (level == 2)
         return &kernels_avx512;
     if (level == 1)
         return &kernels_avx2;
+#elif defined(__aarch64__)
+    //  NEON is part of every AArch64 CPU; only "scalar" caps it.
+    if (cap > 0)
+        return &kernels_neon;
+#else
+    (void) cap;
 #endif
     return &kernels_scalar;
 }

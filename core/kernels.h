@@ -3,8 +3,7 @@
     Not a public header: it exposes the qmatrix layout (see quant.h for the
     formats) and the table of kernel entry points each ISA family fills in.
     A family is one file (kernels.c for scalar C, kernels_avx2.c,
-    kernels_avx512.c; a NEON family would be kernels_neon.c) defining one
-    kernels_t. The build gives *_avx2.c / *_avx512.c files their ISA flags;
+    kernels_avx512.c, kernels_neon.c) defining one kernels_t. The build gives *_avx2.c / *_avx512.c files their ISA flags;
     kernels_get picks a family at run time from the CPU and SPLITMESH_SIMD.
 
     Every kernel computes whole rows [r0, r1) for all tokens, so threads own
@@ -47,7 +46,7 @@ typedef struct {
 } qact_t;
 
 typedef struct {
-    const char *name;           //  "scalar", "avx2", "avx512vnni"
+    const char *name;           //  "scalar", "avx2", "avx512vnni", "neon"
     //  Quantizes one token's cols floats into q (nbp*32), d and s (nbp).
     void (*quantize_act) (const float *x, int nb, int nbp, int8_t *q, float *d, float *s);
     //  y[t*ldy + r] for r in [r0, r1), every token of a.
@@ -67,6 +66,9 @@ extern const kernels_t kernels_scalar;
 #if KERNELS_HAVE_X86
 extern const kernels_t kernels_avx2;
 extern const kernels_t kernels_avx512;
+#endif
+#if defined(__aarch64__)
+extern const kernels_t kernels_neon;        //  kernels_neon.c
 #endif
 
 //  The family in use (cached; see kernels_simd_refresh in quant.h).

@@ -20,8 +20,8 @@
     w8 and w4 matmuls quantize the activations to int8 per group of 32 (one
     float scale per group, round to nearest even, like ggml's q8_1) and use
     integer dot products: dot = sum_g d_w d_x isum_g + m_w d_x sum(xq)_g.
-    Kernels exist for AVX-512 VNNI, AVX2 and portable scalar C, chosen at run
-    time (kernels.h); an ARM NEON family slots in beside them.
+    Kernels exist for AVX-512 VNNI, AVX2, ARM NEON and portable scalar C,
+    chosen at run time (kernels.h).
 */
 #ifndef SPLITMESH_QUANT_H
 #define SPLITMESH_QUANT_H
@@ -90,9 +90,10 @@ int qmatrix_get_row (const qmatrix_t *self, int row, float *out);
 //  a time. The caller's thread quantizes x; W is only read.
 void qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, threadpool_t *pool);
 
-//  Which kernel family runs: "avx512vnni", "avx2" or "scalar": the best the
-//  CPU supports, capped by the environment variable SPLITMESH_SIMD
-//  (scalar|avx2|avx512), read on first use. Static string.
+//  Which kernel family runs: "avx512vnni", "avx2" or "scalar" on x86-64,
+//  "neon" or "scalar" on AArch64: the best the CPU supports, capped by the
+//  environment variable SPLITMESH_SIMD (scalar|avx2|avx512), read on first
+//  use. Static string.
 const char *kernels_simd_name (void);
 
 //  Re-reads SPLITMESH_SIMD and the CPU features (for tests and benchmarks
