@@ -14,7 +14,6 @@
 #include <string.h>
 
 #include "chat_template.h"
-#include "gguf.h"
 
 struct _chat_template_t {
     chat_template_kind_t kind;
@@ -109,17 +108,6 @@ chat_template_new (const char *source, size_t len, char *err, size_t err_size)
     s_err (err, err_size, "chat template format '%s' is not supported (supported: ChatML)", name);
     chat_template_destroy (&self);
     return NULL;
-}
-
-chat_template_t *
-chat_template_new_from_gguf (const gguf_t *gguf, char *err, size_t err_size)
-{
-    assert (gguf);
-    const char *src = NULL;
-    size_t len = 0;
-    if (!gguf_get_str (gguf, "tokenizer.chat_template", &src, &len))
-        src = NULL;
-    return chat_template_new (src, len, err, err_size);
 }
 
 void

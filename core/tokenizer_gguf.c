@@ -1,4 +1,4 @@
-/*  tokenizer_gguf.c: fills a tokenizer_vocab_t from a GGUF file's metadata.
+/*  tokenizer_gguf.c: builds the tokenizer and chat template from a GGUF file's metadata.
 
     Kept apart from tokenizer.c so the tokenizer core builds and tests
     without the GGUF reader. The keys and their defaults follow llama.cpp's
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_template.h"
 #include "gguf.h"
 #include "tokenizer.h"
 
@@ -178,4 +179,15 @@ done:
     free (scores);
     free (types);
     return tok;
+}
+
+chat_template_t *
+chat_template_new_from_gguf (const gguf_t *gguf, char *err, size_t err_size)
+{
+    assert (gguf);
+    const char *src = NULL;
+    size_t len = 0;
+    if (!gguf_get_str (gguf, "tokenizer.chat_template", &src, &len))
+        src = NULL;
+    return chat_template_new (src, len, err, err_size);
 }
