@@ -19,6 +19,7 @@
 #include <pcre2.h>
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,11 +309,8 @@ static uint32_t s_byte_cpt[256];         //  byte -> code point
 static int16_t s_cpt_byte[512];          //  code point (< 512) -> byte, or -1
 
 static void
-s_byte_tables_init (void)
+s_byte_tables_fill (void)
 {
-    static bool done = false;                   //  idempotent; same result every time
-    if (done)
-        return;
     int n = 0;
     for (int i = 0; i < 512; i++)
         s_cpt_byte[i] = -1;
@@ -322,7 +320,13 @@ s_byte_tables_init (void)
     }
     for (int b = 0; b < 256; b++)
         s_cpt_byte[s_byte_cpt[b]] = (int16_t) b;
-    done = true;
+}
+
+static void
+s_byte_tables_init (void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;    //  tokenizers may be built in parallel
+    pthread_once (&once, s_byte_tables_fill);
 }
 
 //  --------------------------------------------------------------------------

@@ -59,6 +59,33 @@ CASES = [
 ]
 
 
+
+def fuzz_cases(n=300, seed=7):
+    """Random byte strings: invalid UTF-8 mixed with text. Lead bytes
+    F4-F7 are left out: sequences above U+10FFFF make llama.cpp throw
+    (std::invalid_argument, the process aborts), so there is no reference."""
+    import random
+    r = random.Random(seed)
+    pool = [b" ", b"  ", b"\n", b"\t", b"a", b"Z", b"7", b"'s", b".", b"\xc3\xa9", b"\xe4\xb8\xad",
+            b"\xf0\x9f\x98\x80", b"\xc2\xa0", b"<|im_end|>", b"<s>"]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(r.randint(1, 12)):
+            if r.random() < 0.5:
+                parts.append(r.choice(pool))
+            else:
+                b = r.randint(0x80, 0xff)
+                while 0xf4 <= b <= 0xf7:
+                    b = r.randint(0x80, 0xff)
+                parts.append(bytes([b]))
+        out.append(b"".join(parts))
+    return out
+
+
+CASES += fuzz_cases()
+
+
 def chunks_of(corpus, lengths):
     out, o = [], 0
     for n in lengths:
