@@ -6,4 +6,7 @@
 #ifndef SPLITMESH_CLI_H
 #define SPLITMESH_CLI_H
 
+//  splitmesh tiny-model: writes a tiny random-weight llama GGUF (cmd_tiny_model.c).
+int cmd_tiny_model (int argc, char **argv);
+
 #endif

@@ -16,6 +16,7 @@ typedef struct {
 
 static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
+    { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
     { NULL, NULL, NULL }
 };
 
