@@ -346,9 +346,20 @@ static const char *s_regexes[TOKENIZER_PRE_COUNT][MAX_REGEX + 1] = {
 #define WS_MEMBERS "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}" \
                    "\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
-//  Rewrites \s and \S to llama.cpp's whitespace set. Returns a malloc'd
-//  pattern, or NULL (out of memory, or \S inside a class, which no
-//  supported pattern has).
+//  Letters and digits llama.cpp's tables (Unicode 15.1) have and PCRE2
+//  10.42's (Unicode 14) lack: Kawi, Nag Mundari, CJK extensions H and I,
+//  ... Found by comparing both over every code point; none go the other
+//  way. test_tokenizer_golden's unicode_blocks test compares every code
+//  point with llama.cpp and catches a PCRE2 upgrade that changes this.
+#define L_EXTRA "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}" \
+                "\\x{1342F}\\x{13441}-\\x{13446}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}" \
+                "\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}" \
+                "\\x{31350}-\\x{323AF}"
+#define N_EXTRA "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"
+
+//  Rewrites \s and \S to llama.cpp's whitespace set and widens \p{L} and
+//  \p{N} to llama.cpp's tables. Returns a malloc'd pattern, or NULL (out
+//  of memory, or \S inside a class, which no supported pattern has).
 static char *
 s_translate_regex (const char *src)
 {
@@ -371,6 +382,17 @@ s_translate_regex (const char *src)
                     return NULL;
                 }
                 s_buf_append (&out, "[^" WS_MEMBERS "]", strlen (WS_MEMBERS) + 3);
+            }
+            else
+            if (e == 'p' && (strncmp (src + i, "\\p{L}", 5) == 0 || strncmp (src + i, "\\p{N}", 5) == 0)) {
+                const char *extra = src[i + 3] == 'L' ? L_EXTRA : N_EXTRA;
+                if (!in_class)
+                    s_buf_append (&out, "[", 1);
+                s_buf_append (&out, src + i, 5);
+                s_buf_append (&out, extra, strlen (extra));
+                if (!in_class)
+                    s_buf_append (&out, "]", 1);
+                i += 3;         //  with the i++ below: past "\p{X}"
             }
             else
                 s_buf_append (&out, src + i, 2);

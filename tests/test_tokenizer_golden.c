@@ -423,6 +423,77 @@ s_check_decode (const tokenizer_t *tok, const char *name)
     free (golden);
 }
 
+//  <name>_unicode.txt: every code point in letter/number/space contexts,
+//  built exactly as tokenizer_golden.py's unicode_block does.
+static size_t
+s_utf8 (uint32_t cp, char *out)
+{
+    if (cp < 0x80) { out[0] = (char) cp; return 1; }
+    if (cp < 0x800) { out[0] = (char) (0xc0 | cp >> 6); out[1] = (char) (0x80 | (cp & 63)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char) (0xe0 | cp >> 12); out[1] = (char) (0x80 | ((cp >> 6) & 63));
+        out[2] = (char) (0x80 | (cp & 63));
+        return 3;
+    }
+    out[0] = (char) (0xf0 | cp >> 18); out[1] = (char) (0x80 | ((cp >> 12) & 63));
+    out[2] = (char) (0x80 | ((cp >> 6) & 63)); out[3] = (char) (0x80 | (cp & 63));
+    return 4;
+}
+
+static void
+s_check_unicode (const tokenizer_t *tok, const char *name)
+{
+    char path[512];
+    snprintf (path, sizeof path, GOLDEN "%s_unicode.txt", name);
+    size_t glen;
+    char *golden = s_slurp (path, &glen);
+    cr_assert_not_null (golden, "missing %s", path);
+    char *text = malloc (256 * 40);
+    int checked = 0, wrong = 0;
+    for (char *line = strtok (golden, "\n"); line; line = strtok (NULL, "\n")) {
+        if (line[0] == '#')
+            continue;
+        unsigned blk;
+        size_t n_exp;
+        char sha[65];
+        cr_assert_eq (sscanf (line, "%u %zu %64s", &blk, &n_exp, sha), 3);
+        size_t len = 0;
+        for (uint32_t cp = blk * 256; cp < blk * 256 + 256; cp++) {
+            char ch[4];
+            size_t k = s_utf8 (cp, ch);
+            //  "a{ch}1{ch} {ch}{ch}a {ch}'s\n"
+            text[len++] = 'a';
+            memcpy (text + len, ch, k); len += k;
+            text[len++] = '1';
+            memcpy (text + len, ch, k); len += k;
+            text[len++] = ' ';
+            memcpy (text + len, ch, k); len += k;
+            memcpy (text + len, ch, k); len += k;
+            text[len++] = 'a';
+            text[len++] = ' ';
+            memcpy (text + len, ch, k); len += k;
+            memcpy (text + len, "'s\n", 3); len += 3;
+        }
+        int32_t *ids;
+        size_t n;
+        if (tokenizer_encode (tok, text, len, false, false, &ids, &n, NULL, 0) != 0)
+            cr_assert_fail ("%s: encode of block %x failed", name, blk);
+        char got[65];
+        s_ids_sha (ids, n, got);
+        if (n != n_exp || strcmp (got, sha) != 0) {
+            if (wrong++ < 10)
+                cr_expect_fail ("%s: code points U+%04X..U+%04X tokenize differently from llama.cpp "
+                                "(%zu ids, llama.cpp %zu)", name, blk * 256, blk * 256 + 255, n, n_exp);
+        }
+        free (ids);
+        checked++;
+    }
+    cr_assert_gt (checked, 800);
+    cr_assert_eq (wrong, 0, "%s: %d blocks of code points differ from llama.cpp", name, wrong);
+    free (text);
+    free (golden);
+}
+
 //  llama.cpp's own test files (.inp/.out) for a vocabulary.
 static void
 s_check_llama_tests (const tokenizer_t *tok, const char *name)
@@ -559,13 +630,14 @@ Test (tokenizer_golden, smollm_round_trip_and_stream, .timeout = 110)
     tokenizer_destroy (&tok);
 }
 
-Test (tokenizer_golden, smollm_cases_and_decode)
+Test (tokenizer_golden, smollm_cases_unicode_and_decode, .timeout = 110)
 {
     char *model = s_model_path ();
     if (!model)
         cr_skip_test ("SmolLM2 model not found: set SPLITMESH_MODEL or fetch it into models/");
     tokenizer_t *tok = s_load (model, NULL);
     s_check_cases (tok, "smollm");
+    s_check_unicode (tok, "smollm");
     s_check_decode (tok, "smollm");
     cr_assert_eq (tokenizer_eos (tok), 2);
     cr_assert (tokenizer_is_eog (tok, 2));          //  <|im_end|>
@@ -647,6 +719,7 @@ s_vocab_suite (const char *name, tokenizer_model_t model)
     cr_assert_eq (tokenizer_model (tok), model);
     s_check_llama_tests (tok, name);
     s_check_cases (tok, name);
+    s_check_unicode (tok, name);
     s_check_decode (tok, name);
     size_t len, n_chunks, *lens;
     char *corpus = s_corpus (&len, &lens, &n_chunks);

@@ -15,6 +15,7 @@ Outputs (all compact text, plus one binary id file):
                      for smollm, llama-spm, gpt-2, llama-bpe
   smollm_head.u16    every id (uint16 LE) of the first HEAD_CHUNKS chunks
   <name>_cases.txt   corner cases: flags, input hex, ids
+  <name>_unicode.txt every code point in context, per block of 256: ids sha256
   <name>_decode.txt  detokenize cases: flags, ids, output hex; plus the
                      sha256 of every token's piece (special on and off)
   chatml_cases.txt   SmolLM2 chat template rendered by jinja2 from the
@@ -157,6 +158,30 @@ def write_cases(ref, name, out):
                 f.write(f"{add_special} {parse_special}\t{text.hex() or '-'}\t{' '.join(map(str, ids)) or '-'}\n")
 
 
+#  Every code point up to U+31FFF (and the E0000 block), 256 per line, each
+#  in contexts where its class (letter, number, whitespace, other) decides
+#  the split: catches any difference between PCRE2's and llama.cpp's
+#  Unicode tables. Surrogates are written as llama.cpp decodes them (CESU).
+UNICODE_BLOCKS = list(range(0, 0x320)) + [0xE00, 0xE01]
+
+
+def unicode_block(blk):
+    s = []
+    for cp in range(blk * 256, blk * 256 + 256):
+        ch = chr(cp)
+        s.append(f"a{ch}1{ch} {ch}{ch}a {ch}'s\n")
+    return "".join(s).encode("utf-8", "surrogatepass")
+
+
+def write_unicode(ref, name, out):
+    with open(os.path.join(out, f"{name}_unicode.txt"), "w") as f:
+        f.write(f"# {name}: per block of 256 code points (see tokenizer_golden.py unicode_block): "
+                "block n_ids sha256(int32 LE ids)\n")
+        for blk in UNICODE_BLOCKS:
+            ids = ref.tokenize(unicode_block(blk))
+            f.write(f"{blk} {len(ids)} {ids_hash(ids)}\n")
+
+
 def write_decode(ref, name, out, corpus_ids):
     seqs = []
     for text in CASES:
@@ -235,6 +260,7 @@ def main():
     with open(os.path.join(a.out, "smollm_head.u16"), "wb") as f:
         f.write(struct.pack("<%dH" % len(head), *head))
     write_cases(smol, "smollm", a.out)
+    write_unicode(smol, "smollm", a.out)
     write_decode(smol, "smollm", a.out, head)
     write_chatml(smol, a.model, a.out)
 
@@ -243,6 +269,7 @@ def main():
         ref = Ref(path)
         cids = write_chunks(ref, name, chunks, a.out)
         write_cases(ref, name, a.out)
+        write_unicode(ref, name, a.out)
         write_decode(ref, name, a.out, cids[0])
     print(f"corpus {len(corpus)} bytes in {len(chunks)} chunks; smollm head {len(head)} ids", file=sys.stderr)
     return 0
