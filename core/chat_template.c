@@ -18,6 +18,8 @@
 struct _chat_template_t {
     chat_template_kind_t kind;
     char *default_system;       //  NULL when the template adds none
+    bool system_before_loop;    //  default system even with no messages
+    bool plain_roles_only;      //  only system / user / assistant
 };
 
 static void
@@ -43,48 +45,68 @@ s_find (const char *hay, size_t len, const char *needle)
     return NULL;
 }
 
-//  Finds "<|im_start|>system" + newline (real or "\n" escape) + text +
-//  "<|im_end|>" in a template that tests whether messages[0] is a system
-//  message, and returns the text (malloc'd), or NULL when there is none.
+//  Reads the default system prompt out of a ChatML template: a pure string
+//  literal "<|im_start|>system" + newline (real or "\n") + text +
+//  "<|im_end|>", in a template that tests whether messages[0] is a system
+//  message (SmolLM2: "!= 'system'" inside the loop; Qwen2.5: "== 'system'"
+//  ... else before the loop). Sets *before_loop when the literal comes
+//  before the message loop (then it is emitted even for no messages).
+//  Returns the text (malloc'd), or NULL when there is none.
 static char *
-s_default_system (const char *src, size_t len)
+s_default_system (const char *src, size_t len, bool *before_loop)
 {
-    if (!s_find (src, len, "messages[0]['role'] != 'system'")
-    &&  !s_find (src, len, "messages[0][\"role\"] != \"system\"")
-    &&  !s_find (src, len, "messages[0].role != 'system'"))
+    *before_loop = false;
+    if (!s_find (src, len, "messages[0]['role']") && !s_find (src, len, "messages[0][\"role\"]")
+    &&  !s_find (src, len, "messages[0].role"))
         return NULL;
     const char *marker = "<|im_start|>system";
-    const char *p = s_find (src, len, marker);
-    if (!p)
-        return NULL;
-    p += strlen (marker);
     const char *end = src + len;
-    if (p < end && *p == '\n')
-        p++;
-    else
-    if (p + 1 < end && p[0] == '\\' && p[1] == 'n')
-        p += 2;
-    else
-        return NULL;
-    const char *stop = s_find (p, (size_t) (end - p), "<|im_end|>");
-    if (!stop)
-        return NULL;
-    char *out = malloc ((size_t) (stop - p) + 1);
-    if (!out)
-        return NULL;
-    size_t n = 0;
-    for (const char *q = p; q < stop; q++) {
-        if (q[0] == '\\' && q + 1 < stop) {
-            char e = q[1];
-            out[n++] = e == 'n' ? '\n' : e == 't' ? '\t' : e;
+    for (const char *p = s_find (src, len, marker); p; p = s_find (p + 1, (size_t) (end - p - 1), marker)) {
+        const char *q = p + strlen (marker);
+        if (q < end && *q == '\n')
             q++;
-        }
         else
-            out[n++] = *q;
+        if (q + 1 < end && q[0] == '\\' && q[1] == 'n')
+            q += 2;
+        else
+            continue;
+        const char *stop = s_find (q, (size_t) (end - q), "<|im_end|>");
+        if (!stop)
+            return NULL;
+        //  Only a literal: no Jinja expression or string boundary inside.
+        bool literal = stop > q;
+        for (const char *c = q; c < stop && literal; c++)
+            if (*c == '\'' || *c == '"' || *c == '{' || *c == '}' || *c == '%')
+                literal = false;
+        if (!literal)
+            continue;
+        char *out = malloc ((size_t) (stop - q) + 1);
+        if (!out)
+            return NULL;
+        size_t n = 0;
+        for (const char *c = q; c < stop; c++) {
+            if (c[0] == '\\' && c + 1 < stop) {
+                char e = c[1];
+                out[n++] = e == 'n' ? '\n' : e == 't' ? '\t' : e;
+                c++;
+            }
+            else
+                out[n++] = *c;
+        }
+        out[n] = 0;
+        const char *loop = s_find (src, len, "for message in messages");
+        *before_loop = !loop || p < loop;
+        return out;
     }
-    out[n] = 0;
-    return out;
+    return NULL;
 }
+
+//  Template features this renderer does not reproduce: thinking blocks,
+//  dates, reasoning or tool-call rewriting of history, loop namespaces.
+static const char *s_unsupported[] = {
+    "enable_thinking", "<think>", "strftime_now", "reasoning", "namespace(",
+    "content is string", "message.content is", "[::-1]", "bos_token", "macro ", NULL
+};
 
 chat_template_t *
 chat_template_new (const char *source, size_t len, char *err, size_t err_size)
@@ -98,7 +120,17 @@ chat_template_new (const char *source, size_t len, char *err, size_t err_size)
     if (!source)
         return self;
     if (s_find (source, len, "<|im_start|>")) {
-        self->default_system = s_default_system (source, len);
+        for (const char **u = s_unsupported; *u; u++)
+            if (s_find (source, len, *u)) {
+                s_err (err, err_size, "ChatML template uses '%s', which is not supported", *u);
+                chat_template_destroy (&self);
+                return NULL;
+            }
+        self->default_system = s_default_system (source, len, &self->system_before_loop);
+        //  Role-dependent rendering (tool results wrapped for the user,
+        //  ...) is not reproduced: such templates take the three plain
+        //  roles only.
+        self->plain_roles_only = s_find (source, len, "tool") != NULL;
         return self;
     }
     const char *name = s_find (source, len, "<|start_header_id|>") ? "Llama 3"
@@ -190,10 +222,18 @@ chat_template_apply (const chat_template_t *self, const chat_message_t *messages
             s_err (err, err_size, "message %zu has no role or no content", i);
             return -1;
         }
+        const char *role = messages[i].role;
+        if (self->plain_roles_only && strcmp (role, "system") && strcmp (role, "user")
+        &&  strcmp (role, "assistant")) {
+            s_err (err, err_size, "message %zu: role '%s' is not supported by this template "
+                   "(system, user, assistant)", i, role);
+            return -1;
+        }
     }
     s_buf_t b = { 0 };
     s_append (&b, "");
-    if (n_messages > 0 && self->default_system && strcmp (messages[0].role, "system") != 0)
+    if ((n_messages > 0 || self->system_before_loop) && self->default_system
+    &&  (n_messages == 0 || strcmp (messages[0].role, "system") != 0))
         s_chatml_turn (&b, "system", self->default_system);
     for (size_t i = 0; i < n_messages; i++)
         s_chatml_turn (&b, messages[i].role, messages[i].content);

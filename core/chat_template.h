@@ -4,11 +4,16 @@
     file says which in tokenizer.chat_template (a Jinja2 template). splitmesh
     does not embed a Jinja interpreter: it recognises the format from the
     template source and renders it in C. Supported today: ChatML
-    ("<|im_start|>role\ncontent<|im_end|>\n", SmolLM2-Instruct, Qwen), with
-    the default system prompt the template inserts when the conversation has
-    none (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by
-    Hugging Face"), read from the template text itself. Other formats are
-    refused with a message naming them, never rendered approximately.
+    ("<|im_start|>role\ncontent<|im_end|>\n": SmolLM2-Instruct, Qwen2.5,
+    MiMo-VL), with the default system prompt the template inserts when the
+    conversation has none (SmolLM2: "You are a helpful AI assistant named
+    SmolLM, trained by Hugging Face"), read from the template text itself.
+    ChatML templates with features the renderer does not reproduce
+    (thinking blocks, dates, bos_token, macros, loop namespaces) and other
+    formats (Llama 2/3, Zephyr) are refused with a message naming the
+    reason, never rendered approximately. The tests render every ChatML
+    template in llama.cpp's collection with jinja2: each is either refused
+    or reproduced byte for byte.
 
     The rendered text is tokenized with parse_special so the role markers
     become their control tokens.

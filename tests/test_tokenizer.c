@@ -456,3 +456,119 @@ Test (chat_template, plain_chatml_and_unsupported_formats)
     cr_assert_null (chat_template_new (llama3, strlen (llama3), err, sizeof err));
     cr_assert (strstr (err, "Llama 3") && strstr (err, "not supported"), "%s", err);
 }
+
+//  Every ChatML template from llama.cpp's collection (plus SmolLM2's own),
+//  rendered by jinja2 in tests/golden/tokenizer/chat_templates.txt: the
+//  renderer must refuse a template or reproduce jinja2 byte for byte.
+static char *
+s_slurp (const char *path, size_t *len)
+{
+    FILE *f = fopen (path, "rb");
+    if (!f)
+        return NULL;
+    fseek (f, 0, SEEK_END);
+    long n = ftell (f);
+    fseek (f, 0, SEEK_SET);
+    char *buf = malloc ((size_t) n + 1);
+    cr_assert_not_null (buf);
+    cr_assert_eq (fread (buf, 1, (size_t) n, f), (size_t) n);
+    buf[n] = 0;
+    fclose (f);
+    *len = (size_t) n;
+    return buf;
+}
+
+static size_t
+s_unhex (const char *hex, size_t hex_len, char *out)
+{
+    if (hex_len == 1 && hex[0] == '-')
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i + 1 < hex_len; i += 2) {
+        unsigned v;
+        sscanf (hex + i, "%2x", &v);
+        out[n++] = (char) v;
+    }
+    return n;
+}
+
+Test (chat_template, llama_cpp_chatml_templates_match_jinja2)
+{
+    const char *dir = SPLITMESH_SOURCE_DIR "/tests/golden/tokenizer/";
+    size_t glen;
+    char path[512];
+    snprintf (path, sizeof path, "%schat_templates.txt", dir);
+    char *golden = s_slurp (path, &glen);
+    cr_assert_not_null (golden, "missing %s", path);
+    char current[256] = "";
+    chat_template_t *tmpl = NULL;
+    bool refused = false;
+    int accepted = 0, rendered = 0;
+    bool smollm_ok = false, qwen_ok = false;
+    static char roles[16][32], contents[16][1024], expected[65536];
+    char *save = NULL;
+    for (char *line = strtok_r (golden, "\n", &save); line; line = strtok_r (NULL, "\n", &save)) {
+        if (line[0] == '#')
+            continue;
+        char *tab = strchr (line, '\t');
+        *tab = 0;
+        if (strcmp (line, current) != 0) {
+            chat_template_destroy (&tmpl);
+            snprintf (current, sizeof current, "%s", line);
+            snprintf (path, sizeof path, "%stemplates/%s", dir, line);
+            size_t slen;
+            char *src = s_slurp (path, &slen);
+            cr_assert_not_null (src, "missing %s", path);
+            char err[256] = "";
+            tmpl = chat_template_new (src, slen, err, sizeof err);
+            refused = tmpl == NULL;
+            if (refused)
+                cr_log_info ("%s: refused (%s)", line, err);
+            else
+                accepted++;
+            free (src);
+        }
+        if (refused)
+            continue;
+        int agp = tab[1] - '0';
+        char *conv = strchr (tab + 1, '\t') + 1;
+        char *hex = strchr (conv, '\t') + 1;
+        if (strcmp (hex, "ERROR") == 0)
+            continue;                   //  jinja2 itself raised: no reference
+        chat_message_t msgs[16];
+        size_t n_msgs = 0;
+        if (!(conv[0] == '-' && conv[1] == '\t')) {
+            for (char *m = conv; m < hex - 1; n_msgs++) {
+                char *colon = strchr (m, ':');
+                char *stop = strpbrk (colon, ",\t");
+                snprintf (roles[n_msgs], 32, "%.*s", (int) (colon - m), m);
+                size_t cl = s_unhex (colon + 1, (size_t) (stop - colon - 1), contents[n_msgs]);
+                contents[n_msgs][cl] = 0;
+                msgs[n_msgs] = (chat_message_t) { roles[n_msgs], contents[n_msgs] };
+                m = stop + 1;
+            }
+        }
+        size_t elen = s_unhex (hex, strlen (hex), expected);
+        char *text;
+        size_t len;
+        char err[256] = "";
+        cr_assert_eq (chat_template_apply (tmpl, msgs, n_msgs, agp, &text, &len, err, sizeof err), 0,
+                      "%s: %s", current, err);
+        cr_expect (len == elen && memcmp (text, expected, len) == 0,
+                   "%s accepted but renders differently from jinja2 (%zu messages, generation prompt %d):\n"
+                   "%s\n--- jinja2:\n%.*s", current, n_msgs, agp, text, (int) elen, expected);
+        if (len == elen && memcmp (text, expected, len) == 0) {
+            if (strstr (current, "SmolLM2"))
+                smollm_ok = true;
+            if (strstr (current, "Qwen2.5"))
+                qwen_ok = true;
+        }
+        rendered++;
+        free (text);
+    }
+    chat_template_destroy (&tmpl);
+    free (golden);
+    cr_assert (smollm_ok, "SmolLM2's template must be supported");
+    cr_assert (qwen_ok, "Qwen2.5's template must be supported");
+    cr_log_info ("%d ChatML templates accepted, %d renderings identical to jinja2", accepted, rendered);
+}

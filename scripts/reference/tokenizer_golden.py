@@ -20,6 +20,8 @@ Outputs (all compact text, plus one binary id file):
                      sha256 of every token's piece (special on and off)
   chatml_cases.txt   SmolLM2 chat template rendered by jinja2 from the
                      GGUF's own tokenizer.chat_template, and its ids
+  chat_templates.txt llama.cpp's ChatML templates (copied to templates/)
+                     rendered by jinja2 for CONVERSATIONS
 The corpus comes from tokenizer_corpus.py (same directory).
 """
 import argparse
@@ -203,6 +205,54 @@ def write_decode(ref, name, out, corpus_ids):
             f.write(f"pieces {special}\t{ref.n_vocab}\t{h.hexdigest()}\n")
 
 
+CONVERSATIONS = [
+    [("user", "Hello!")],
+    [("system", "You are terse."), ("user", "What is 2+2?")],
+    [("user", "Hi"), ("assistant", "Hello! How can I help?"), ("user", "Tell me a joke about CPUs.")],
+    [("system", "Системный промпт 🤖"), ("user", "多语言 test\n\nwith  spaces"), ("assistant", "OK"),
+     ("user", "<|im_start|> inside text")],
+    [("assistant", "I start.")],
+    [("user", "")],
+    [],
+]
+
+
+def write_templates(template_dir, out, extra):
+    """Every ChatML template in llama.cpp's models/templates rendered by
+    jinja2 (no tools), copied with its outputs: the C renderer must either
+    refuse a template or reproduce jinja2 exactly."""
+    import jinja2
+    env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = lambda msg: (_ for _ in ()).throw(Exception(msg))
+    tdir = os.path.join(out, "templates")
+    os.makedirs(tdir, exist_ok=True)
+    with open(os.path.join(out, "chat_templates.txt"), "w") as f:
+        f.write("# llama.cpp models/templates/*.jinja with <|im_start|>, rendered by jinja2 "
+                f"{jinja2.__version__} (bos_token='<s>', eos_token='</s>')\n"
+                "# template <TAB> add_generation_prompt <TAB> role:content_hex,... <TAB> rendered hex or ERROR\n")
+        sources = [(n, open(os.path.join(template_dir, n), encoding="utf-8").read())
+                   for n in sorted(os.listdir(template_dir))] + extra
+        for name, src in sources:
+            if not name.endswith(".jinja") or "<|im_start|>" not in src:
+                continue
+            try:
+                tmpl = env.from_string(src)
+            except jinja2.TemplateError:
+                continue            # jinja2 cannot even parse it: no reference
+            with open(os.path.join(tdir, name), "w", encoding="utf-8") as t:
+                t.write(src)
+            for conv in CONVERSATIONS:
+                for agp in (1, 0):
+                    msgs = [{"role": r_, "content": c} for r_, c in conv]
+                    try:
+                        text = tmpl.render(messages=msgs, add_generation_prompt=bool(agp),
+                                           bos_token="<s>", eos_token="</s>").encode().hex() or "-"
+                    except Exception:
+                        text = "ERROR"
+                    enc = ",".join(f"{r_}:{c.encode().hex() or '-'}" for r_, c in conv) or "-"
+                    f.write(f"{name}\t{agp}\t{enc}\t{text}\n")
+
+
 def write_chatml(ref, model_path, out):
     import gguf
     import jinja2
@@ -263,6 +313,11 @@ def main():
     write_unicode(smol, "smollm", a.out)
     write_decode(smol, "smollm", a.out, head)
     write_chatml(smol, a.model, a.out)
+    import gguf
+    field = gguf.GGUFReader(a.model).fields["tokenizer.chat_template"]
+    smol_template = bytes(field.parts[field.data[0]]).decode()
+    write_templates(os.path.join(a.vocab_dir, "templates"), a.out,
+                    [("SmolLM2-135M-Instruct.jinja", smol_template)])
 
     for name in ("llama-spm", "gpt-2", "llama-bpe"):
         path = os.path.join(a.vocab_dir, f"ggml-vocab-{name}.gguf")
