@@ -112,6 +112,15 @@ tokenizer_new_from_gguf (const gguf_t *gguf, char *err, size_t err_size)
 
     gguf_value_type_t type;
     uint64_t count;
+    const char *odd = gguf_has_key (gguf, "tokenizer.ggml.scores")
+                   && gguf_key_type (gguf, "tokenizer.ggml.scores") != GGUF_TYPE_ARRAY ? "tokenizer.ggml.scores"
+                    : gguf_has_key (gguf, "tokenizer.ggml.token_type")
+                   && gguf_key_type (gguf, "tokenizer.ggml.token_type") != GGUF_TYPE_ARRAY ? "tokenizer.ggml.token_type"
+                    : NULL;
+    if (odd) {
+        s_err (err, err_size, "%s is not an array", odd);
+        goto done;
+    }
     if (gguf_get_array (gguf, "tokenizer.ggml.scores", &type, &count)) {
         if ((type != GGUF_TYPE_FLOAT32 && type != GGUF_TYPE_INT32) || count < (uint64_t) n) {
             s_err (err, err_size, "tokenizer.ggml.scores: need %lld float32/int32 values",
