@@ -1148,11 +1148,17 @@ s_bpe_fragment (const tokenizer_t *self, const char *text, size_t len, s_work_t 
     //  real: the text as llama.cpp re-encodes its code points (bad bytes
     //  -> U+FFFD); match: the same with surrogates as U+FFFD, so PCRE2
     //  sees valid UTF-8 with the same byte offsets and character classes.
-    real = malloc (len * 3 + 1);
-    match = malloc (len * 3 + 1);
+    size_t size = 0, o = 0;
+    while (o < len) {
+        char enc[4];
+        size += s_utf8_encode (s_utf8_decode ((const uint8_t *) text, len, &o), enc);
+    }
+    real = malloc (size + 1);
+    match = malloc (size + 1);
     if (!real || !match)
         goto oom;
-    size_t n = 0, o = 0;
+    size_t n = 0;
+    o = 0;
     while (o < len) {
         uint32_t cpt = s_utf8_decode ((const uint8_t *) text, len, &o);
         size_t k = s_utf8_encode (cpt, real + n);

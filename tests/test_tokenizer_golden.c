@@ -494,6 +494,48 @@ s_check_unicode (const tokenizer_t *tok, const char *name)
     free (golden);
 }
 
+//  <name>_long.txt: long runs of one unit, each well under a second.
+static void
+s_check_long (const tokenizer_t *tok, const char *name)
+{
+    char path[512];
+    snprintf (path, sizeof path, GOLDEN "%s_long.txt", name);
+    size_t glen;
+    char *golden = s_slurp (path, &glen);
+    cr_assert_not_null (golden, "missing %s", path);
+    int checked = 0;
+    char *save = NULL;
+    for (char *line = strtok_r (golden, "\n", &save); line; line = strtok_r (NULL, "\n", &save)) {
+        if (line[0] == '#')
+            continue;
+        char hex[64], sha[65];
+        size_t rep, n_exp;
+        cr_assert_eq (sscanf (line, "%63s %zu %zu %64s", hex, &rep, &n_exp, sha), 4);
+        char unit[32];
+        size_t ulen = s_unhex (hex, strlen (hex), unit);
+        char *text = malloc (ulen * rep);
+        for (size_t i = 0; i < rep; i++)
+            memcpy (text + i * ulen, unit, ulen);
+        int32_t *ids;
+        size_t n;
+        struct timespec t0, t1;
+        clock_gettime (CLOCK_MONOTONIC, &t0);
+        cr_assert_eq (tokenizer_encode (tok, text, ulen * rep, false, false, &ids, &n, NULL, 0), 0);
+        clock_gettime (CLOCK_MONOTONIC, &t1);
+        double s = (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9;
+        char got[65];
+        s_ids_sha (ids, n, got);
+        cr_expect (n == n_exp && strcmp (got, sha) == 0,
+                   "%s: %zu x '%s' gives %zu ids, llama.cpp %zu (or different ids)", name, rep, hex, n, n_exp);
+        cr_expect_lt (s, 5.0, "%s: %zu x '%s' took %.2f s", name, rep, hex, s);
+        free (ids);
+        free (text);
+        checked++;
+    }
+    cr_assert_gt (checked, 10);
+    free (golden);
+}
+
 //  llama.cpp's own test files (.inp/.out) for a vocabulary.
 static void
 s_check_llama_tests (const tokenizer_t *tok, const char *name)
@@ -638,6 +680,7 @@ Test (tokenizer_golden, smollm_cases_unicode_and_decode, .timeout = 110)
     tokenizer_t *tok = s_load (model, NULL);
     s_check_cases (tok, "smollm");
     s_check_unicode (tok, "smollm");
+    s_check_long (tok, "smollm");
     s_check_decode (tok, "smollm");
     cr_assert_eq (tokenizer_eos (tok), 2);
     cr_assert (tokenizer_is_eog (tok, 2));          //  <|im_end|>
@@ -720,6 +763,7 @@ s_vocab_suite (const char *name, tokenizer_model_t model)
     s_check_llama_tests (tok, name);
     s_check_cases (tok, name);
     s_check_unicode (tok, name);
+    s_check_long (tok, name);
     s_check_decode (tok, name);
     size_t len, n_chunks, *lens;
     char *corpus = s_corpus (&len, &lens, &n_chunks);

@@ -16,6 +16,7 @@ Outputs (all compact text, plus one binary id file):
   smollm_head.u16    every id (uint16 LE) of the first HEAD_CHUNKS chunks
   <name>_cases.txt   corner cases: flags, input hex, ids
   <name>_unicode.txt every code point in context, per block of 256: ids sha256
+  <name>_long.txt    long runs of one unit (spaces, letters, emoji, bad bytes)
   <name>_decode.txt  detokenize cases: flags, ids, output hex; plus the
                      sha256 of every token's piece (special on and off)
   chatml_cases.txt   SmolLM2 chat template rendered by jinja2 from the
@@ -184,6 +185,21 @@ def write_unicode(ref, name, out):
             f.write(f"{blk} {len(ids)} {ids_hash(ids)}\n")
 
 
+#  Long runs of one unit (unit, repeat): whitespace, letters, digits, emoji,
+#  invalid bytes. Checks ids and that nothing is quadratic.
+LONG_RUNS = [(b" ", 100000), (b"a", 100000), (b"7", 100000), (b"\n", 50000), (b"\t \n", 20000),
+             ("\U0001F600".encode(), 20000), (b"\xff", 50000), (b"ab ", 30000), ("\u4e2d".encode(), 50000),
+             (b"'s", 30000), ("\u2003".encode(), 20000), (b"  x", 30000)]
+
+
+def write_long(ref, name, out):
+    with open(os.path.join(out, f"{name}_long.txt"), "w") as f:
+        f.write(f"# {name}: unit hex, repeat, n_ids, sha256(int32 LE ids) of unit * repeat\n")
+        for unit, rep in LONG_RUNS:
+            ids = ref.tokenize(unit * rep)
+            f.write(f"{unit.hex()} {rep} {len(ids)} {ids_hash(ids)}\n")
+
+
 def write_decode(ref, name, out, corpus_ids):
     seqs = []
     for text in CASES:
@@ -311,6 +327,7 @@ def main():
         f.write(struct.pack("<%dH" % len(head), *head))
     write_cases(smol, "smollm", a.out)
     write_unicode(smol, "smollm", a.out)
+    write_long(smol, "smollm", a.out)
     write_decode(smol, "smollm", a.out, head)
     write_chatml(smol, a.model, a.out)
     import gguf
@@ -325,6 +342,7 @@ def main():
         cids = write_chunks(ref, name, chunks, a.out)
         write_cases(ref, name, a.out)
         write_unicode(ref, name, a.out)
+        write_long(ref, name, a.out)
         write_decode(ref, name, a.out, cids[0])
     print(f"corpus {len(corpus)} bytes in {len(chunks)} chunks; smollm head {len(head)} ids", file=sys.stderr)
     return 0
