@@ -7,6 +7,7 @@
     on real vocabularies is test_tokenizer_golden.c.
 */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -280,6 +281,51 @@ Test (tokenizer, construction_errors)
     v.bos_id = 7;
     cr_assert_null (tokenizer_new (&v, err, sizeof err));
     cr_assert (strstr (err, "BOS"), "%s", err);
+}
+
+//  One tokenizer, several threads: encode shares only read-only state.
+typedef struct {
+    const tokenizer_t *tok;
+    const char *text;
+    int32_t *ids;
+    size_t n;
+    int rc;
+} s_job_t;
+
+static void *
+s_encode_job (void *arg)
+{
+    s_job_t *job = arg;
+    for (int round = 0; round < 200 && job->rc == 0; round++) {
+        free (job->ids);
+        job->rc = tokenizer_encode (job->tok, job->text, strlen (job->text), true, true,
+                                    &job->ids, &job->n, NULL, 0);
+    }
+    return NULL;
+}
+
+Test (tokenizer, encode_from_many_threads)
+{
+    tokenizer_t *tok = s_bpe (TOKENIZER_PRE_LLAMA3, false);
+    const char *text = "hello world <|im_start|> 12345 \xf0\x9f\x98\x80 hello   world\n\n";
+    int32_t *want;
+    size_t n_want;
+    cr_assert_eq (tokenizer_encode (tok, text, strlen (text), true, true, &want, &n_want, NULL, 0), 0);
+    s_job_t jobs[4];
+    pthread_t threads[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (s_job_t) { tok, text, NULL, 0, 0 };
+        cr_assert_eq (pthread_create (&threads[i], NULL, s_encode_job, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join (threads[i], NULL);
+        cr_assert_eq (jobs[i].rc, 0);
+        cr_assert_eq (jobs[i].n, n_want);
+        cr_assert (memcmp (jobs[i].ids, want, n_want * sizeof (int32_t)) == 0, "thread %d", i);
+        free (jobs[i].ids);
+    }
+    free (want);
+    tokenizer_destroy (&tok);
 }
 
 //  --- an SPM toy vocabulary ---------------------------------------------
