@@ -562,7 +562,6 @@ s_make_piece (tokenizer_t *self, int32_t id, s_buf_t *out)
             //  llama_decode_text: each code point back to its byte
             size_t o = 0;
             while (o < len) {
-                size_t start = o;
                 uint32_t cpt = s_utf8_decode ((const uint8_t *) text, len, &o);
                 if (cpt < 512 && s_cpt_byte[cpt] >= 0) {
                     char b = (char) s_cpt_byte[cpt];
@@ -581,7 +580,6 @@ s_make_piece (tokenizer_t *self, int32_t id, s_buf_t *out)
                     s_buf_append (out, text, len);
                     s_buf_append (out, "]", 1);
                 }
-                (void) start;
             }
         }
     }
@@ -598,31 +596,35 @@ s_make_piece (tokenizer_t *self, int32_t id, s_buf_t *out)
     return out->failed ? -1 : 0;
 }
 
+typedef struct {
+    uint32_t len;
+    int32_t id;
+} s_special_key_t;
+
+//  Longest first; equal lengths by id (llama.cpp's std::sort leaves their
+//  order unspecified; only overlapping equal-length tokens could tell).
 static int
-s_cmp_special (const void *a, const void *b, void *arg)
+s_cmp_special (const void *a, const void *b)
 {
-    const tokenizer_t *self = arg;
-    int32_t ia = *(const int32_t *) a, ib = *(const int32_t *) b;
-    if (self->text_len[ia] != self->text_len[ib])
-        return self->text_len[ia] > self->text_len[ib] ? -1 : 1;
-    return ia < ib ? -1 : ia > ib;
+    const s_special_key_t *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len > y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
 }
 
-//  qsort with a context argument, without relying on qsort_r's
-//  platform-specific signature: insertion into a sorted list is fine for
-//  the few hundred special tokens a vocabulary has.
-static void
+static int
 s_sort_special (tokenizer_t *self)
 {
-    for (int32_t i = 1; i < self->n_special; i++) {
-        int32_t v = self->special[i];
-        int32_t j = i - 1;
-        while (j >= 0 && s_cmp_special (&self->special[j], &v, self) > 0) {
-            self->special[j + 1] = self->special[j];
-            j--;
-        }
-        self->special[j + 1] = v;
-    }
+    s_special_key_t *keys = malloc ((size_t) (self->n_special ? self->n_special : 1) * sizeof (*keys));
+    if (!keys)
+        return -1;
+    for (int32_t i = 0; i < self->n_special; i++)
+        keys[i] = (s_special_key_t) { self->text_len[self->special[i]], self->special[i] };
+    qsort (keys, (size_t) self->n_special, sizeof (*keys), s_cmp_special);
+    for (int32_t i = 0; i < self->n_special; i++)
+        self->special[i] = keys[i].id;
+    free (keys);
+    return 0;
 }
 
 tokenizer_t *
@@ -770,7 +772,8 @@ tokenizer_new (const tokenizer_vocab_t *vocab, char *err, size_t err_size)
     for (int32_t i = 0; i < n; i++)
         if (self->attr[i] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN))
             self->special[self->n_special++] = i;
-    s_sort_special (self);
+    if (s_sort_special (self))
+        goto oom;
 
     //  Byte fallback tokens.
     for (int b = 0; b < 256; b++) {
