@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR=${1:-${SPLITMESH_BUILD_DIR:-build}}
+cmake -S . -B "$BUILD_DIR" -DSPLITMESH_BENCH=ON >/dev/null
 cmake --build "$BUILD_DIR" --target bench_tokenizer -j2 >/dev/null
 MODEL=${SPLITMESH_MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 G=tests/golden/tokenizer
