@@ -233,18 +233,31 @@ CONVERSATIONS = [
 ]
 
 
+def hf_jinja_env():
+    """The environment transformers' apply_chat_template renders in."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(msg):
+        raise jinja2.TemplateError(msg)
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.globals["raise_exception"] = raise_exception
+    return env
+
+
 def write_templates(template_dir, out, extra):
     """Every ChatML template in llama.cpp's models/templates rendered by
     jinja2 (no tools), copied with its outputs: the C renderer must either
     refuse a template or reproduce jinja2 exactly."""
     import jinja2
-    env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols"])
-    env.globals["raise_exception"] = lambda msg: (_ for _ in ()).throw(Exception(msg))
+    env = hf_jinja_env()
     tdir = os.path.join(out, "templates")
     os.makedirs(tdir, exist_ok=True)
     with open(os.path.join(out, "chat_templates.txt"), "w") as f:
         f.write("# llama.cpp models/templates/*.jinja with <|im_start|>, rendered by jinja2 "
-                f"{jinja2.__version__} (bos_token='<s>', eos_token='</s>')\n"
+                f"{jinja2.__version__} as transformers does (trim_blocks, lstrip_blocks; "
+                "bos_token='<s>', eos_token='</s>')\n"
                 "# template <TAB> add_generation_prompt <TAB> role:content_hex,... <TAB> rendered hex or ERROR\n")
         sources = [(n, open(os.path.join(template_dir, n), encoding="utf-8").read())
                    for n in sorted(os.listdir(template_dir))] + extra
@@ -275,8 +288,7 @@ def write_chatml(ref, model_path, out):
     r = gguf.GGUFReader(model_path)
     field = r.fields["tokenizer.chat_template"]
     template = bytes(field.parts[field.data[0]]).decode()
-    env = jinja2.Environment()
-    tmpl = env.from_string(template)
+    tmpl = hf_jinja_env().from_string(template)
     convs = [
         [("user", "Hello!")],
         [("system", "You are terse."), ("user", "What is 2+2?")],
