@@ -618,3 +618,72 @@ Test (chat_template, llama_cpp_chatml_templates_match_jinja2)
     cr_assert (qwen_ok, "Qwen2.5's template must be supported");
     cr_log_info ("%d ChatML templates accepted, %d renderings identical to jinja2", accepted, rendered);
 }
+
+//  Random vocabularies (odd bytes, empty and duplicate tokens, unknown
+//  types, merges naming nothing, NaN scores) and random text: building
+//  either succeeds or fails with a message, and a built tokenizer never
+//  crashes and only returns ids of its own vocabulary.
+Test (tokenizer, random_vocabularies_never_crash)
+{
+    srand (11);
+    static char texts[64][8];
+    static const char *toks[64];
+    static char merge_text[32][20];
+    static const char *merges[32];
+    static int32_t types[64];
+    static float scores[64];
+    char err[256];
+    for (int round = 0; round < 300; round++) {
+        int n = 1 + rand () % 64;
+        for (int i = 0; i < n; i++) {
+            int len = rand () % 4;
+            for (int k = 0; k < len; k++)
+                texts[i][k] = (char) (rand () % 3 ? 'a' + rand () % 4 : rand () % 256);
+            texts[i][len] = 0;
+            toks[i] = texts[i];
+            types[i] = rand () % 9 - 1;                    //  includes -1, 7, 8
+            scores[i] = rand () % 10 ? (float) (rand () % 100) - 50 : __builtin_nanf ("");
+        }
+        int n_merges = rand () % 32;
+        for (int i = 0; i < n_merges; i++) {
+            snprintf (merge_text[i], sizeof merge_text[i], "%s %s", texts[rand () % n], texts[rand () % n]);
+            merges[i] = merge_text[i];
+        }
+        tokenizer_vocab_t v = {
+            .model = rand () % 2 ? TOKENIZER_MODEL_BPE : TOKENIZER_MODEL_SPM,
+            .pre = (tokenizer_pre_t) (rand () % TOKENIZER_PRE_COUNT),
+            .n_tokens = n, .tokens = toks, .types = types, .scores = scores,
+            .n_merges = n_merges, .merges = merges,
+            .bos_id = rand () % 70 - 2, .eos_id = rand () % 70 - 2, .eot_id = TOKENIZER_NULL,
+            .unk_id = rand () % 3 ? 0 : TOKENIZER_NULL, .pad_id = TOKENIZER_NULL,
+            .add_bos = rand () % 2, .add_eos = rand () % 2, .add_space_prefix = rand () % 2,
+            .clean_spaces = rand () % 2, .ignore_merges = rand () % 2
+        };
+        tokenizer_t *tok = tokenizer_new (&v, err, sizeof err);
+        if (!tok) {
+            if (err[0] == 0)
+                cr_assert_fail ("round %d: refused without a message", round);
+            continue;
+        }
+        for (int t = 0; t < 20; t++) {
+            char text[48];
+            size_t len = (size_t) (rand () % 48);
+            for (size_t k = 0; k < len; k++)
+                text[k] = (char) (rand () % 2 ? 'a' + rand () % 4 : rand () % 256);
+            int32_t *ids;
+            size_t n_ids;
+            if (tokenizer_encode (tok, text, len, rand () % 2, rand () % 2, &ids, &n_ids, err, sizeof err) != 0)
+                cr_assert_fail ("round %d: encode failed: %s", round, err);
+            for (size_t k = 0; k < n_ids; k++)
+                if (ids[k] < 0 || ids[k] >= n)
+                    cr_assert_fail ("round %d: id %d outside a vocabulary of %d", round, ids[k], n);
+            char *out;
+            size_t out_len;
+            if (tokenizer_decode (tok, ids, n_ids, rand () % 2, rand () % 2, &out, &out_len, err, sizeof err) != 0)
+                cr_assert_fail ("round %d: decode failed: %s", round, err);
+            free (out);
+            free (ids);
+        }
+        tokenizer_destroy (&tok);
+    }
+}
