@@ -194,12 +194,24 @@ s_append (s_buf_t *b, const char *s)
     b->size += len;
 }
 
+//  Appends one turn; when ranges is set, records where the caller's role
+//  and content landed (start, length pairs).
 static void
-s_chatml_turn (s_buf_t *b, const char *role, const char *content)
+s_chatml_turn (s_buf_t *b, const char *role, const char *content, size_t *ranges, size_t *n_ranges)
 {
     s_append (b, "<|im_start|>");
+    if (ranges) {
+        ranges[2 * *n_ranges] = b->size;
+        ranges[2 * *n_ranges + 1] = strlen (role);
+        (*n_ranges)++;
+    }
     s_append (b, role);
     s_append (b, "\n");
+    if (ranges) {
+        ranges[2 * *n_ranges] = b->size;
+        ranges[2 * *n_ranges + 1] = strlen (content);
+        (*n_ranges)++;
+    }
     s_append (b, content);
     s_append (b, "<|im_end|>\n");
 }
@@ -209,10 +221,25 @@ chat_template_apply (const chat_template_t *self, const chat_message_t *messages
                      size_t n_messages, bool add_generation_prompt,
                      char **text_p, size_t *len_p, char *err, size_t err_size)
 {
+    return chat_template_render (self, messages, n_messages, add_generation_prompt,
+                                 text_p, len_p, NULL, NULL, err, err_size);
+}
+
+int
+chat_template_render (const chat_template_t *self, const chat_message_t *messages,
+                      size_t n_messages, bool add_generation_prompt,
+                      char **text_p, size_t *len_p, size_t **ranges_p, size_t *n_ranges_p,
+                      char *err, size_t err_size)
+{
     assert (self);
     assert (text_p && len_p);
+    assert (!ranges_p == !n_ranges_p);
     *text_p = NULL;
     *len_p = 0;
+    if (ranges_p) {
+        *ranges_p = NULL;
+        *n_ranges_p = 0;
+    }
     if (n_messages > CHAT_TEMPLATE_MAX_MESSAGES) {
         s_err (err, err_size, "%zu messages exceed the limit of %d", n_messages, CHAT_TEMPLATE_MAX_MESSAGES);
         return -1;
@@ -231,20 +258,33 @@ chat_template_apply (const chat_template_t *self, const chat_message_t *messages
         }
     }
     s_buf_t b = { 0 };
+    size_t *ranges = NULL, n_ranges = 0;
+    if (ranges_p) {
+        ranges = malloc ((2 * n_messages + 1) * 2 * sizeof (size_t));
+        if (!ranges) {
+            s_err (err, err_size, "out of memory rendering the chat");
+            return -1;
+        }
+    }
     s_append (&b, "");
     if ((n_messages > 0 || self->system_before_loop) && self->default_system
     &&  (n_messages == 0 || strcmp (messages[0].role, "system") != 0))
-        s_chatml_turn (&b, "system", self->default_system);
+        s_chatml_turn (&b, "system", self->default_system, NULL, NULL);
     for (size_t i = 0; i < n_messages; i++)
-        s_chatml_turn (&b, messages[i].role, messages[i].content);
+        s_chatml_turn (&b, messages[i].role, messages[i].content, ranges, &n_ranges);
     if (add_generation_prompt)
         s_append (&b, "<|im_start|>assistant\n");
     if (b.failed) {
         free (b.data);
+        free (ranges);
         s_err (err, err_size, "out of memory rendering the chat");
         return -1;
     }
     *text_p = b.data;
     *len_p = b.size;
+    if (ranges_p) {
+        *ranges_p = ranges;
+        *n_ranges_p = n_ranges;
+    }
     return 0;
 }

@@ -16,7 +16,9 @@
     or reproduced byte for byte.
 
     The rendered text is tokenized with parse_special so the role markers
-    become their control tokens.
+    become their control tokens, exactly as llama.cpp does; or, safer, with
+    tokenizer_encode_protected over the ranges chat_template_render
+    reports, so that marker text inside a message stays text.
 */
 #ifndef SPLITMESH_CHAT_TEMPLATE_H
 #define SPLITMESH_CHAT_TEMPLATE_H
@@ -67,6 +69,16 @@ const char *chat_template_default_system (const chat_template_t *self);
 int chat_template_apply (const chat_template_t *self, const chat_message_t *messages,
                          size_t n_messages, bool add_generation_prompt,
                          char **text_p, size_t *len_p, char *err, size_t err_size);
+
+//  chat_template_apply that also reports where the caller's text landed:
+//  *ranges_p gets *n_ranges_p (start, length) pairs, one for each
+//  message's role and one for its content (caller frees with free()).
+//  Pass them to tokenizer_encode_protected so that control-token text a
+//  user typed stays text. ranges_p and n_ranges_p are both NULL or both set.
+int chat_template_render (const chat_template_t *self, const chat_message_t *messages,
+                          size_t n_messages, bool add_generation_prompt,
+                          char **text_p, size_t *len_p, size_t **ranges_p, size_t *n_ranges_p,
+                          char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

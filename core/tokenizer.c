@@ -1303,9 +1303,23 @@ s_frags_push (s_frags_t *f, int32_t token, size_t offset, size_t length)
 
 //  llama.cpp's tokenizer_st_partition: for each special token, longest
 //  first, cut every occurrence out of the remaining raw fragments.
+//  True when [at, at + len) overlaps one of the protected (start, length)
+//  ranges.
+static bool
+s_protected (const size_t *ranges, size_t n_ranges, size_t at, size_t len)
+{
+    for (size_t r = 0; r < n_ranges; r++) {
+        size_t start = ranges[2 * r], end = start + ranges[2 * r + 1];
+        if (at < end && at + len > start)
+            return true;
+    }
+    return false;
+}
+
+//  Special-token text overlapping a protected range stays text.
 static int
 s_partition (const tokenizer_t *self, const char *text, size_t len, bool parse_special,
-             s_frags_t *frags)
+             const size_t *ranges, size_t n_ranges, s_frags_t *frags)
 {
     s_frags_t next = { 0 };
     if (len > 0 && s_frags_push (frags, TOKENIZER_NULL, 0, len))
@@ -1325,17 +1339,21 @@ s_partition (const tokenizer_t *self, const char *text, size_t len, bool parse_s
                     goto oom;
                 continue;
             }
-            size_t pos = frag.offset, end = frag.offset + frag.length;
-            while (pos < end) {
-                const char *hit = memmem (text + pos, end - pos, stext, slen);
+            size_t pos = frag.offset, search = pos, end = frag.offset + frag.length;
+            while (search < end) {
+                const char *hit = memmem (text + search, end - search, stext, slen);
                 if (!hit)
                     break;
                 size_t at = (size_t) (hit - text);
+                if (n_ranges && s_protected (ranges, n_ranges, at, slen)) {
+                    search = at + 1;
+                    continue;
+                }
                 if (at > pos && s_frags_push (&next, TOKENIZER_NULL, pos, at - pos))
                     goto oom;
                 if (s_frags_push (&next, id, 0, 0))
                     goto oom;
-                pos = at + slen;
+                pos = search = at + slen;
                 changed = true;
             }
             if (pos < end && s_frags_push (&next, TOKENIZER_NULL, pos, end - pos))
@@ -1354,10 +1372,45 @@ oom:
     return -1;
 }
 
+static int
+s_encode (const tokenizer_t *self, const char *text, size_t len, bool add_special,
+          bool parse_special, const size_t *ranges, size_t n_ranges,
+          int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size);
+
 int
 tokenizer_encode (const tokenizer_t *self, const char *text, size_t len,
                   bool add_special, bool parse_special,
                   int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size)
+{
+    return s_encode (self, text, len, add_special, parse_special, NULL, 0, ids_p, n_ids_p, err, err_size);
+}
+
+int
+tokenizer_encode_protected (const tokenizer_t *self, const char *text, size_t len,
+                            bool add_special, const size_t *ranges, size_t n_ranges,
+                            int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size)
+{
+    assert (self);
+    assert (ids_p && n_ids_p);
+    *ids_p = NULL;
+    *n_ids_p = 0;
+    if (n_ranges > 0 && !ranges) {
+        s_err (err, err_size, "no ranges");
+        return -1;
+    }
+    for (size_t r = 0; r < n_ranges; r++)
+        if (ranges[2 * r] > len || ranges[2 * r + 1] > len - ranges[2 * r]) {
+            s_err (err, err_size, "protected range %zu (%zu+%zu) lies outside the %zu byte text",
+                   r, ranges[2 * r], ranges[2 * r + 1], len);
+            return -1;
+        }
+    return s_encode (self, text, len, add_special, true, ranges, n_ranges, ids_p, n_ids_p, err, err_size);
+}
+
+static int
+s_encode (const tokenizer_t *self, const char *text, size_t len, bool add_special,
+          bool parse_special, const size_t *ranges, size_t n_ranges,
+          int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size)
 {
     assert (self);
     assert (ids_p && n_ids_p);
@@ -1377,7 +1430,7 @@ tokenizer_encode (const tokenizer_t *self, const char *text, size_t len,
     s_work_t work = { 0 };
     s_buf_t escaped = { 0 };
 
-    if (s_partition (self, text, len, parse_special, &frags))
+    if (s_partition (self, text, len, parse_special, ranges, n_ranges, &frags))
         goto oom;
     if (add_special && self->add_bos)
         s_ids_push (&out, self->bos);

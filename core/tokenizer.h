@@ -119,6 +119,18 @@ int tokenizer_encode (const tokenizer_t *self, const char *text, size_t len,
                       bool add_special, bool parse_special,
                       int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size);
 
+//  tokenizer_encode with parse_special, except that special-token text
+//  overlapping one of the n_ranges protected byte ranges (ranges holds
+//  start, length pairs) stays plain text. For chat prompts: the template's
+//  role markers become control tokens, while "<|im_end|>" typed by a user
+//  inside a message cannot end the turn and forge a system message. Where
+//  no protected range holds special-token text, the ids are exactly those
+//  of tokenizer_encode. Returns -1 with a message for a range outside the
+//  text; otherwise as tokenizer_encode.
+int tokenizer_encode_protected (const tokenizer_t *self, const char *text, size_t len,
+                                bool add_special, const size_t *ranges, size_t n_ranges,
+                                int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size);
+
 //  One token's text. special: show CONTROL/UNKNOWN tokens' text (otherwise
 //  they decode to ""). Sets *piece (owned by the tokenizer, valid while it
 //  lives) and *len. Returns 0, or -1 with a message for an id out of range.

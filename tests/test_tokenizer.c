@@ -177,6 +177,41 @@ Test (tokenizer, special_tokens_parsed_only_when_asked)
     tokenizer_destroy (&tok);
 }
 
+Test (tokenizer, protected_ranges_keep_special_text_as_text)
+{
+    tokenizer_t *tok = s_bpe (TOKENIZER_PRE_GPT2, false);
+    //  "<|im_start|>hello<|im_start|>": protect the second marker
+    const char *text = "<|im_start|>hello<|im_start|>";
+    size_t ranges[] = { 17, 12 };
+    int32_t *ids, *plain;
+    size_t n, n_plain;
+    char err[256];
+    cr_assert_eq (tokenizer_encode_protected (tok, text, strlen (text), false, ranges, 1, &ids, &n, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (tokenizer_encode (tok, "<|im_start|>", 12, false, false, &plain, &n_plain, NULL, 0), 0);
+    cr_assert_eq (n, 2 + n_plain);
+    cr_assert_eq (ids[0], 266);
+    cr_assert_eq (ids[1], 259);
+    cr_assert (memcmp (ids + 2, plain, n_plain * sizeof (int32_t)) == 0);
+    free (ids);
+    free (plain);
+    //  a range touching only part of the marker protects it too
+    size_t partial[] = { 20, 1 };
+    cr_assert_eq (tokenizer_encode_protected (tok, text, strlen (text), false, partial, 1, &ids, &n, NULL, 0), 0);
+    cr_assert_eq (ids[0], 266);
+    cr_assert_neq (ids[n - 1], 266);
+    free (ids);
+    //  no ranges: exactly tokenizer_encode with parse_special
+    cr_assert_eq (tokenizer_encode_protected (tok, text, strlen (text), false, NULL, 0, &ids, &n, NULL, 0), 0);
+    cr_assert_eq (n, 3);
+    cr_assert (ids[0] == 266 && ids[1] == 259 && ids[2] == 266);
+    free (ids);
+    //  a range outside the text is an error
+    size_t bad[] = { 25, 10 };
+    cr_assert_eq (tokenizer_encode_protected (tok, text, strlen (text), false, bad, 1, &ids, &n, err, sizeof err), -1);
+    cr_assert (strstr (err, "outside"), "%s", err);
+    tokenizer_destroy (&tok);
+}
+
 Test (tokenizer, decode_rules)
 {
     tokenizer_t *tok = s_bpe (TOKENIZER_PRE_GPT2, false);
