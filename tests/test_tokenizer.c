@@ -267,6 +267,18 @@ Test (tokenizer, bad_input_is_an_error_not_a_crash)
     free (text);
     free (ids);
 
+    //  Above U+10FFFF (llama.cpp aborts here): one U+FFFD per sequence.
+    int32_t *fffd;
+    size_t n_fffd;
+    cr_assert_eq (tokenizer_encode (tok, "\xef\xbf\xbd", 3, false, false, &fffd, &n_fffd, NULL, 0), 0);
+    cr_assert_eq (tokenizer_encode (tok, "\xf4\x90\x80\x80", 4, false, false, &ids, &n, NULL, 0), 0);
+    cr_assert (n == n_fffd && memcmp (ids, fffd, n * sizeof (int32_t)) == 0);
+    free (ids);
+    cr_assert_eq (tokenizer_encode (tok, "\xf7\xbf\xbf\xbf", 4, false, false, &ids, &n, NULL, 0), 0);
+    cr_assert (n == n_fffd && memcmp (ids, fffd, n * sizeof (int32_t)) == 0);
+    free (ids);
+    free (fffd);
+
     //  Random bytes never crash, and valid UTF-8 always round-trips.
     srand (7);
     char buf[64];
