@@ -6,6 +6,9 @@
 #ifndef SPLITMESH_CLI_H
 #define SPLITMESH_CLI_H
 
+//  cmd_keygen.c: writes a CurveZMQ key pair (zcert format) for crypt-proxy.
+int cmd_keygen (int argc, char **argv);
+
 //  splitmesh tiny-model: writes a tiny random-weight llama GGUF (cmd_tiny_model.c).
 int cmd_tiny_model (int argc, char **argv);
 

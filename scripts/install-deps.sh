@@ -12,6 +12,7 @@ PKGS=(
   libzmq3-dev libczmq-dev libsodium-dev libmsgpack-dev
   libcriterion-dev libpcre2-dev libmicrohttpd-dev
   python3 python3-venv python3-msgpack python3-zmq python3-numpy
+  tshark
 )
 # Fuzzing (scripts/fuzz.sh sets SPLITMESH_FUZZ=1): clang and libFuzzer's runtime.
 FUZZ_PKGS=(clang libclang-rt-14-dev)
@@ -31,6 +32,9 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # tshark (crypt-proxy capture test) would ask whether non-root users may
+  # capture packets; answer no, without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
