@@ -18,6 +18,8 @@
     Special tokens (CONTROL, USER_DEFINED, UNKNOWN types) are cut out of the
     text before either algorithm runs; CONTROL and UNKNOWN ones only when the
     caller asks (parse_special), USER_DEFINED ones always, as llama.cpp does.
+    tokenizer_encode_protected parses them everywhere except inside given
+    byte ranges (the messages of a rendered chat, see chat_template.h).
 
     The core takes a plain tokenizer_vocab_t, so it can be tested without a
     GGUF reader; tokenizer_new_from_gguf fills one from a gguf_t.
