@@ -18,6 +18,7 @@ static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
     { "keygen", cmd_keygen, "write a CurveZMQ key pair for crypt-proxy (zcert format)" },
     { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
+    { "tokenize",   cmd_tokenize,   "text <-> token ids with a model's own vocabulary" },
     { NULL, NULL, NULL }
 };
 
