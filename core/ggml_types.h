@@ -4,6 +4,11 @@
     ggml_types.c); per-type facts (name, elements per block, bytes per
     block, dequantize-to-f32) live in one table indexed by the type enum.
     Type numbers are ggml's, since they are stored in GGUF files.
+
+    Every layout and rounding rule is ggml's reference (scalar) code, so data
+    written here loads in llama.cpp and data from llama.cpp dequantizes to
+    the same bits; tests/golden/ggml/ pins that against the Python `gguf`
+    package.
 */
 #ifndef SPLITMESH_GGML_TYPES_H
 #define SPLITMESH_GGML_TYPES_H
@@ -32,7 +37,12 @@ typedef struct {
     int block_size;             //  elements per block (1 for plain floats)
     size_t type_size;           //  bytes per block
     //  Dequantizes n elements (a multiple of block_size) from src to dst.
+    //  src need not be aligned.
     void (*to_float) (const void *src, float *dst, int64_t n);
+    //  Quantizes n elements (a multiple of block_size) from src into dst,
+    //  which holds ggml_row_size (type, n) bytes and need not be aligned.
+    //  Rounding is ggml's reference quantizer's, bit for bit.
+    void (*from_float) (const float *src, void *dst, int64_t n);
 } ggml_type_traits_t;
 
 //  Facts for a type, or NULL when splitmesh does not read that type.
@@ -46,6 +56,20 @@ size_t ggml_row_size (int type, int64_t n);
 float ggml_fp16_to_fp32 (uint16_t h);
 uint16_t ggml_fp32_to_fp16 (float f);
 float ggml_bf16_to_fp32 (uint16_t h);
+//  Round to nearest even; NaN stays a (quiet) NaN, overflow becomes inf.
+uint16_t ggml_fp32_to_bf16 (float f);
+
+//  Looks a type up by its llama.cpp name ("q4_1", "F16", case-insensitive).
+//  Returns the type number, or -1 when splitmesh does not read that type.
+int ggml_type_from_name (const char *name);
+
+//  Quantizes n elements (a multiple of the type's block size) of src into
+//  dst (ggml_row_size (type, n) bytes). Returns 0, or -1 when the type is
+//  unsupported or n is not a whole number of blocks.
+int ggml_quantize (int type, const float *src, void *dst, int64_t n);
+
+//  Dequantizes n elements; returns 0, or -1 as ggml_quantize.
+int ggml_dequantize (int type, const void *src, float *dst, int64_t n);
 
 #ifdef __cplusplus
 }

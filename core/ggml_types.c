@@ -1,0 +1,704 @@
+/*  ggml_types.c: block layouts, (de)quantizers and the per-type table.
+
+    splitmesh reads llama.cpp's GGUF files and writes its own (tiny test
+    models, the quantize tool), so the block formats here must match ggml's
+    byte for byte and the scalar dequantizers must give ggml's results bit
+    for bit: tests/test_ggml_types.c checks them against golden files made by
+    the Python `gguf` package (tests/golden/ggml/make_golden.py).
+
+    Every function reads and writes blocks through memcpy into a local
+    struct, so tensor data may sit at any address (a GGUF file may use an
+    alignment of 1). These are the reference paths; the fast kernels live
+    elsewhere and are tested against these.
+
+    Floating-point expressions are written in ggml's order (d1 * q - m1, not
+    fused), and this file is compiled without FMA, so rounding matches.
+*/
+#include "ggml_types.h"
+#include <assert.h>
+#include <ctype.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#define QK4_0   32
+#define QK4_1   32
+#define QK8_0   32
+#define QK_K    256
+#define K_SCALE_SIZE 12
+
+//  ggml's block layouts. fp16 values are stored as raw uint16 bits.
+typedef struct {
+    uint16_t d;                 //  scale (fp16)
+    uint8_t qs[QK4_0 / 2];      //  nibbles: low = element j, high = element j + 16
+} block_q4_0;
+static_assert (sizeof (block_q4_0) == 18, "block_q4_0 must be 18 bytes");
+
+typedef struct {
+    uint16_t d;                 //  scale (fp16)
+    uint16_t m;                 //  minimum (fp16)
+    uint8_t qs[QK4_1 / 2];      //  nibbles as in q4_0
+} block_q4_1;
+static_assert (sizeof (block_q4_1) == 20, "block_q4_1 must be 20 bytes");
+
+typedef struct {
+    uint16_t d;                 //  scale (fp16)
+    int8_t qs[QK8_0];           //  signed quants
+} block_q8_0;
+static_assert (sizeof (block_q8_0) == 34, "block_q8_0 must be 34 bytes");
+
+typedef struct {
+    uint16_t d;                 //  super-block scale for the 6-bit scales (fp16)
+    uint16_t dmin;              //  super-block scale for the 6-bit mins (fp16)
+    uint8_t scales[K_SCALE_SIZE]; //  8 scales + 8 mins, 6 bits each, packed
+    uint8_t qs[QK_K / 2];       //  4-bit quants: per 64 elements, 32 bytes low then high nibbles
+} block_q4_K;
+static_assert (sizeof (block_q4_K) == 144, "block_q4_K must be 144 bytes");
+
+typedef struct {
+    uint8_t ql[QK_K / 2];       //  low 4 bits of the 6-bit quants
+    uint8_t qh[QK_K / 4];       //  high 2 bits
+    int8_t scales[QK_K / 16];   //  one 8-bit scale per 16 elements
+    uint16_t d;                 //  super-block scale (fp16)
+} block_q6_K;
+static_assert (sizeof (block_q6_K) == 210, "block_q6_K must be 210 bytes");
+
+
+//  --------------------------------------------------------------------------
+//  Scalar conversions
+
+static inline uint32_t
+s_f32_bits (float f)
+{
+    uint32_t u;
+    memcpy (&u, &f, sizeof u);
+    return u;
+}
+
+static inline float
+s_bits_f32 (uint32_t u)
+{
+    float f;
+    memcpy (&f, &u, sizeof f);
+    return f;
+}
+
+float
+ggml_fp16_to_fp32 (uint16_t h)
+{
+    uint32_t sign = (uint32_t) (h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t man = h & 0x3ff;
+    if (exp == 0x1f)                //  inf or NaN: keep the payload
+        return s_bits_f32 (sign | 0x7f800000 | (man << 13));
+    if (exp == 0) {
+        if (man == 0)
+            return s_bits_f32 (sign);
+        //  Subnormal: normalise the mantissa into an fp32 normal.
+        int e = -1;
+        do {
+            man <<= 1;
+            e++;
+        } while (!(man & 0x400));
+        man &= 0x3ff;
+        return s_bits_f32 (sign | ((uint32_t) (127 - 15 - e) << 23) | (man << 13));
+    }
+    return s_bits_f32 (sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t
+ggml_fp32_to_fp16 (float f)
+{
+    uint32_t x = s_f32_bits (f);
+    uint16_t sign = (uint16_t) ((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffff;
+
+    if (ax > 0x7f800000)            //  NaN: quiet, keep the top payload bits
+        return sign | 0x7e00 | (uint16_t) ((ax >> 13) & 0x3ff);
+    if (ax >= 0x477ff000)           //  >= 65520 rounds to inf (and inf stays)
+        return sign | 0x7c00;
+    if (ax >= 0x38800000) {         //  a half normal: rebias, round to nearest even
+        uint32_t r = ax - ((uint32_t) 112 << 23);
+        r += 0x0fff + ((r >> 13) & 1);
+        return sign | (uint16_t) (r >> 13);
+    }
+    if (ax <= 0x33000000)           //  <= 2^-25 rounds (ties to even) to zero
+        return sign;
+    //  A half subnormal: value = m * 2^(e - 150), unit 2^-24.
+    uint32_t e = ax >> 23;
+    uint32_t m = (ax & 0x7fffff) | 0x800000;
+    uint32_t shift = 126 - e;       //  14..24
+    uint32_t q = m >> shift;
+    uint32_t rem = m & ((1u << shift) - 1);
+    uint32_t half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1)))
+        q++;
+    return sign | (uint16_t) q;
+}
+
+float
+ggml_bf16_to_fp32 (uint16_t h)
+{
+    return s_bits_f32 ((uint32_t) h << 16);
+}
+
+uint16_t
+ggml_fp32_to_bf16 (float f)
+{
+    uint32_t u = s_f32_bits (f);
+    if ((u & 0x7fffffff) > 0x7f800000)      //  NaN: force quiet
+        return (uint16_t) ((u >> 16) | 64);
+    return (uint16_t) ((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+//  Unaligned little-endian fp16 read/write (blocks are copied whole, but
+//  the plain F16/BF16 rows are read element by element).
+static inline uint16_t
+s_load_u16 (const uint8_t *p)
+{
+    uint16_t v;
+    memcpy (&v, p, sizeof v);
+    return v;
+}
+
+static inline void
+s_store_u16 (uint8_t *p, uint16_t v)
+{
+    memcpy (p, &v, sizeof v);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Plain floats
+
+static void
+s_f32_to_float (const void *src, float *dst, int64_t n)
+{
+    memcpy (dst, src, (size_t) n * sizeof (float));
+}
+
+static void
+s_f32_from_float (const float *src, void *dst, int64_t n)
+{
+    memcpy (dst, src, (size_t) n * sizeof (float));
+}
+
+static void
+s_f16_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n; i++)
+        dst [i] = ggml_fp16_to_fp32 (s_load_u16 (p + 2 * i));
+}
+
+static void
+s_f16_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n; i++)
+        s_store_u16 (p + 2 * i, ggml_fp32_to_fp16 (src [i]));
+}
+
+static void
+s_bf16_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n; i++)
+        dst [i] = ggml_bf16_to_fp32 (s_load_u16 (p + 2 * i));
+}
+
+static void
+s_bf16_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n; i++)
+        s_store_u16 (p + 2 * i, ggml_fp32_to_bf16 (src [i]));
+}
+
+
+//  --------------------------------------------------------------------------
+//  Q4_0: x = d * (q - 8)
+
+static void
+s_q4_0_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        block_q4_0 b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        float *y = dst + i * QK4_0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            const int x0 = (b.qs [j] & 0x0f) - 8;
+            const int x1 = (b.qs [j] >> 4) - 8;
+            y [j] = x0 * d;
+            y [j + QK4_0 / 2] = x1 * d;
+        }
+    }
+}
+
+static void
+s_q4_0_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK4_0; i++) {
+        const float *x = src + i * QK4_0;
+        //  The element of largest magnitude (first one on ties) maps to -8.
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK4_0; j++)
+            if (amax < fabsf (x [j])) {
+                amax = fabsf (x [j]);
+                max = x [j];
+            }
+        const float d = max / -8;
+        const float id = d ? 1.0f / d : 0.0f;
+        block_q4_0 b;
+        b.d = ggml_fp32_to_fp16 (d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            const float x0 = x [j] * id;
+            const float x1 = x [j + QK4_0 / 2] * id;
+            const int q0 = (int8_t) (x0 + 8.5f);
+            const int q1 = (int8_t) (x1 + 8.5f);
+            b.qs [j] = (uint8_t) ((q0 < 15 ? q0 : 15) | ((q1 < 15 ? q1 : 15) << 4));
+        }
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Q4_1: x = d * q + m
+
+static void
+s_q4_1_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QK4_1; i++) {
+        block_q4_1 b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const float m = ggml_fp16_to_fp32 (b.m);
+        float *y = dst + i * QK4_1;
+        for (int j = 0; j < QK4_1 / 2; j++) {
+            const int x0 = b.qs [j] & 0x0f;
+            const int x1 = b.qs [j] >> 4;
+            y [j] = x0 * d + m;
+            y [j + QK4_1 / 2] = x1 * d + m;
+        }
+    }
+}
+
+static void
+s_q4_1_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK4_1; i++) {
+        const float *x = src + i * QK4_1;
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < QK4_1; j++) {
+            if (x [j] < min) min = x [j];
+            if (x [j] > max) max = x [j];
+        }
+        const float d = (max - min) / 15;
+        const float id = d ? 1.0f / d : 0.0f;
+        block_q4_1 b;
+        b.d = ggml_fp32_to_fp16 (d);
+        b.m = ggml_fp32_to_fp16 (min);
+        for (int j = 0; j < QK4_1 / 2; j++) {
+            const float x0 = (x [j] - min) * id;
+            const float x1 = (x [j + QK4_1 / 2] - min) * id;
+            const int q0 = (int8_t) (x0 + 0.5f);
+            const int q1 = (int8_t) (x1 + 0.5f);
+            b.qs [j] = (uint8_t) ((q0 < 15 ? q0 : 15) | ((q1 < 15 ? q1 : 15) << 4));
+        }
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Q8_0: x = d * q
+
+static void
+s_q8_0_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        block_q8_0 b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        float *y = dst + i * QK8_0;
+        for (int j = 0; j < QK8_0; j++)
+            y [j] = b.qs [j] * d;
+    }
+}
+
+static void
+s_q8_0_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const float *x = src + i * QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++)
+            amax = fmaxf (amax, fabsf (x [j]));
+        const float d = amax / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        block_q8_0 b;
+        b.d = ggml_fp32_to_fp16 (d);
+        for (int j = 0; j < QK8_0; j++)
+            b.qs [j] = (int8_t) roundf (x [j] * id);
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Q4_K: 8 sub-blocks of 32; x = d * sc[s] * q - dmin * mn[s]
+
+//  Unpacks sub-block j's 6-bit scale and min from the 12 packed bytes:
+//  bytes 0-3 hold scales 0-3 (low 6 bits) and the top 2 bits of scales 4-7,
+//  bytes 4-7 the same for the mins, bytes 8-11 the low 4 bits of scale and
+//  min 4-7.
+static inline void
+s_q4_K_scale_min (int j, const uint8_t *q, uint8_t *sc, uint8_t *mn)
+{
+    if (j < 4) {
+        *sc = q [j] & 63;
+        *mn = q [j + 4] & 63;
+    }
+    else {
+        *sc = (uint8_t) ((q [j + 4] & 0x0f) | ((q [j - 4] >> 6) << 4));
+        *mn = (uint8_t) ((q [j + 4] >> 4) | ((q [j] >> 6) << 4));
+    }
+}
+
+static void
+s_q4_K_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        block_q4_K b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const float dmin = ggml_fp16_to_fp32 (b.dmin);
+        const uint8_t *q = b.qs;
+        float *y = dst + i * QK_K;
+        for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
+            uint8_t sc, mn;
+            s_q4_K_scale_min (is, b.scales, &sc, &mn);
+            const float d1 = d * sc, m1 = dmin * mn;
+            s_q4_K_scale_min (is + 1, b.scales, &sc, &mn);
+            const float d2 = d * sc, m2 = dmin * mn;
+            for (int l = 0; l < 32; l++)
+                *y++ = d1 * (q [l] & 0x0f) - m1;
+            for (int l = 0; l < 32; l++)
+                *y++ = d2 * (q [l] >> 4) - m2;
+        }
+    }
+}
+
+static inline int
+s_clamp (int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+//  Fits x ~= scale * q - offset with q in 0..15 for one 32-element
+//  sub-block: start from the min/max range, then alternate a least-squares
+//  refit of (scale, offset) for the current codes with re-coding, keeping
+//  the best squared error. offset >= 0 (the range always includes 0 from
+//  below), as the format stores it unsigned.
+static void
+s_fit_q4_sub (const float *x, float *scale_out, float *offset_out)
+{
+    float min = x [0], max = x [0];
+    for (int l = 1; l < 32; l++) {
+        if (x [l] < min) min = x [l];
+        if (x [l] > max) max = x [l];
+    }
+    if (min > 0)
+        min = 0;
+    if (max <= min) {
+        *scale_out = 0;
+        *offset_out = -min;
+        return;
+    }
+    float scale = (max - min) / 15, offset = -min;
+    float best_err = FLT_MAX, best_scale = scale, best_offset = offset;
+    for (int iter = 0; iter < 4 && scale > 0; iter++) {
+        float sum_q = 0, sum_q2 = 0, sum_x = 0, sum_xq = 0, err = 0;
+        for (int l = 0; l < 32; l++) {
+            int q = s_clamp ((int) lrintf ((x [l] + offset) / scale), 0, 15);
+            float diff = scale * q - offset - x [l];
+            err += diff * diff;
+            sum_q += q;
+            sum_q2 += (float) q * q;
+            sum_x += x [l];
+            sum_xq += x [l] * q;
+        }
+        if (err < best_err) {
+            best_err = err;
+            best_scale = scale;
+            best_offset = offset;
+        }
+        //  Least squares for x = s*q - o over the current codes.
+        float det = 32 * sum_q2 - sum_q * sum_q;
+        if (det <= 0)
+            break;
+        float s = (32 * sum_xq - sum_x * sum_q) / det;
+        float o = (sum_q * sum_xq - sum_q2 * sum_x) / det;
+        if (o < 0) {                //  offset must stay >= 0: fit scale alone
+            o = 0;
+            s = sum_q2 > 0 ? sum_xq / sum_q2 : 0;
+        }
+        if (!(s > 0))
+            break;
+        scale = s;
+        offset = o;
+    }
+    *scale_out = best_scale;
+    *offset_out = best_offset;
+}
+
+static void
+s_q4_K_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        float scales [8], offsets [8], max_scale = 0, max_offset = 0;
+        for (int s = 0; s < 8; s++) {
+            s_fit_q4_sub (x + 32 * s, &scales [s], &offsets [s]);
+            if (scales [s] > max_scale) max_scale = scales [s];
+            if (offsets [s] > max_offset) max_offset = offsets [s];
+        }
+        //  Scales and offsets become 6-bit multiples of d and dmin. For
+        //  each sub-block try the codes around the rounded ones against d
+        //  and dmin as stored, and keep the pair with the least squared
+        //  error: plain rounding can round a scale down and saturate.
+        block_q4_K b;
+        memset (&b, 0, sizeof b);
+        b.d = ggml_fp32_to_fp16 (max_scale / 63.f);
+        b.dmin = ggml_fp32_to_fp16 (max_offset / 63.f);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const float dmin = ggml_fp16_to_fp32 (b.dmin);
+        uint8_t codes [QK_K];
+        for (int s = 0; s < 8; s++) {
+            const float *xs = x + 32 * s;
+            const int rs = d > 0 ? s_clamp ((int) lrintf (scales [s] / d), 0, 63) : 0;
+            const int rm = dmin > 0 ? s_clamp ((int) lrintf (offsets [s] / dmin), 0, 63) : 0;
+            float best_err = INFINITY;
+            int best_s = rs, best_m = rm;
+            for (int cs = rs - 1; cs <= rs + 1; cs++)
+                for (int cm = rm - 1; cm <= rm + 1; cm++) {
+                    if (cs < 0 || cs > 63 || cm < 0 || cm > 63)
+                        continue;
+                    const float ds = d * cs, ms = dmin * cm;
+                    float err = 0;
+                    for (int l = 0; l < 32; l++) {
+                        int q = ds > 0 ? s_clamp ((int) lrintf ((xs [l] + ms) / ds), 0, 15) : 0;
+                        float diff = ds * q - ms - xs [l];
+                        err += diff * diff;
+                    }
+                    if (err < best_err) {
+                        best_err = err;
+                        best_s = cs;
+                        best_m = cm;
+                    }
+                }
+            const uint8_t ls = (uint8_t) best_s, lm = (uint8_t) best_m;
+            if (s < 4) {
+                b.scales [s] |= ls;
+                b.scales [s + 4] |= lm;
+            }
+            else {
+                b.scales [s + 4] = (uint8_t) ((ls & 0x0f) | ((lm & 0x0f) << 4));
+                b.scales [s - 4] |= (uint8_t) ((ls >> 4) << 6);
+                b.scales [s] |= (uint8_t) ((lm >> 4) << 6);
+            }
+            const float ds = d * ls, ms = dmin * lm;
+            for (int l = 0; l < 32; l++)
+                codes [32 * s + l] = ds > 0
+                    ? (uint8_t) s_clamp ((int) lrintf ((xs [l] + ms) / ds), 0, 15)
+                    : 0;
+        }
+        for (int j = 0; j < QK_K; j += 64)
+            for (int l = 0; l < 32; l++)
+                b.qs [j / 2 + l] = (uint8_t) (codes [j + l] | (codes [j + l + 32] << 4));
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Q6_K: 16 sub-blocks of 16; x = d * sc[s] * (q - 32)
+
+static void
+s_q6_K_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        block_q6_K b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const uint8_t *ql = b.ql, *qh = b.qh;
+        const int8_t *sc = b.scales;
+        float *y = dst + i * QK_K;
+        for (int half = 0; half < 2; half++, y += 128, ql += 64, qh += 32, sc += 8)
+            for (int l = 0; l < 32; l++) {
+                const int is = l / 16;
+                const int q1 = (int8_t) ((ql [l] & 0x0f) | (((qh [l] >> 0) & 3) << 4)) - 32;
+                const int q2 = (int8_t) ((ql [l + 32] & 0x0f) | (((qh [l] >> 2) & 3) << 4)) - 32;
+                const int q3 = (int8_t) ((ql [l] >> 4) | (((qh [l] >> 4) & 3) << 4)) - 32;
+                const int q4 = (int8_t) ((ql [l + 32] >> 4) | (((qh [l] >> 6) & 3) << 4)) - 32;
+                y [l] = d * sc [is + 0] * q1;
+                y [l + 32] = d * sc [is + 2] * q2;
+                y [l + 64] = d * sc [is + 4] * q3;
+                y [l + 96] = d * sc [is + 6] * q4;
+            }
+    }
+}
+
+static void
+s_q6_K_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float *x = src + i * QK_K;
+        //  Per 16 elements: the element of largest magnitude maps to -32,
+        //  the full signed 6-bit range; the scales then share one fp16 d.
+        float scales [16], amax_scale = 0, max_scale = 0;
+        for (int s = 0; s < 16; s++) {
+            float amax = 0, max = 0;
+            for (int l = 0; l < 16; l++)
+                if (amax < fabsf (x [16 * s + l])) {
+                    amax = fabsf (x [16 * s + l]);
+                    max = x [16 * s + l];
+                }
+            scales [s] = max / -32;
+            if (fabsf (scales [s]) > amax_scale) {
+                amax_scale = fabsf (scales [s]);
+                max_scale = scales [s];
+            }
+        }
+        block_q6_K b;
+        memset (&b, 0, sizeof b);
+        //  The largest scale maps to -128 (int8 range, sign folded into d).
+        //  Each sub-block then takes the 8-bit scale near its own that
+        //  gives the least squared error (rounding alone may round a scale
+        //  down and saturate the codes).
+        b.d = ggml_fp32_to_fp16 (max_scale != 0 ? max_scale / -128.f : 0.f);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        uint8_t codes [QK_K];
+        for (int s = 0; s < 16; s++) {
+            const float *xs = x + 16 * s;
+            const int r = d != 0 ? s_clamp ((int) lrintf (scales [s] / d), -128, 127) : 0;
+            float best_err = INFINITY;
+            int best = r;
+            for (int c = r - 2; c <= r + 2; c++) {
+                if (c < -128 || c > 127)
+                    continue;
+                const float ds = d * c;
+                float err = 0;
+                for (int l = 0; l < 16; l++) {
+                    int q = ds != 0 ? s_clamp ((int) lrintf (xs [l] / ds), -32, 31) : 0;
+                    float diff = ds * q - xs [l];
+                    err += diff * diff;
+                }
+                if (err < best_err) {
+                    best_err = err;
+                    best = c;
+                }
+            }
+            b.scales [s] = (int8_t) best;
+            const float ds = d * best;
+            for (int l = 0; l < 16; l++)
+                codes [16 * s + l] = ds != 0
+                    ? (uint8_t) (s_clamp ((int) lrintf (xs [l] / ds), -32, 31) + 32)
+                    : 32;
+        }
+        //  Pack: per 128 elements, ql holds low nibbles of elements l and
+        //  l + 64 (l < 64), qh the top 2 bits of l, l + 32, l + 64, l + 96.
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *c = codes + 128 * h;
+            uint8_t *ql = b.ql + 64 * h, *qh = b.qh + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                ql [l] = (uint8_t) ((c [l] & 0x0f) | ((c [l + 64] & 0x0f) << 4));
+                ql [l + 32] = (uint8_t) ((c [l + 32] & 0x0f) | ((c [l + 96] & 0x0f) << 4));
+                qh [l] = (uint8_t) ((c [l] >> 4) | ((c [l + 32] >> 4) << 2)
+                                    | ((c [l + 64] >> 4) << 4) | ((c [l + 96] >> 4) << 6));
+            }
+        }
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  The table
+
+static const ggml_type_traits_t s_traits [GGML_TYPE_COUNT] = {
+    [GGML_TYPE_F32]  = { "f32",  1,     4,                   s_f32_to_float,  s_f32_from_float  },
+    [GGML_TYPE_F16]  = { "f16",  1,     2,                   s_f16_to_float,  s_f16_from_float  },
+    [GGML_TYPE_Q4_0] = { "q4_0", QK4_0, sizeof (block_q4_0), s_q4_0_to_float, s_q4_0_from_float },
+    [GGML_TYPE_Q4_1] = { "q4_1", QK4_1, sizeof (block_q4_1), s_q4_1_to_float, s_q4_1_from_float },
+    [GGML_TYPE_Q8_0] = { "q8_0", QK8_0, sizeof (block_q8_0), s_q8_0_to_float, s_q8_0_from_float },
+    [GGML_TYPE_Q4_K] = { "q4_K", QK_K,  sizeof (block_q4_K), s_q4_K_to_float, s_q4_K_from_float },
+    [GGML_TYPE_Q6_K] = { "q6_K", QK_K,  sizeof (block_q6_K), s_q6_K_to_float, s_q6_K_from_float },
+    [GGML_TYPE_BF16] = { "bf16", 1,     2,                   s_bf16_to_float, s_bf16_from_float },
+};
+
+const ggml_type_traits_t *
+ggml_type_traits (int type)
+{
+    if (type < 0 || type >= GGML_TYPE_COUNT || !s_traits [type].name)
+        return NULL;
+    return &s_traits [type];
+}
+
+size_t
+ggml_row_size (int type, int64_t n)
+{
+    const ggml_type_traits_t *t = ggml_type_traits (type);
+    if (!t || n < 0 || n % t->block_size)
+        return 0;
+    return (size_t) (n / t->block_size) * t->type_size;
+}
+
+int
+ggml_type_from_name (const char *name)
+{
+    if (!name)
+        return -1;
+    for (int type = 0; type < GGML_TYPE_COUNT; type++) {
+        const char *a = s_traits [type].name, *b = name;
+        if (!a)
+            continue;
+        while (*a && *b && tolower ((unsigned char) *a) == tolower ((unsigned char) *b))
+            a++, b++;
+        if (!*a && !*b)
+            return type;
+    }
+    return -1;
+}
+
+int
+ggml_quantize (int type, const float *src, void *dst, int64_t n)
+{
+    const ggml_type_traits_t *t = ggml_type_traits (type);
+    if (!t || n < 0 || n % t->block_size)
+        return -1;
+    t->from_float (src, dst, n);
+    return 0;
+}
+
+int
+ggml_dequantize (int type, const void *src, float *dst, int64_t n)
+{
+    const ggml_type_traits_t *t = ggml_type_traits (type);
+    if (!t || n < 0 || n % t->block_size)
+        return -1;
+    t->to_float (src, dst, n);
+    return 0;
+}
