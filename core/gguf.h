@@ -47,6 +47,9 @@ typedef enum {
 } gguf_value_type_t;
 
 //  Limits beyond which a file is rejected as absurd (not merely large).
+//  Names follow ggml (GGML_MAX_NAME = 64 including the NUL).
+#define GGUF_MAX_NAME           63              //  tensor name, bytes
+#define GGUF_DEFAULT_ALIGNMENT  32
 #define GGUF_MAX_DIMS           4
 #define GGUF_MAX_TENSORS        65536
 #define GGUF_MAX_METADATA       65536
@@ -80,6 +83,21 @@ void gguf_destroy (gguf_t **self_p);
 
 uint32_t gguf_version (const gguf_t *self);
 
+//  general.alignment (default 32) and the file offset where tensor data
+//  starts (a multiple of it).
+uint32_t gguf_alignment (const gguf_t *self);
+size_t gguf_data_offset (const gguf_t *self);
+
+//  Metadata keys in file order, for walking or copying all of them. The
+//  string is owned by gguf_t. gguf_key_at returns NULL when out of range.
+int gguf_key_count (const gguf_t *self);
+const char *gguf_key_at (const gguf_t *self, int index);
+
+//  Raw little-endian bytes of a scalar value (integer, float or bool; 1, 2,
+//  4 or 8 bytes by type, may be unaligned: read with memcpy), or NULL when
+//  missing or not a scalar. For copying values of any type verbatim.
+const void *gguf_value_data (const gguf_t *self, const char *key);
+
 //  --- metadata ---------------------------------------------------------
 //  Lookups return false when the key is missing or has an incompatible type;
 //  integer getters accept any integer type whose value fits.
@@ -98,8 +116,8 @@ bool gguf_get_str_copy (const gguf_t *self, const char *key, char *buf, size_t s
 
 //  Arrays: element type and count. Numeric arrays are contiguous in the
 //  file: gguf_array_data returns a pointer to count elements (may be
-//  unaligned: read with memcpy). String arrays are indexed at open time so
-//  gguf_array_str is O(1).
+//  unaligned: read with memcpy; NULL for string arrays and missing keys).
+//  String arrays are indexed at open time so gguf_array_str is O(1).
 bool gguf_get_array (const gguf_t *self, const char *key, gguf_value_type_t *elem_type, uint64_t *count);
 const void *gguf_array_data (const gguf_t *self, const char *key);
 bool gguf_array_str (const gguf_t *self, const char *key, uint64_t index, const char **data, size_t *len);
