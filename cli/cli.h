@@ -6,4 +6,9 @@
 #ifndef SPLITMESH_CLI_H
 #define SPLITMESH_CLI_H
 
+//  splitmesh perplexity: perplexity of a weight format on a text file.
+int cmd_perplexity (int argc, char **argv);
+//  splitmesh run: single-process generation, the reference path.
+int cmd_run (int argc, char **argv);
+
 #endif

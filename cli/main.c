@@ -16,6 +16,8 @@ typedef struct {
 
 static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
+    { "perplexity", cmd_perplexity, "perplexity of a weight format on a text file" },
+    { "run", cmd_run, "generate text in one process (the reference path)" },
     { NULL, NULL, NULL }
 };
 
