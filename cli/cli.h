@@ -10,5 +10,7 @@
 int cmd_perplexity (int argc, char **argv);
 //  splitmesh run: single-process generation, the reference path.
 int cmd_run (int argc, char **argv);
+//  splitmesh tiny-model: writes a tiny random-weight llama GGUF (cmd_tiny_model.c).
+int cmd_tiny_model (int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
     { "perplexity", cmd_perplexity, "perplexity of a weight format on a text file" },
     { "run", cmd_run, "generate text in one process (the reference path)" },
+    { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
     { NULL, NULL, NULL }
 };
 

@@ -587,8 +587,11 @@ s_parse (gguf_t *self, s_cursor_t *cur)
     self->alignment = GGUF_DEFAULT_ALIGNMENT;
     const s_kv_t *align = s_find_kv (self, "general.alignment");
     if (align) {
-        uint32_t a;
-        if (!gguf_get_u32 (self, "general.alignment", &a) || a == 0 || (a & (a - 1))) {
+        //  uint32 only, as llama.cpp requires (and the writer writes).
+        uint32_t a = 0;
+        if (align->type == GGUF_TYPE_UINT32)
+            memcpy (&a, align->data, 4);
+        if (a == 0 || (a & (a - 1))) {
             s_fail (cur, "general.alignment must be a power of two (uint32)");
             return false;
         }

@@ -7,6 +7,7 @@
     present and skipped with the reason otherwise.
 */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -522,6 +523,11 @@ Test (gguf, bad_metadata_values)
     b_header (&b, 3, 0, 1);
     b_kv_str (&b, "general.alignment", "32");
     s_expect_error (&b, "general.alignment must be a power of two");
+    b_header (&b, 3, 0, 1);
+    b_str (&b, "general.alignment");
+    b_u32 (&b, GGUF_TYPE_UINT8);
+    b_u8 (&b, 32);
+    s_expect_error (&b, "general.alignment must be a power of two (uint32)");
 }
 
 //  One tensor info with the given fields, data section big enough.
@@ -632,6 +638,43 @@ Test (gguf, corrupted_bytes_never_crash)
         free (copy);
     }
     cr_assert_gt (accepted, 0, "some corruptions (in data bytes) must still load");
+}
+
+//  The fuzzer's committed corpus: valid_* seeds load, bad_* seeds are
+//  rejected with a message, and whatever the fuzzer found loads or not
+//  without crashing (a regression suite for past findings).
+Test (gguf, fuzz_corpus)
+{
+    char dir_path [512];
+    snprintf (dir_path, sizeof dir_path, "%s/fuzz/corpus/gguf", SPLITMESH_SOURCE_DIR);
+    DIR *dir = opendir (dir_path);
+    cr_assert_not_null (dir, "no corpus at %s", dir_path);
+    int n_valid = 0, n_bad = 0, n_other = 0;
+    struct dirent *e;
+    while ((e = readdir (dir))) {
+        if (e->d_name [0] == '.')
+            continue;
+        char path [1024], err [512] = "";
+        snprintf (path, sizeof path, "%s/%s", dir_path, e->d_name);
+        gguf_t *g = gguf_open (path, err, sizeof err);
+        bool ok = g != NULL;
+        gguf_destroy (&g);
+        if (!strncmp (e->d_name, "valid_", 6)) {
+            CHECK (ok, "%s rejected: %s", e->d_name, err);
+            n_valid++;
+        }
+        else
+        if (!strncmp (e->d_name, "bad_", 4)) {
+            CHECK (!ok && err [0], "%s accepted or rejected without a message", e->d_name);
+            n_bad++;
+        }
+        else
+            n_other++;
+    }
+    closedir (dir);
+    cr_assert_geq (n_valid, 5);
+    cr_assert_geq (n_bad, 20);
+    cr_log_info ("corpus: %d valid, %d bad, %d found by the fuzzer", n_valid, n_bad, n_other);
 }
 
 //  --------------------------------------------------------------------------
