@@ -169,7 +169,7 @@ Test (model_run, chat_and_seeded_sampling, .timeout = 120)
     s_result_t *a = s_run (60, args), *b = s_run (60, args);
     cr_assert_eq (a->status, 0, "%s", a->err);
     cr_assert_str_eq (a->out, b->out, "same seed, different text");
-    args[14] = "8";
+    args[15] = "8";
     s_result_t *d = s_run (60, args);
     cr_assert_eq (d->status, 0, "%s", d->err);
     cr_assert_str_neq (a->out, d->out, "seeds 7 and 8 gave the same 24 tokens");
