@@ -244,7 +244,7 @@ static bool
 s_parse_value (s_cursor_t *cur, s_kv_t *kv)
 {
     const char *key = kv->key;
-    char what [96];
+    char what [128];
     if (kv->type >= GGUF_TYPE_COUNT) {
         s_fail (cur, "metadata '%s': unknown value type %u", key, (unsigned) kv->type);
         return false;
@@ -306,12 +306,23 @@ s_parse_value (s_cursor_t *cur, s_kv_t *kv)
         return false;
     }
     for (uint64_t i = 0; i < count; i++) {
+        kv->str_pos [i] = (uint64_t) (cur->base + cur->pos - kv->data);
+        //  Fast path for the common case (a 50k-token vocabulary); on any
+        //  problem s_read_string below re-reads and names it.
+        size_t room = cur->size - cur->pos;
+        if (room >= 8) {
+            uint64_t len;
+            memcpy (&len, cur->base + cur->pos, 8);
+            if (len <= GGUF_MAX_STRING && len <= room - 8) {
+                cur->pos += 8 + (size_t) len;
+                continue;
+            }
+        }
         const uint8_t *data;
         uint64_t len;
-        kv->str_pos [i] = (uint64_t) (cur->base + cur->pos - kv->data);
         snprintf (what, sizeof what, "metadata '%.60s' element %llu", key, (unsigned long long) i);
-        if (!s_read_string (cur, &data, &len, GGUF_MAX_STRING, what))
-            return false;
+        s_read_string (cur, &data, &len, GGUF_MAX_STRING, what);
+        return false;
     }
     return true;
 }

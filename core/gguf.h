@@ -16,6 +16,11 @@
       5. tensor infos: name (string), n_dims (uint32, <= 4), dims (uint64 each),
          ggml type (uint32), offset (uint64, relative to the data section)
       6. padding to general.alignment (default 32), then the tensor data
+
+    Beyond the checks above, tensor names are 1..63 bytes and unique, keys
+    are unique, ne[0] is a whole number of blocks, general.alignment is a
+    uint32 power of two, and no two tensors' data overlap. A gguf_t never
+    changes after opening, so any number of threads may read one at once.
 */
 #ifndef SPLITMESH_GGUF_H
 #define SPLITMESH_GGUF_H

@@ -58,7 +58,7 @@ s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
                 int isum = 0;
                 for (int j = 0; j < 32; j++)
                     isum += qs[g * 32 + j] * xq[g * 32 + j];
-                acc += kernels_fp16_to_f32 (dw[g]) * dx[g] * (float) isum;
+                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum;
             }
             y[(size_t) t * ldy + r] = acc;
         }
@@ -84,8 +84,8 @@ s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
                 int isum = 0;
                 for (int j = 0; j < 32; j++)
                     isum += ((qg[j] >> shift) & 0xf) * xq[g * 32 + j];
-                acc += kernels_fp16_to_f32 (dw[g]) * dx[g] * (float) isum
-                     + kernels_fp16_to_f32 (mw[g]) * sx[g];
+                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum
+                     + ggml_fp16_to_fp32 (mw[g]) * sx[g];
             }
             y[(size_t) t * ldy + r] = acc;
         }
@@ -142,7 +142,6 @@ s_select (void)
     if (env && strcmp (env, "avx2") == 0)
         cap = 1;
     int level = best < cap ? best : cap;
-    (void) level;
 #if KERNELS_HAVE_X86
     if (level == 2)
         return &kernels_avx512;

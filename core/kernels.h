@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "quant.h"
+#include "ggml_types.h"
 
 struct _qmatrix_t {
     qfmt_t fmt;                 //  f32, w8 or w4
@@ -59,7 +60,7 @@ typedef struct {
 extern const kernels_t kernels_scalar;
 //  x86-64 SIMD families are compiled in (kernels_avx2.c, kernels_avx512.c).
 #if defined(__x86_64__)
-#define KERNELS_HAVE_X86 0
+#define KERNELS_HAVE_X86 1
 #else
 #define KERNELS_HAVE_X86 0
 #endif
@@ -74,64 +75,5 @@ const kernels_t *kernels_get (void);
 //  The scalar reference for one token's activation quantization; SIMD
 //  versions must produce the same bytes (same operations, same rounding).
 void kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, float *s);
-
-//  IEEE half <-> float, round to nearest even. Used by the converters and
-//  the scalar kernels (SIMD kernels use F16C).
-static inline float
-kernels_fp16_to_f32 (uint16_t h)
-{
-    uint32_t sign = (uint32_t) (h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f;
-    uint32_t mant = h & 0x3ff;
-    uint32_t bits;
-    if (exp == 0x1f)
-        bits = sign | 0x7f800000u | (mant << 13);
-    else
-    if (exp != 0)
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    else
-    if (mant == 0)
-        bits = sign;
-    else {
-        //  Subnormal half: normalise into a float.
-        int e = -1;
-        do {
-            e++;
-            mant <<= 1;
-        } while ((mant & 0x400) == 0);
-        bits = sign | ((uint32_t) (112 - e) << 23) | ((mant & 0x3ff) << 13);
-    }
-    float f;
-    memcpy (&f, &bits, sizeof f);
-    return f;
-}
-
-static inline uint16_t
-kernels_f32_to_fp16 (float f)
-{
-    uint32_t x;
-    memcpy (&x, &f, sizeof x);
-    uint32_t sign = (x >> 16) & 0x8000;
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u)          //  inf or nan
-        return (uint16_t) (sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
-    if (ax >= 0x477ff000u)          //  rounds to >= 65520: overflow to inf
-        return (uint16_t) (sign | 0x7c00);
-    if (ax < 0x38800000u) {         //  below the smallest normal half: subnormal
-        if (ax < 0x33000000u)       //  below half the smallest subnormal
-            return (uint16_t) sign;
-        uint32_t e = ax >> 23;
-        uint32_t mant = (ax & 0x7fffff) | 0x800000;
-        uint32_t shift = 126 - e;   //  14..24
-        uint32_t q = mant >> shift;
-        uint32_t rem = mant & ((1u << shift) - 1);
-        uint32_t half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (q & 1)))
-            q++;
-        return (uint16_t) (sign | q);
-    }
-    uint32_t r = ax + 0xfff + ((ax >> 13) & 1);     //  round to nearest even
-    return (uint16_t) (sign | ((r - 0x38000000u) >> 13));
-}
 
 #endif

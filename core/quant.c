@@ -16,16 +16,13 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-//  Q4_K / Q6_K (and any other type) dequantize through ggml_types.c, which
-//  lives on another branch until merged. A weak reference keeps this file
-//  linking without it; then those types are refused with a clear message.
-#pragma weak ggml_type_traits
-
-//  The ggml blocks read directly (layouts from ggml, see ggml_types.h).
+//  The ggml blocks copied without loss (layouts from ggml, see ggml_types.h);
+//  every other conversion goes through ggml_type_traits' dequantizer.
 typedef struct { uint16_t d; uint8_t qs[16]; } s_block_q4_0_t;
 typedef struct { uint16_t d, m; uint8_t qs[16]; } s_block_q4_1_t;
 typedef struct { uint16_t d; int8_t qs[32]; } s_block_q8_0_t;
@@ -206,10 +203,10 @@ s_quant_group_w4 (qmatrix_t *self, int row, int g, const float *x)
         lo = x[j] < lo ? x[j] : lo;
         hi = x[j] > hi ? x[j] : hi;
     }
-    uint16_t d16 = kernels_f32_to_fp16 ((hi - lo) / 15.0f);
-    uint16_t m16 = kernels_f32_to_fp16 (lo);
-    float d = kernels_fp16_to_f32 (d16);
-    float m = kernels_fp16_to_f32 (m16);
+    uint16_t d16 = ggml_fp32_to_fp16 ((hi - lo) / 15.0f);
+    uint16_t m16 = ggml_fp32_to_fp16 (lo);
+    float d = ggml_fp16_to_fp32 (d16);
+    float m = ggml_fp16_to_fp32 (m16);
     if (!isfinite (d) || !isfinite (m))
         return -1;
     float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -232,8 +229,8 @@ s_quant_group_w8 (qmatrix_t *self, int row, int g, const float *x)
         float a = fabsf (x[j]);
         amax = a > amax ? a : amax;
     }
-    uint16_t d16 = kernels_f32_to_fp16 (amax / 127.0f);
-    float d = kernels_fp16_to_f32 (d16);
+    uint16_t d16 = ggml_fp32_to_fp16 (amax / 127.0f);
+    float d = ggml_fp16_to_fp32 (d16);
     if (!isfinite (d))
         return -1;
     float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -293,14 +290,14 @@ qmatrix_get_row (const qmatrix_t *self, int row, float *out)
     const uint8_t *qs = self->qs + (size_t) row * self->qs_stride;
     const uint16_t *dr = self->d + (size_t) row * self->nb;
     for (int g = 0; g < self->nb; g++) {
-        float d = kernels_fp16_to_f32 (dr[g]);
+        float d = ggml_fp16_to_fp32 (dr[g]);
         if (self->fmt == QFMT_W8) {
             const int8_t *q = (const int8_t *) qs + (size_t) g * 32;
             for (int j = 0; j < 32; j++)
                 out[g * 32 + j] = d * (float) q[j];
         }
         else {
-            float m = kernels_fp16_to_f32 (self->m[(size_t) row * self->nb + g]);
+            float m = ggml_fp16_to_fp32 (self->m[(size_t) row * self->nb + g]);
             const uint8_t *q = qs + (size_t) (g >> 1) * 32;
             int shift = (g & 1) * 4;
             for (int j = 0; j < 32; j++)
@@ -311,94 +308,6 @@ qmatrix_get_row (const qmatrix_t *self, int row, float *out)
 
 //  ---------------------------------------------------------------------
 //  ggml sources
-
-//  Bytes of one ggml row of n elements for the types read here, 0 if unknown.
-static size_t
-s_ggml_row_bytes (int type, int n)
-{
-    switch (type) {
-        case GGML_TYPE_F32:  return (size_t) n * 4;
-        case GGML_TYPE_F16:
-        case GGML_TYPE_BF16: return (size_t) n * 2;
-        case GGML_TYPE_Q4_0: return (size_t) n / 32 * sizeof (s_block_q4_0_t);
-        case GGML_TYPE_Q4_1: return (size_t) n / 32 * sizeof (s_block_q4_1_t);
-        case GGML_TYPE_Q8_0: return (size_t) n / 32 * sizeof (s_block_q8_0_t);
-        default: break;
-    }
-    const ggml_type_traits_t *tt = ggml_type_traits ? ggml_type_traits (type) : NULL;
-    if (!tt || tt->block_size <= 0 || n % tt->block_size != 0)
-        return 0;
-    return (size_t) n / (size_t) tt->block_size * tt->type_size;
-}
-
-//  Dequantizes one ggml row of n elements to floats; -1 if unsupported.
-static int
-s_ggml_row_to_f32 (int type, const void *src, int n, float *out)
-{
-    switch (type) {
-        case GGML_TYPE_F32:
-            memcpy (out, src, (size_t) n * sizeof (float));
-            return 0;
-        case GGML_TYPE_F16: {
-            const uint8_t *p = (const uint8_t *) src;
-            for (int i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy (&h, p + 2 * (size_t) i, 2);
-                out[i] = kernels_fp16_to_f32 (h);
-            }
-            return 0;
-        }
-        case GGML_TYPE_BF16: {
-            const uint8_t *p = (const uint8_t *) src;
-            for (int i = 0; i < n; i++) {
-                uint16_t h;
-                memcpy (&h, p + 2 * (size_t) i, 2);
-                uint32_t bits = (uint32_t) h << 16;
-                memcpy (&out[i], &bits, 4);
-            }
-            return 0;
-        }
-        case GGML_TYPE_Q4_0:
-            for (int b = 0; b < n / 32; b++) {
-                s_block_q4_0_t blk;
-                memcpy (&blk, (const char *) src + (size_t) b * sizeof blk, sizeof blk);
-                float d = kernels_fp16_to_f32 (blk.d);
-                for (int j = 0; j < 16; j++) {
-                    out[b * 32 + j] = d * (float) ((blk.qs[j] & 0xf) - 8);
-                    out[b * 32 + j + 16] = d * (float) ((blk.qs[j] >> 4) - 8);
-                }
-            }
-            return 0;
-        case GGML_TYPE_Q4_1:
-            for (int b = 0; b < n / 32; b++) {
-                s_block_q4_1_t blk;
-                memcpy (&blk, (const char *) src + (size_t) b * sizeof blk, sizeof blk);
-                float d = kernels_fp16_to_f32 (blk.d);
-                float m = kernels_fp16_to_f32 (blk.m);
-                for (int j = 0; j < 16; j++) {
-                    out[b * 32 + j] = d * (float) (blk.qs[j] & 0xf) + m;
-                    out[b * 32 + j + 16] = d * (float) (blk.qs[j] >> 4) + m;
-                }
-            }
-            return 0;
-        case GGML_TYPE_Q8_0:
-            for (int b = 0; b < n / 32; b++) {
-                s_block_q8_0_t blk;
-                memcpy (&blk, (const char *) src + (size_t) b * sizeof blk, sizeof blk);
-                float d = kernels_fp16_to_f32 (blk.d);
-                for (int j = 0; j < 32; j++)
-                    out[b * 32 + j] = d * (float) blk.qs[j];
-            }
-            return 0;
-        default:
-            break;
-    }
-    const ggml_type_traits_t *tt = ggml_type_traits ? ggml_type_traits (type) : NULL;
-    if (!tt || !tt->to_float)
-        return -1;
-    tt->to_float (src, out, n);
-    return 0;
-}
 
 //  Copies a row of q4_1 / q4_0 blocks into w4 without loss. q4_0's
 //  x = d (q - 8) becomes d q + m with m = -8 d, exact in fp16 unless it
@@ -418,7 +327,7 @@ s_row_q4_to_w4 (qmatrix_t *self, int row, int type, const void *src)
             }
             d16 = blk.d;
             m16 = blk.m;
-            if (!isfinite (kernels_fp16_to_f32 (d16)) || !isfinite (kernels_fp16_to_f32 (m16)))
+            if (!isfinite (ggml_fp16_to_fp32 (d16)) || !isfinite (ggml_fp16_to_fp32 (m16)))
                 return -1;
         }
         else {
@@ -429,11 +338,11 @@ s_row_q4_to_w4 (qmatrix_t *self, int row, int type, const void *src)
                 q[j + 16] = blk.qs[j] >> 4;
             }
             d16 = blk.d;
-            float d = kernels_fp16_to_f32 (d16);
+            float d = ggml_fp16_to_fp32 (d16);
             if (!isfinite (d))
                 return -1;
-            m16 = kernels_f32_to_fp16 (-8.0f * d);
-            if (kernels_fp16_to_f32 (m16) != -8.0f * d) {
+            m16 = ggml_fp32_to_fp16 (-8.0f * d);
+            if (ggml_fp16_to_fp32 (m16) != -8.0f * d) {
                 float x[32];
                 for (int j = 0; j < 32; j++)
                     x[j] = d * (float) (q[j] - 8);
@@ -454,7 +363,7 @@ s_row_q8_to_w8 (qmatrix_t *self, int row, const void *src)
     for (int g = 0; g < self->nb; g++) {
         s_block_q8_0_t blk;
         memcpy (&blk, (const char *) src + (size_t) g * sizeof blk, sizeof blk);
-        if (!isfinite (kernels_fp16_to_f32 (blk.d)))
+        if (!isfinite (ggml_fp16_to_fp32 (blk.d)))
             return -1;
         memcpy (dst + (size_t) g * 32, blk.qs, 32);
         self->d[(size_t) row * self->nb + g] = blk.d;
@@ -475,10 +384,11 @@ qmatrix_new_from_ggml (qfmt_t fmt, int ggml_type, const void *data, int rows, in
     self = s_alloc (fmt, rows, cols, err, err_size);
     if (!self)
         goto fail;
-    size_t row_bytes = s_ggml_row_bytes (ggml_type, cols);
-    if (row_bytes == 0) {
-        s_err (err, err_size, "ggml type %d is not supported for %d columns%s", ggml_type, cols,
-               ggml_type_traits ? "" : " (ggml dequantizers not linked)");
+    const ggml_type_traits_t *tt = ggml_type_traits (ggml_type);
+    size_t row_bytes = ggml_row_size (ggml_type, cols);
+    if (!tt || !tt->to_float || row_bytes == 0) {
+        s_err (err, err_size, "ggml type %d (%s) is not supported for %d columns", ggml_type,
+               tt ? tt->name : "unknown", cols);
         goto fail;
     }
     int lossless = (fmt == QFMT_W4 && (ggml_type == GGML_TYPE_Q4_1 || ggml_type == GGML_TYPE_Q4_0))
@@ -499,11 +409,7 @@ qmatrix_new_from_ggml (qfmt_t fmt, int ggml_type, const void *data, int rows, in
         if (lossless)
             rc = s_row_q8_to_w8 (self, r, src);
         else {
-            rc = s_ggml_row_to_f32 (ggml_type, src, cols, tmp);
-            if (rc) {
-                s_err (err, err_size, "cannot dequantize ggml type %d", ggml_type);
-                goto fail;
-            }
+            tt->to_float (src, tmp, cols);
             rc = s_put_row_f32 (self, r, tmp);
         }
         if (rc) {
@@ -582,41 +488,28 @@ typedef struct {
     qact_t act;                 //  quantized input (w8, w4)
     int n_tokens;               //  tokens
     float *y;                   //  (n_tokens, rows) output
+    int chunk_rows;             //  rows per work chunk (multiple of 16)
+    int n_chunks;               //  chunks in all
+    atomic_int next_chunk;      //  next row chunk to claim
+    atomic_int next_token;      //  next token to quantize
 } s_job_t;
-
-//  Rows [r0, r1) for thread ith: equal chunks rounded up to 16 rows, so for
-//  one token each thread writes whole 64-byte lines of y.
-static void
-s_split (int rows, int ith, int nth, int *r0, int *r1)
-{
-    int chunk = (rows + nth - 1) / nth;
-    chunk = (chunk + 15) & ~15;
-    long lo = (long) ith * chunk;
-    long hi = lo + chunk;
-    *r0 = (int) (lo < rows ? lo : rows);
-    *r1 = (int) (hi < rows ? hi : rows);
-}
 
 static void
 s_task_quantize (void *arg, int ith, int nth)
 {
     s_job_t *job = (s_job_t *) arg;
     qact_t *a = &job->act;
-    for (int t = ith; t < job->n_tokens; t += nth)
+    for (int t = atomic_fetch_add (&job->next_token, 1); t < job->n_tokens;
+         t = atomic_fetch_add (&job->next_token, 1))
         job->k->quantize_act (job->x + (size_t) t * job->W->cols, a->nb, a->nbp,
                               a->q + (size_t) t * a->nbp * 32,
                               a->d + (size_t) t * a->nbp, a->s + (size_t) t * a->nbp);
 }
 
 static void
-s_task_matmul (void *arg, int ith, int nth)
+s_run_rows (s_job_t *job, int r0, int r1)
 {
-    s_job_t *job = (s_job_t *) arg;
     const qmatrix_t *W = job->W;
-    int r0, r1;
-    s_split (W->rows, ith, nth, &r0, &r1);
-    if (r0 >= r1)
-        return;
     switch (W->fmt) {
         case QFMT_F32:
             job->k->matmul_f32 (W, job->x, job->n_tokens, r0, r1, job->y, W->rows);
@@ -629,6 +522,23 @@ s_task_matmul (void *arg, int ith, int nth)
             break;
         default:
             break;
+    }
+}
+
+//  Rows come in chunks of a multiple of 16 (for one token each thread then
+//  writes whole 64-byte lines of y), claimed from a shared counter by
+//  whichever threads run (threadpool_run_shared): a thread that the OS
+//  delays (a busy machine, a slower core) leaves its share to the others.
+static void
+s_task_matmul (void *arg, int ith, int nth)
+{
+    s_job_t *job = (s_job_t *) arg;
+    int rows = job->W->rows;
+    for (int c = atomic_fetch_add (&job->next_chunk, 1); c < job->n_chunks;
+         c = atomic_fetch_add (&job->next_chunk, 1)) {
+        int r0 = c * job->chunk_rows;
+        int r1 = r0 + job->chunk_rows < rows ? r0 + job->chunk_rows : rows;
+        s_run_rows (job, r0, r1);
     }
 }
 
@@ -657,7 +567,16 @@ qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, thre
         a->d = (float *) (mem + s_align64 (nq));
         a->s = (float *) (mem + s_align64 (nq) + s_align64 (nf * sizeof (float)));
         //  Quantizing is ~1% of the matmul; only spread it for big batches.
-        threadpool_run (n_tokens >= 8 ? pool : NULL, s_task_quantize, &job);
+        atomic_init (&job.next_token, 0);
+        threadpool_run_shared (n_tokens >= 8 ? pool : NULL, s_task_quantize, &job);
     }
-    threadpool_run (pool, s_task_matmul, &job);
+    //  About four chunks per thread: enough to rebalance, few enough that
+    //  claiming one costs nothing next to the rows it covers.
+    int nth = threadpool_size (pool);
+    int rows = W->rows;
+    int chunk = nth == 1 ? rows : (rows + 4 * nth - 1) / (4 * nth);
+    job.chunk_rows = (chunk + 15) & ~15;
+    job.n_chunks = (rows + job.chunk_rows - 1) / job.chunk_rows;
+    atomic_init (&job.next_chunk, 0);
+    threadpool_run_shared (pool, s_task_matmul, &job);
 }

@@ -83,6 +83,9 @@ void qmatrix_get_row (const qmatrix_t *self, int row, float *out);
 //  NULL (single thread). Rows are split among the pool's threads; several
 //  tokens share each weight row while it is in cache, so verifying k+1
 //  positions costs about one read of the weights. n_tokens <= 0 does nothing.
+//  Several threads may multiply at once (the activation scratch is per
+//  calling thread), each with its own pool or none: a pool runs one job at
+//  a time. The caller's thread quantizes x; W is only read.
 void qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, threadpool_t *pool);
 
 //  Which kernel family runs: "avx512vnni", "avx2" or "scalar": the best the

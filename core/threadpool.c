@@ -2,23 +2,34 @@
 
     Why not a mutex + condvar per job: a decode step dispatches ~200 jobs of
     10-50 us each, and a condvar wake costs a syscall plus a scheduler round
-    trip (5-20 us) per worker per job. Here a job is published by bumping a
-    generation counter that hot workers spin on; the caller spins on a
-    pending counter until every worker has finished. Only after SPIN_US
-    microseconds without work does a thread park in futex(2), and a sleeper
-    count tells the publisher whether a wake syscall is needed at all.
+    trip (5-20 us) per worker per job. Here a job is published by changing
+    one 32-bit state word that hot workers spin on; the caller then spins
+    until the workers are done. Only after SPIN_US microseconds without work
+    does a thread park in futex(2) on the same word, and a sleeper count
+    tells the publisher whether a wake syscall is needed at all.
 
-    Memory ordering: fn/arg are plain fields written before the release (in
-    fact seq_cst) increment of gen and read after the acquire load that sees
-    it; workers' writes are published by their acq_rel decrement of pending,
-    which the caller acquires. The sleeper/waiter flags pair with the futex
-    value check in the kernel (Dekker style, all seq_cst), so a wake is never
-    lost.
+    The state word: bits 11-31 job sequence number, bit 10 "closed", bits
+    0-9 workers that joined the current job and have not left (at most 255).
+    The sequence wraps after 2M jobs; a worker would have to sleep through
+    exactly a multiple of that many jobs to confuse two of them. A worker
+    that sees a new sequence joins with a CAS (only while the job is open),
+    then reads fn/arg, so it always runs the job it joined. Two kinds of job:
+      - threadpool_run: every worker must join; the caller waits for a
+        pending count to reach zero;
+      - threadpool_run_shared: the caller closes the job once its own call
+        returns and waits only for workers that joined before. A worker the
+        OS has not scheduled in time simply misses the job, so a busy or
+        oversubscribed machine costs at most the caller's own speed.
+
+    Memory ordering: fn/arg/kind are plain fields written before the seq_cst
+    store that opens the job and read after the CAS that joins it; workers'
+    writes are published by their seq_cst decrements, which the caller
+    reads. The sleeper/waiter flags pair with the futex value check in the
+    kernel (Dekker style, all seq_cst), so a wake is never lost.
 */
 #include "threadpool.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -40,6 +51,13 @@
 //  How long a thread spins before parking; SPLITMESH_SPIN_US overrides it.
 #define THREADPOOL_SPIN_US_DEFAULT 300
 
+#define ST_ACTIVE_MASK  0x3ffu
+#define ST_CLOSED       0x400u
+#define ST_SEQ_SHIFT    11
+#define ST_SEQ(v)       ((v) >> ST_SEQ_SHIFT)
+
+typedef enum { JOB_ALL, JOB_SHARED, JOB_STOP } s_kind_t;
+
 typedef struct {
     threadpool_t *pool;         //  back pointer
     int ith;                    //  this worker's index (1..n-1)
@@ -51,13 +69,14 @@ struct _threadpool_t {
     pthread_t *threads;         //  n_threads - 1 workers
     s_worker_t *workers;        //  their start arguments
     int n_started;              //  workers actually started (for cleanup)
-    threadpool_fn *fn;          //  current job, valid once gen is seen
+    unsigned seq;               //  sequence of the last job published
+    threadpool_fn *fn;          //  current job, valid once joined
     void *arg;                  //  its argument
-    int stop;                   //  set with the final gen bump
-    alignas (64) atomic_uint gen;       //  job generation, bumped per job
-    atomic_int sleepers;                //  workers parked on gen
-    alignas (64) atomic_uint pending;   //  workers still running this job
-    atomic_int caller_waiting;          //  caller parked on pending
+    s_kind_t kind;              //  its kind
+    alignas (64) atomic_uint state;     //  seq | closed | active, see above
+    atomic_int sleepers;                //  threads parked on state
+    alignas (64) atomic_uint pending;   //  JOB_ALL: workers not yet done
+    atomic_int caller_waiting;          //  caller parked on pending/state
     alignas (64) char pad_;             //  keeps the counters off others' lines
 };
 
@@ -75,17 +94,19 @@ s_now_ns (void)
     return (long) ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-//  Waits until *addr != val: spins for spin_ns, then parks on the futex with
-//  *flag raised so the writer knows to wake us. Returns the new value.
+//  Waits until done (*addr) is true: spins for spin_ns, then parks on the
+//  futex with *flag raised so the writer knows to wake us. Returns the
+//  value that satisfied it.
 static unsigned
-s_wait_change (atomic_uint *addr, unsigned val, atomic_int *flag, long spin_ns)
+s_wait_until (atomic_uint *addr, int (*done) (unsigned v, unsigned ref), unsigned ref,
+              atomic_int *flag, long spin_ns)
 {
     long start = 0;
     unsigned spins = 0;
     for (;;) {
-        unsigned now = atomic_load_explicit (addr, memory_order_acquire);
-        if (now != val)
-            return now;
+        unsigned v = atomic_load_explicit (addr, memory_order_acquire);
+        if (done (v, ref))
+            return v;
         if ((++spins & 63) == 0) {
             long t = s_now_ns ();
             if (start == 0)
@@ -93,8 +114,9 @@ s_wait_change (atomic_uint *addr, unsigned val, atomic_int *flag, long spin_ns)
             else
             if (t - start > spin_ns) {
                 atomic_fetch_add (flag, 1);
-                if (atomic_load (addr) == val)
-                    s_futex (addr, FUTEX_WAIT_PRIVATE, val);
+                v = atomic_load (addr);
+                if (!done (v, ref))
+                    s_futex (addr, FUTEX_WAIT_PRIVATE, v);
                 atomic_fetch_sub (flag, 1);
                 start = 0;
                 continue;
@@ -104,6 +126,24 @@ s_wait_change (atomic_uint *addr, unsigned val, atomic_int *flag, long spin_ns)
     }
 }
 
+static int
+s_new_seq (unsigned v, unsigned seen)
+{
+    return ST_SEQ (v) != seen;
+}
+
+static int
+s_is_zero (unsigned v, unsigned unused)
+{
+    return v == 0;
+}
+
+static int
+s_no_active (unsigned v, unsigned unused)
+{
+    return (v & ST_ACTIVE_MASK) == 0;
+}
+
 static void *
 s_worker_main (void *args)
 {
@@ -111,15 +151,52 @@ s_worker_main (void *args)
     threadpool_t *self = worker->pool;
     unsigned seen = 0;
     for (;;) {
-        seen = s_wait_change (&self->gen, seen, &self->sleepers, self->spin_ns);
-        if (self->stop)
-            break;
-        self->fn (self->arg, worker->ith, self->n_threads);
-        if (atomic_fetch_sub (&self->pending, 1) == 1       //  seq_cst: pairs with caller_waiting
-        &&  atomic_load (&self->caller_waiting) > 0)
-            s_futex (&self->pending, FUTEX_WAKE_PRIVATE, 1);
+        unsigned v = s_wait_until (&self->state, s_new_seq, seen, &self->sleepers, self->spin_ns);
+        //  Join the job we saw, unless it closed (or was replaced) meanwhile.
+        for (;;) {
+            if (ST_SEQ (v) == seen)
+                break;                  //  nothing new after all
+            if (v & ST_CLOSED) {
+                seen = ST_SEQ (v);      //  missed it: wait for the next one
+                break;
+            }
+            if (atomic_compare_exchange_weak (&self->state, &v, v + 1)) {
+                seen = ST_SEQ (v);
+                s_kind_t kind = self->kind;
+                if (kind == JOB_STOP)
+                    return NULL;
+                self->fn (self->arg, worker->ith, self->n_threads);
+                unsigned left = atomic_fetch_sub (&self->state, 1) - 1;
+                if (kind == JOB_ALL) {
+                    if (atomic_fetch_sub (&self->pending, 1) == 1
+                    &&  atomic_load (&self->caller_waiting) > 0)
+                        s_futex (&self->pending, FUTEX_WAKE_PRIVATE, 1);
+                }
+                else
+                if ((left & ST_CLOSED) && (left & ST_ACTIVE_MASK) == 0
+                &&  atomic_load (&self->caller_waiting) > 0)
+                    //  Sleeping workers share this word: wake them all, they
+                    //  re-check their sequence and park again.
+                    s_futex (&self->state, FUTEX_WAKE_PRIVATE, INT_MAX);
+                break;
+            }
+        }
     }
-    return NULL;
+}
+
+//  Opens a new job for every worker to see.
+static void
+s_publish (threadpool_t *self, s_kind_t kind, threadpool_fn *fn, void *arg)
+{
+    self->fn = fn;
+    self->arg = arg;
+    self->kind = kind;
+    atomic_store_explicit (&self->pending, (unsigned) self->n_threads - 1, memory_order_relaxed);
+    self->seq = (self->seq + 1) & (UINT_MAX >> ST_SEQ_SHIFT);
+    //  No worker is active here: the previous job's caller waited for them.
+    atomic_store (&self->state, self->seq << ST_SEQ_SHIFT);
+    if (atomic_load (&self->sleepers) > 0)
+        s_futex (&self->state, FUTEX_WAKE_PRIVATE, INT_MAX);
 }
 
 threadpool_t *
@@ -131,7 +208,7 @@ threadpool_new (int n_threads)
     if (!self)
         return NULL;
     *self = (threadpool_t) { .n_threads = n_threads };
-    atomic_init (&self->gen, 0);
+    atomic_init (&self->state, 0);
     atomic_init (&self->sleepers, 0);
     atomic_init (&self->pending, 0);
     atomic_init (&self->caller_waiting, 0);
@@ -176,9 +253,9 @@ threadpool_destroy (threadpool_t **self_p)
     if (!self)
         return;
     if (self->n_started > 0) {
-        self->stop = 1;
-        atomic_fetch_add (&self->gen, 1);
-        s_futex (&self->gen, FUTEX_WAKE_PRIVATE, INT_MAX);
+        //  Every worker joins a stop job (it is never closed) and exits.
+        s_publish (self, JOB_STOP, NULL, NULL);
+        s_futex (&self->state, FUTEX_WAKE_PRIVATE, INT_MAX);
         for (int i = 0; i < self->n_started; i++)
             pthread_join (self->threads[i], NULL);
     }
@@ -202,17 +279,22 @@ threadpool_run (threadpool_t *self, threadpool_fn *fn, void *arg)
         fn (arg, 0, 1);
         return;
     }
-    self->fn = fn;
-    self->arg = arg;
-    atomic_store_explicit (&self->pending, (unsigned) self->n_threads - 1, memory_order_relaxed);
-    atomic_fetch_add (&self->gen, 1);           //  seq_cst: publishes fn, arg, pending
-    if (atomic_load (&self->sleepers) > 0)
-        s_futex (&self->gen, FUTEX_WAKE_PRIVATE, INT_MAX);
-
+    s_publish (self, JOB_ALL, fn, arg);
     fn (arg, 0, self->n_threads);
+    s_wait_until (&self->pending, s_is_zero, 0, &self->caller_waiting, self->spin_ns);
+}
 
-    //  Wait for pending to reach zero: spin, then park on it.
-    unsigned p = atomic_load_explicit (&self->pending, memory_order_acquire);
-    while (p != 0)
-        p = s_wait_change (&self->pending, p, &self->caller_waiting, self->spin_ns);
+void
+threadpool_run_shared (threadpool_t *self, threadpool_fn *fn, void *arg)
+{
+    assert (fn);
+    if (!self || self->n_threads == 1) {
+        fn (arg, 0, 1);
+        return;
+    }
+    s_publish (self, JOB_SHARED, fn, arg);
+    fn (arg, 0, self->n_threads);
+    unsigned v = atomic_fetch_or (&self->state, ST_CLOSED) | ST_CLOSED;
+    if ((v & ST_ACTIVE_MASK) != 0)
+        s_wait_until (&self->state, s_no_active, 0, &self->caller_waiting, self->spin_ns);
 }

@@ -7,6 +7,9 @@
     microsecond), then parks them on a futex so an idle process burns no CPU.
     Completion is a counter the caller spins on, with the same futex fallback.
     There is no mutex or condition variable on the job path.
+    threadpool_run_shared lets the caller finish a job alone when a worker
+    is not running (another process holds its CPU), instead of waiting a
+    scheduler time slice for it.
 
     One thread at a time may call threadpool_run on a given pool (the engine's
     forward pass); the pool is not re-entrant (fn must not call
@@ -43,6 +46,15 @@ int threadpool_size (const threadpool_t *self);
 //  made by fn on any thread is visible to the caller afterwards. A NULL pool
 //  runs fn (arg, 0, 1) on the caller.
 void threadpool_run (threadpool_t *self, threadpool_fn *fn, void *arg);
+
+//  Like threadpool_run, but fn runs on the caller (ith 0) and on those
+//  workers that pick the job up before the caller's own call returns; a
+//  worker the OS has not scheduled by then skips it. So fn must take its
+//  work from a shared source (an atomic counter of chunks) until none is
+//  left, never by ith alone. Returns when every call that started has
+//  returned, with their writes visible. On a busy or oversubscribed machine
+//  this costs at most what the caller alone would take.
+void threadpool_run_shared (threadpool_t *self, threadpool_fn *fn, void *arg);
 
 #ifdef __cplusplus
 }

@@ -6,11 +6,13 @@
 #
 #   scripts/fuzz.sh [seconds per target, default 60]
 #
-# Needs clang with libFuzzer (Debian: clang, libclang-rt-dev or
-# libclang-common-14-dev; SPLITMESH_EXTRA_PKGS="clang" for install-deps).
+# Needs clang with libFuzzer's runtime: install-deps.sh installs them when
+# SPLITMESH_FUZZ=1, as done here. A summary (machine, commit, command,
+# executions per target) is appended to $FUZZ_RESULTS when that is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
+SPLITMESH_FUZZ=1 bash scripts/install-deps.sh
 BUILD_DIR=${SPLITMESH_FUZZ_BUILD_DIR:-build-fuzz}
 CC=${CC:-clang}
 if ! command -v "$CC" >/dev/null; then
@@ -44,7 +46,14 @@ for t in "${targets[@]}"; do
        -artifact_prefix="$BUILD_DIR/artifacts/$t-" >"$log" 2>&1; then
     execs=$(grep -m1 'stat::number_of_executed_units' "$log" | awk '{print $2}')
     cov=$(grep -E '^#[0-9]+.*(DONE|pulse)' "$log" | tail -1 | sed -E 's/.*cov: ([0-9]+).*/\1/')
-    echo "fuzz.sh: $t ok: ${execs:-?} executions, coverage ${cov:-?}, corpus $(ls "$work" | wc -l) files, no crash"
+    line="fuzz.sh: $t ok: ${execs:-?} executions in ${SECONDS_PER_TARGET}s, coverage ${cov:-?}, corpus $(ls "$work" | wc -l) files, no crash"
+    echo "$line"
+    if [ -n "${FUZZ_RESULTS:-}" ]; then
+      { echo "$(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)" \
+             "machine $(uname -m) $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+        echo "  command: scripts/fuzz.sh $SECONDS_PER_TARGET ($CC $($CC --version | head -1 | sed 's/.*version //'), ASan+UBSan)"
+        echo "  $line"; } >> "$FUZZ_RESULTS"
+    fi
   else
     status=1
     echo "fuzz.sh: $t FAILED; see $log and $BUILD_DIR/artifacts/" >&2

@@ -12,6 +12,11 @@ PKGS=(
   libcriterion-dev libpcre2-dev libmicrohttpd-dev
   python3 python3-msgpack python3-zmq python3-numpy
 )
+# Fuzzing (scripts/fuzz.sh sets SPLITMESH_FUZZ=1): clang and libFuzzer's runtime.
+FUZZ_PKGS=(clang libclang-rt-14-dev)
+if [ -n "${SPLITMESH_FUZZ:-}" ]; then
+  PKGS+=("${FUZZ_PKGS[@]}")
+fi
 # Optional extras that tests for later issues use; keep this list in one place.
 if [ -n "${SPLITMESH_EXTRA_PKGS:-}" ]; then
   # shellcheck disable=SC2206

@@ -49,7 +49,8 @@ static void
 s_check_format (qfmt_t fmt)
 {
     static const int shapes[][2] = {
-        { 1, 32 }, { 7, 64 }, { 33, 96 }, { 50, 160 }, { 64, 576 }, { 97, 1536 }, { 130, 544 }
+        { 1, 32 }, { 7, 64 }, { 33, 96 }, { 50, 160 }, { 64, 576 }, { 97, 1536 }, { 130, 544 },
+        { 3, 8288 }         //  259 groups: crosses the kernels' 256-group scale chunk
     };
     static const int tokens[] = { 1, 2, 3, 4, 5, 8, 17 };
     threadpool_t *pools[5] = { NULL };

@@ -149,3 +149,72 @@ Test (threadpool, bad_args)
     threadpool_destroy (&pool);         //  and twice
     cr_assert_null (pool);
 }
+
+typedef struct {
+    atomic_int next;            //  next item to claim
+    int n_items;                //  items in all
+    unsigned char *done;        //  per item: times processed
+    atomic_int calls[MAX_T];    //  calls per ith
+} shared_job_t;
+
+static void
+s_claim_items (void *arg, int ith, int nth)
+{
+    shared_job_t *job = (shared_job_t *) arg;
+    atomic_fetch_add (&job->calls[ith], 1);
+    for (int i = atomic_fetch_add (&job->next, 1); i < job->n_items; i = atomic_fetch_add (&job->next, 1))
+        job->done[i]++;
+}
+
+//  Shared jobs: every item is processed exactly once whoever runs, the
+//  caller always runs, no ith runs twice; interleaved with plain jobs.
+static void
+s_check_shared (int n, int rounds)
+{
+    threadpool_t *pool = threadpool_new (n);
+    cr_assert_not_null (pool);
+    unsigned char done[257];
+    long worker_calls = 0;
+    for (int r = 0; r < rounds; r++) {
+        shared_job_t job = { .n_items = 1 + r % 257, .done = done };
+        atomic_init (&job.next, 0);
+        for (int i = 0; i < MAX_T; i++)
+            atomic_init (&job.calls[i], 0);
+        memset (done, 0, sizeof done);
+        threadpool_run_shared (pool, s_claim_items, &job);
+        for (int i = 0; i < job.n_items; i++)
+            CHECK (done[i] == 1, "round %d: item %d processed %d times", r, i, done[i]);
+        CHECK (atomic_load (&job.calls[0]) == 1, "caller ran %d times", atomic_load (&job.calls[0]));
+        for (int i = 1; i < MAX_T; i++) {
+            int c = atomic_load (&job.calls[i]);
+            CHECK (c <= (i < n ? 1 : 0), "round %d: ith %d ran %d times", r, i, c);
+            worker_calls += c;
+        }
+        if (r % 10 == 0)
+            s_check_rounds (pool, n, 1);       //  a plain job in between
+    }
+    threadpool_destroy (&pool);
+}
+
+Test (threadpool, shared_jobs_claim_every_item_once)
+{
+    for (int n = 1; n <= 4; n++)
+        s_check_shared (n, 2000);
+}
+
+Test (threadpool, shared_jobs_oversubscribed)
+{
+    //  Eight threads on this machine's few CPUs: workers often miss jobs,
+    //  which must never lose or repeat work.
+    s_check_shared (8, 1000);
+}
+
+Test (threadpool, shared_null_pool_runs_on_caller)
+{
+    unsigned char done[5] = { 0 };
+    shared_job_t job = { .n_items = 5, .done = done };
+    atomic_init (&job.next, 0);
+    threadpool_run_shared (NULL, s_claim_items, &job);
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq (done[i], 1);
+}
