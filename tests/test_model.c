@@ -286,10 +286,11 @@ TestSuite (model, .fini = s_cleanup);
 
 Test (model, f32_matches_naive_reference)
 {
-    //  Separate head from f32 weights, then a tied head from q4_1 weights
-    //  (the F32 path dequantizes exactly what the reference dequantizes).
-    const char *types[2][2] = { { "f32", NULL }, { "q4_1", "--tied" } };
-    for (int v = 0; v < 2; v++) {
+    //  Separate head from f32 weights, a tied head from q4_1 weights (the
+    //  F32 path dequantizes exactly what the reference dequantizes), and
+    //  another RoPE base (the reference reads it from the file too).
+    const char *types[3][2] = { { "f32", NULL }, { "q4_1", "--tied" }, { "f16", "--rope-base 500000" } };
+    for (int v = 0; v < 3; v++) {
         const char *path = s_tiny (types[v][0], types[v][1]);
         model_t *m = s_load (path, QFMT_F32, 0, -1, true, true, 2);
         const model_config_t *c = model_config (m);
