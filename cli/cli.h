@@ -6,6 +6,9 @@
 #ifndef SPLITMESH_CLI_H
 #define SPLITMESH_CLI_H
 
+//  cmd_keygen.c: writes a CurveZMQ key pair (zcert format) for crypt-proxy.
+int cmd_keygen (int argc, char **argv);
+
 //  splitmesh perplexity: perplexity of a weight format on a text file.
 int cmd_perplexity (int argc, char **argv);
 //  splitmesh run: single-process generation, the reference path.

@@ -1,0 +1,241 @@
+/*  mdp_client.c: MDP/0.2 client over one DEALER socket.
+
+    RFC 18 clients use DEALER and send no empty delimiter: the broker's
+    ROUTER prepends our identity, and replies come back as
+    ["MDPC02"][PARTIAL|FINAL][service][body...]. The client is synchronous
+    per RFC 18 (one request at a time) in mdp_client_request; the send/recv
+    pair lets a caller pipeline if it knows its broker allows it (ours does).
+*/
+#include "mdp_common.h"
+#include "mdp_client.h"
+
+struct _mdp_client_t {
+    char *endpoint;             //  broker endpoint
+    zsock_t *dealer;            //  current socket to the broker
+    int timeout;                //  per attempt in mdp_client_request, msecs
+    int retries;                //  attempts after the first
+    int backoff_initial;        //  first back-off, msecs
+    int backoff_max;            //  back-off ceiling, msecs
+    int connects;               //  sockets opened so far
+    bool verbose;               //  log commands
+};
+
+static int
+s_client_connect (mdp_client_t *self)
+{
+    zsock_destroy (&self->dealer);
+    self->dealer = zsock_new (ZMQ_DEALER);
+    if (!self->dealer)
+        return -1;
+    zsock_set_linger (self->dealer, 0);
+    if (zsock_connect (self->dealer, "%s", self->endpoint)) {
+        zsock_destroy (&self->dealer);
+        return -1;
+    }
+    self->connects++;
+    return 0;
+}
+
+mdp_client_t *
+mdp_client_new (const char *endpoint)
+{
+    if (!endpoint || !*endpoint)
+        return NULL;
+    mdp_client_t *self = (mdp_client_t *) zmalloc (sizeof (mdp_client_t));
+    self->endpoint = strdup (endpoint);
+    self->timeout = 2500;
+    self->retries = 2;
+    self->backoff_initial = MDP_RECONNECT_DEFAULT;
+    self->backoff_max = MDP_RECONNECT_MAX_DEFAULT;
+    if (!self->endpoint || s_client_connect (self))
+        mdp_client_destroy (&self);
+    return self;
+}
+
+void
+mdp_client_destroy (mdp_client_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        mdp_client_t *self = *self_p;
+        zsock_destroy (&self->dealer);
+        zstr_free (&self->endpoint);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void
+mdp_client_set_timeout (mdp_client_t *self, int timeout_ms)
+{
+    assert (self);
+    self->timeout = timeout_ms > 0? timeout_ms: 1;
+}
+
+void
+mdp_client_set_retries (mdp_client_t *self, int retries)
+{
+    assert (self);
+    self->retries = retries >= 0? retries: 0;
+}
+
+void
+mdp_client_set_backoff (mdp_client_t *self, int initial_ms, int max_ms)
+{
+    assert (self);
+    self->backoff_initial = initial_ms > 0? initial_ms: 1;
+    self->backoff_max = max_ms >= self->backoff_initial? max_ms: self->backoff_initial;
+}
+
+void
+mdp_client_set_verbose (mdp_client_t *self, bool verbose)
+{
+    assert (self);
+    self->verbose = verbose;
+}
+
+int
+mdp_client_send (mdp_client_t *self, const char *service, zmsg_t **body_p)
+{
+    assert (self);
+    zmsg_t *msg = body_p && *body_p? *body_p: NULL;
+    if (body_p)
+        *body_p = NULL;
+    if (!service || !*service || strlen (service) > MDP_SERVICE_MAX || !self->dealer) {
+        zmsg_destroy (&msg);
+        return -1;
+    }
+    if (!msg)
+        msg = zmsg_new ();
+    if (zmsg_size (msg) == 0)
+        zmsg_pushmem (msg, "", 0);
+    uint8_t cmd = MDPC_REQUEST;
+    zmsg_pushstr (msg, service);
+    zmsg_pushmem (msg, &cmd, 1);
+    zmsg_pushstr (msg, MDPC_CLIENT);
+    if (self->verbose)
+        zsys_debug ("mdp_client: send REQUEST to '%s'", service);
+    return zmsg_send (&msg, self->dealer);
+}
+
+int
+mdp_client_send_mem (mdp_client_t *self, const char *service, const void *data, size_t size)
+{
+    assert (self);
+    zmsg_t *body = zmsg_new ();
+    zmsg_addmem (body, data, size);
+    return mdp_client_send (self, service, &body);
+}
+
+zmsg_t *
+mdp_client_recv (mdp_client_t *self, int timeout_ms, int *command_p, char **service_p)
+{
+    assert (self);
+    assert (command_p);
+    if (!self->dealer)
+        return NULL;
+    if (timeout_ms >= 0) {
+        zmq_pollitem_t item = { zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, timeout_ms) <= 0)
+            return NULL;
+    }
+    zmsg_t *msg = zmsg_recv (self->dealer);
+    if (!msg)
+        return NULL;
+    zframe_t *header = zmsg_pop (msg);
+    zframe_t *command = zmsg_pop (msg);
+    char *service = zmsg_popstr (msg);
+    int cmd = command && zframe_size (command) == 1? zframe_data (command) [0]: 0;
+    if (!header || !zframe_streq (header, MDPC_CLIENT)
+    ||  (cmd != MDPC_PARTIAL && cmd != MDPC_FINAL) || !service) {
+        zsys_warning ("mdp_client: dropped a malformed reply from the broker");
+        zmsg_destroy (&msg);
+        zstr_free (&service);
+    }
+    else {
+        if (self->verbose)
+            zsys_debug ("mdp_client: recv %s from '%s'", mdpc_command_name (cmd), service);
+        *command_p = cmd;
+        if (service_p)
+            *service_p = service;
+        else
+            zstr_free (&service);
+    }
+    zframe_destroy (&header);
+    zframe_destroy (&command);
+    return msg;
+}
+
+zmsg_t *
+mdp_client_request (mdp_client_t *self, const char *service, zmsg_t **body_p)
+{
+    assert (self);
+    zmsg_t *request = body_p && *body_p? *body_p: zmsg_new ();
+    if (body_p)
+        *body_p = NULL;
+    zmsg_t *reply = NULL;
+    int backoff = self->backoff_initial;
+    for (int attempt = 0; attempt <= self->retries && !reply; attempt++) {
+        if (attempt > 0) {
+            //  The old socket may hold a late reply: a fresh one cannot.
+            zsys_info ("mdp_client: no reply from '%s' in %d ms, retrying in %d ms (%d/%d)",
+                       service, self->timeout, backoff, attempt, self->retries);
+            zclock_sleep (backoff);
+            backoff = backoff * 2 > self->backoff_max? self->backoff_max: backoff * 2;
+            if (s_client_connect (self))
+                break;
+        }
+        zmsg_t *copy = zmsg_dup (request);
+        if (mdp_client_send (self, service, &copy))
+            break;
+        int64_t deadline = zclock_mono () + self->timeout;
+        while (!reply) {
+            int64_t left = deadline - zclock_mono ();
+            if (left <= 0)
+                break;
+            int cmd = 0;
+            char *from = NULL;
+            zmsg_t *msg = mdp_client_recv (self, (int) left, &cmd, &from);
+            if (!msg) {
+                if (zsys_interrupted)
+                    break;
+                continue;
+            }
+            if (!streq (from, service))
+                zmsg_destroy (&msg);            //  stale: another service
+            else
+            if (cmd == MDPC_PARTIAL) {
+                zmsg_destroy (&msg);
+                deadline = zclock_mono () + self->timeout;
+            }
+            else
+                reply = msg;
+            zstr_free (&from);
+        }
+        if (zsys_interrupted)
+            break;
+    }
+    zmsg_destroy (&request);
+    return reply;
+}
+
+int
+mdp_client_reconnect (mdp_client_t *self)
+{
+    assert (self);
+    return s_client_connect (self);
+}
+
+zsock_t *
+mdp_client_sock (mdp_client_t *self)
+{
+    assert (self);
+    return self->dealer;
+}
+
+int
+mdp_client_connects (mdp_client_t *self)
+{
+    assert (self);
+    return self->connects;
+}
