@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# bench/gpu/pack.sh: run HERE (the build machine). Builds the GPU test and
+# bench binaries and puts them, stripped, with the shared libraries they
+# need that a bare GPU host lacks (criterion, czmq, zmq, msgpack, ...; not
+# glibc, libstdc++ or cuBLASLt, which the host has) into .device/gpu/, and
+# packs that as .device/gpu.tgz; splits the model (SPLITMESH_MODEL) into two
+# halves in .device/ (uploads are limited to 64 MiB a call: carry gpu.tgz
+# and one half, then the other). device.sh runs there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${SPLITMESH_BUILD_DIR:-build}
+MODEL=${SPLITMESH_MODEL:-/work/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+cmake -S . -B "$BUILD" >/dev/null
+cmake --build "$BUILD" -j2 --target test_gpu test_gpu_model bench_gpu splitmesh
+D=.device/gpu
+rm -rf "$D"; mkdir -p "$D/bin" "$D/lib"
+for b in test_gpu test_gpu_model bench_gpu splitmesh; do
+  strip -o "$D/bin/$b" "$BUILD/bin/$b"
+done
+ldd "$D"/bin/* | awk '$3 ~ /^\// {print $3}' | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libresolv.so*|ld-linux*|libgcc_s.so*|libstdc++.so*|libcublas*|libcuda.so*) ;;
+    *) cp -L "$lib" "$D/lib/" ;;
+  esac
+done
+if [ -f "$MODEL" ]; then
+  rm -f .device/model.part-*
+  split -n 2 -d "$MODEL" .device/model.part-
+  stat -c %s "$MODEL" > .device/model.size
+fi
+tar -C .device -czf .device/gpu.tgz gpu
+du -sh .device/gpu.tgz .device/model.part-* 2>/dev/null
