@@ -64,10 +64,11 @@ typedef struct {
     int n_pages;                //  pages in the pool; 0: enough for every slot at max_ctx
     bool use_graphs;            //  replay CUDA graphs for small batches
     int graph_max_tokens;       //  batches up to this many positions use graphs
+    bool skinny_gemm;           //  own GEMM kernels for batches of <= 8 positions
 } gpu_options_t;
 
 //  fp16, 8 sessions, 1024 positions, 256 tokens a batch, pages of 16,
-//  graphs on for batches up to 64 positions.
+//  graphs on for batches up to 64 positions, skinny GEMMs on.
 gpu_options_t gpu_options_default (void);
 
 typedef struct _gpu_model_t gpu_model_t;
@@ -104,6 +105,10 @@ size_t gpu_model_stream_bytes (const gpu_model_t *self);
 const char *gpu_model_error (const gpu_model_t *self);
 //  Turns graph replay on or off (cached graphs are kept). Returns 0.
 int gpu_model_set_graphs (gpu_model_t *self, bool on);
+//  Turns the skinny GEMM kernels (batches of <= 8 positions) on or off;
+//  off, cuBLASLt does every product. Cached graphs are captured again.
+//  Returns 0.
+int gpu_model_set_skinny (gpu_model_t *self, bool on);
 //  Free pages in the KV pool, and the pool's size.
 int gpu_model_free_pages (const gpu_model_t *self);
 int gpu_model_total_pages (const gpu_model_t *self);

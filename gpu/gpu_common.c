@@ -37,5 +37,6 @@ gpu_options_default (void)
     o.n_pages = 0;
     o.use_graphs = true;
     o.graph_max_tokens = 64;
+    o.skinny_gemm = true;
     return o;
 }

@@ -389,6 +389,135 @@ k_softmax (const float *logits, float *probs, int vocab, float inv_temp)
         out[i] *= inv;
 }
 
+//  --- skinny GEMMs for verify-sized batches --------------------------------
+//
+//  raw (t x n) = act (t x K) W^T for t <= 8 tokens, where the product is a
+//  pass over the weights: cuBLASLt's tiles leave most of the chip idle at
+//  such widths (measured: 2 to 3x the bandwidth floor on Llama-3-8B
+//  shapes). Each warp owns K_SK_ROWS rows and walks them in 16-byte
+//  chunks (lane-strided, so a warp reads 512 contiguous bytes per row per
+//  step); each activation chunk, read once per step for all T tokens, is
+//  reused for the warp's rows. Partial sums are reduced across the warp at
+//  the end. The products are the same as cuBLASLt's: int32 sums (exact, so
+//  identical) or fp16 results of fp32 accumulation. Needs K % 16 == 0.
+#define K_SK_WARPS 8
+#define K_SK_ROWS 4
+
+template <int T>
+static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
+k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t *__restrict__ Y,
+             int N, int K)
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    if (row0 >= N)
+        return;
+    const int4 *w[K_SK_ROWS];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+        w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
+    int acc[K_SK_ROWS][T];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++)
+            acc[r][t] = 0;
+    int nk = K / 16;
+#pragma unroll 2
+    for (int c = lane; c < nk; c += 32) {
+        int4 wv[K_SK_ROWS];
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++)
+            wv[r] = __ldcs (w[r] + c);      //  streamed once: evict first
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            int4 xv = __ldg ((const int4 *) (X + (size_t) t * K) + c);
+#pragma unroll
+            for (int r = 0; r < K_SK_ROWS; r++) {
+                acc[r][t] = __dp4a (wv[r].x, xv.x, acc[r][t]);
+                acc[r][t] = __dp4a (wv[r].y, xv.y, acc[r][t]);
+                acc[r][t] = __dp4a (wv[r].z, xv.z, acc[r][t]);
+                acc[r][t] = __dp4a (wv[r].w, xv.w, acc[r][t]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            int v = acc[r][t];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                v += __shfl_xor_sync (0xffffffffu, v, o);
+            if (lane == ((r * T + t) & 31) && row0 + r < N)
+                Y[(size_t) t * N + row0 + r] = v;
+        }
+}
+
+template <int T>
+static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
+k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half *__restrict__ Y,
+              int N, int K)
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    if (row0 >= N)
+        return;
+    const int4 *w[K_SK_ROWS];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+        w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
+    float acc[K_SK_ROWS][T];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++)
+            acc[r][t] = 0.0f;
+    int nk = K / 8;             //  8 halves per 16 bytes
+#pragma unroll 2
+    for (int c = lane; c < nk; c += 32) {
+        float wf[K_SK_ROWS][8];
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++) {
+            int4 v = __ldcs (w[r] + c);
+            const __half2 *h = (const __half2 *) &v;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 f = __half22float2 (h[j]);
+                wf[r][2 * j] = f.x;
+                wf[r][2 * j + 1] = f.y;
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            int4 v = __ldg ((const int4 *) (X + (size_t) t * K) + c);
+            const __half2 *h = (const __half2 *) &v;
+            float xf[8];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 f = __half22float2 (h[j]);
+                xf[2 * j] = f.x;
+                xf[2 * j + 1] = f.y;
+            }
+#pragma unroll
+            for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    acc[r][t] = fmaf (wf[r][j], xf[j], acc[r][t]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            float v = k_warp_sum (acc[r][t]);
+            if (lane == ((r * T + t) & 31) && row0 + r < N)
+                Y[(size_t) t * N + row0 + r] = __float2half (v);
+        }
+}
+
+#define K_SKINNY_MAX_T 8
+
 //  --- synthetic weights -------------------------------------------------
 
 static __device__ __forceinline__ uint64_t

@@ -449,10 +449,42 @@ s_plan (gpu_model_t *self, int n, int k, int t)
     return &self->plans->back ();
 }
 
-//  raw (t x W.rows) = act (t x W.cols) W^T, in the model's format.
+//  Launches the skinny GEMM for t <= K_SKINNY_MAX_T tokens.
+template <int T>
+static void
+s_skinny (gpu_model_t *self, const s_mat_t *W)
+{
+    int rows_per_block = K_SK_WARPS * K_SK_ROWS;
+    int blocks = (W->n + rows_per_block - 1) / rows_per_block;
+    if (s_w8 (self))
+        k_skinny_i8<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
+            (const int8_t *) W->data, (const int8_t *) self->act, (int32_t *) self->raw, W->n, W->cols);
+    else
+        k_skinny_f16<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
+            (const __half *) W->data, (const __half *) self->act, (__half *) self->raw, W->n, W->cols);
+}
+
+//  raw (t x W.n) = act (t x W.cols) W^T, in the model's format: the
+//  skinny kernel for verify-sized batches, cuBLASLt otherwise (its batch
+//  rounded up to 4 tokens; the padding rows of act are finite).
 static int
 s_gemm (gpu_model_t *self, const s_mat_t *W, int t)
 {
+    if (self->opts.skinny_gemm && t <= K_SKINNY_MAX_T && W->cols % 16 == 0) {
+        switch (t) {
+            case 1: s_skinny<1> (self, W); break;
+            case 2: s_skinny<2> (self, W); break;
+            case 3: s_skinny<3> (self, W); break;
+            case 4: s_skinny<4> (self, W); break;
+            case 5: s_skinny<5> (self, W); break;
+            case 6: s_skinny<6> (self, W); break;
+            case 7: s_skinny<7> (self, W); break;
+            default: s_skinny<8> (self, W); break;
+        }
+        S_LAUNCH ();
+        return 0;
+    }
+    t = (t + 3) / 4 * 4;
     s_plan_t *p = s_plan (self, W->n, W->cols, t);
     if (!p)
         return -1;
@@ -714,6 +746,22 @@ gpu_model_set_graphs (gpu_model_t *self, bool on)
 }
 
 extern "C" int
+gpu_model_set_skinny (gpu_model_t *self, bool on)
+{
+    if (self->opts.skinny_gemm != on) {
+        //  Captured graphs hold the other GEMMs: capture again.
+        cudaStreamSynchronize (self->stream);
+        for (int i = 0; i <= self->opts.graph_max_tokens; i++)
+            if (self->graphs[i]) {
+                cudaGraphExecDestroy (self->graphs[i]);
+                self->graphs[i] = NULL;
+            }
+    }
+    self->opts.skinny_gemm = on;
+    return 0;
+}
+
+extern "C" int
 gpu_model_free_pages (const gpu_model_t *self)
 {
     return (int) self->free_pages->size ();
@@ -804,7 +852,6 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     const model_config_t *c = &self->config;
     cudaStream_t st = self->stream;
     int q_dim = c->n_heads * c->head_dim, half_hd = c->head_dim / 2;
-    int tg = (t + 3) / 4 * 4;       //  GEMM batch, rounded up
     const int32_t *tokens = self->d_meta, *tok_pos = self->d_meta + self->cap;
     const int32_t *tok_slot = self->d_meta + 2 * self->cap;
     int n_layers = self->last - self->first;
@@ -827,7 +874,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         __half *kc = self->kcache + (size_t) l * self->layer_stride;
         __half *vc = self->vcache + (size_t) l * self->layer_stride;
 
-        if (s_gemm (self, &L->wqkv, tg))
+        if (s_gemm (self, &L->wqkv, t))
             return -1;
         k_qkv_rope<W8><<<t, K_THREADS, 0, st>>> (self->raw, L->wqkv.scale, self->xs, self->q, kc, vc,
                                                  self->d_block_table, tok_pos, tok_slot,
@@ -854,17 +901,17 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         S_LAUNCH ();
         k_emit<W8><<<t, K_THREADS, 0, st>>> (self->att, q_dim, self->act, self->xs);
         S_LAUNCH ();
-        if (s_gemm (self, &L->wo, tg))
+        if (s_gemm (self, &L->wo, t))
             return -1;
         k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, self->raw, L->wo.scale, self->xs,
                                                     L->ffn_norm, c->norm_eps, c->dim, self->act, self->xf);
         S_LAUNCH ();
-        if (s_gemm (self, &L->wgu, tg))
+        if (s_gemm (self, &L->wgu, t))
             return -1;
         k_swiglu<W8><<<t, K_THREADS, 0, st>>> (self->raw, L->wgu.scale, self->xs, c->hidden_dim,
                                                self->act, self->xf);
         S_LAUNCH ();
-        if (s_gemm (self, &L->wdown, tg))
+        if (s_gemm (self, &L->wdown, t))
             return -1;
         const float *next_norm = l + 1 < n_layers ? (*self->layers)[l + 1].attn_norm
                                  : want_head ? self->output_norm : NULL;
@@ -873,7 +920,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         S_LAUNCH ();
     }
     if (want_head) {
-        if (s_gemm (self, &self->output, tg))
+        if (s_gemm (self, &self->output, t))
             return -1;
         k_head<W8><<<t, 1024, 0, st>>> (self->raw, self->output.scale, self->xs, c->vocab_size,
                                         self->output.n, self->logits, self->argmax);
@@ -902,14 +949,15 @@ s_run (gpu_model_t *self, int t, bool want_head)
         //  device work and a missing GEMM algorithm fails outside it.
         const model_config_t *c = &self->config;
         int tg = (t + 3) / 4 * 4;
-        for (size_t l = 0; l < self->layers->size (); l++) {
+        bool skinny = self->opts.skinny_gemm && t <= K_SKINNY_MAX_T;
+        for (size_t l = 0; !skinny && l < self->layers->size (); l++) {
             const s_layer_t *L = &(*self->layers)[l];
             if (!s_plan (self, L->wqkv.n, L->wqkv.cols, tg) || !s_plan (self, L->wo.n, L->wo.cols, tg)
                 || !s_plan (self, L->wgu.n, L->wgu.cols, tg)
                 || !s_plan (self, L->wdown.n, L->wdown.cols, tg))
                 return -1;
         }
-        if (want_head && !s_plan (self, self->output.n, c->dim, tg))
+        if (!skinny && want_head && !s_plan (self, self->output.n, c->dim, tg))
             return -1;
         cudaGraph_t g = NULL;
         S_CUDA (cudaStreamBeginCapture (self->stream, cudaStreamCaptureModeThreadLocal));

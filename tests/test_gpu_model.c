@@ -365,6 +365,53 @@ Test (gpu_model, batch_rollback_graphs, .fini = s_cleanup)
     model_destroy (&cpu);
 }
 
+//  The skinny GEMM kernels (batches of <= 8 positions) compute what
+//  cuBLASLt computes: the same int32 sums in W8A8 (so the same logits),
+//  fp32-accumulated fp16 products in fp16, at every batch size 1..8 and
+//  over several sessions at once.
+Test (gpu_model, skinny_gemm_matches_cublaslt, .fini = s_cleanup)
+{
+    s_need_device ();
+    const char *path = s_tiny ();
+    model_t *cpu = s_cpu (path, 0, -1, true, true);
+    int V = model_config (cpu)->vocab_size;
+    for (int f = 0; f < 2; f++) {
+        gpu_model_t *g = s_gpu (cpu, f ? GPU_FMT_W8A8 : GPU_FMT_FP16, 3, 128);
+        int a = gpu_session_open (g), b = gpu_session_open (g);
+        int32_t prompt[30], tok[8];
+        s_tokens (prompt, 30, V, 41);
+        gpu_seq_t pre[2] = { { a, 0, 30, prompt, NULL }, { b, 0, 17, prompt, NULL } };
+        int32_t am[64];
+        gpu_out_t oa = { .argmax = am };
+        cr_assert_eq (gpu_forward_batch (g, pre, 2, &oa), 0, "%s", gpu_model_error (g));
+        float *on = malloc ((size_t) 8 * V * sizeof (float)), *off = malloc ((size_t) 8 * V * sizeof (float));
+        for (int t = 1; t <= 8; t++) {
+            s_tokens (tok, 8, V, 300 + t);
+            //  One session with t positions, and two sessions sharing t.
+            for (int split = 0; split < 2; split++) {
+                int na = split ? (t + 1) / 2 : t, nb = t - na;
+                gpu_seq_t q[2] = { { a, 30, na, tok, NULL }, { b, 17, nb, tok + na, NULL } };
+                int nq = nb > 0 ? 2 : 1;
+                float *dst[2] = { on, off };
+                for (int k = 0; k < 2; k++) {
+                    gpu_model_set_skinny (g, k == 0);
+                    gpu_out_t o = { .logits = dst[k] };
+                    cr_assert_eq (gpu_forward_batch (g, q, nq, &o), 0, "%s", gpu_model_error (g));
+                    gpu_session_truncate (g, a, 30);
+                    gpu_session_truncate (g, b, 17);
+                }
+                double e = s_rel_err (on, off, (size_t) t * V);
+                cr_expect_leq (e, f ? 1e-6 : 3e-3, "%s t %d split %d: skinny vs cuBLASLt relative error %.3e",
+                               f ? "w8a8" : "fp16", t, split, e);
+            }
+        }
+        free (on);
+        free (off);
+        gpu_model_destroy (&g);
+    }
+    model_destroy (&cpu);
+}
+
 Test (gpu_model, bad_requests_get_errors, .fini = s_cleanup)
 {
     s_need_device ();

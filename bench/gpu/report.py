@@ -58,7 +58,8 @@ md = [f"# GPU backend (bench/gpu) on {bench.get('device')}", "",
       f"| verify 1 session x 5 positions, ms | {f(w8.get('verify_ms'))} | {f(f16.get('verify_ms'))} | {f(t1)} |",
       f"| floor, ms | {f(w8.get('floor_ms'))} | {f(f16.get('floor_ms'))} | |",
       f"| ratio to floor | {f(w8.get('verify_ratio_to_floor'), '.2f')} | {f(f16.get('verify_ratio_to_floor'), '.2f')} | |",
-      f"| verify without CUDA graphs, ms | {f(w8.get('verify_ms_no_graphs'))} | {f(f16.get('verify_ms_no_graphs'))} | |"]
+      f"| verify without CUDA graphs, ms | {f(w8.get('verify_ms_no_graphs'))} | {f(f16.get('verify_ms_no_graphs'))} | |",
+      f"| verify with cuBLASLt for every GEMM, ms | {f(w8.get('verify_ms_cublaslt'))} | {f(f16.get('verify_ms_cublaslt'))} | |"]
 for s in ("1", "8", "32", "64"):
     md.append(f"| verified tokens/s, {s} sessions | {f(out[f'verified_tps_{s}_sessions_w8a8'], '.0f')} | "
               f"{f(out[f'verified_tps_{s}_sessions_fp16'], '.0f')} | {f(out[f'verified_tps_{s}_sessions_torch_fp16'], '.0f')} |")
