@@ -23,6 +23,7 @@
 #include "gpu.h"
 #include "kvcache.h"
 #include "model.h"
+#include "model_impl.h"
 #include "tokenizer.h"
 
 #define TINY_LAYERS 3
@@ -167,6 +168,220 @@ s_gpu_logits (gpu_model_t *g, const int32_t *tokens, int n, int chunk)
     }
     cr_assert_eq (gpu_session_close (g, s), 0);
     return logits;
+}
+
+//  --- a CPU reference of the W8A8 arithmetic ------------------------------
+//
+//  The GPU's W8A8 model differs from the CPU engine by its quantization
+//  (per-row int8 weights, per-token int8 activations, fp16 KV cache and
+//  embeddings), not only by rounding, so agreement with the engine's f32
+//  forward measures the scheme. This reference does the same quantized
+//  arithmetic on the CPU, token by token in plain C (exact int32 dot
+//  products), so a comparison with it measures the kernels.
+
+typedef struct {
+    int rows, cols;
+    int8_t *q;                  //  (rows, cols)
+    float *s;                   //  (rows)
+} s_i8_t;
+
+static s_i8_t
+s_i8_new (const qmatrix_t *m)
+{
+    s_i8_t w = { qmatrix_rows (m), qmatrix_cols (m), NULL, NULL };
+    w.q = malloc ((size_t) w.rows * w.cols);
+    w.s = malloc ((size_t) w.rows * sizeof (float));
+    float *row = malloc ((size_t) w.cols * sizeof (float));
+    cr_assert (w.q && w.s && row);
+    for (int r = 0; r < w.rows; r++) {
+        qmatrix_get_row (m, r, row);
+        float amax = 0;
+        for (int c = 0; c < w.cols; c++)
+            amax = fmaxf (amax, fabsf (row[c]));
+        float scale = amax > 0 ? amax / 127.0f : 1.0f;
+        for (int c = 0; c < w.cols; c++) {
+            float v = nearbyintf (row[c] / scale);
+            w.q[(size_t) r * w.cols + c] = (int8_t) (v > 127 ? 127 : v < -127 ? -127 : v);
+        }
+        w.s[r] = scale;
+    }
+    free (row);
+    return w;
+}
+
+static void
+s_i8_free (s_i8_t *w)
+{
+    free (w->q);
+    free (w->s);
+}
+
+//  y = W x for one token, x quantized per token like the GPU's emit.
+static void
+s_i8_mv (const s_i8_t *W, const float *x, float *y)
+{
+    int8_t *xq = malloc ((size_t) W->cols);
+    float amax = 0;
+    for (int c = 0; c < W->cols; c++)
+        amax = fmaxf (amax, fabsf (x[c]));
+    float xs = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / xs;
+    for (int c = 0; c < W->cols; c++) {
+        float v = nearbyintf (x[c] * inv);
+        xq[c] = (int8_t) (v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    for (int r = 0; r < W->rows; r++) {
+        const int8_t *wr = W->q + (size_t) r * W->cols;
+        int32_t acc = 0;
+        for (int c = 0; c < W->cols; c++)
+            acc += (int32_t) wr[c] * xq[c];
+        y[r] = (float) acc * xs * W->s[r];
+    }
+    free (xq);
+}
+
+static float
+s_h (float v)
+{
+    return (float) (_Float16) v;
+}
+
+static void
+s_ref_rmsnorm (float *out, const float *x, const float *w, int dim, float eps)
+{
+    float ss = 0;
+    for (int i = 0; i < dim; i++)
+        ss += x[i] * x[i];
+    float inv = 1.0f / sqrtf (ss / dim + eps);
+    for (int i = 0; i < dim; i++)
+        out[i] = x[i] * inv * w[i];
+}
+
+//  Logits (n x vocab) of the W8A8 arithmetic for tokens at positions 0..n-1.
+static float *
+s_w8a8_ref_logits (const model_t *cpu, const int32_t *tokens, int n)
+{
+    const model_config_t *c = model_config (cpu);
+    const model_weights_t *w = &cpu->w;
+    int dim = c->dim, hd = c->head_dim, kvd = c->kv_dim, hid = c->hidden_dim, V = c->vocab_size;
+    int qd = c->n_heads * hd, L = c->n_layers, group = c->n_heads / c->n_kv_heads;
+    s_i8_t *qkv = calloc (L, sizeof *qkv), *wo = calloc (L, sizeof *wo);
+    s_i8_t *gu = calloc (L, sizeof *gu), *down = calloc (L, sizeof *down);
+    for (int l = 0; l < L; l++) {
+        qkv[l] = s_i8_new (w->layers[l].wqkv);
+        wo[l] = s_i8_new (w->layers[l].wo);
+        gu[l] = s_i8_new (w->layers[l].w_gate_up);
+        down[l] = s_i8_new (w->layers[l].w_down);
+    }
+    s_i8_t head = s_i8_new (w->output);
+    float *kc = malloc ((size_t) L * n * kvd * sizeof (float));
+    float *vc = malloc ((size_t) L * n * kvd * sizeof (float));
+    float *x = malloc (dim * sizeof (float)), *xb = malloc (dim * sizeof (float));
+    float *buf = malloc ((size_t) (qd + 2 * kvd + 2 * hid) * sizeof (float));
+    float *att = malloc (qd * sizeof (float)), *hb = malloc (hid * sizeof (float));
+    float *sc = malloc (n * sizeof (float)), *tmp = malloc (dim * sizeof (float));
+    float *logits = malloc ((size_t) n * V * sizeof (float));
+    cr_assert (kc && vc && x && xb && buf && att && hb && sc && tmp && logits);
+    for (int p = 0; p < n; p++) {
+        qmatrix_get_row (w->token_embd, tokens[p], x);
+        for (int i = 0; i < dim; i++)
+            x[i] = s_h (x[i]);
+        for (int l = 0; l < L; l++) {
+            const model_layer_t *ly = &w->layers[l];
+            s_ref_rmsnorm (xb, x, ly->attn_norm, dim, c->norm_eps);
+            s_i8_mv (&qkv[l], xb, buf);
+            for (int i = 0; i < hd / 2; i++) {
+                double ang = (double) p * w->rope_inv_freq[i];
+                float co = (float) cos (ang), si = (float) sin (ang);
+                for (int h = 0; h < c->n_heads + c->n_kv_heads; h++) {
+                    float *v = buf + h * hd + 2 * i;
+                    float x0 = v[0], x1 = v[1];
+                    v[0] = x0 * co - x1 * si;
+                    v[1] = x0 * si + x1 * co;
+                }
+            }
+            float *kl = kc + ((size_t) l * n + p) * kvd, *vl = vc + ((size_t) l * n + p) * kvd;
+            for (int i = 0; i < kvd; i++) {
+                kl[i] = s_h (buf[qd + i]);
+                vl[i] = s_h (buf[qd + kvd + i]);
+            }
+            float scale = 1.0f / sqrtf ((float) hd);
+            for (int h = 0; h < c->n_heads; h++) {
+                const float *q = buf + h * hd;
+                int ko = (h / group) * hd;
+                float mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= p; j++) {
+                    const float *k = kc + ((size_t) l * n + j) * kvd + ko;
+                    float d = 0;
+                    for (int i = 0; i < hd; i++)
+                        d += q[i] * scale * k[i];
+                    sc[j] = d;
+                    mx = fmaxf (mx, d);
+                }
+                for (int j = 0; j <= p; j++)
+                    sum += (sc[j] = expf (sc[j] - mx));
+                for (int i = 0; i < hd; i++) {
+                    float o = 0;
+                    for (int j = 0; j <= p; j++)
+                        o += sc[j] * vc[((size_t) l * n + j) * kvd + ko + i];
+                    att[h * hd + i] = o / sum;
+                }
+            }
+            s_i8_mv (&wo[l], att, tmp);
+            for (int i = 0; i < dim; i++)
+                x[i] += tmp[i];
+            s_ref_rmsnorm (xb, x, ly->ffn_norm, dim, c->norm_eps);
+            s_i8_mv (&gu[l], xb, buf);
+            for (int i = 0; i < hid; i++)
+                hb[i] = buf[i] / (1.0f + expf (-buf[i])) * buf[hid + i];
+            s_i8_mv (&down[l], hb, tmp);
+            for (int i = 0; i < dim; i++)
+                x[i] += tmp[i];
+        }
+        s_ref_rmsnorm (xb, x, w->output_norm, dim, c->norm_eps);
+        s_i8_mv (&head, xb, logits + (size_t) p * V);
+    }
+    for (int l = 0; l < L; l++) {
+        s_i8_free (&qkv[l]); s_i8_free (&wo[l]); s_i8_free (&gu[l]); s_i8_free (&down[l]);
+    }
+    s_i8_free (&head);
+    free (qkv); free (wo); free (gu); free (down);
+    free (kc); free (vc); free (x); free (xb); free (buf); free (att); free (hb); free (sc); free (tmp);
+    return logits;
+}
+
+//  Top-1 agreement (fraction of rows) and relative error of a vs ref.
+static double
+s_agree (const float *a, const float *ref, int n, int V)
+{
+    int agree = 0;
+    for (int t = 0; t < n; t++)
+        agree += s_argmax (a + (size_t) t * V, V) == s_argmax (ref + (size_t) t * V, V);
+    return (double) agree / n;
+}
+
+Test (gpu_model, tiny_w8a8_matches_w8a8_reference, .fini = s_cleanup)
+{
+    s_need_device ();
+    const char *path = s_tiny ();
+    model_t *cpu = s_cpu (path, 0, -1, true, true);
+    int V = model_config (cpu)->vocab_size;
+    enum { N = 40 };
+    int32_t tokens[N];
+    s_tokens (tokens, N, V, 3);
+    float *ref = s_w8a8_ref_logits (cpu, tokens, N);
+    gpu_model_t *g = s_gpu (cpu, GPU_FMT_W8A8, 1, 128);
+    int chunks[3] = { N, 5, 1 };
+    for (int k = 0; k < 3; k++) {
+        float *got = s_gpu_logits (g, tokens, N, chunks[k]);
+        double e = s_rel_err (got, ref, (size_t) N * V), a = s_agree (got, ref, N, V);
+        cr_log_info ("w8a8 vs W8A8 reference, chunk %d: rel err %.2e, top-1 %.3f", chunks[k], e, a);
+        cr_expect_leq (e, 5e-3, "chunk %d: relative error %.3e vs the W8A8 reference", chunks[k], e);
+        cr_expect_geq (a, 0.975, "chunk %d: top-1 agreement %.3f vs the W8A8 reference", chunks[k], a);
+        free (got);
+    }
+    gpu_model_destroy (&g);
+    free (ref);
+    model_destroy (&cpu);
 }
 
 Test (gpu_model, tiny_fp16_and_w8a8_match_cpu, .fini = s_cleanup)
@@ -586,8 +801,21 @@ Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
                 f ? "w8a8" : "fp16", e, agree, N, rate);
         if (f == 0)
             cr_expect_leq (e, 1e-2, "fp16 relative logit error %.3e", e);
-        else
-            cr_expect_geq (rate, 0.995, "w8a8 top-1 agreement %.4f < 0.995", rate);
+        else {
+            //  Against the engine's f32 forward the per-token W8A8 scheme
+            //  itself loses accuracy on this model (a numpy simulation of
+            //  the scheme gives the same ~0.87-0.91; see gpu/NOTES.md): the
+            //  bound here only catches broken kernels. The kernels are held
+            //  to the W8A8 arithmetic below.
+            cr_expect_geq (rate, 0.8, "w8a8 top-1 agreement with f32 %.4f < 0.8", rate);
+            float *wref = s_w8a8_ref_logits (cpu, ids, N);
+            double ew = s_rel_err (got, wref, (size_t) N * c->vocab_size);
+            double aw = s_agree (got, wref, N, c->vocab_size);
+            printf ("SMOLLM2 w8a8 vs W8A8 reference: rel logit err %.3e, top-1 agreement %.4f\n", ew, aw);
+            cr_expect_geq (aw, 0.995, "w8a8 top-1 agreement with the W8A8 reference %.4f < 0.995", aw);
+            cr_expect_leq (ew, 1e-2, "w8a8 relative error vs the W8A8 reference %.3e", ew);
+            free (wref);
+        }
         free (got);
         gpu_model_destroy (&g);
     }
