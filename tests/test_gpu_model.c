@@ -627,6 +627,97 @@ Test (gpu_model, skinny_gemm_matches_cublaslt, .fini = s_cleanup)
     model_destroy (&cpu);
 }
 
+//  Greedy speculative decoding on the GPU (verify k+1 positions, accept
+//  the drafts that match the argmax, take the argmax after them, roll the
+//  rest back) generates exactly what plain greedy decoding (one position
+//  a call) generates. The drafter is deliberately poor: it proposes the
+//  true continuation (known from the plain run) with some tokens replaced,
+//  so every acceptance length 0..k occurs.
+static void
+s_spec_equals_greedy (gpu_model_t *g, const int32_t *prompt, int np, int n_gen)
+{
+    int V = gpu_model_config (g)->vocab_size;
+    enum { K = 4 };
+    int32_t *plain = malloc ((size_t) (np + n_gen + K + 1) * sizeof (int32_t));
+    memcpy (plain, prompt, np * sizeof (int32_t));
+    int s = gpu_session_open (g);
+    int32_t am[256];
+    gpu_out_t out = { .argmax = am };
+    //  The prompt but its last token as one batch (as below), then one
+    //  position a call: every generated position goes through the same
+    //  kernels in both runs, so equality is exact, not up to rounding.
+    gpu_seq_t q = { s, 0, np - 1, prompt, NULL };
+    cr_assert_eq (gpu_forward_batch (g, &q, 1, &out), 0, "%s", gpu_model_error (g));
+    for (int i = 0; i < n_gen; i++) {
+        q = (gpu_seq_t) { s, np - 1 + i, 1, plain + np - 1 + i, NULL };
+        cr_assert_eq (gpu_forward_batch (g, &q, 1, &out), 0, "%s", gpu_model_error (g));
+        plain[np + i] = am[0];
+    }
+    gpu_session_close (g, s);
+
+    int32_t *spec = malloc ((size_t) (np + n_gen + K + 1) * sizeof (int32_t));
+    memcpy (spec, prompt, np * sizeof (int32_t));
+    s = gpu_session_open (g);
+    q = (gpu_seq_t) { s, 0, np - 1, prompt, NULL };
+    cr_assert_eq (gpu_forward_batch (g, &q, 1, &out), 0, "%s", gpu_model_error (g));
+    int len = np, hist[K + 1] = { 0 };
+    unsigned r = 77;
+    while (len < np + n_gen) {
+        //  Verify [last token, d1..dK] at positions len-1 .. len+K-1.
+        int32_t in[K + 1];
+        in[0] = spec[len - 1];
+        for (int j = 1; j <= K; j++) {
+            r = r * 1103515245u + 12345u;
+            int32_t truth = len + j - 1 < np + n_gen ? plain[len + j - 1] : 0;
+            in[j] = (r >> 16) % 4 == 0 ? (int32_t) ((r >> 8) % (unsigned) V) : truth;
+        }
+        q = (gpu_seq_t) { s, len - 1, K + 1, in, NULL };
+        cr_assert_eq (gpu_forward_batch (g, &q, 1, &out), 0, "%s", gpu_model_error (g));
+        int acc = 0;
+        while (acc < K && in[acc + 1] == am[acc])
+            acc++;
+        for (int j = 0; j < acc; j++)
+            spec[len + j] = in[j + 1];
+        spec[len + acc] = am[acc];
+        len += acc + 1;
+        hist[acc]++;
+        //  The cache keeps the verified input rows: len - 1 positions.
+        cr_assert_eq (gpu_session_truncate (g, s, len - 1), 0);
+    }
+    cr_log_info ("speculative acceptance histogram: %d %d %d %d %d", hist[0], hist[1], hist[2], hist[3], hist[4]);
+    for (int i = np; i < np + n_gen; i++)
+        cr_expect_eq (spec[i], plain[i], "token %d: speculative %d, greedy %d", i - np, spec[i], plain[i]);
+    gpu_session_close (g, s);
+    free (plain);
+    free (spec);
+}
+
+Test (gpu_model, speculative_greedy_equals_greedy, .fini = s_cleanup)
+{
+    s_need_device ();
+    const char *path = s_tiny ();
+    model_t *cpu = s_cpu (path, 0, -1, true, true);
+    int32_t prompt[12];
+    s_tokens (prompt, 12, model_config (cpu)->vocab_size, 8);
+    for (int f = 0; f < 2; f++) {
+        gpu_model_t *g = s_gpu (cpu, f ? GPU_FMT_W8A8 : GPU_FMT_FP16, 2, 128);
+        s_spec_equals_greedy (g, prompt, 12, 60);
+        gpu_model_destroy (&g);
+    }
+    model_destroy (&cpu);
+    const char *smol = getenv ("SPLITMESH_MODEL");
+    if (smol && access (smol, R_OK) == 0) {
+        model_t *m = s_cpu (smol, 0, -1, true, true);
+        int32_t p2[8] = { 1, 504, 3458, 282, 4274, 314, 253, 1789 };
+        for (int f = 0; f < 2; f++) {
+            gpu_model_t *g = s_gpu (m, f ? GPU_FMT_W8A8 : GPU_FMT_FP16, 2, 256);
+            s_spec_equals_greedy (g, p2, 8, 100);
+            gpu_model_destroy (&g);
+        }
+        model_destroy (&m);
+    }
+}
+
 Test (gpu_model, bad_requests_get_errors, .fini = s_cleanup)
 {
     s_need_device ();
