@@ -68,7 +68,8 @@ typedef struct {
 } gpu_options_t;
 
 //  fp16, 8 sessions, 1024 positions, 256 tokens a batch, pages of 16,
-//  graphs on for batches up to 64 positions, skinny GEMMs on.
+//  graphs on for batches up to 64 positions, skinny GEMMs on (off when
+//  the environment has SPLITMESH_GPU_SKINNY=0).
 gpu_options_t gpu_options_default (void);
 
 typedef struct _gpu_model_t gpu_model_t;

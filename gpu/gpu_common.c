@@ -2,6 +2,7 @@
     default options), compiled with and without CUDA so both builds agree.
 */
 #include "gpu.h"
+#include <stdlib.h>
 #include <string.h>
 
 const char *
@@ -37,6 +38,9 @@ gpu_options_default (void)
     o.n_pages = 0;
     o.use_graphs = true;
     o.graph_max_tokens = 64;
-    o.skinny_gemm = true;
+    //  SPLITMESH_GPU_SKINNY=0 falls back to cuBLASLt for every product
+    //  (for comparisons on the GPU host without a rebuild).
+    const char *sk = getenv ("SPLITMESH_GPU_SKINNY");
+    o.skinny_gemm = !(sk && strcmp (sk, "0") == 0);
     return o;
 }
