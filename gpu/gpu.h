@@ -162,6 +162,16 @@ int gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, con
 //  denominator of the bandwidth floor. Returns 0 on any failure.
 double gpu_copy_bandwidth (size_t bytes, int reps);
 
+//  The head alone on n rows of final activations x (n x dim, as
+//  gpu_forward_batch's out.x gives them): final RMSNorm, output projection
+//  and, as asked in out, logits, argmax and probabilities (out.x must be
+//  NULL). No session changes. For callers that run the layers and the head
+//  as separate steps (the service's backend table); gpu_forward_batch with
+//  head outputs does both in one pass. Returns 0, or -1 (gpu_model_error)
+//  when the head is not loaded, n is outside [1, max_tokens] or on a
+//  device error.
+int gpu_model_head (gpu_model_t *self, const float *x, int n, const gpu_out_t *out);
+
 //  Device memory in use (total minus free, whole device), in bytes; 0
 //  without a device.
 size_t gpu_memory_used (void);

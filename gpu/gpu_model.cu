@@ -1124,3 +1124,55 @@ rollback:
     }
     return rc;
 }
+
+//  The head alone: final RMSNorm, output projection, argmax / softmax.
+template <int W8>
+static int
+s_enqueue_head (gpu_model_t *self, int n)
+{
+    const model_config_t *c = &self->config;
+    k_add_rmsnorm<W8><<<n, K_THREADS, 0, self->stream>>> (self->x, NULL, NULL, self->xs, self->output_norm,
+                                                          c->norm_eps, c->dim, self->act, self->xf);
+    S_LAUNCH ();
+    if (s_gemm (self, &self->output, n))
+        return -1;
+    k_head<W8><<<n, 1024, 0, self->stream>>> (self->raw, self->output.scale, self->xs, c->vocab_size,
+                                              self->output.n, self->logits, self->argmax);
+    S_LAUNCH ();
+    return 0;
+}
+
+extern "C" int
+gpu_model_head (gpu_model_t *self, const float *x, int n, const gpu_out_t *out)
+{
+    const model_config_t *c = &self->config;
+    self->error[0] = '\0';
+    if (!self->has_head)
+        return s_fail (self, "the output head is not loaded on the GPU");
+    if (!x || !out || n < 1 || n > self->opts.max_tokens)
+        return s_fail (self, "bad arguments to gpu_model_head (n %d, at most %d)", n, self->opts.max_tokens);
+    if (out->x || !(out->logits || out->argmax || out->probs))
+        return s_fail (self, "gpu_model_head gives logits, argmax or probabilities");
+    if (out->probs && !(out->temperature > 0.0f))
+        return s_fail (self, "probabilities need a temperature > 0 (got %g)", out->temperature);
+    cudaStream_t st = self->stream;
+    memcpy (self->h_x, x, (size_t) n * c->dim * sizeof (float));
+    S_CUDA (cudaMemcpyAsync (self->x, self->h_x, (size_t) n * c->dim * sizeof (float),
+                             cudaMemcpyHostToDevice, st));
+    if (s_w8 (self) ? s_enqueue_head<1> (self, n) : s_enqueue_head<0> (self, n))
+        return -1;
+    if (out->probs) {
+        k_softmax<<<n, 1024, 0, st>>> (self->logits, self->probs, c->vocab_size, 1.0f / out->temperature);
+        S_LAUNCH ();
+        S_CUDA (cudaMemcpyAsync (out->probs, self->probs, (size_t) n * c->vocab_size * sizeof (float),
+                                 cudaMemcpyDeviceToHost, st));
+    }
+    if (out->logits)
+        S_CUDA (cudaMemcpyAsync (out->logits, self->logits, (size_t) n * c->vocab_size * sizeof (float),
+                                 cudaMemcpyDeviceToHost, st));
+    if (out->argmax)
+        S_CUDA (cudaMemcpyAsync (out->argmax, self->argmax, (size_t) n * sizeof (int32_t),
+                                 cudaMemcpyDeviceToHost, st));
+    S_CUDA (cudaStreamSynchronize (st));
+    return 0;
+}

@@ -74,6 +74,12 @@ gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const g
     return -1;
 }
 
+int
+gpu_model_head (gpu_model_t *self, const float *x, int n, const gpu_out_t *out)
+{
+    return -1;
+}
+
 size_t
 gpu_memory_used (void)
 {

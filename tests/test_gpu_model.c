@@ -718,6 +718,48 @@ Test (gpu_model, speculative_greedy_equals_greedy, .fini = s_cleanup)
     }
 }
 
+//  The head alone on the activations a forward pass gives equals the
+//  forward pass with the head (the service's layers-then-head path).
+Test (gpu_model, head_alone_equals_forward_with_head, .fini = s_cleanup)
+{
+    s_need_device ();
+    const char *path = s_tiny ();
+    model_t *cpu = s_cpu (path, 0, -1, true, true);
+    const model_config_t *c = model_config (cpu);
+    int V = c->vocab_size;
+    for (int f = 0; f < 2; f++) {
+        gpu_model_t *g = s_gpu (cpu, f ? GPU_FMT_W8A8 : GPU_FMT_FP16, 2, 64);
+        int lens[2] = { 5, 12 };        //  skinny and cuBLASLt GEMMs
+        for (int k = 0; k < 2; k++) {
+            int n = lens[k];
+            int32_t tok[12];
+            s_tokens (tok, n, V, 60 + k);
+            int a = gpu_session_open (g), b = gpu_session_open (g);
+            float *x = malloc ((size_t) n * c->dim * sizeof (float));
+            float *l1 = malloc ((size_t) n * V * sizeof (float)), *l2 = malloc ((size_t) n * V * sizeof (float));
+            int32_t am1[12], am2[12];
+            gpu_seq_t qa = { a, 0, n, tok, NULL }, qb = { b, 0, n, tok, NULL };
+            gpu_out_t ox = { .x = x }, ol = { .logits = l1, .argmax = am1 };
+            cr_assert_eq (gpu_forward_batch (g, &qa, 1, &ox), 0, "%s", gpu_model_error (g));
+            cr_assert_eq (gpu_forward_batch (g, &qb, 1, &ol), 0, "%s", gpu_model_error (g));
+            gpu_out_t oh = { .logits = l2, .argmax = am2 };
+            cr_assert_eq (gpu_model_head (g, x, n, &oh), 0, "%s", gpu_model_error (g));
+            double e = s_rel_err (l2, l1, (size_t) n * V);
+            cr_expect_leq (e, 1e-6, "%s n %d: head alone vs forward: relative error %.3e", f ? "w8a8" : "fp16", n, e);
+            for (int t = 0; t < n; t++)
+                cr_expect_eq (am1[t], am2[t], "row %d", t);
+            gpu_out_t bad = { .x = x };
+            cr_expect_eq (gpu_model_head (g, x, n, &bad), -1);
+            cr_expect_eq (gpu_model_head (g, x, 0, &oh), -1);
+            gpu_session_close (g, a);
+            gpu_session_close (g, b);
+            free (x); free (l1); free (l2);
+        }
+        gpu_model_destroy (&g);
+    }
+    model_destroy (&cpu);
+}
+
 Test (gpu_model, bad_requests_get_errors, .fini = s_cleanup)
 {
     s_need_device ();
