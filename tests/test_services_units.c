@@ -15,6 +15,8 @@
 */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "activations.h"
@@ -276,4 +278,80 @@ Test (kv_rollback, caches_equal_fresh_prefill, .init = s_tiny, .fini = s_tiny_fi
     s_same_cache (spec.tkv, fresh.tkv, kv_dim, n + 4, "cloud-target [2, 4)");
     s_pair_destroy (&spec);
     s_pair_destroy (&fresh);
+}
+
+//  ---------------------------------------------------------------------
+//  Options: flags and environment, usage errors, start-up failures
+
+//  Runs program with env settings (NAME=VALUE, NULL-terminated) applied in
+//  this process for the spawn; returns the exit status and the output.
+static int
+s_run_cli (char *out, size_t out_size, const char *const *env, const char *program, ...)
+{
+    char *dir = sm_tmpdir_new ("svcopt");
+    char log [600];
+    snprintf (log, sizeof log, "%s/out.log", dir);
+    for (const char *const *e = env; e && *e; e++)
+        putenv ((char *) *e);
+    va_list args;
+    va_start (args, program);
+    char *argv [16] = { (char *) program };
+    int argc = 1;
+    char *arg;
+    while (argc < 15 && (arg = va_arg (args, char *)))
+        argv [argc++] = arg;
+    argv [argc] = NULL;
+    va_end (args);
+    pid_t pid = sm_spawnv (log, program, argv);
+    for (const char *const *e = env; e && *e; e++) {
+        char name [64];
+        snprintf (name, sizeof name, "%.*s", (int) (strchr (*e, '=') - *e), *e);
+        unsetenv (name);
+    }
+    int status = -1;
+    cr_assert_eq (sm_wait (pid, 20000, &status), 0, "%s did not exit", program);
+    FILE *f = fopen (log, "r");
+    size_t n = f? fread (out, 1, out_size - 1, f): 0;
+    out [n] = 0;
+    if (f)
+        fclose (f);
+    sm_tmpdir_remove (&dir);
+    return WIFEXITED (status)? WEXITSTATUS (status): -1;
+}
+
+Test (service_options, flags_environment_and_failures, .fini = s_tiny_fini)
+{
+    char out [4096];
+    //  --help lists the common and the service's own options.
+    cr_assert_eq (s_run_cli (out, sizeof out, NULL, "splitmesh-split-prefix", "--help", NULL), 0);
+    cr_assert (strstr (out, "--act-dtype") && strstr (out, "SPLITMESH_SPLIT"), "%s", out);
+    cr_assert_eq (s_run_cli (out, sizeof out, NULL, "splitmesh-cloud-target", "--help", NULL), 0);
+    cr_assert (strstr (out, "--stage-only") && !strstr (out, "--act-dtype"), "%s", out);
+    //  Usage errors exit 2 with a reason.
+    cr_assert_eq (s_run_cli (out, sizeof out, NULL, "splitmesh-cloud-target", "--split", "2", NULL), 2);
+    cr_assert (strstr (out, "--broker"), "%s", out);
+    const char *broker_env [] = { "SPLITMESH_BROKER=tcp://127.0.0.1:1", NULL };
+    cr_assert_eq (s_run_cli (out, sizeof out, broker_env, "splitmesh-cloud-target", NULL), 2);
+    cr_assert (strstr (out, "--split"), "%s", out);
+    cr_assert_eq (s_run_cli (out, sizeof out, broker_env, "splitmesh-split-prefix", "--split", "2",
+                             "--act-dtype", "int4", NULL), 2);
+    cr_assert (strstr (out, "int4"), "%s", out);
+    cr_assert_eq (s_run_cli (out, sizeof out, broker_env, "splitmesh-tokenizer", "--split", "2", NULL), 2);
+    //  Environment only: the model named by SPLITMESH_MODEL is opened (and
+    //  its absence reported), the split by SPLITMESH_SPLIT checked.
+    const char *env [] = { "SPLITMESH_BROKER=tcp://127.0.0.1:1", "SPLITMESH_SPLIT=2",
+                           "SPLITMESH_MODEL=/nonexistent/model.gguf", "SPLITMESH_FORMAT=w4", NULL };
+    cr_assert_eq (s_run_cli (out, sizeof out, env, "splitmesh-split-prefix", NULL), 1);
+    cr_assert (strstr (out, "/nonexistent/model.gguf"), "%s", out);
+    cr_assert_eq (s_run_cli (out, sizeof out, env, "splitmesh-tokenizer", NULL), 1);
+    cr_assert (strstr (out, "/nonexistent/model.gguf"), "%s", out);
+    const char *bad_format [] = { "SPLITMESH_BROKER=tcp://127.0.0.1:1", "SPLITMESH_SPLIT=2",
+                                  "SPLITMESH_FORMAT=q3", NULL };
+    cr_assert_eq (s_run_cli (out, sizeof out, bad_format, "splitmesh-cloud-target", NULL), 2);
+    cr_assert (strstr (out, "q3"), "%s", out);
+    //  A split beyond the model's layers is refused at start-up.
+    s_tiny ();
+    cr_assert_eq (s_run_cli (out, sizeof out, broker_env, "splitmesh-cloud-target", "--model", s_model,
+                             "--split", "9", NULL), 1);
+    cr_assert (strstr (out, "exceeds the model's 4 layers"), "%s", out);
 }
