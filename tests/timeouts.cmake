@@ -1,3 +1,4 @@
 set(TIMEOUT_forward_ref 300)
 set(TIMEOUT_model 120)
 set(TIMEOUT_gpu_model 900)
+set(TIMEOUT_services_smollm 120)
