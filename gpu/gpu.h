@@ -132,7 +132,7 @@ typedef struct {
     int session;
     int pos;
     int n;
-    const int32_t *tokens;      //  n tokens, when the model has embeddings; else NULL
+    const int32_t *tokens;      //  n tokens (the model's embeddings), or NULL
     const float *x;             //  n x dim activations, when tokens is NULL
 } gpu_seq_t;
 
@@ -161,6 +161,15 @@ int gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, con
 //  median of reps timed copies (CUDA events) after one warm-up. The
 //  denominator of the bandwidth floor. Returns 0 on any failure.
 double gpu_copy_bandwidth (size_t bytes, int reps);
+
+//  Same, starting at layer first_layer of the loaded range [first, last)
+//  (the cloud-target runs [L, N) for sessions that send activations and
+//  [0, N) for those that send tokens, on one model). A session's cache is
+//  only meaningful for the layers its calls run, so a session should keep
+//  one first_layer. Tokens are accepted only from the first loaded layer
+//  of a model with embeddings; activations always. One kind per batch.
+int gpu_forward_batch_from (gpu_model_t *self, int first_layer, const gpu_seq_t *seqs, int n_seqs,
+                            const gpu_out_t *out);
 
 //  The head alone on n rows of final activations x (n x dim, as
 //  gpu_forward_batch's out.x gives them): final RMSNorm, output projection

@@ -71,6 +71,8 @@ struct _gpu_model_t {
     gpu_options_t opts;
     int first, last;            //  loaded layers
     bool has_embed, has_head;
+    int run_first;              //  this call's first layer, relative to `first`
+    bool run_tokens;            //  this call's inputs are tokens (else activations)
     size_t stream_bytes;
     char error[512];
 
@@ -854,22 +856,22 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     int q_dim = c->n_heads * c->head_dim, half_hd = c->head_dim / 2;
     const int32_t *tokens = self->d_meta, *tok_pos = self->d_meta + self->cap;
     const int32_t *tok_slot = self->d_meta + 2 * self->cap;
-    int n_layers = self->last - self->first;
+    int l0 = self->run_first, n_layers = self->last - self->first;
 
     k_rope_table<<<t, 64, 0, st>>> (tok_pos, self->inv_freq, self->cos_t, self->sin_t, half_hd);
     S_LAUNCH ();
-    if (self->has_embed) {
+    if (self->run_tokens) {
         k_embed<<<t, K_THREADS, 0, st>>> (tokens, self->embed, self->x, c->dim);
         S_LAUNCH ();
     }
-    const float *first_norm = n_layers > 0 ? (*self->layers)[0].attn_norm
+    const float *first_norm = l0 < n_layers ? (*self->layers)[l0].attn_norm
                               : want_head ? self->output_norm : NULL;
     if (first_norm) {
         k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, NULL, NULL, self->xs, first_norm,
                                                     c->norm_eps, c->dim, self->act, self->xf);
         S_LAUNCH ();
     }
-    for (int l = 0; l < n_layers; l++) {
+    for (int l = l0; l < n_layers; l++) {
         const s_layer_t *L = &(*self->layers)[l];
         __half *kc = self->kcache + (size_t) l * self->layer_stride;
         __half *vc = self->vcache + (size_t) l * self->layer_stride;
@@ -940,8 +942,11 @@ s_enqueue_any (gpu_model_t *self, int t, bool want_head)
 static int
 s_run (gpu_model_t *self, int t, bool want_head)
 {
+    //  Graphs are captured for the usual call only: every loaded layer,
+    //  tokens when the embeddings are loaded, the head when loaded.
     bool graph = self->opts.use_graphs && t <= self->opts.graph_max_tokens
-                 && want_head == self->has_head;
+                 && want_head == self->has_head && self->run_first == 0
+                 && self->run_tokens == self->has_embed;
     if (!graph)
         return s_enqueue_any (self, t, want_head);
     if (!self->graphs[t]) {
@@ -984,10 +989,26 @@ s_run (gpu_model_t *self, int t, bool want_head)
 extern "C" int
 gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const gpu_out_t *out)
 {
+    return gpu_forward_batch_from (self, self->first, seqs, n_seqs, out);
+}
+
+extern "C" int
+gpu_forward_batch_from (gpu_model_t *self, int first_layer, const gpu_seq_t *seqs, int n_seqs,
+                        const gpu_out_t *out)
+{
     const model_config_t *c = &self->config;
     self->error[0] = '\0';
     if (!seqs || n_seqs < 1 || !out)
         return s_fail (self, "bad arguments to gpu_forward_batch (%d sequences)", n_seqs);
+    if (first_layer < self->first || first_layer > self->last)
+        return s_fail (self, "layer %d is outside the loaded range [%d, %d)", first_layer,
+                       self->first, self->last);
+    //  Tokens (embedded on the GPU) only from the first loaded layer with
+    //  the embeddings; activations otherwise. One kind per batch.
+    bool tokens_in = seqs[0].tokens != NULL;
+    if (tokens_in && (!self->has_embed || first_layer != self->first))
+        return s_fail (self, "tokens given but the embeddings are not loaded%s",
+                       self->has_embed ? " for this first layer" : "");
     bool want_head = out->logits || out->argmax || out->probs;
     if (want_head && !self->has_head)
         return s_fail (self, "logits asked for but the head is not loaded on the GPU");
@@ -1019,16 +1040,16 @@ gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const g
                            q->session, q->pos, q->pos + q->n - 1, self->opts.max_ctx);
         if (q->n > self->opts.max_tokens - total)
             return s_fail (self, "batch holds more than %d positions", self->opts.max_tokens);
-        if (self->has_embed) {
-            if (!q->tokens)
-                return s_fail (self, "sequence %d has no tokens", i);
+        if ((q->tokens != NULL) != tokens_in)
+            return s_fail (self, "sequence %d mixes tokens and activations in one batch", i);
+        if (!q->tokens && !q->x)
+            return s_fail (self, "sequence %d has no tokens and no input activations", i);
+        if (tokens_in) {
             for (int j = 0; j < q->n; j++)
                 if (q->tokens[j] < 0 || q->tokens[j] >= c->vocab_size)
                     return s_fail (self, "token %d at index %d of sequence %d is outside the vocabulary [0, %d)",
                                    (int) q->tokens[j], j, i, c->vocab_size);
         }
-        else if (!q->x)
-            return s_fail (self, "sequence %d has no input activations", i);
         size_t need = (size_t) (q->pos + q->n + self->opts.page_size - 1) / self->opts.page_size;
         pages_needed += need - s->pages->size ();
         total += q->n;
@@ -1052,11 +1073,11 @@ gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const g
             self->table_dirty = true;
         }
         for (int j = 0; j < q->n; j++, t++) {
-            h_tok[t] = self->has_embed ? q->tokens[j] : 0;
+            h_tok[t] = tokens_in ? q->tokens[j] : 0;
             h_pos[t] = q->pos + j;
             h_slot[t] = q->session;
         }
-        if (!self->has_embed)
+        if (!tokens_in)
             memcpy (self->h_x + (size_t) (t - q->n) * c->dim, q->x, (size_t) q->n * c->dim * sizeof (float));
     }
     cudaStream_t st = self->stream;
@@ -1070,7 +1091,7 @@ gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const g
                              (size_t) self->opts.max_sessions * self->max_blocks * sizeof (int32_t),
                              cudaMemcpyHostToDevice, st);
     }
-    if (e == cudaSuccess && !self->has_embed)
+    if (e == cudaSuccess && !tokens_in)
         e = cudaMemcpyAsync (self->x, self->h_x, (size_t) total * c->dim * sizeof (float),
                              cudaMemcpyHostToDevice, st);
     if (e != cudaSuccess) {
@@ -1084,6 +1105,8 @@ gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const g
         goto rollback;
     }
     self->table_dirty = false;
+    self->run_first = first_layer - self->first;
+    self->run_tokens = tokens_in;
     if (s_run (self, total, want_head))
         goto rollback;
     if (out->probs) {

@@ -75,6 +75,13 @@ gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const g
 }
 
 int
+gpu_forward_batch_from (gpu_model_t *self, int first_layer, const gpu_seq_t *seqs, int n_seqs,
+                        const gpu_out_t *out)
+{
+    return -1;
+}
+
+int
 gpu_model_head (gpu_model_t *self, const float *x, int n, const gpu_out_t *out)
 {
     return -1;

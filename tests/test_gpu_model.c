@@ -760,6 +760,48 @@ Test (gpu_model, head_alone_equals_forward_with_head, .fini = s_cleanup)
     model_destroy (&cpu);
 }
 
+//  One model over [0, N) serving a session from layer 1 with activations
+//  (the cloud-target's split) gives the full model's logits.
+Test (gpu_model, forward_from_a_later_layer, .fini = s_cleanup)
+{
+    s_need_device ();
+    const char *path = s_tiny ();
+    model_t *full = s_cpu (path, 0, -1, true, true);
+    model_t *prefix = s_cpu (path, 0, 1, true, false);
+    const model_config_t *c = model_config (full);
+    enum { N = 10 };
+    int32_t tokens[N];
+    s_tokens (tokens, N, c->vocab_size, 23);
+    float *ref = s_cpu_logits (full, tokens, N);
+    float *x = malloc ((size_t) N * c->dim * sizeof (float));
+    kvcache_t *kv = kvcache_new (prefix, N);
+    cr_assert_eq (model_embed (prefix, tokens, N, x), 0);
+    cr_assert_eq (model_forward (prefix, kv, 0, 1, 0, N, x), 0);
+    gpu_model_t *g = s_gpu (full, GPU_FMT_FP16, 2, 64);
+    float *logits = malloc ((size_t) N * c->vocab_size * sizeof (float));
+    int s = gpu_session_open (g);
+    //  Prefill 6 positions, then 4 more (a verify-sized call), from layer 1.
+    gpu_seq_t q1 = { s, 0, 6, NULL, x };
+    gpu_out_t o1 = { .logits = logits };
+    cr_assert_eq (gpu_forward_batch_from (g, 1, &q1, 1, &o1), 0, "%s", gpu_model_error (g));
+    gpu_seq_t q2 = { s, 6, 4, NULL, x + (size_t) 6 * c->dim };
+    gpu_out_t o2 = { .logits = logits + (size_t) 6 * c->vocab_size };
+    cr_assert_eq (gpu_forward_batch_from (g, 1, &q2, 1, &o2), 0, "%s", gpu_model_error (g));
+    double e = s_rel_err (logits, ref, (size_t) N * c->vocab_size);
+    cr_expect_leq (e, 1e-2, "from layer 1: relative error %.3e", e);
+    //  Tokens need the first loaded layer; layers outside the range fail.
+    gpu_seq_t qt = { s, 10, 1, tokens, NULL };
+    cr_expect_eq (gpu_forward_batch_from (g, 1, &qt, 1, &o1), -1);
+    cr_expect (strstr (gpu_model_error (g), "embeddings"), "%s", gpu_model_error (g));
+    cr_expect_eq (gpu_forward_batch_from (g, TINY_LAYERS + 1, &q2, 1, &o1), -1);
+    cr_expect_eq (gpu_session_pos (g, s), 10);
+    gpu_model_destroy (&g);
+    kvcache_destroy (&kv);
+    free (x); free (logits); free (ref);
+    model_destroy (&full);
+    model_destroy (&prefix);
+}
+
 Test (gpu_model, bad_requests_get_errors, .fini = s_cleanup)
 {
     s_need_device ();

@@ -47,7 +47,9 @@ if [ $SKIP_TESTS = 0 ]; then
   "$D/bin/test_gpu" --jobs=1 --verbose > "$OUT/test_gpu.log" 2>&1 || status=1
   [ -f "$MODEL" ] && export SPLITMESH_MODEL=$MODEL
   "$D/bin/test_gpu_model" --jobs=1 --verbose > "$OUT/test_gpu_model.log" 2>&1 || status=1
-  grep -h -E "Synthesis|SMOLLM2|FAIL|\[FAIL\]|rel err|Assertion" "$OUT/test_gpu.log" "$OUT/test_gpu_model.log" > "$OUT/tests.txt"
+  "$D/bin/test_gpu_target" --jobs=1 --verbose > "$OUT/test_gpu_target.log" 2>&1 || status=1
+  grep -h -E "Synthesis|SMOLLM2|FAIL|\[FAIL\]|rel err|Assertion|histogram" "$OUT/test_gpu.log" \
+    "$OUT/test_gpu_model.log" "$OUT/test_gpu_target.log" > "$OUT/tests.txt"
   tail -n 30 "$OUT/tests.txt"
 fi
 ARGS=(--reps "$REPS")

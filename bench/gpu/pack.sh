@@ -11,10 +11,10 @@ cd "$(dirname "$0")/../.."
 BUILD=${SPLITMESH_BUILD_DIR:-build}
 MODEL=${SPLITMESH_MODEL:-/work/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 cmake -S . -B "$BUILD" >/dev/null
-cmake --build "$BUILD" -j2 --target test_gpu test_gpu_model bench_gpu splitmesh
+cmake --build "$BUILD" -j2 --target test_gpu test_gpu_model test_gpu_target bench_gpu splitmesh
 D=.device/gpu
 rm -rf "$D"; mkdir -p "$D/bin" "$D/lib"
-for b in test_gpu test_gpu_model bench_gpu splitmesh; do
+for b in test_gpu test_gpu_model test_gpu_target bench_gpu splitmesh; do
   strip -o "$D/bin/$b" "$BUILD/bin/$b"
 done
 ldd "$D"/bin/* | awk '$3 ~ /^\// {print $3}' | sort -u | while read -r lib; do

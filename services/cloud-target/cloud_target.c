@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include "activations.h"
 #include "cloud_target.h"
+#include "gpu.h"
 #include "session_store.h"
 #include "speculative.h"
 #include "target_backend.h"
@@ -396,9 +397,22 @@ cloud_target_actor (zsock_t *pipe, void *args)
     if (config->split < 0)
         snprintf (setup, sizeof setup, "--split is required");
     else {
-        state.backend = target_backend_cpu_new (config->model, config->format, config->threads,
-                                                config->stage_only? config->split: 0,
-                                                err, sizeof err);
+        //  The CUDA backend where there is a device (SPLITMESH_TARGET_BACKEND
+        //  = cpu | cuda overrides; SPLITMESH_GPU_FORMAT = fp16 | w8a8),
+        //  the CPU backend otherwise.
+        const char *want = getenv ("SPLITMESH_TARGET_BACKEND");
+        bool cuda = want? streq (want, "cuda"): gpu_device_count () > 0;
+        gpu_fmt_t gfmt = GPU_FMT_FP16;
+        if (cuda && gpu_fmt_parse (getenv ("SPLITMESH_GPU_FORMAT"), &gfmt))
+            gfmt = GPU_FMT_FP16;
+        state.backend = cuda
+            ? target_backend_cuda_new (config->model, config->format, (int) gfmt,
+                                       config->stage_only? config->split: 0,
+                                       (int) config->max_sessions, config->ctx? config->ctx: 2048,
+                                       err, sizeof err)
+            : target_backend_cpu_new (config->model, config->format, config->threads,
+                                      config->stage_only? config->split: 0,
+                                      err, sizeof err);
         if (!state.backend)
             snprintf (setup, sizeof setup, "%s: %s", config->model, err);
     }

@@ -57,6 +57,14 @@ struct _target_backend_t {
 target_backend_t *target_backend_cpu_new (const char *model_path, qfmt_t format, int n_threads,
                                           int first_layer, char *err, size_t err_size);
 
+//  The CUDA backend (gpu/gpu.h): the same model uploaded to the GPU as
+//  gpu_format (0 fp16, 1 w8a8: gpu_fmt_t), caches as GPU sessions (up to
+//  max_sessions, max_ctx positions each; 0: the model's context). Returns
+//  NULL with a message in err (also "no CUDA device"). Same ownership.
+target_backend_t *target_backend_cuda_new (const char *model_path, qfmt_t format, int gpu_format,
+                                           int first_layer, int max_sessions, int max_ctx,
+                                           char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif
