@@ -13,6 +13,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/.device/out}
 mkdir -p "$OUT"
 SKIP_TESTS=0 SKIP_TORCH=0 REPS=30
+ARGV="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-tests) SKIP_TESTS=1; shift ;;
@@ -60,5 +61,6 @@ if [ $SKIP_TORCH = 0 ]; then
   python3 bench/gpu/torch_ref.py --reps "$REPS" > "$OUT/torch.json" 2> "$OUT/torch.log" || status=1
   tail -n 6 "$OUT/torch.log"
 fi
-python3 bench/gpu/report.py "$OUT/bench.json" "$OUT/torch.json" "$OUT/tests.txt" "$OUT/gpu.json" "$OUT/gpu.md" || status=1
+GPU_COMMIT=$(tr -d "\n" < "$D/COMMIT" 2>/dev/null) GPU_COMMAND="bench/gpu/device.sh $ARGV" \
+  python3 bench/gpu/report.py "$OUT/bench.json" "$OUT/torch.json" "$OUT/tests.txt" "$OUT/gpu.json" "$OUT/gpu.md" || status=1
 exit $status

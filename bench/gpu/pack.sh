@@ -31,5 +31,7 @@ if [ -f "$MODEL" ]; then
   tail -c +46000001 "$MODEL" > .device/model.part-01
   stat -c %s "$MODEL" > .device/model.size
 fi
+git rev-parse --short HEAD > "$D/COMMIT" 2>/dev/null || echo unknown > "$D/COMMIT"
+git diff --quiet HEAD 2>/dev/null || echo "+dirty" >> "$D/COMMIT"
 tar -C .device -czf .device/gpu.tgz gpu
 du -sh .device/gpu.tgz .device/model.part-* 2>/dev/null

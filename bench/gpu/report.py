@@ -14,8 +14,11 @@ except Exception as e:          # torch run failed: report without it
 tests = open(sys.argv[3]).read() if len(sys.argv) > 3 else ""
 w8, f16 = bench.get("w8a8_8b", {}), bench.get("fp16_8b", {})
 t1 = torch.get("sessions", {}).get("1", {}).get("ms")
+import os
 out = {
     "device": bench.get("device"),
+    "commit": os.environ.get("GPU_COMMIT", "unknown"),
+    "command": os.environ.get("GPU_COMMAND", "bench/gpu/device.sh"),
     "copy_bandwidth_gbs": bench.get("copy_bandwidth_gbs"),
     "w8a8_8b_verify_ms": w8.get("verify_ms"),
     "w8a8_8b_floor_ms": w8.get("floor_ms"),
@@ -51,6 +54,7 @@ def f(v, spec=".3f"):
 
 
 md = [f"# GPU backend (bench/gpu) on {bench.get('device')}", "",
+      f"Commit {out['commit']}, `{out['command']}`.", "",
       f"Copy bandwidth {f(bench.get('copy_bandwidth_gbs'), '.0f')} GB/s (read + write); "
       f"floor = weight bytes read per step / that bandwidth. torch {torch.get('torch', '-')}.", "",
       "| Llama-3-8B shape, ctx %s | w8a8 | fp16 | torch fp16 eager |" % bench.get("w8a8_8b", {}).get("ctx", "-"),
