@@ -3,9 +3,9 @@
 # bench binaries and puts them, stripped, with the shared libraries they
 # need that a bare GPU host lacks (criterion, czmq, zmq, msgpack, ...; not
 # glibc, libstdc++ or cuBLASLt, which the host has) into .device/gpu/, and
-# packs that as .device/gpu.tgz; splits the model (SPLITMESH_MODEL) into two
-# halves in .device/ (uploads are limited to 64 MiB a call: carry gpu.tgz
-# and one half, then the other). device.sh runs there.
+# packs that as .device/gpu.tgz; splits the model (SPLITMESH_MODEL) into
+# parts of 36 MB in .device/ (uploads are limited to 64 MiB a call: carry
+# gpu.tgz and the first part, then one part a call). device.sh runs there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${SPLITMESH_BUILD_DIR:-build}
@@ -24,11 +24,10 @@ ldd "$D"/bin/* | awk '$3 ~ /^\// {print $3}' | sort -u | while read -r lib; do
   esac
 done
 if [ -f "$MODEL" ]; then
-  # The first half travels with gpu.tgz (7.5 MB) and the ~11 MB working
-  # tree, so it is the smaller one.
+  # Parts of 36 MB: each call carries one beside the ~12 MB working tree
+  # (the first also gpu.tgz, ~9 MB), under the 64 MiB an upload holds.
   rm -f .device/model.part-*
-  head -c 46000000 "$MODEL" > .device/model.part-00
-  tail -c +46000001 "$MODEL" > .device/model.part-01
+  split -b 36000000 -d "$MODEL" .device/model.part-
   stat -c %s "$MODEL" > .device/model.size
 fi
 git rev-parse --short HEAD > "$D/COMMIT" 2>/dev/null || echo unknown > "$D/COMMIT"
