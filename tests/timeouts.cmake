@@ -4,3 +4,5 @@ set(TIMEOUT_model 120)
 # telemetry: a real Prometheus and headless Chromium start slowly on a busy machine.
 set(TIMEOUT_prometheus 110)
 set(TIMEOUT_dashboard 150)
+set(TIMEOUT_gpu_model 900)
+set(TIMEOUT_services_smollm 120)
