@@ -30,7 +30,7 @@ typedef struct {
     int dim;                    //  hidden size
     int vocab;                  //  vocabulary size
     long positions;             //  KV positions held over all sessions
-    service_metrics_t *metrics; //  telemetry (may be disabled)
+    metrics_t *metrics;         //  telemetry (disabled without --telemetry)
 } s_state_t;
 
 //  Sets a session's position count, keeping the service's total.
@@ -87,7 +87,7 @@ s_run (s_state_t *self, const char *id, s_session_t *session, uint32_t pos,
         }
         s_set_pos (session, (int) (pos + p) + k);
     }
-    service_metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+    metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
     wire_activations_reply_t out;
     wire_activations_t acts;
     char err [256];
@@ -235,9 +235,9 @@ split_prefix_actor (zsock_t *pipe, void *args)
                        model_weight_bytes (state.model) / 1e6, state.ctx, config->max_sessions,
                        activations_dtype_name (config->act_dtype));
     }
-    state.metrics = *setup? NULL: service_metrics_new ("split-prefix", config);
+    state.metrics = *setup? NULL: metrics_new ("split-prefix", config->instance, config->telemetry);
     service_actor_run (pipe, config, "prefix", setup, s_handler, &state, state.metrics);
     session_store_destroy (&state.sessions);
-    service_metrics_destroy (&state.metrics);
+    metrics_destroy (&state.metrics);
     model_destroy (&state.model);
 }
