@@ -1,4 +1,4 @@
-/*  cli_args.c: strict option-value parsing and the ChatML prompt wrapper.  */
+/*  cli_args.c: strict option-value parsing for the CLI subcommands.  */
 #include "cli_args.h"
 #include <errno.h>
 #include <math.h>
@@ -45,22 +45,5 @@ cli_parse_u64 (const char *s, unsigned long long *out)
     if (errno || *end)
         return -1;
     *out = v;
-    return 0;
-}
-
-int
-cli_chatml (const char *prompt, char **text_p, size_t *len_p)
-{
-    static const char *head =
-        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-        "<|im_end|>\n<|im_start|>user\n";
-    static const char *tail = "<|im_end|>\n<|im_start|>assistant\n";
-    size_t n = strlen (head) + strlen (prompt) + strlen (tail);
-    char *t = malloc (n + 1);
-    if (!t)
-        return -1;
-    snprintf (t, n + 1, "%s%s%s", head, prompt, tail);
-    *text_p = t;
-    *len_p = n;
     return 0;
 }

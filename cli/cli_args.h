@@ -16,10 +16,4 @@ int cli_parse_double (const char *s, double lo, double hi, double *out);
 //  Whole string is a base-10 unsigned 64-bit integer. Returns 0, or -1.
 int cli_parse_u64 (const char *s, unsigned long long *out);
 
-//  SmolLM2-Instruct's ChatML for one user message, with the model
-//  template's default system prompt:
-//    <|im_start|>system\n...<|im_end|>\n<|im_start|>user\nPROMPT<|im_end|>\n<|im_start|>assistant\n
-//  Sets *text_p (caller frees) and *len_p. Returns 0, or -1 out of memory.
-int cli_chatml (const char *prompt, char **text_p, size_t *len_p);
-
 #endif

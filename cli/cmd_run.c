@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 #include "cli.h"
+#include "chat_template.h"
 #include "cli_args.h"
 #include "kvcache.h"
 #include "model.h"
@@ -30,7 +31,7 @@ s_usage (FILE *out)
         "usage: splitmesh run -p PROMPT [options]\n"
         "  -p, --prompt TEXT      prompt (raw; special tokens like <|im_start|> are parsed)\n"
         "  -n, --tokens N         tokens to generate (default 64)\n"
-        "      --chat             wrap the prompt in the model's ChatML template\n"
+        "      --chat             wrap the prompt in the model's chat template (as a user message)\n"
         "      --model FILE       GGUF model (default $SPLITMESH_MODEL, else " S_DEFAULT_MODEL ")\n"
         "      --format F         weight format: f32, w8, w4 (default w4)\n"
         "      --threads T        threads (default 2)\n"
@@ -160,16 +161,27 @@ cmd_run (int argc, char **argv)
                  (int) tokenizer_n_tokens (tok), c->vocab_size);
         goto done;
     }
-    size_t text_len = 0;
+    size_t n_ids = 0;
     if (chat) {
-        if (cli_chatml (prompt, &text, &text_len)) {
-            fprintf (stderr, "splitmesh run: out of memory\n");
+        //  The model's own template (tokenizer.chat_template), one user
+        //  message; the user's text stays text even if it spells a marker.
+        chat_template_t *tpl = chat_template_new_from_gguf (model_gguf (model), err, sizeof err);
+        chat_message_t msg = { "user", prompt };
+        size_t text_len = 0, *ranges = NULL, n_ranges = 0;
+        int bad = !tpl
+            || chat_template_render (tpl, &msg, 1, true, &text, &text_len, &ranges, &n_ranges,
+                                     err, sizeof err)
+            || tokenizer_encode_protected (tok, text, text_len, true, ranges, n_ranges,
+                                           &ids, &n_ids, err, sizeof err);
+        free (ranges);
+        chat_template_destroy (&tpl);
+        if (bad) {
+            fprintf (stderr, "splitmesh run: chat template: %s\n", err);
             goto done;
         }
     }
-    size_t n_ids = 0;
-    if (tokenizer_encode (tok, chat ? text : prompt, chat ? text_len : strlen (prompt),
-                          true, true, &ids, &n_ids, err, sizeof err)) {
+    else
+    if (tokenizer_encode (tok, prompt, strlen (prompt), true, true, &ids, &n_ids, err, sizeof err)) {
         fprintf (stderr, "splitmesh run: %s\n", err);
         goto done;
     }

@@ -3,9 +3,11 @@
     The Jinja source is only inspected, never executed: its markers say which
     format it is, and a ChatML template that injects a system message when
     the conversation lacks one carries that message as a string literal,
-    which is copied out (with \n escapes undone). The rendering itself is
-    exactly what SmolLM2-Instruct's template produces under jinja2; the
-    tests compare byte for byte with jinja2's output.
+    which is copied out (with \n escapes undone). Templates using features
+    the renderer does not reproduce are refused. The tests render every
+    ChatML template in llama.cpp's collection with jinja2, the way
+    transformers does, and require each accepted one (SmolLM2, Qwen2.5,
+    MiMo-VL) to match byte for byte.
 */
 #include <assert.h>
 #include <stdarg.h>
@@ -51,11 +53,13 @@ s_find (const char *hay, size_t len, const char *needle)
 //  message (SmolLM2: "!= 'system'" inside the loop; Qwen2.5: "== 'system'"
 //  ... else before the loop). Sets *before_loop when the literal comes
 //  before the message loop (then it is emitted even for no messages).
-//  Returns the text (malloc'd), or NULL when there is none.
+//  Returns the text (malloc'd), or NULL when there is none; sets *oom
+//  when memory ran out.
 static char *
-s_default_system (const char *src, size_t len, bool *before_loop)
+s_default_system (const char *src, size_t len, bool *before_loop, bool *oom)
 {
     *before_loop = false;
+    *oom = false;
     if (!s_find (src, len, "messages[0]['role']") && !s_find (src, len, "messages[0][\"role\"]")
     &&  !s_find (src, len, "messages[0].role"))
         return NULL;
@@ -81,8 +85,10 @@ s_default_system (const char *src, size_t len, bool *before_loop)
         if (!literal)
             continue;
         char *out = malloc ((size_t) (stop - q) + 1);
-        if (!out)
+        if (!out) {
+            *oom = true;
             return NULL;
+        }
         size_t n = 0;
         for (const char *c = q; c < stop; c++) {
             if (c[0] == '\\' && c + 1 < stop) {
@@ -126,7 +132,13 @@ chat_template_new (const char *source, size_t len, char *err, size_t err_size)
                 chat_template_destroy (&self);
                 return NULL;
             }
-        self->default_system = s_default_system (source, len, &self->system_before_loop);
+        bool oom;
+        self->default_system = s_default_system (source, len, &self->system_before_loop, &oom);
+        if (oom) {
+            s_err (err, err_size, "out of memory");
+            chat_template_destroy (&self);
+            return NULL;
+        }
         //  Role-dependent rendering (tool results wrapped for the user,
         //  ...) is not reproduced: such templates take the three plain
         //  roles only.

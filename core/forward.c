@@ -14,6 +14,7 @@
 #include "model_impl.h"
 #include "kvcache.h"
 #include <assert.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <math.h>
 #include <stdlib.h>
@@ -147,9 +148,12 @@ typedef struct {
     const float *values;        //  (max_ctx, kv_dim)
     int pos;                    //  position of the first new row
     int n;                      //  new rows
+    atomic_int next;            //  next (row, head) task to claim
 } s_attn_job_t;
 
-//  Causal attention for the (row, head) pairs of this thread's share.
+//  Causal attention for (row, head) pairs, claimed one at a time from a
+//  shared counter, so a thread the OS has not scheduled holds up nothing
+//  (threadpool_run_shared).
 static void
 s_attention_worker (void *arg, int ith, int nth)
 {
@@ -163,9 +167,8 @@ s_attention_worker (void *arg, int ith, int nth)
     float scale = 1.0f / sqrtf ((float) hd);
     float *scores = r->scores + (size_t) ith * r->score_cap;
     int tasks = job->n * c->n_heads;
-    int begin = (int) ((long long) tasks * ith / nth);
-    int end = (int) ((long long) tasks * (ith + 1) / nth);
-    for (int task = begin; task < end; task++) {
+    (void) nth;
+    for (int task; (task = atomic_fetch_add_explicit (&job->next, 1, memory_order_relaxed)) < tasks; ) {
         int t = task / c->n_heads, h = task % c->n_heads;
         int kv_off = (h / group) * hd;
         int len = job->pos + t + 1;
@@ -266,8 +269,8 @@ model_forward (model_t *self, kvcache_t *kv, int first, int last, int pos, int n
         s_rope (keys + (size_t) pos * kv_dim, n, c->n_kv_heads, c->head_dim, r->rope_cos, r->rope_sin);
 
         //  Causal grouped-query attention over cache + new rows.
-        s_attn_job_t job = { self, keys, values, pos, n };
-        threadpool_run (self->pool, s_attention_worker, &job);
+        s_attn_job_t job = { self, keys, values, pos, n, 0 };
+        threadpool_run_shared (self->pool, s_attention_worker, &job);
 
         //  Output projection and residual.
         qmatrix_matmul (L->wo, r->att, n, r->xb, self->pool);

@@ -16,6 +16,7 @@
 void
 kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
 {
+    memset (q, 0, (size_t) nbp * 32);
     for (int g = 0; g < nb; g++) {
         const float *xg = x + (size_t) g * 32;
         float amax = 0.0f;
@@ -33,14 +34,13 @@ kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, 
             //  NaN (from an infinite input) becomes -127 as it does there.
             float fv = nearbyintf (xg[j] * id);
             int v = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
-            q[g * 32 + j] = (int8_t) v;
+            q[kernels_w8_offset (nb, g, j)] = (int8_t) v;
             sum += v;
         }
         d[g] = dg;
         s[g] = dg * (float) sum;
     }
     for (int g = nb; g < nbp; g++) {
-        memset (q + (size_t) g * 32, 0, 32);
         d[g] = 0.0f;
         s[g] = 0.0f;
     }
@@ -59,8 +59,12 @@ s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
             float acc = 0.0f;
             for (int g = 0; g < nb; g++) {
                 int isum = 0;
-                for (int j = 0; j < 32; j++)
-                    isum += qs[g * 32 + j] * xq[g * 32 + j];
+                for (int j = 0; j < 32; j += 4) {
+                    const int8_t *wp = qs + kernels_w8_offset (nb, g, j);
+                    const int8_t *xp = xq + kernels_w8_offset (nb, g, j);
+                    for (int b = 0; b < 4; b++)
+                        isum += wp[b] * xp[b];
+                }
                 acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum;
             }
             y[(size_t) t * ldy + r] = acc;
@@ -82,11 +86,14 @@ s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
             const float *sx = a->s + (size_t) t * a->nbp;
             float acc = 0.0f;
             for (int g = 0; g < nb; g++) {
-                const uint8_t *qg = qs + (size_t) (g >> 1) * 32;
-                int shift = (g & 1) * 4;
                 int isum = 0;
-                for (int j = 0; j < 32; j++)
-                    isum += ((qg[j] >> shift) & 0xf) * xq[g * 32 + j];
+                for (int j = 0; j < 16; j += 4) {
+                    const uint8_t *wp = qs + kernels_w4_offset (nb, g, j);
+                    const int8_t *lo = xq + kernels_w8_offset (nb, g, j);
+                    const int8_t *hi = xq + kernels_w8_offset (nb, g, j + 16);
+                    for (int b = 0; b < 4; b++)
+                        isum += (wp[b] & 0xf) * lo[b] + (wp[b] >> 4) * hi[b];
+                }
                 acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum
                      + ggml_fp16_to_fp32 (mw[g]) * sx[g];
             }

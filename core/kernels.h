@@ -23,31 +23,86 @@ struct _qmatrix_t {
     int rows;                   //  output features
     int cols;                   //  input features, multiple of 32
     int nb;                     //  groups of 32 per row (cols / 32)
-    int nbp;                    //  nb rounded up to even (w4 pairs groups)
-    size_t qs_stride;           //  bytes of quants per row (w8: nbp*32, w4: nbp*16)
+    int nbp;                    //  nb rounded up to a whole block (activation groups)
+    size_t qs_stride;           //  bytes of quants per row (w8: nb*32, w4: nb*16)
     float *f;                   //  f32: (rows, cols)
-    uint8_t *qs;                //  w8: (rows, nbp*32) int8; w4: (rows, nbp*16) nibble pairs
+    uint8_t *qs;                //  w8, w4: (rows, qs_stride) in blocks, see below
     uint16_t *d;                //  w8, w4: (rows, nb) fp16 scales
     uint16_t *m;                //  w4: (rows, nb) fp16 mins
     void *mem;                  //  the one 64-byte aligned allocation
     size_t mem_size;            //  its size
 };
 
-//  Activations quantized to int8 per group of 32, for every token. Groups
-//  past nb (up to nbp, and the padding of a group pair) are zero, so kernels
-//  can run over whole pairs of groups.
+/*  Quant layout: groups go in blocks of KERNELS_BLOCK = 8 (the last block
+    of a row may hold T < 8), and within a block the groups are interleaved
+    four elements at a time, so that one 32-bit lane of a SIMD integer dot
+    product always belongs to one group:
+      1. activations and w8, 32 T bytes a block: byte 4 T j + 4 g + b is
+         element 4 j + b of group g (j < 8, g < T, b < 4); so in a full
+         block 4-byte unit u is group u mod 8, in any block group u mod T;
+      2. w4, 16 T bytes a block: byte k holds in its low nibble the weight
+         for activation byte k of the block and in its high nibble the one
+         for activation byte 16 T + k (within a group that is q4_1's order:
+         element e low, element 16 + e high).
+    Rows are stored without padding (w8 nb*32 bytes, w4 nb*16); the quant
+    array has 64 zero bytes of slack after the last row. Activations are
+    padded with zeros to nbp = nb rounded up to 8 groups. */
+#define KERNELS_BLOCK 8
+#define KERNELS_QS_SLACK 64
+
+//  Groups in the block holding group G (8, or the tail's count).
+static inline int
+kernels_block_groups (int nb, int G)
+{
+    return (G >> 3) == (nb >> 3) ? (nb & 7) : 8;
+}
+
+//  Byte offset of element e (< 32) of group G in a token's activations or
+//  in a w8 row of nb groups.
+static inline size_t
+kernels_w8_offset (int nb, int G, int e)
+{
+    int T = kernels_block_groups (nb, G);
+    return (size_t) (G >> 3) * 256 + (size_t) (4 * T) * (e >> 2) + 4 * (G & 7) + (e & 3);
+}
+
+//  Stores one group's 32 quantized activations (natural order) into the
+//  block layout.
+static inline void
+kernels_put_act_group (int8_t *q, int nb, int G, const int8_t v[32])
+{
+    int T = kernels_block_groups (nb, G);
+    int8_t *dst = q + (size_t) (G >> 3) * 256 + 4 * (G & 7);
+    for (int j = 0; j < 8; j++)
+        memcpy (dst + 4 * T * j, v + 4 * j, 4);
+}
+
+//  Byte offset of element e of group G in a w4 row of nb groups; the
+//  element is in the low nibble for e < 16, else in the high one.
+static inline size_t
+kernels_w4_offset (int nb, int G, int e)
+{
+    int T = kernels_block_groups (nb, G);
+    int e16 = e & 15;
+    return (size_t) (G >> 3) * 128 + (size_t) (4 * T) * (e16 >> 2) + 4 * (G & 7) + (e16 & 3);
+}
+
+//  Activations quantized to int8 per group of 32, for every token, in the
+//  block layout above. Bytes past the nb groups (up to nbp * 32) are zero,
+//  as are scales and sums past nb, so kernels may read whole vectors.
 typedef struct {
     int n_tokens;               //  rows of x
     int nb;                     //  groups per token
-    int nbp;                    //  padded groups per token (even, >= nb)
-    int8_t *q;                  //  (n_tokens, nbp*32) quants
+    int nbp;                    //  padded groups per token (multiple of 8, >= nb)
+    int8_t *q;                  //  (n_tokens, nbp*32) quants, block layout
     float *d;                   //  (n_tokens, nbp) scale per group
     float *s;                   //  (n_tokens, nbp) d * sum(q) per group
 } qact_t;
 
 typedef struct {
     const char *name;           //  "scalar", "avx2", "avx512vnni", "neon"
-    //  Quantizes one token's cols floats into q (nbp*32), d and s (nbp).
+    //  Quantizes one token's cols floats into q (nbp*32, block layout), d
+    //  and s (nbp).
     void (*quantize_act) (const float *x, int nb, int nbp, int8_t *q, float *d, float *s);
     //  y[t*ldy + r] for r in [r0, r1), every token of a.
     void (*matmul_w8) (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy);

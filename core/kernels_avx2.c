@@ -7,11 +7,12 @@
     u8 x s8: w4 nibbles are already unsigned (15 * 127 * 2 cannot saturate),
     w8 uses the sign trick |w| x sign(x, w) (128 * 127 * 2 < 32767).
 
-    Each weight row is read once for a tile of up to four tokens (the
-    unpacked nibbles are reused from registers), so verifying k+1 positions
-    costs about one pass over the weights. Scales are converted per chunk of
-    up to 256 groups into small stack buffers: d_w d_x per group and token,
-    and the min (w4) or -128-free correction terms as a short dot product.
+    With the block layout (kernels.h) int32 lane g is always group g of an
+    8-group block, so a block accumulates in int32 and is scaled by one
+    convert and one FMA; the last T < 8 groups go in 32-byte chunks scaled
+    through a permute. Each weight row is read once for a tile of up to
+    four tokens (the unpacked nibbles are reused from registers), so
+    verifying k+1 positions costs about one pass over the weights.
 */
 #include "kernels.h"
 
@@ -20,7 +21,6 @@
 #if KERNELS_HAVE_X86
 #include <immintrin.h>
 
-#define CH 256                  //  groups per scale chunk (even)
 #define TT 4                    //  tokens per tile
 
 static inline float
@@ -39,33 +39,6 @@ s_hsum_i32 (__m256i v)
     s = _mm_add_epi32 (s, _mm_shuffle_epi32 (s, 0x4e));
     s = _mm_add_epi32 (s, _mm_shuffle_epi32 (s, 0xb1));
     return _mm_cvtsi128_si32 (s);
-}
-
-//  fp16 scales [0, n) to floats, zero-filled up to an even count.
-static inline void
-s_fp16_chunk (const uint16_t *src, int n, float *dst)
-{
-    int g = 0;
-    for (; g + 8 <= n; g += 8)
-        _mm256_storeu_ps (dst + g, _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (src + g))));
-    for (; g < n; g++)
-        dst[g] = _cvtsh_ss (src[g]);
-    if (n & 1)
-        dst[n] = 0.0f;
-}
-
-//  acc + a[g] * b[g] lane-wise for g < n (summed with acc at the end); the
-//  tail goes into lane 0.
-static inline __m256
-s_dot_acc (const float *a, const float *b, int n, __m256 acc)
-{
-    int g = 0;
-    for (; g + 8 <= n; g += 8)
-        acc = _mm256_fmadd_ps (_mm256_loadu_ps (a + g), _mm256_loadu_ps (b + g), acc);
-    float s = 0.0f;
-    for (; g < n; g++)
-        s += a[g] * b[g];
-    return _mm256_add_ps (acc, _mm256_setr_ps (s, 0, 0, 0, 0, 0, 0, 0));
 }
 
 static void
@@ -101,12 +74,14 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         __m256i p01 = _mm256_packs_epi32 (iv[0], iv[1]);
         __m256i p23 = _mm256_packs_epi32 (iv[2], iv[3]);
         __m256i p = _mm256_permutevar8x32_epi32 (_mm256_packs_epi16 (p01, p23), perm);
-        _mm256_storeu_si256 ((__m256i *) (q + (size_t) g * 32), p);
+                int8_t tmp[32];
+        _mm256_storeu_si256 ((__m256i *) tmp, p);
+        kernels_put_act_group (q, nb, g, tmp);
         d[g] = dg;
         s[g] = dg * (float) s_hsum_i32 (sum);
     }
+    memset (q + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
     for (int g = nb; g < nbp; g++) {
-        _mm256_storeu_si256 ((__m256i *) (q + (size_t) g * 32), _mm256_setzero_si256 ());
         d[g] = 0.0f;
         s[g] = 0.0f;
     }
@@ -119,116 +94,153 @@ s_dot_u8s8 (__m256i w, __m256i x)
     return _mm256_madd_epi16 (_mm256_maddubs_epi16 (w, x), _mm256_set1_epi16 (1));
 }
 
-//  One w4 row against nt tokens (nt is a constant after inlining).
-static inline __attribute__ ((always_inline)) void
-s_w4_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, float *y, int ldy)
+//  Loads 8 fp16 scales from src[0, n) as floats, zeros past n (n <= 8).
+static inline __m256
+s_load_fp16x8 (const uint16_t *src, int n)
 {
-    const int nb = W->nb, nbp = a->nbp;
+    if (n >= 8)
+        return _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) src));
+    uint16_t tmp[8] = { 0 };
+    memcpy (tmp, src, (size_t) n * sizeof (uint16_t));
+    return _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) tmp));
+}
+
+//  int8 dot of 32 w8 weights with 32 activations, as 8 int32 lanes:
+//  |w| x (x sign(w)) is u8 x s8 and cannot saturate (128 * 127 * 2).
+static inline __m256i
+s_dot_s8s8 (__m256i w, __m256i x)
+{
+    return s_dot_u8s8 (_mm256_sign_epi8 (w, w), _mm256_sign_epi8 (x, w));
+}
+
+//  One w4 or w8 row (is_w4 constant after inlining) against nt tokens. A
+//  block of 8 groups accumulates in int32 (lane g is group g) and is scaled
+//  once. The last T < 8 groups are 32 T activation bytes: T chunks of 32
+//  whose lane k belongs to group (8 c + k) mod T, scaled through a permute.
+static inline __attribute__ ((always_inline)) void
+s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, float *y, int ldy,
+          const int32_t tidx[8][8])
+{
+    const int nb = W->nb, nbp = a->nbp, nfull = nb >> 3, tail = nb & 7;
     const uint8_t *qs = W->qs + (size_t) r * W->qs_stride;
     const uint16_t *dw = W->d + (size_t) r * nb;
-    const uint16_t *mw = W->m + (size_t) r * nb;
+    const uint16_t *mw = is_w4 ? W->m + (size_t) r * nb : NULL;
     const __m256i mask = _mm256_set1_epi8 (0x0f);
     __m256 acc[TT];
-    float dwf[CH + 1], mwf[CH + 1], sc[TT][CH + 1];
     #pragma GCC unroll 4
-    for (int u = 0; u < nt; u++) {
+    for (int u = 0; u < nt; u++)
         acc[u] = _mm256_setzero_ps ();
-    }
-    for (int g0 = 0; g0 < nb; g0 += CH) {
-        int gn = nb - g0 < CH ? nb - g0 : CH;
-        s_fp16_chunk (dw + g0, gn, dwf);
-        s_fp16_chunk (mw + g0, gn, mwf);
+    for (int B = 0; B < nfull; B++) {
+        int g0 = B * 8;
+        const uint8_t *p = qs + (size_t) B * (is_w4 ? 128 : 256);
+        __m256 dv = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (dw + g0)));
+        __m256 mv = is_w4 ? _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (mw + g0)))
+                          : _mm256_setzero_ps ();
+        __m256i w[8];                   //  w[j] meets activation slice j
+        if (is_w4)
+            for (int i = 0; i < 4; i++) {
+                __m256i v = _mm256_loadu_si256 ((const __m256i *) (p + 32 * i));
+                w[i] = _mm256_and_si256 (v, mask);
+                w[i + 4] = _mm256_and_si256 (_mm256_srli_epi16 (v, 4), mask);
+            }
+        else
+            for (int j = 0; j < 8; j++)
+                w[j] = _mm256_loadu_si256 ((const __m256i *) (p + 32 * j));
         #pragma GCC unroll 4
         for (int u = 0; u < nt; u++) {
-            const float *dx = a->d + (size_t) (t0 + u) * nbp + g0;
-            for (int g = 0; g < gn + (gn & 1); g++)
-                sc[u][g] = dwf[g] * dx[g];
-            acc[u] = s_dot_acc (mwf, a->s + (size_t) (t0 + u) * nbp + g0, gn, acc[u]);
-        }
-        const uint8_t *qp = qs + (size_t) g0 * 16;
-        for (int g = 0; g < gn; g += 2) {
-            __m256i v = _mm256_loadu_si256 ((const __m256i *) (qp + (size_t) g * 16));
-            __m256i wa = _mm256_and_si256 (v, mask);
-            __m256i wb = _mm256_and_si256 (_mm256_srli_epi16 (v, 4), mask);
-            #pragma GCC unroll 4
-            for (int u = 0; u < nt; u++) {
-                const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
-                __m256i xa = _mm256_loadu_si256 ((const __m256i *) xq);
-                __m256i xb = _mm256_loadu_si256 ((const __m256i *) (xq + 32));
-                __m256 fa = _mm256_cvtepi32_ps (s_dot_u8s8 (wa, xa));
-                __m256 fb = _mm256_cvtepi32_ps (s_dot_u8s8 (wb, xb));
-                acc[u] = _mm256_fmadd_ps (fa, _mm256_broadcast_ss (&sc[u][g]), acc[u]);
-                acc[u] = _mm256_fmadd_ps (fb, _mm256_broadcast_ss (&sc[u][g + 1]), acc[u]);
+            size_t off = (size_t) (t0 + u) * nbp + g0;
+            const int8_t *xq = a->q + off * 32;
+            __m256i ip = _mm256_setzero_si256 ();
+            #pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                __m256i x = _mm256_loadu_si256 ((const __m256i *) (xq + 32 * j));
+                ip = _mm256_add_epi32 (ip, is_w4 ? s_dot_u8s8 (w[j], x) : s_dot_s8s8 (w[j], x));
             }
+            __m256 sc = _mm256_mul_ps (dv, _mm256_loadu_ps (a->d + off));
+            acc[u] = _mm256_fmadd_ps (_mm256_cvtepi32_ps (ip), sc, acc[u]);
+            if (is_w4)
+                acc[u] = _mm256_fmadd_ps (mv, _mm256_loadu_ps (a->s + off), acc[u]);
+        }
+    }
+    if (tail) {
+        int g0 = nfull * 8;
+        const uint8_t *p = qs + (size_t) nfull * (is_w4 ? 128 : 256);
+        __m256 dv = s_load_fp16x8 (dw + g0, tail);
+        __m256 mv = is_w4 ? s_load_fp16x8 (mw + g0, tail) : _mm256_setzero_ps ();
+        __m256i w[8];
+        const __m128i m4 = _mm_set1_epi8 (0x0f);
+        for (int c = 0; c < tail; c++) {
+            if (is_w4) {
+                __m128i h[2];
+                for (int e = 0; e < 2; e++) {
+                    int k0 = 32 * c + 16 * e;
+                    h[e] = k0 < 16 * tail
+                         ? _mm_and_si128 (_mm_loadu_si128 ((const __m128i *) (p + k0)), m4)
+                         : _mm_and_si128 (_mm_srli_epi16 (_mm_loadu_si128 (
+                               (const __m128i *) (p + k0 - 16 * tail)), 4), m4);
+                }
+                w[c] = _mm256_set_m128i (h[1], h[0]);
+            }
+            else
+                w[c] = _mm256_loadu_si256 ((const __m256i *) (p + 32 * c));
+        }
+        #pragma GCC unroll 4
+        for (int u = 0; u < nt; u++) {
+            size_t off = (size_t) (t0 + u) * nbp + g0;
+            const int8_t *xq = a->q + off * 32;
+            __m256 sc = _mm256_mul_ps (dv, _mm256_loadu_ps (a->d + off));
+            for (int c = 0; c < tail; c++) {
+                __m256i x = _mm256_loadu_si256 ((const __m256i *) (xq + 32 * c));
+                __m256i ip = is_w4 ? s_dot_u8s8 (w[c], x) : s_dot_s8s8 (w[c], x);
+                acc[u] = _mm256_fmadd_ps (_mm256_cvtepi32_ps (ip), _mm256_permutevar8x32_ps (
+                             sc, _mm256_loadu_si256 ((const __m256i *) tidx[c])), acc[u]);
+            }
+            if (is_w4)
+                acc[u] = _mm256_fmadd_ps (mv, _mm256_loadu_ps (a->s + off), acc[u]);
         }
     }
     #pragma GCC unroll 4
     for (int u = 0; u < nt; u++)
         y[(size_t) (t0 + u) * ldy + r] = s_hsum (acc[u]);
+}
+
+//  Lane k of tail chunk c belongs to group (8 c + k) mod T.
+static void
+s_tail_index (int T, int32_t tidx[8][8])
+{
+    for (int c = 0; c < 8; c++)
+        for (int k = 0; k < 8; k++)
+            tidx[c][k] = T ? (8 * c + k) % T : 0;
 }
 
 static void
 s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
 {
+    int32_t tidx[8][8];
+    s_tail_index (W->nb & 7, tidx);
     for (int r = r0; r < r1; r++)
         for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
             switch (a->n_tokens - t0) {
-                case 1: s_w4_tile (W, a, r, t0, 1, y, ldy); break;
-                case 2: s_w4_tile (W, a, r, t0, 2, y, ldy); break;
-                case 3: s_w4_tile (W, a, r, t0, 3, y, ldy); break;
-                default: s_w4_tile (W, a, r, t0, 4, y, ldy); break;
+                case 1: s_q_tile (W, a, r, t0, 1, 1, y, ldy, tidx); break;
+                case 2: s_q_tile (W, a, r, t0, 2, 1, y, ldy, tidx); break;
+                case 3: s_q_tile (W, a, r, t0, 3, 1, y, ldy, tidx); break;
+                default: s_q_tile (W, a, r, t0, 4, 1, y, ldy, tidx); break;
             }
         }
-}
-
-static inline __attribute__ ((always_inline)) void
-s_w8_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, float *y, int ldy)
-{
-    const int nb = W->nb, nbp = a->nbp;
-    const int8_t *qs = (const int8_t *) (W->qs + (size_t) r * W->qs_stride);
-    const uint16_t *dw = W->d + (size_t) r * nb;
-    __m256 acc[TT];
-    float dwf[CH + 1], sc[TT][CH + 1];
-    #pragma GCC unroll 4
-    for (int u = 0; u < nt; u++)
-        acc[u] = _mm256_setzero_ps ();
-    for (int g0 = 0; g0 < nb; g0 += CH) {
-        int gn = nb - g0 < CH ? nb - g0 : CH;
-        s_fp16_chunk (dw + g0, gn, dwf);
-        #pragma GCC unroll 4
-        for (int u = 0; u < nt; u++) {
-            const float *dx = a->d + (size_t) (t0 + u) * nbp + g0;
-            for (int g = 0; g < gn; g++)
-                sc[u][g] = dwf[g] * dx[g];
-        }
-        for (int g = 0; g < gn; g++) {
-            __m256i w = _mm256_loadu_si256 ((const __m256i *) (qs + (size_t) (g0 + g) * 32));
-            __m256i aw = _mm256_sign_epi8 (w, w);          //  |w|, as u8 (128 stays 128)
-            #pragma GCC unroll 4
-            for (int u = 0; u < nt; u++) {
-                const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
-                __m256i x = _mm256_loadu_si256 ((const __m256i *) xq);
-                __m256i sx = _mm256_sign_epi8 (x, w);       //  x * sign(w)
-                __m256 f = _mm256_cvtepi32_ps (s_dot_u8s8 (aw, sx));
-                acc[u] = _mm256_fmadd_ps (f, _mm256_broadcast_ss (&sc[u][g]), acc[u]);
-            }
-        }
-    }
-    #pragma GCC unroll 4
-    for (int u = 0; u < nt; u++)
-        y[(size_t) (t0 + u) * ldy + r] = s_hsum (acc[u]);
 }
 
 static void
 s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
 {
+    int32_t tidx[8][8];
+    s_tail_index (W->nb & 7, tidx);
     for (int r = r0; r < r1; r++)
         for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
             switch (a->n_tokens - t0) {
-                case 1: s_w8_tile (W, a, r, t0, 1, y, ldy); break;
-                case 2: s_w8_tile (W, a, r, t0, 2, y, ldy); break;
-                case 3: s_w8_tile (W, a, r, t0, 3, y, ldy); break;
-                default: s_w8_tile (W, a, r, t0, 4, y, ldy); break;
+                case 1: s_q_tile (W, a, r, t0, 1, 0, y, ldy, tidx); break;
+                case 2: s_q_tile (W, a, r, t0, 2, 0, y, ldy, tidx); break;
+                case 3: s_q_tile (W, a, r, t0, 3, 0, y, ldy, tidx); break;
+                default: s_q_tile (W, a, r, t0, 4, 0, y, ldy, tidx); break;
             }
         }
 }

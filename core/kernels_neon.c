@@ -7,10 +7,10 @@
     2 * 128 * 127 = 32512, so w8 cannot overflow, w4's nibbles even less)
     and pairwise-added into int32 lanes; with the ARMv8.2 dot product
     extension (__ARM_FEATURE_DOTPROD, e.g. -march=armv8.2-a+dotprod) one
-    vdotq_s32 does that. Group scales d_w d_x are formed per chunk of up to
-    256 groups, and each group's int32 lanes are scaled by one vfmaq_n_f32,
-    so there is one horizontal sum per row and token. Rows are read once per
-    tile of up to four tokens.
+    vdotq_s32 does that. With the block layout (kernels.h) each int32 lane
+    is one group, so a block of 8 groups accumulates in int32 and is scaled
+    once; there is one horizontal sum per row and token. Rows are read once
+    per tile of up to four tokens.
 
     Tested under qemu-aarch64 by tests/cross/run-neon.sh (bit-exact
     activation quantization, matmuls against the exact quantized math).
@@ -22,7 +22,6 @@
 #include <arm_neon.h>
 #include <math.h>
 
-#define CH 256                  //  groups per scale chunk (even)
 #define TT 4                    //  tokens per tile
 
 static void
@@ -58,118 +57,138 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
             }
             h[k / 2] = vcombine_s16 (vmovn_s32 (i0), vmovn_s32 (i1));
         }
-        vst1q_s8 (q + (size_t) g * 32, vcombine_s8 (vmovn_s16 (h[0]), vmovn_s16 (h[1])));
-        vst1q_s8 (q + (size_t) g * 32 + 16, vcombine_s8 (vmovn_s16 (h[2]), vmovn_s16 (h[3])));
+        int8_t tmp[32];
+        vst1q_s8 (tmp, vcombine_s8 (vmovn_s16 (h[0]), vmovn_s16 (h[1])));
+        vst1q_s8 (tmp + 16, vcombine_s8 (vmovn_s16 (h[2]), vmovn_s16 (h[3])));
+        kernels_put_act_group (q, nb, g, tmp);
         d[g] = dg;
         s[g] = dg * (float) vaddvq_s32 (sum);
     }
+    memset (q + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
     for (int g = nb; g < nbp; g++) {
-        memset (q + (size_t) g * 32, 0, 32);
         d[g] = 0.0f;
         s[g] = 0.0f;
     }
 }
 
-//  Dot of 32 int8 weights (w0, w1) with 32 int8 activations, as 4 int32
-//  lanes (summed later).
+//  4 int32 lanes += dot of 16 int8 weights with 16 int8 activations, four
+//  bytes (one group's) per lane.
 static inline int32x4_t
-s_dot32 (int8x16_t w0, int8x16_t w1, const int8_t *x)
+s_dot16 (int32x4_t acc, int8x16_t w, int8x16_t x)
 {
-    int8x16_t x0 = vld1q_s8 (x), x1 = vld1q_s8 (x + 16);
 #if defined(__ARM_FEATURE_DOTPROD)
-    return vdotq_s32 (vdotq_s32 (vdupq_n_s32 (0), w0, x0), w1, x1);
+    return vdotq_s32 (acc, w, x);
 #else
-    int16x8_t p0 = vmlal_high_s8 (vmull_s8 (vget_low_s8 (w0), vget_low_s8 (x0)), w0, x0);
-    int16x8_t p1 = vmlal_high_s8 (vmull_s8 (vget_low_s8 (w1), vget_low_s8 (x1)), w1, x1);
-    return vpadalq_s16 (vpaddlq_s16 (p0), p1);
+    int16x8_t lo = vmull_s8 (vget_low_s8 (w), vget_low_s8 (x));
+    int16x8_t hi = vmull_high_s8 (w, x);
+    return vaddq_s32 (acc, vpaddq_s32 (vpaddlq_s16 (lo), vpaddlq_s16 (hi)));
 #endif
 }
 
-//  fp16 scales [0, n) to floats, zero-filled up to an even count.
-static inline void
-s_fp16_chunk (const uint16_t *src, int n, float *dst)
+//  Loads 4 fp16 scales from src[0, n) as floats, zeros past n.
+static inline float32x4_t
+s_load_fp16x4 (const uint16_t *src, int n)
 {
-    int g = 0;
-    for (; g + 4 <= n; g += 4)
-        vst1q_f32 (dst + g, vcvt_f32_f16 (vreinterpret_f16_u16 (vld1_u16 (src + g))));
-    for (; g < n; g++)
-        dst[g] = ggml_fp16_to_fp32 (src[g]);
-    if (n & 1)
-        dst[n] = 0.0f;
+    uint16_t tmp[4] = { 0 };
+    if (n >= 4)
+        return vcvt_f32_f16 (vreinterpret_f16_u16 (vld1_u16 (src)));
+    memcpy (tmp, src, (size_t) (n > 0 ? n : 0) * sizeof (uint16_t));
+    return vcvt_f32_f16 (vreinterpret_f16_u16 (vld1_u16 (tmp)));
 }
 
-static inline float
-s_dot_f32 (const float *a, const float *b, int n)
-{
-    float32x4_t acc = vdupq_n_f32 (0.0f);
-    int g = 0;
-    for (; g + 4 <= n; g += 4)
-        acc = vfmaq_f32 (acc, vld1q_f32 (a + g), vld1q_f32 (b + g));
-    float s = vaddvq_f32 (acc);
-    for (; g < n; g++)
-        s += a[g] * b[g];
-    return s;
-}
-
-//  One w4 or w8 row (is_w4 constant after inlining) against nt tokens.
+//  One w4 or w8 row (is_w4 constant after inlining) against nt tokens. A
+//  full block of 8 groups accumulates in two int32x4 (groups 0-3, 4-7) and
+//  is scaled once; the last T < 8 groups (32 T activation bytes) go in
+//  16-byte chunks whose lane k belongs to group (4 c + k) mod T.
 static inline __attribute__ ((always_inline)) void
 s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, float *y, int ldy)
 {
-    const int nb = W->nb, nbp = a->nbp;
+    const int nb = W->nb, nbp = a->nbp, nfull = nb >> 3, tail = nb & 7;
     const uint8_t *qs = W->qs + (size_t) r * W->qs_stride;
     const uint16_t *dw = W->d + (size_t) r * nb;
     const uint16_t *mw = is_w4 ? W->m + (size_t) r * nb : NULL;
     const uint8x16_t mask = vdupq_n_u8 (0x0f);
     float32x4_t acc[TT];
-    float macc[TT];
-    float dwf[CH + 1], mwf[CH + 1], sc[TT][CH + 1];
     #pragma GCC unroll 4
-    for (int u = 0; u < nt; u++) {
+    for (int u = 0; u < nt; u++)
         acc[u] = vdupq_n_f32 (0.0f);
-        macc[u] = 0.0f;
-    }
-    for (int g0 = 0; g0 < nb; g0 += CH) {
-        int gn = nb - g0 < CH ? nb - g0 : CH;
-        s_fp16_chunk (dw + g0, gn, dwf);
-        if (is_w4)
-            s_fp16_chunk (mw + g0, gn, mwf);
-        #pragma GCC unroll 4
-        for (int u = 0; u < nt; u++) {
-            const float *dx = a->d + (size_t) (t0 + u) * nbp + g0;
-            for (int g = 0; g < gn + (gn & 1); g++)
-                sc[u][g] = dwf[g] * dx[g];
-            if (is_w4)
-                macc[u] += s_dot_f32 (mwf, a->s + (size_t) (t0 + u) * nbp + g0, gn);
+    for (int B = 0; B < nfull; B++) {
+        int g0 = B * 8;
+        const uint8_t *p = qs + (size_t) B * (is_w4 ? 128 : 256);
+        float32x4_t dv0 = s_load_fp16x4 (dw + g0, 4), dv1 = s_load_fp16x4 (dw + g0 + 4, 4);
+        float32x4_t mv0 = vdupq_n_f32 (0.0f), mv1 = mv0;
+        if (is_w4) {
+            mv0 = s_load_fp16x4 (mw + g0, 4);
+            mv1 = s_load_fp16x4 (mw + g0 + 4, 4);
         }
+        int8x16_t w[16];                //  w[2 j + h] meets activation bytes 32 j + 16 h
         if (is_w4)
-            for (int g = 0; g < gn; g += 2) {
-                const uint8_t *qp = qs + (size_t) (g0 + g) * 16;
-                uint8x16_t v0 = vld1q_u8 (qp), v1 = vld1q_u8 (qp + 16);
-                int8x16_t a0 = vreinterpretq_s8_u8 (vandq_u8 (v0, mask));
-                int8x16_t a1 = vreinterpretq_s8_u8 (vandq_u8 (v1, mask));
-                int8x16_t b0 = vreinterpretq_s8_u8 (vshrq_n_u8 (v0, 4));
-                int8x16_t b1 = vreinterpretq_s8_u8 (vshrq_n_u8 (v1, 4));
-                #pragma GCC unroll 4
-                for (int u = 0; u < nt; u++) {
-                    const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
-                    acc[u] = vfmaq_n_f32 (acc[u], vcvtq_f32_s32 (s_dot32 (a0, a1, xq)), sc[u][g]);
-                    acc[u] = vfmaq_n_f32 (acc[u], vcvtq_f32_s32 (s_dot32 (b0, b1, xq + 32)), sc[u][g + 1]);
-                }
+            for (int i = 0; i < 8; i++) {
+                uint8x16_t v = vld1q_u8 (p + 16 * i);
+                w[i] = vreinterpretq_s8_u8 (vandq_u8 (v, mask));
+                w[i + 8] = vreinterpretq_s8_u8 (vshrq_n_u8 (v, 4));
             }
         else
-            for (int g = 0; g < gn; g++) {
-                const int8_t *qp = (const int8_t *) qs + (size_t) (g0 + g) * 32;
-                int8x16_t w0 = vld1q_s8 (qp), w1 = vld1q_s8 (qp + 16);
-                #pragma GCC unroll 4
-                for (int u = 0; u < nt; u++) {
-                    const int8_t *xq = a->q + ((size_t) (t0 + u) * nbp + g0 + g) * 32;
-                    acc[u] = vfmaq_n_f32 (acc[u], vcvtq_f32_s32 (s_dot32 (w0, w1, xq)), sc[u][g]);
-                }
+            for (int i = 0; i < 16; i++)
+                w[i] = vld1q_s8 ((const int8_t *) p + 16 * i);
+        #pragma GCC unroll 4
+        for (int u = 0; u < nt; u++) {
+            size_t off = (size_t) (t0 + u) * nbp + g0;
+            const int8_t *xq = a->q + off * 32;
+            int32x4_t i0 = vdupq_n_s32 (0), i1 = vdupq_n_s32 (0);
+            for (int j = 0; j < 8; j++) {
+                i0 = s_dot16 (i0, w[2 * j], vld1q_s8 (xq + 32 * j));
+                i1 = s_dot16 (i1, w[2 * j + 1], vld1q_s8 (xq + 32 * j + 16));
             }
+            acc[u] = vfmaq_f32 (acc[u], vcvtq_f32_s32 (i0), vmulq_f32 (dv0, vld1q_f32 (a->d + off)));
+            acc[u] = vfmaq_f32 (acc[u], vcvtq_f32_s32 (i1), vmulq_f32 (dv1, vld1q_f32 (a->d + off + 4)));
+            if (is_w4) {
+                acc[u] = vfmaq_f32 (acc[u], mv0, vld1q_f32 (a->s + off));
+                acc[u] = vfmaq_f32 (acc[u], mv1, vld1q_f32 (a->s + off + 4));
+            }
+        }
+    }
+    if (tail) {
+        int g0 = nfull * 8;
+        const uint8_t *p = qs + (size_t) nfull * (is_w4 ? 128 : 256);
+        float dwf[8] = { 0 }, mwf[8] = { 0 };
+        for (int g = 0; g < tail; g++) {
+            dwf[g] = ggml_fp16_to_fp32 (dw[g0 + g]);
+            mwf[g] = is_w4 ? ggml_fp16_to_fp32 (mw[g0 + g]) : 0.0f;
+        }
+        int8x16_t w[14];
+        for (int c = 0; c < 2 * tail; c++) {
+            int k0 = 16 * c;
+            if (!is_w4)
+                w[c] = vld1q_s8 ((const int8_t *) p + k0);
+            else
+            if (k0 < 16 * tail)
+                w[c] = vreinterpretq_s8_u8 (vandq_u8 (vld1q_u8 (p + k0), mask));
+            else
+                w[c] = vreinterpretq_s8_u8 (vshrq_n_u8 (vld1q_u8 (p + k0 - 16 * tail), 4));
+        }
+        #pragma GCC unroll 4
+        for (int u = 0; u < nt; u++) {
+            size_t off = (size_t) (t0 + u) * nbp + g0;
+            const int8_t *xq = a->q + off * 32;
+            float sc[8], lane[4];
+            float msum = 0.0f;
+            for (int g = 0; g < tail; g++) {
+                sc[g] = dwf[g] * a->d[off + g];
+                msum += mwf[g] * a->s[off + g];
+            }
+            for (int c = 0; c < 2 * tail; c++) {
+                int32x4_t ip = s_dot16 (vdupq_n_s32 (0), w[c], vld1q_s8 (xq + 16 * c));
+                for (int k = 0; k < 4; k++)
+                    lane[k] = sc[(4 * c + k) % tail];
+                acc[u] = vfmaq_f32 (acc[u], vcvtq_f32_s32 (ip), vld1q_f32 (lane));
+            }
+            acc[u] = vsetq_lane_f32 (vgetq_lane_f32 (acc[u], 0) + msum, acc[u], 0);
+        }
     }
     #pragma GCC unroll 4
     for (int u = 0; u < nt; u++)
-        y[(size_t) (t0 + u) * ldy + r] = vaddvq_f32 (acc[u]) + macc[u];
+        y[(size_t) (t0 + u) * ldy + r] = vaddvq_f32 (acc[u]);
 }
 
 static void

@@ -55,7 +55,9 @@ typedef struct {
 } model_config_t;
 
 typedef struct {
-    qfmt_t format;              //  runtime weight format of the matrices
+    qfmt_t format;              //  runtime format of the layer matrices; the
+                                //  embeddings/head use it too, but never below
+                                //  W8 (W4 keeps them at W8, as Q4 files do)
     int first_layer;            //  layers [first_layer, last_layer) are loaded
     int last_layer;             //  -1: up to the last layer
     bool load_embeddings;       //  token_embd for model_embed
@@ -91,8 +93,8 @@ size_t model_weight_bytes (const model_t *self);
 //  The model's thread pool (to share with other work between calls).
 threadpool_t *model_pool (const model_t *self);
 
-//  The message of the last failed call on this model ("" when none). Valid
-//  until the next call.
+//  The message of the last failed call on this model (empty until one
+//  fails; successful calls leave it as it was).
 const char *model_error (const model_t *self);
 
 //  x[i] = embedding of tokens[i], x is n x dim. Returns 0, or -1 when the

@@ -99,14 +99,14 @@ s_alloc (qfmt_t fmt, int rows, int cols, char *err, size_t err_size)
     self->rows = rows;
     self->cols = cols;
     self->nb = cols / QUANT_GROUP;
-    self->nbp = (self->nb + 1) & ~1;
+    self->nbp = (self->nb + KERNELS_BLOCK - 1) & ~(KERNELS_BLOCK - 1);
     size_t r = (size_t) rows;
     size_t off_qs = 0, off_d = 0, off_m = 0, total = 0;
     if (fmt == QFMT_F32)
         total = s_align64 (r * (size_t) cols * sizeof (float));
     else {
-        self->qs_stride = (size_t) self->nbp * (fmt == QFMT_W8 ? 32 : 16);
-        off_d = s_align64 (r * self->qs_stride);
+        self->qs_stride = (size_t) self->nb * (fmt == QFMT_W8 ? 32 : 16);
+        off_d = s_align64 (r * self->qs_stride + KERNELS_QS_SLACK);
         off_m = off_d + s_align64 (r * (size_t) self->nb * sizeof (uint16_t));
         total = off_m + (fmt == QFMT_W4 ? s_align64 (r * (size_t) self->nb * sizeof (uint16_t)) : 0);
     }
@@ -185,10 +185,9 @@ qmatrix_bytes (const qmatrix_t *self)
 static void
 s_put_w4 (qmatrix_t *self, int row, int g, const uint8_t q[32], uint16_t d, uint16_t m)
 {
-    uint8_t *dst = self->qs + (size_t) row * self->qs_stride + (size_t) (g >> 1) * 32;
-    int shift = (g & 1) * 4;
-    for (int j = 0; j < 32; j++)
-        dst[j] = (uint8_t) ((dst[j] & ~(0xf << shift)) | (q[j] << shift));
+    uint8_t *dst = self->qs + (size_t) row * self->qs_stride;
+    for (int j = 0; j < 16; j++)
+        dst[kernels_w4_offset (self->nb, g, j)] = (uint8_t) (q[j] | (q[j + 16] << 4));
     self->d[(size_t) row * self->nb + g] = d;
     self->m[(size_t) row * self->nb + g] = m;
 }
@@ -234,10 +233,10 @@ s_quant_group_w8 (qmatrix_t *self, int row, int g, const float *x)
     if (!isfinite (d))
         return -1;
     float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int8_t *dst = (int8_t *) (self->qs + (size_t) row * self->qs_stride) + (size_t) g * 32;
+    int8_t *dst = (int8_t *) (self->qs + (size_t) row * self->qs_stride);
     for (int j = 0; j < 32; j++) {
         long v = lrintf (x[j] * id);
-        dst[j] = (int8_t) (v < -127 ? -127 : v > 127 ? 127 : v);
+        dst[kernels_w8_offset (self->nb, g, j)] = (int8_t) (v < -127 ? -127 : v > 127 ? 127 : v);
     }
     self->d[(size_t) row * self->nb + g] = d16;
     return 0;
@@ -294,16 +293,14 @@ qmatrix_get_row (const qmatrix_t *self, int row, float *out)
     for (int g = 0; g < self->nb; g++) {
         float d = ggml_fp16_to_fp32 (dr[g]);
         if (self->fmt == QFMT_W8) {
-            const int8_t *q = (const int8_t *) qs + (size_t) g * 32;
+            const int8_t *q = (const int8_t *) qs;
             for (int j = 0; j < 32; j++)
-                out[g * 32 + j] = d * (float) q[j];
+                out[g * 32 + j] = d * (float) q[kernels_w8_offset (self->nb, g, j)];
         }
         else {
             float m = ggml_fp16_to_fp32 (self->m[(size_t) row * self->nb + g]);
-            const uint8_t *q = qs + (size_t) (g >> 1) * 32;
-            int shift = (g & 1) * 4;
             for (int j = 0; j < 32; j++)
-                out[g * 32 + j] = d * (float) ((q[j] >> shift) & 0xf) + m;
+                out[g * 32 + j] = d * (float) ((qs[kernels_w4_offset (self->nb, g, j)] >> (j & 16 ? 4 : 0)) & 0xf) + m;
         }
     }
     return 0;
@@ -368,7 +365,8 @@ s_row_q8_to_w8 (qmatrix_t *self, int row, const void *src)
         memcpy (&blk, (const char *) src + (size_t) g * sizeof blk, sizeof blk);
         if (!isfinite (ggml_fp16_to_fp32 (blk.d)))
             return -1;
-        memcpy (dst + (size_t) g * 32, blk.qs, 32);
+        for (int j = 0; j < 32; j += 4)
+            memcpy (dst + kernels_w8_offset (self->nb, g, j), blk.qs + j, 4);
         self->d[(size_t) row * self->nb + g] = blk.d;
     }
     return 0;

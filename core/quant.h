@@ -8,14 +8,14 @@
               fp16 scale per group: w = d * q. Q8_0 converts losslessly.
       3. w4:  per row, groups of 32 columns; 4-bit unsigned quants and an
               fp16 scale and min per group: w = d * q + m (asymmetric, as
-              ggml's q4_1). Q4_1 and Q4_0 (m = -8 d) convert losslessly.
-              Two consecutive groups share 32 bytes: byte j holds element j
-              of the even group in its low nibble and element j of the odd
-              group in its high nibble, so one 32-byte load feeds a 64-lane
-              int8 dot product.
+              ggml's q4_1), 20 bytes per 32 weights like q4_1. Q4_1 and
+              Q4_0 (m = -8 d) convert losslessly.
 
-    Scales and mins live in separate per-row arrays from the quants, so the
-    kernels stream two or three contiguous arrays per row.
+    Quants come in blocks of 8 groups, interleaved four elements at a time
+    (kernels.h gives the byte order), so each 32-bit lane of a SIMD integer
+    dot product always belongs to one group: a whole block accumulates in
+    int32 and is scaled once. Scales and mins live in separate per-row
+    arrays, so the kernels stream two or three contiguous arrays per row.
 
     w8 and w4 matmuls quantize the activations to int8 per group of 32 (one
     float scale per group, round to nearest even, like ggml's q8_1) and use

@@ -8,6 +8,7 @@
     hold less than 1 - top_p (the llama2.c cut-off).
 */
 #include "sampler.h"
+#include "rng.h"
 #include <assert.h>
 #include <math.h>
 #include <stdbool.h>
@@ -22,15 +23,6 @@ struct _sampler_t {
     sampler_prob_t *dist;       //  (vocab_size) the last distribution drawn from
     int n_dist;                 //  entries in dist
 };
-
-static uint64_t
-s_splitmix64 (uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 static inline uint64_t
 s_rotl (uint64_t x, int k)
@@ -57,9 +49,10 @@ void
 sampler_seed (sampler_t *self, uint64_t seed)
 {
     assert (self);
+    //  splitmix64 expands the seed into the state, as xoshiro's authors advise.
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
-        self->rng[i] = s_splitmix64 (&x);
+        self->rng[i] = rng_next (&x);
 }
 
 double

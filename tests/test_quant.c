@@ -106,9 +106,8 @@ Test (quant, q4_1_to_w4_is_exact)
         cr_assert_eq (qmatrix_format (W), QFMT_W4);
         cr_assert_eq (qmatrix_rows (W), rows);
         cr_assert_eq (qmatrix_cols (W), cols);
-        //  Same bytes per weight as q4_1 (20 per 32), plus pair padding.
-        size_t nbp = (size_t) ((nb + 1) & ~1);
-        cr_assert_eq (qmatrix_bytes (W), (size_t) rows * (nbp * 16 + (size_t) nb * 4));
+        //  Exactly q4_1's 20 bytes per 32 weights.
+        cr_assert_eq (qmatrix_bytes (W), (size_t) rows * nb * 20);
         float *row = malloc (cols * sizeof (float));
         for (int r = 0; r < rows; r++) {
             qmatrix_get_row (W, r, row);
@@ -177,7 +176,7 @@ Test (quant, q8_0_to_w8_is_exact)
     char err[128];
     qmatrix_t *W = qmatrix_new_from_ggml (QFMT_W8, GGML_TYPE_Q8_0, raw, rows, cols, err, sizeof err);
     cr_assert_not_null (W, "%s", err);
-    cr_assert_eq (qmatrix_bytes (W), (size_t) rows * (4 * 32 + 3 * 2));
+    cr_assert_eq (qmatrix_bytes (W), (size_t) rows * nb * 34);       //  as q8_0
     float row[96];
     for (int r = 0; r < rows; r++) {
         qmatrix_get_row (W, r, row);

@@ -86,7 +86,6 @@ for r in rows:
 for t in (1, 2):
     if f"llamacpp_decode_tps_q4_{t}t" in out and f"decode_tps_w4_{t}t" in out:
         out[f"decode_ratio_w4_vs_llamacpp_{t}t"] = round(out[f"decode_tps_w4_{t}t"] / out[f"llamacpp_decode_tps_q4_{t}t"], 3)
-json.dump(out, open("bench/results/engine.json", "w"), indent=1)
 md = ["# Engine throughput (bench/engine)", "",
       f"Machine: {out['machine']['cpu']}, {out['machine']['cores']} cores. Commit {out['commit']}. "
       f"Model {out['model']}. Date {out['date']}.", f"Command: `{cmd}`", "",
@@ -94,11 +93,19 @@ md = ["# Engine throughput (bench/engine)", "",
       "| engine | format | threads | prompt tok/s | decode tok/s |", "|---|---|---|---|---|"]
 for r in sorted(rows, key=lambda r: (r["threads"], r.get("engine", "splitmesh"))):
     md.append(f"| {r.get('engine', 'splitmesh')} | {r['format']} | {r['threads']} | {r['prompt_tps']} | {r['decode_tps']} |")
+loads = [float(r["loadavg"].split()[0]) for r in all_runs if "loadavg" in r]
+if loads:
+    out["loadavg_1min_range"] = [min(loads), max(loads)]
+    md.append("")
+    md.append(f"Machine load (1-min loadavg on {out['machine']['cores']} cores) during the runs: "
+              f"{min(loads)} to {max(loads)}. Above the core count every number here is depressed, "
+              "2-thread runs most (spinning workers lose their core), llama.cpp's as much as ours.")
 md.append("")
 for t in (1, 2):
     k = f"decode_ratio_w4_vs_llamacpp_{t}t"
     if k in out:
         md.append(f"- W4 decode vs llama.cpp Q4_1, {t} thread(s): {out[k]}x")
+json.dump(out, open("bench/results/engine.json", "w"), indent=1)
 open("bench/results/engine.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 PY

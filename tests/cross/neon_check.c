@@ -35,7 +35,7 @@ static void
 s_check_quantize (void)
 {
     const kernels_t *k = kernels_get ();
-    int nb = 19, nbp = 20;
+    int nb = 19, nbp = 24;
     float x[19 * 32];
     for (int i = 0; i < 19 * 32; i++)
         x[i] = s_uniform (-3, 3) * (i % 64 < 32 ? 1.0f : 1e-3f);
@@ -47,15 +47,15 @@ s_check_quantize (void)
     x[5 * 32 + 7] = INFINITY;
     x[6 * 32 + 9] = -INFINITY;
     x[7 * 32 + 3] = NAN;
-    int8_t q1[20 * 32], q2[20 * 32];
-    float d1[20], d2[20], s1[20], s2[20];
+    int8_t q1[24 * 32], q2[24 * 32];
+    float d1[24], d2[24], s1[24], s2[24];
     memset (q2, 0x55, sizeof q2);
     kernels_quantize_act_ref (x, nb, nbp, q1, d1, s1);
     k->quantize_act (x, nb, nbp, q2, d2, s2);
-    for (int i = 0; i < 20 * 32; i++)
+    for (int i = 0; i < 24 * 32; i++)
         if (q1[i] != q2[i])
             FAIL ("%s quantize: byte %d is %d, reference %d", k->name, i, q2[i], q1[i]);
-    for (int g = 0; g < 20; g++)
+    for (int g = 0; g < 24; g++)
         if (memcmp (&d1[g], &d2[g], 4) || (g != 7 && memcmp (&s1[g], &s2[g], 4)))
             FAIL ("%s quantize: group %d scale %g/%g sum %g/%g", k->name, g, d2[g], d1[g], s2[g], s1[g]);
 }
@@ -67,7 +67,7 @@ s_check_format (qfmt_t fmt, threadpool_t **pools)
                                      { 97, 1536 }, { 3, 8288 } };
     static const int tokens[] = { 1, 2, 3, 4, 5, 8, 17 };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int rows = shapes[s][0], cols = shapes[s][1], nb = cols / 32, nbp = (nb + 1) & ~1;
+        int rows = shapes[s][0], cols = shapes[s][1], nb = cols / 32, nbp = (nb + 7) & ~7;
         float *w = malloc ((size_t) rows * cols * sizeof (float));
         for (int i = 0; i < rows * cols; i++)
             w[i] = s_uniform (-1, 1) + ((i / 32) % 4 == 1 ? 0.5f : 0);
@@ -84,7 +84,8 @@ s_check_format (qfmt_t fmt, threadpool_t **pools)
         for (int t = 0; t < 17; t++) {
             kernels_quantize_act_ref (x + (size_t) t * cols, nb, nbp, q, d, sx);
             for (int c = 0; c < cols; c++)
-                xd[(size_t) t * cols + c] = fmt == QFMT_F32 ? x[(size_t) t * cols + c] : d[c / 32] * (float) q[c];
+                xd[(size_t) t * cols + c] = fmt == QFMT_F32 ? x[(size_t) t * cols + c]
+                                         : d[c / 32] * (float) q[kernels_w8_offset (nb, c / 32, c % 32)];
         }
         float *y = malloc ((size_t) 17 * rows * sizeof (float));
         for (size_t ti = 0; ti < sizeof tokens / sizeof tokens[0]; ti++)
