@@ -192,6 +192,22 @@ service_encode (const wire_desc_t *desc, const void *msg)
     return frame;
 }
 
+int
+service_stage_ctx (const service_config_t *config, int n_layers, int context_length,
+                   int *ctx, char *err, size_t err_size)
+{
+    *ctx = config->ctx? config->ctx: context_length < 2048? context_length: 2048;
+    if (config->split > n_layers) {
+        snprintf (err, err_size, "--split %d exceeds the model's %d layers", config->split, n_layers);
+        return -1;
+    }
+    if (*ctx > context_length) {
+        snprintf (err, err_size, "--ctx %d exceeds the model's context %d", *ctx, context_length);
+        return -1;
+    }
+    return 0;
+}
+
 zframe_t *
 service_session_close (session_store_t *sessions, zframe_t *body)
 {

@@ -92,6 +92,12 @@ zframe_t *service_error (int status, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
 
 //  --- sessions (split-prefix, cloud-target) ----------------------------
+//  Positions per session (--ctx, default min(context_length, 2048)) for a
+//  model of n_layers layers, checking --split and --ctx against it.
+//  Returns 0 and sets *ctx, or -1 with the reason in err.
+int service_stage_ctx (const service_config_t *config, int n_layers, int context_length,
+                       int *ctx, char *err, size_t err_size);
+
 typedef struct _session_store_t session_store_t;
 
 //  Answers a `session_close` body: drops the session from sessions (an

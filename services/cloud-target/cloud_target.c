@@ -404,14 +404,8 @@ cloud_target_actor (zsock_t *pipe, void *args)
     }
     if (state.backend) {
         target_backend_t *b = state.backend;
-        state.ctx = config->ctx? config->ctx: b->context_length < 2048? b->context_length: 2048;
-        if (config->split > b->n_layers)
-            snprintf (setup, sizeof setup, "--split %d exceeds the model's %d layers",
-                      config->split, b->n_layers);
-        else
-        if (state.ctx > b->context_length)
-            snprintf (setup, sizeof setup, "--ctx %d exceeds the model's context %d",
-                      state.ctx, b->context_length);
+        service_stage_ctx (config, b->n_layers, b->context_length, &state.ctx,
+                           setup, sizeof setup);
         state.sessions = session_store_new ((size_t) config->max_sessions, s_session_free);
         state.verifier = speculative_new (b->vocab);
         state.logits = malloc ((size_t) (WIRE_MAX_DRAFT_K + 1) * b->vocab * sizeof (float));

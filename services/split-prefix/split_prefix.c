@@ -218,14 +218,8 @@ split_prefix_actor (zsock_t *pipe, void *args)
         const model_config_t *c = model_config (state.model);
         state.dim = c->dim;
         state.vocab = c->vocab_size;
-        state.ctx = config->ctx? config->ctx: c->context_length < 2048? c->context_length: 2048;
-        if (config->split > c->n_layers)
-            snprintf (setup, sizeof setup, "--split %d exceeds the model's %d layers",
-                      config->split, c->n_layers);
-        else
-        if (state.ctx > c->context_length)
-            snprintf (setup, sizeof setup, "--ctx %d exceeds the model's context %d",
-                      state.ctx, c->context_length);
+        service_stage_ctx (config, c->n_layers, c->context_length, &state.ctx,
+                           setup, sizeof setup);
         state.sessions = session_store_new ((size_t) config->max_sessions, s_session_free);
         if (!state.sessions && !*setup)
             snprintf (setup, sizeof setup, "out of memory");
