@@ -4,8 +4,6 @@
 
     A real broker with its telemetry proxy, a split-prefix and a
     cloud-target on a tiny model, a SUB socket on the proxy's XPUB side.
-    Skipped while core/metrics.h (branch `telemetry`) is not in the tree:
-    the services are built without metrics then (service.h).
 */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -13,11 +11,6 @@
 #include "codec.h"
 #include "sm_mdp.h"
 #include "sm_proc.h"
-#if defined (__has_include)
-#   if __has_include ("metrics.h")
-#       define S_HAVE_METRICS 1
-#   endif
-#endif
 
 static char *s_dir;
 
@@ -29,7 +22,6 @@ s_fini (void)
         sm_tmpdir_remove (&s_dir);
 }
 
-#ifdef S_HAVE_METRICS
 static zframe_t *
 s_call (const char *ep, const char *service, const wire_desc_t *desc, const void *msg)
 {
@@ -43,13 +35,9 @@ s_call (const char *ep, const char *service, const wire_desc_t *desc, const void
     zmsg_destroy (&reply);
     return frame;
 }
-#endif
 
 Test (services_metrics, published_on_the_bus, .fini = s_fini, .timeout = 60)
 {
-#ifndef S_HAVE_METRICS
-    cr_skip_test ("core/metrics.h is not in this tree (merge branch telemetry)");
-#else
     s_dir = sm_tmpdir_new ("svcmet");
     char model [600], log [600], ep [64], xsub [64], xpub [64];
     snprintf (model, sizeof model, "%s/tiny.gguf", s_dir);
@@ -135,5 +123,4 @@ Test (services_metrics, published_on_the_bus, .fini = s_fini, .timeout = 60)
     cr_assert (prefix_kv, "no splitmesh_kv_cache_positions 3 from split-prefix");
     cr_assert (ok, "no requests_total{status=200}");
     cr_assert (e404, "no errors_total{status=404}");
-#endif
 }

@@ -38,7 +38,7 @@ typedef struct {
     int ctx;                    //  positions per session
     int split;                  //  L
     long positions;             //  KV positions held over all sessions
-    service_metrics_t *metrics; //  telemetry (may be disabled)
+    metrics_t *metrics;         //  telemetry (disabled without --telemetry)
 } s_state_t;
 
 //  Sets a session's position count, keeping the service's total.
@@ -262,7 +262,7 @@ s_prefill (s_state_t *self, zframe_t *body)
     out.next_token = next;
     out.has_next_token = true;
     reply = service_encode (&wire_prefill_reply_desc, &out);
-    service_metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+    metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
 done:
     free (x);
     wire_msg_free (&wire_prefill_desc, &req);
@@ -359,10 +359,10 @@ s_verify (s_state_t *self, zframe_t *body)
     }
     s_set_pos (session, (int) req.pos + 1 + accepted);
     b->ops->kv_truncate (session->kv, session->n_pos);
-    service_metrics_observe (self->metrics, "verify_seconds", NULL,
+    metrics_observe (self->metrics, "verify_seconds", NULL,
                              (zclock_usecs () - start) / 1e6);
-    service_metrics_gauge (self->metrics, "batch_size", NULL, 1);
-    service_metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+    metrics_gauge (self->metrics, "batch_size", NULL, 1);
+    metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
     out.accepted = (uint32_t) accepted;
     out.next_token = next;
     out.has_next_token = true;
@@ -418,14 +418,8 @@ cloud_target_actor (zsock_t *pipe, void *args)
     }
     if (state.backend) {
         target_backend_t *b = state.backend;
-        state.ctx = config->ctx? config->ctx: b->context_length < 2048? b->context_length: 2048;
-        if (config->split > b->n_layers)
-            snprintf (setup, sizeof setup, "--split %d exceeds the model's %d layers",
-                      config->split, b->n_layers);
-        else
-        if (state.ctx > b->context_length)
-            snprintf (setup, sizeof setup, "--ctx %d exceeds the model's context %d",
-                      state.ctx, b->context_length);
+        service_stage_ctx (config, b->n_layers, b->context_length, &state.ctx,
+                           setup, sizeof setup);
         state.sessions = session_store_new ((size_t) config->max_sessions, s_session_free);
         state.verifier = speculative_new (b->vocab);
         state.logits = malloc ((size_t) (WIRE_MAX_DRAFT_K + 1) * b->vocab * sizeof (float));
@@ -437,10 +431,10 @@ cloud_target_actor (zsock_t *pipe, void *args)
                        config->model, qfmt_name (config->format), b->weight_bytes / 1e6,
                        config->split, state.ctx, config->max_sessions);
     }
-    state.metrics = *setup? NULL: service_metrics_new ("cloud-target", config);
+    state.metrics = *setup? NULL: metrics_new ("cloud-target", config->instance, config->telemetry);
     service_actor_run (pipe, config, "target", setup, s_handler, &state, state.metrics);
     session_store_destroy (&state.sessions);
-    service_metrics_destroy (&state.metrics);
+    metrics_destroy (&state.metrics);
     speculative_destroy (&state.verifier);
     free (state.logits);
     if (state.backend)

@@ -30,7 +30,7 @@ typedef struct {
     int dim;                    //  hidden size
     int vocab;                  //  vocabulary size
     long positions;             //  KV positions held over all sessions
-    service_metrics_t *metrics; //  telemetry (may be disabled)
+    metrics_t *metrics;         //  telemetry (disabled without --telemetry)
 } s_state_t;
 
 //  Sets a session's position count, keeping the service's total.
@@ -87,7 +87,7 @@ s_run (s_state_t *self, const char *id, s_session_t *session, uint32_t pos,
         }
         s_set_pos (session, (int) (pos + p) + k);
     }
-    service_metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+    metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
     wire_activations_reply_t out;
     wire_activations_t acts;
     char err [256];
@@ -218,14 +218,8 @@ split_prefix_actor (zsock_t *pipe, void *args)
         const model_config_t *c = model_config (state.model);
         state.dim = c->dim;
         state.vocab = c->vocab_size;
-        state.ctx = config->ctx? config->ctx: c->context_length < 2048? c->context_length: 2048;
-        if (config->split > c->n_layers)
-            snprintf (setup, sizeof setup, "--split %d exceeds the model's %d layers",
-                      config->split, c->n_layers);
-        else
-        if (state.ctx > c->context_length)
-            snprintf (setup, sizeof setup, "--ctx %d exceeds the model's context %d",
-                      state.ctx, c->context_length);
+        service_stage_ctx (config, c->n_layers, c->context_length, &state.ctx,
+                           setup, sizeof setup);
         state.sessions = session_store_new ((size_t) config->max_sessions, s_session_free);
         if (!state.sessions && !*setup)
             snprintf (setup, sizeof setup, "out of memory");
@@ -235,9 +229,9 @@ split_prefix_actor (zsock_t *pipe, void *args)
                        model_weight_bytes (state.model) / 1e6, state.ctx, config->max_sessions,
                        activations_dtype_name (config->act_dtype));
     }
-    state.metrics = *setup? NULL: service_metrics_new ("split-prefix", config);
+    state.metrics = *setup? NULL: metrics_new ("split-prefix", config->instance, config->telemetry);
     service_actor_run (pipe, config, "prefix", setup, s_handler, &state, state.metrics);
     session_store_destroy (&state.sessions);
-    service_metrics_destroy (&state.metrics);
+    metrics_destroy (&state.metrics);
     model_destroy (&state.model);
 }
