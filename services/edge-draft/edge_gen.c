@@ -202,6 +202,69 @@ s_text_append (gen_t *g, const char *s, size_t n)
     return 0;
 }
 
+//  Length of the valid UTF-8 character at s[0..n) (no NUL, no surrogates,
+//  no overlongs), or 0 when the bytes there are not one.
+static size_t
+s_utf8_char (const unsigned char *s, size_t n)
+{
+    unsigned char c = s [0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0x01 && c <= 0x7F)
+        return 1;
+    else
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else
+    if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        if (c == 0xED)
+            hi = 0x9F;
+    }
+    else
+    if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        if (c == 0xF4)
+            hi = 0x8F;
+    }
+    else
+        return 0;
+    if (n < len || s [1] < lo || s [1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((s [i] & 0xC0) != 0x80)
+            return 0;
+    return len;
+}
+
+//  Appends piece to the text with every byte that is not part of a valid
+//  UTF-8 character (a random or confused model can emit lone byte tokens)
+//  replaced by U+FFFD, so the text always fits the wire's str type.
+static int
+s_text_append_utf8 (gen_t *g, const char *piece, size_t n)
+{
+    const unsigned char *p = (const unsigned char *) piece;
+    size_t i = 0;
+    while (i < n) {
+        size_t run = 0, len;
+        while (i + run < n && (len = s_utf8_char (p + i + run, n - i - run)) > 0)
+            run += len;
+        if (run && s_text_append (g, piece + i, run))
+            return -1;
+        i += run;
+        if (i < n) {
+            if (s_text_append (g, "\xEF\xBF\xBD", 3))
+                return -1;
+            i++;
+        }
+    }
+    return 0;
+}
+
 //  Cuts the text at the first stop string that now appears. True if cut.
 static bool
 s_stop_check (gen_t *g, size_t from)
@@ -254,7 +317,7 @@ s_emit (gen_t *g, int32_t tok)
     char err [128];
     if (tokenizer_stream_push (g->stream, tok, &piece, &len, err, sizeof err) == 0 && len) {
         size_t before = g->text_len;
-        if (s_text_append (g, piece, len)) {
+        if (s_text_append_utf8 (g, piece, len)) {
             g->err_status = 500;
             snprintf (g->err, sizeof g->err, "out of memory for the output text");
             s_finish (g, WIRE_FINISH_REASON_ERROR);
@@ -326,7 +389,7 @@ s_reply_final (gen_t *g)
     tokenizer_stream_flush (g->stream, &tail, &tail_len);
     if (tail_len) {
         size_t before = g->text_len;
-        if (s_text_append (g, tail, tail_len) == 0)
+        if (s_text_append_utf8 (g, tail, tail_len) == 0)
             s_stop_check (g, before);
     }
     if (g->err_status && g->n_out == 0) {
