@@ -41,7 +41,8 @@ static void
 s_fini (void)
 {
     sm_proc_kill_all ();
-    if (s_dir)
+    //  SPLITMESH_TEST_KEEP=1 keeps the logs for a post-mortem.
+    if (s_dir && !getenv ("SPLITMESH_TEST_KEEP"))
         sm_tmpdir_remove (&s_dir);
 }
 
@@ -69,8 +70,16 @@ s_tiny (void)
 
 //  Starts broker, tokenizer, split-prefix and cloud-target at split L, and
 //  edge-draft with extra arguments (NULL-terminated list).
+//  Options of s_mesh_ex beyond the split.
+typedef struct {
+    const char *const *edge_extra;  //  more edge-draft arguments, NULL-terminated
+    const char *max_sessions;       //  split-prefix and cloud-target --max-sessions
+    bool separate_cloud;            //  cloud-target on its own (tcp) broker
+    const char *link;               //  edge-draft --link (with separate_cloud)
+} s_mesh_opts_t;
+
 static void
-s_mesh (const char *model, int L, const char *const *edge_extra)
+s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
 {
     if (!s_dir)
         s_dir = sm_tmpdir_new ("splitmesh_edge");
@@ -78,19 +87,33 @@ s_mesh (const char *model, int L, const char *const *edge_extra)
     snprintf (s_cloud_ep, sizeof s_cloud_ep, "%s", s_ep);
     char log [500], split [16];
     snprintf (split, sizeof split, "%d", L);
+    const char *sessions = o->max_sessions ? o->max_sessions : "16";
     s_log_path (log, sizeof log, "broker");
     cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, NULL) > 0);
+    if (o->separate_cloud) {
+        int port = sm_free_tcp_port ();
+        cr_assert (port > 0);
+        snprintf (s_cloud_ep, sizeof s_cloud_ep, "tcp://127.0.0.1:%d", port);
+        s_log_path (log, sizeof log, "cloud-broker");
+        cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_cloud_ep, NULL) > 0);
+    }
     s_log_path (log, sizeof log, "tokenizer");
     cr_assert (sm_spawn (log, "splitmesh-tokenizer", "--broker", s_ep, "--model", model, NULL) > 0);
     s_log_path (log, sizeof log, "prefix");
     cr_assert (sm_spawn (log, "splitmesh-split-prefix", "--broker", s_ep, "--model", model,
-                         "--split", split, "--act-dtype", "fp32", "--threads", "1", NULL) > 0);
+                         "--split", split, "--act-dtype", "fp32", "--threads", "1",
+                         "--max-sessions", sessions, NULL) > 0);
     s_log_path (log, sizeof log, "target");
-    cr_assert (sm_spawn (log, "splitmesh-cloud-target", "--broker", s_ep, "--model", model,
-                         "--split", split, "--threads", "1", NULL) > 0);
+    cr_assert (sm_spawn (log, "splitmesh-cloud-target", "--broker", s_cloud_ep, "--model", model,
+                         "--split", split, "--threads", "1", "--max-sessions", sessions, NULL) > 0);
     char *argv [32] = { "splitmesh-edge-draft", "--broker", s_ep, "--model", (char *) model,
-                        "--threads", "1", "--workers", "2" };
-    int argc = 9;
+                        "--threads", "1", "--workers", "2", "--cloud", s_cloud_ep };
+    int argc = 11;
+    if (o->link) {
+        argv [argc++] = "--link";
+        argv [argc++] = (char *) o->link;
+    }
+    const char *const *edge_extra = o->edge_extra;
     for (int i = 0; edge_extra && edge_extra [i] && argc < 30; i++)
         argv [argc++] = (char *) edge_extra [i];
     argv [argc] = NULL;
@@ -98,8 +121,15 @@ s_mesh (const char *model, int L, const char *const *edge_extra)
     cr_assert (sm_spawnv (log, "splitmesh-edge-draft", argv) > 0);
     const char *services [] = { "tokenizer", "prefix", "target", "generate" };
     for (int i = 0; i < 4; i++)
-        cr_assert (sm_mdp_wait_workers (s_ep, services [i], 1, 30000),
+        cr_assert (sm_mdp_wait_workers (i == 2 ? s_cloud_ep : s_ep, services [i], 1, 30000),
                    "service '%s' did not register (logs in %s)", services [i], s_dir);
+}
+
+static void
+s_mesh (const char *model, int L, const char *const *edge_extra)
+{
+    s_mesh_opts_t o = { edge_extra, NULL, false, NULL };
+    s_mesh_ex (model, L, &o);
 }
 
 typedef struct {
@@ -123,14 +153,11 @@ s_append (s_result_t *r, const char *text, const int32_t *tokens, size_t n)
         r->tokens [r->n_tokens++] = tokens [i];
 }
 
-//  Sends req as a generate request and collects PARTIALs and the FINAL.
+//  Collects PARTIALs and the FINAL of the request sent on client.
 static void
-s_generate_raw (const void *data, size_t size, s_result_t *r, int timeout_ms)
+s_collect (mdp_client_t *client, s_result_t *r, int timeout_ms)
 {
     memset (r, 0, sizeof *r);
-    mdp_client_t *client = mdp_client_new (s_ep);
-    cr_assert_not_null (client);
-    cr_assert_eq (mdp_client_send_mem (client, "generate", data, size), 0);
     int64_t deadline = zclock_mono () + timeout_ms;
     while (true) {
         int64_t left = deadline - zclock_mono ();
@@ -175,6 +202,23 @@ s_generate_raw (const void *data, size_t size, s_result_t *r, int timeout_ms)
         zmsg_destroy (&body);
         break;
     }
+}
+
+//  Sends a generate request body; returns the client to collect from.
+static mdp_client_t *
+s_send (const void *data, size_t size)
+{
+    mdp_client_t *client = mdp_client_new (s_ep);
+    cr_assert_not_null (client);
+    cr_assert_eq (mdp_client_send_mem (client, "generate", data, size), 0);
+    return client;
+}
+
+static void
+s_generate_raw (const void *data, size_t size, s_result_t *r, int timeout_ms)
+{
+    mdp_client_t *client = s_send (data, size);
+    s_collect (client, r, timeout_ms);
     mdp_client_destroy (&client);
 }
 
@@ -518,5 +562,78 @@ Test (edge, chat_messages_through_the_tokenizer_service)
     int32_t want [S_MAX_OUT];
     int n_want = s_reference (s_model, QFMT_W8, chat, 16, want);
     s_assert_tokens (r, want, n_want, "chat");
+    free (r);
+}
+
+//  Sessions evicted under the services' feet (--max-sessions 1, two
+//  generations at once): every 404 is answered by a re-prefill from the
+//  kept context, and both outputs still equal target-only greedy decoding.
+Test (edge, evicted_sessions_are_reprefilled)
+{
+    s_tiny ();
+    const char *extra [] = { "--fixed-k", "-v", NULL };
+    s_mesh_opts_t o = { extra, "1", false, NULL };
+    s_mesh_ex (s_model, 2, &o);
+    const char *prompts [2] = { s_prompts [0], s_prompts [2] };
+    int32_t want [2][S_MAX_OUT];
+    int n_want [2];
+    uint8_t *data [2];
+    size_t size [2];
+    for (int i = 0; i < 2; i++) {
+        n_want [i] = s_reference (s_model, QFMT_W8, prompts [i], 64, want [i]);
+        wire_generate_t req = s_req (prompts [i], 64, 2);
+        wire_err_t err;
+        cr_assert_eq (wire_encode (&wire_generate_desc, &req, &data [i], &size [i], &err), 0);
+    }
+    mdp_client_t *c0 = s_send (data [0], size [0]);
+    mdp_client_t *c1 = s_send (data [1], size [1]);
+    s_result_t *r = calloc (2, sizeof *r);
+    s_collect (c0, &r [0], 60000);
+    s_collect (c1, &r [1], 60000);
+    s_assert_tokens (&r [0], want [0], n_want [0], "first of two");
+    s_assert_tokens (&r [1], want [1], n_want [1], "second of two");
+    //  The edge log shows the recoveries (interleaving decides how many).
+    char path [500], line [1024];
+    s_log_path (path, sizeof path, "edge");
+    FILE *f = fopen (path, "r");
+    int reprefills = 0;
+    while (f && fgets (line, sizeof line, f))
+        if (strstr (line, "re-prefilling"))
+            reprefills++;
+    if (f)
+        fclose (f);
+    cr_log_info ("re-prefills: %d", reprefills);
+    cr_assert (reprefills > 0, "the two generations never evicted each other (logs in %s)", s_dir);
+    mdp_client_destroy (&c0);
+    mdp_client_destroy (&c1);
+    free (data [0]);
+    free (data [1]);
+    free (r);
+}
+
+//  The cloud on its own broker behind the in-process link emulator: the
+//  output is unchanged and every round trip pays the emulated RTT.
+Test (edge, cloud_behind_link_emulator)
+{
+    s_tiny ();
+    s_mesh_opts_t o = { NULL, NULL, true, "rtt=40" };
+    s_mesh_ex (s_model, 1, &o);
+    int32_t want [S_MAX_OUT];
+    int n_want = s_reference (s_model, QFMT_W8, s_prompts [1], 24, want);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (s_prompts [1], 24, 4);
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "through the link");
+    s_assert_stats (r, "through the link");
+    //  Prefill is one round trip: at least 40 ms to the first token.
+    cr_assert (r->stats.ttft_ms >= 40.0, "ttft %.1f ms under a 40 ms RTT", r->stats.ttft_ms);
+    cr_assert (r->stats.link_bytes_up > 0);
+    //  cloud_only: one round trip per token.
+    req.mode = WIRE_MODE_CLOUD_ONLY;
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "cloud_only through the link");
+    if (r->n_tokens > 2)
+        cr_assert (r->stats.per_token_ms >= 40.0, "cloud_only %.1f ms per token under a 40 ms RTT",
+                   r->stats.per_token_ms);
     free (r);
 }

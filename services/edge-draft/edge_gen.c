@@ -35,7 +35,10 @@
 
 #define S_ATTEMPTS      3       //  tries of a call answered 5xx / timed out
 #define S_BACKOFF_MS    100     //  first back-off, doubled per retry
-#define S_REPREFILLS    3       //  404 recoveries per round
+#define S_REPREFILLS    8       //  404 recoveries per round
+#define S_REPREFILL_MS  10      //  back-off before the 2nd.. recovery, doubled, plus jitter
+static uint64_t s_random64 (void);
+
 #define S_MDP_RETRIES   1       //  mdp_client_request retries after a timeout
 #define S_MDP_OVERHEAD  8       //  bytes of MDP header frames ("MDPC02", command, empty)
 
@@ -654,7 +657,11 @@ s_round (gen_t *g)
         status = s_verify (g, k, &accepted, &next);
         if (status != 404 || attempt >= S_REPREFILLS)
             break;
-        //  The session is gone on some replica: rebuild both caches.
+        //  The session is gone on some replica: rebuild both caches. When
+        //  that keeps happening (sessions evicting each other on a full
+        //  replica), back off a random while so one of them gets through.
+        if (attempt > 0)
+            zclock_sleep (S_REPREFILL_MS * (1 << (attempt - 1)) + (int) (s_random64 () % S_REPREFILL_MS));
         if (g->sh->verbose)
             zsys_info ("edge-draft: session %s: %s; re-prefilling %d positions",
                        g->session, g->err, g->n_ctx - 1);
