@@ -637,3 +637,54 @@ Test (edge, cloud_behind_link_emulator)
                    r->stats.per_token_ms);
     free (r);
 }
+
+//  The real model (skipped when absent): the mesh at split 2 prints what
+//  `splitmesh run --format w8` prints, and the W4 draft of the same file
+//  gets most of its drafts accepted.
+Test (edge, real_model_short_check, .timeout = 180)
+{
+    const char *model = getenv ("SPLITMESH_MODEL");
+    static char def [600];
+    if (!model || access (model, R_OK) != 0) {
+        snprintf (def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SPLITMESH_SOURCE_DIR);
+        model = def;
+    }
+    if (access (model, R_OK) != 0) {
+        cr_skip_test ("model file %s absent (bash scripts/fetch-model.sh, or SPLITMESH_MODEL)", model);
+        return;
+    }
+    if (!s_dir)
+        s_dir = sm_tmpdir_new ("splitmesh_edge");
+    const char *prompt = "The capital of France is";
+    char out_path [500], cmd [2000];
+    snprintf (out_path, sizeof out_path, "%s/run.out", s_dir);
+    snprintf (cmd, sizeof cmd,
+              "timeout 120 '%s/splitmesh' run --model '%s' --format w8 --threads 1 -n 24 -p '%s' >'%s' 2>/dev/null",
+              sm_bin_dir (), model, prompt, out_path);
+    cr_assert_eq (system (cmd), 0, "%s", cmd);
+    char run_text [4096] = "";
+    FILE *f = fopen (out_path, "rb");
+    cr_assert_not_null (f);
+    size_t n = fread (run_text, 1, sizeof run_text - 1, f);
+    fclose (f);
+    run_text [n] = 0;
+    if (n && run_text [n - 1] == '\n')
+        run_text [n - 1] = 0;
+
+    s_mesh (model, 2, NULL);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (prompt, 24, 4);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%d %s", r->status, r->error);
+    s_assert_stats (r, "real model");
+    cr_assert_str_eq (r->text, run_text, "mesh: '%s'\nrun:  '%s'", r->text, run_text);
+    cr_log_info ("real model: %d tokens, %llu/%llu drafts accepted, ttft %.1f ms, %.1f ms/token, "
+                 "%llu B up, %llu B down", r->n_tokens,
+                 (unsigned long long) r->stats.drafts_accepted, (unsigned long long) r->stats.drafts_proposed,
+                 r->stats.ttft_ms, r->stats.per_token_ms,
+                 (unsigned long long) r->stats.link_bytes_up, (unsigned long long) r->stats.link_bytes_down);
+    cr_assert (r->stats.drafts_accepted * 2 >= r->stats.drafts_proposed,
+               "W4 draft of the target's own file: only %llu of %llu accepted",
+               (unsigned long long) r->stats.drafts_accepted, (unsigned long long) r->stats.drafts_proposed);
+    free (r);
+}
