@@ -528,6 +528,18 @@ Test (edge, bad_requests_get_clear_errors_and_service_keeps_serving)
     s_generate (&req, r);
     cr_assert_eq (r->status, 413, "long prompt: %d %s", r->status, r->error);
     cr_assert (strstr (r->error, "context"), "%s", r->error);
+    //  Unknown model name: 404; the served one (file name) is fine.
+    req = s_req ("hello", 4, 4);
+    req.model = "gpt-17";
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 404, "%d %s", r->status, r->error);
+    cr_assert (strstr (r->error, "unknown model 'gpt-17'"), "%s", r->error);
+    req.model = "tiny";
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%d %s", r->status, r->error);
+    req.model = "tiny.gguf";
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%d %s", r->status, r->error);
     //  Privacy full is refused, not faked.
     req = s_req ("hello", 8, 4);
     req.privacy = WIRE_PRIVACY_FULL;

@@ -750,6 +750,17 @@ s_validate (gen_t *g)
         snprintf (g->err, sizeof g->err, "field 'prompt': empty");
         return 422;
     }
+    if (r->model) {
+        bool known = false;
+        for (int i = 0; i < 3; i++)
+            if (streq (r->model, g->sh->model_names [i]))
+                known = true;
+        if (!known) {
+            snprintf (g->err, sizeof g->err, "unknown model '%.200s': this edge-draft serves '%.200s'",
+                      r->model, g->sh->model_names [1]);
+            return 404;
+        }
+    }
     if (r->privacy == WIRE_PRIVACY_FULL) {
         snprintf (g->err, sizeof g->err, "field 'privacy': 'full' is not implemented by this edge-draft (use prefix or none)");
         return 422;
