@@ -215,6 +215,9 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
         }
     }
 
+    sh->metrics = metrics_new ("edge-draft", sh->instance, a->telemetry);
+    if (a->telemetry && *a->telemetry && !EDGE_METRICS_AVAILABLE)
+        zsys_warning ("edge-draft: --telemetry given, but this build has no core/metrics yet");
     self->n_workers = a->workers > 0 ? a->workers : EDGE_DRAFT_WORKERS_DEFAULT;
     self->workers = calloc ((size_t) self->n_workers, sizeof *self->workers);
     self->wargs = calloc ((size_t) self->n_workers, sizeof *self->wargs);
@@ -254,6 +257,7 @@ s_stop (s_self_t *self)
         unlink (path);
         rmdir (self->proxy_dir);
     }
+    metrics_destroy (&sh->metrics);
     tokenizer_destroy (&sh->tok);
     model_destroy (&sh->draft);
     pthread_mutex_destroy (&sh->draft_lock);

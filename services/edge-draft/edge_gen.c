@@ -310,8 +310,12 @@ s_emit (gen_t *g, int32_t tok)
         return;
     }
     int64_t now = zclock_usecs ();
-    if (!g->n_out)
+    if (!g->n_out) {
         g->t_first = now;
+        metrics_observe (g->sh->metrics, "ttft_seconds", NULL, (now - g->t_start) / 1e6);
+    }
+    else
+        metrics_observe (g->sh->metrics, "inter_token_seconds", NULL, (now - g->t_last) / 1e6);
     g->t_last = now;
     g->out [g->n_out++] = tok;
     g->ctx [g->n_ctx++] = tok;
@@ -374,8 +378,19 @@ s_partial (gen_t *g)
 }
 
 static void
+s_count_request (gen_t *g, int status)
+{
+    char label [32];
+    snprintf (label, sizeof label, "status=%d", status);
+    metrics_count (g->sh->metrics, "requests_total", label, 1);
+    if (status >= 400)
+        metrics_count (g->sh->metrics, "errors_total", label, 1);
+}
+
+static void
 s_reply_error (gen_t *g, int status, const char *text)
 {
+    s_count_request (g, status);
     zframe_t *frame = wire_error_frame (status, text, -1);
     zmsg_t *msg = zmsg_new ();
     zmsg_append (msg, &frame);
@@ -434,6 +449,11 @@ s_reply_final (gen_t *g)
     zmsg_t *msg = zmsg_new ();
     zmsg_append (msg, &frame);
     mdp_worker_send_final (g->worker, g->client, &msg);
+    s_count_request (g, g->err_status ? g->err_status : 200);
+    metrics_count (g->sh->metrics, "prompt_tokens_total", NULL, g->n_prompt);
+    metrics_count (g->sh->metrics, "tokens_generated_total", NULL, g->n_out);
+    metrics_count (g->sh->metrics, "link_bytes_total", "direction=up", (double) g->up);
+    metrics_count (g->sh->metrics, "link_bytes_total", "direction=down", (double) g->down);
 }
 
 //  ---------------------------------------------------------------------
@@ -558,7 +578,10 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
         v.tokens_count = (size_t) k + 1;
     }
     wire_verify_reply_t vr;
+    int64_t t0 = zclock_usecs ();
     status = s_call (g, true, "target", &wire_verify_desc, &v, &wire_verify_reply_desc, &vr);
+    if (status == 0)
+        metrics_observe (g->sh->metrics, "verify_seconds", NULL, (zclock_usecs () - t0) / 1e6);
     if (g->use_prefix)
         wire_msg_free (&wire_activations_reply_desc, &ar);
     if (status)
@@ -682,6 +705,13 @@ s_round (gen_t *g)
     g->accepted += (uint64_t) accepted;
     for (int i = 0; i < accepted; i++)
         g->by_pos [i]++;
+    for (int i = 0; i < k; i++) {
+        char label [32];
+        snprintf (label, sizeof label, "pos=%d", i);
+        metrics_count (g->sh->metrics, "drafts_proposed_total", label, 1);
+        if (i < accepted)
+            metrics_count (g->sh->metrics, "drafts_accepted_total", label, 1);
+    }
     if (k > g->max_pos_used)
         g->max_pos_used = k;
     for (int i = 0; i < accepted && !g->done; i++)
