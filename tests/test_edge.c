@@ -76,6 +76,8 @@ typedef struct {
     const char *max_sessions;       //  split-prefix and cloud-target --max-sessions
     bool separate_cloud;            //  cloud-target on its own (tcp) broker
     const char *link;               //  edge-draft --link (with separate_cloud)
+    bool no_target;                 //  start no cloud-target (unreachable cloud)
+    const char *expiry_ms;          //  brokers' --expiry-ms
 } s_mesh_opts_t;
 
 static void
@@ -88,14 +90,15 @@ s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
     char log [500], split [16];
     snprintf (split, sizeof split, "%d", L);
     const char *sessions = o->max_sessions ? o->max_sessions : "16";
+    const char *expiry = o->expiry_ms ? o->expiry_ms : "5000";
     s_log_path (log, sizeof log, "broker");
-    cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, NULL) > 0);
+    cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, "--expiry-ms", expiry, NULL) > 0);
     if (o->separate_cloud) {
         int port = sm_free_tcp_port ();
         cr_assert (port > 0);
         snprintf (s_cloud_ep, sizeof s_cloud_ep, "tcp://127.0.0.1:%d", port);
         s_log_path (log, sizeof log, "cloud-broker");
-        cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_cloud_ep, NULL) > 0);
+        cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_cloud_ep, "--expiry-ms", expiry, NULL) > 0);
     }
     s_log_path (log, sizeof log, "tokenizer");
     cr_assert (sm_spawn (log, "splitmesh-tokenizer", "--broker", s_ep, "--model", model, NULL) > 0);
@@ -104,6 +107,7 @@ s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
                          "--split", split, "--act-dtype", "fp32", "--threads", "1",
                          "--max-sessions", sessions, NULL) > 0);
     s_log_path (log, sizeof log, "target");
+    if (!o->no_target)
     cr_assert (sm_spawn (log, "splitmesh-cloud-target", "--broker", s_cloud_ep, "--model", model,
                          "--split", split, "--threads", "1", "--max-sessions", sessions, NULL) > 0);
     char *argv [32] = { "splitmesh-edge-draft", "--broker", s_ep, "--model", (char *) model,
@@ -121,6 +125,7 @@ s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
     cr_assert (sm_spawnv (log, "splitmesh-edge-draft", argv) > 0);
     const char *services [] = { "tokenizer", "prefix", "target", "generate" };
     for (int i = 0; i < 4; i++)
+        if (i != 2 || !o->no_target)
         cr_assert (sm_mdp_wait_workers (i == 2 ? s_cloud_ep : s_ep, services [i], 1, 30000),
                    "service '%s' did not register (logs in %s)", services [i], s_dir);
 }
@@ -128,7 +133,7 @@ s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
 static void
 s_mesh (const char *model, int L, const char *const *edge_extra)
 {
-    s_mesh_opts_t o = { edge_extra, NULL, false, NULL };
+    s_mesh_opts_t o = { edge_extra, NULL, false, NULL, false, NULL };
     s_mesh_ex (model, L, &o);
 }
 
@@ -586,7 +591,7 @@ Test (edge, evicted_sessions_are_reprefilled)
     const char *extra [] = { "--fixed-k", "-v", NULL };
     //  A 10 ms link RTT makes each generation last many round trips, so
     //  the two overlap whatever the machine's load.
-    s_mesh_opts_t o = { extra, "1", true, "rtt=10" };
+    s_mesh_opts_t o = { extra, "1", true, "rtt=10", false, NULL };
     s_mesh_ex (s_model, 2, &o);
     const char *prompts [2] = { s_prompts [0], s_prompts [2] };
     int32_t want [2][S_MAX_OUT];
@@ -630,7 +635,7 @@ Test (edge, evicted_sessions_are_reprefilled)
 Test (edge, cloud_behind_link_emulator)
 {
     s_tiny ();
-    s_mesh_opts_t o = { NULL, NULL, true, "rtt=40" };
+    s_mesh_opts_t o = { NULL, NULL, true, "rtt=40", false, NULL };
     s_mesh_ex (s_model, 1, &o);
     int32_t want [S_MAX_OUT];
     int n_want = s_reference (s_model, QFMT_W8, s_prompts [1], 24, want);
@@ -700,5 +705,44 @@ Test (edge, real_model_short_check, .timeout = 180)
     cr_assert (r->stats.drafts_accepted * 2 >= r->stats.drafts_proposed,
                "W4 draft of the target's own file: only %llu of %llu accepted",
                (unsigned long long) r->stats.drafts_accepted, (unsigned long long) r->stats.drafts_proposed);
+    free (r);
+}
+
+//  No cloud-target at all (the cloud is unreachable): the generation
+//  completes with the draft model alone and says so; with --drafter ngram
+//  (no draft model) it is a clear 503 instead. The service keeps serving.
+Test (edge, unreachable_cloud_degrades_to_edge_only)
+{
+    s_tiny ();
+    s_mesh_opts_t o = { NULL, NULL, false, NULL, true, "300" };
+    s_mesh_ex (s_model, 1, &o);
+    int32_t want_w4 [S_MAX_OUT];
+    int n_w4 = s_reference (s_model, QFMT_W4, s_prompts [2], 20, want_w4);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (s_prompts [2], 20, 4);
+    s_generate (&req, r);
+    s_assert_tokens (r, want_w4, n_w4, "degraded");
+    cr_assert (r->stats.degraded);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%s", r->error);
+    cr_assert (r->stats.degraded);
+    free (r);
+}
+
+Test (edge, unreachable_cloud_without_draft_model_is_an_error)
+{
+    s_tiny ();
+    const char *extra [] = { "--drafter", "ngram", NULL };
+    s_mesh_opts_t o = { extra, NULL, false, NULL, true, "300" };
+    s_mesh_ex (s_model, 1, &o);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (s_prompts [2], 20, 4);
+    s_generate (&req, r);
+    cr_assert (r->status == 503 || r->status == 504, "%d %s", r->status, r->error);
+    cr_assert (strstr (r->error, "target"), "%s", r->error);
+    //  edge_only needs the draft model this edge-draft does not have.
+    req.mode = WIRE_MODE_EDGE_ONLY;
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 422, "%d %s", r->status, r->error);
     free (r);
 }

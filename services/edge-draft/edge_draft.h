@@ -39,7 +39,7 @@ extern "C" {
 
 #define EDGE_DRAFT_WORKERS_DEFAULT  4
 #define EDGE_DRAFT_KMAX_DEFAULT     16
-#define EDGE_DRAFT_TIMEOUT_DEFAULT  15000   //  ms per attempt of one call
+#define EDGE_DRAFT_TIMEOUT_DEFAULT  5000    //  ms per attempt of one call, + 20 ms per position
 #define EDGE_DRAFT_CTX_DEFAULT      2048    //  as the split-prefix and cloud-target services
 
 typedef struct {

@@ -19,10 +19,11 @@
     round shows they do not begin a stop string.
 
     Failures: 4xx from a service ends the generation with that error; 5xx
-    and timeouts are retried with back-off (plus mdp_client's own retries),
-    then, when a draft model is loaded, the generation carries on with the
-    draft model alone and gen_stats.degraded is set; without one it ends
-    with the error. An error before any output is sent as an error reply;
+    are retried with back-off, timeouts by mdp_client on a fresh socket.
+    Then 503 (no worker) and 504 (no answer: the cloud is unreachable) let
+    the generation carry on with the draft model alone, gen_stats.degraded
+    set, when a draft model is loaded; any other failure ends it with the
+    error. An error before any output is sent as an error reply;
     after output, as a FINAL with finish_reason "error" (logged).
 */
 #include "edge_gen.h"
@@ -39,6 +40,7 @@
 #define S_REPREFILL_MS  10      //  back-off before the 2nd.. recovery, doubled, plus jitter
 static uint64_t s_random64 (void);
 
+#define S_MS_PER_POSITION 20     //  added to a call's timeout per position it evaluates
 #define S_MDP_RETRIES   1       //  mdp_client_request retries after a timeout
 #define S_MDP_OVERHEAD  8       //  bytes of MDP header frames ("MDPC02", command, empty)
 
@@ -80,6 +82,7 @@ typedef struct {
     uint64_t up, down;          //  link bytes
     bool degraded;
     int64_t t_start, t_first, t_last;  //  usecs
+    int64_t us_draft, us_extend, us_verify;    //  this round's parts (verbose log)
 } gen_t;
 
 //  ---------------------------------------------------------------------
@@ -91,9 +94,13 @@ typedef struct {
 //  when to_cloud. Retries 5xx/timeouts S_ATTEMPTS times with back-off.
 static int
 s_call (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
-        const void *msg, const wire_desc_t *reply_desc, void *reply)
+        const void *msg, const wire_desc_t *reply_desc, void *reply, int n_pos)
 {
     mdp_client_t *client = to_cloud ? g->cloud : g->dev;
+    //  A long prompt takes a while on a CPU: the attempt's deadline grows
+    //  with the positions the call evaluates.
+    int timeout_ms = g->sh->timeout_ms + S_MS_PER_POSITION * n_pos;
+    mdp_client_set_timeout (client, timeout_ms);
     wire_err_t werr;
     int status = 0;
     int backoff = S_BACKOFF_MS;
@@ -119,7 +126,7 @@ s_call (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
         if (!rep) {
             //  mdp_client_request has already retried on a fresh socket.
             snprintf (g->err, sizeof g->err, "%s: no reply from '%s' (%d ms per attempt, %d attempts)",
-                      desc->name, service, g->sh->timeout_ms, S_MDP_RETRIES + 1);
+                      desc->name, service, timeout_ms, S_MDP_RETRIES + 1);
             return 504;
         }
         zframe_t *rf = zmsg_first (rep);
@@ -179,7 +186,6 @@ s_close (gen_t *g, bool to_cloud, const char *service)
     if (rep && to_cloud)
         g->down += zmsg_content_size (rep) + strlen (service) + S_MDP_OVERHEAD;
     zmsg_destroy (&rep);
-    mdp_client_set_timeout (client, g->sh->timeout_ms);
     mdp_client_set_retries (client, S_MDP_RETRIES);
 }
 
@@ -482,7 +488,7 @@ s_prefill (gen_t *g, int n, int32_t *next)
         pp.session = g->session;
         pp.tokens = g->ctx;
         pp.tokens_count = (size_t) n;
-        status = s_call (g, false, "prefix", &wire_prefill_desc, &pp, &wire_activations_reply_desc, &ar);
+        status = s_call (g, false, "prefix", &wire_prefill_desc, &pp, &wire_activations_reply_desc, &ar, n);
         if (status)
             return status;
         pf.activations = ar.activations;
@@ -492,7 +498,7 @@ s_prefill (gen_t *g, int n, int32_t *next)
         pf.tokens_count = (size_t) n;
     }
     wire_prefill_reply_t pr;
-    status = s_call (g, true, "target", &wire_prefill_desc, &pf, &wire_prefill_reply_desc, &pr);
+    status = s_call (g, true, "target", &wire_prefill_desc, &pf, &wire_prefill_reply_desc, &pr, n);
     if (g->use_prefix)
         wire_msg_free (&wire_activations_reply_desc, &ar);
     if (status)
@@ -563,7 +569,9 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
         e.pos = (uint32_t) pos;
         e.tokens = rows;
         e.tokens_count = (size_t) k + 1;
-        status = s_call (g, false, "prefix", &wire_extend_desc, &e, &wire_activations_reply_desc, &ar);
+        int64_t t_ext = zclock_usecs ();
+        status = s_call (g, false, "prefix", &wire_extend_desc, &e, &wire_activations_reply_desc, &ar, k + 1);
+        g->us_extend = zclock_usecs () - t_ext;
         if (status)
             return status;
         if (!ar.activations || ar.activations->n_pos != (uint32_t) k + 1 || ar.pos != (uint32_t) pos) {
@@ -579,9 +587,10 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
     }
     wire_verify_reply_t vr;
     int64_t t0 = zclock_usecs ();
-    status = s_call (g, true, "target", &wire_verify_desc, &v, &wire_verify_reply_desc, &vr);
+    status = s_call (g, true, "target", &wire_verify_desc, &v, &wire_verify_reply_desc, &vr, k + 1);
+    g->us_verify = zclock_usecs () - t0;
     if (status == 0)
-        metrics_observe (g->sh->metrics, "verify_seconds", NULL, (zclock_usecs () - t0) / 1e6);
+        metrics_observe (g->sh->metrics, "verify_seconds", NULL, g->us_verify / 1e6);
     if (g->use_prefix)
         wire_msg_free (&wire_activations_reply_desc, &ar);
     if (status)
@@ -605,7 +614,7 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
 static bool
 s_degrade (gen_t *g, int status)
 {
-    if (status < 500 || !g->sh->draft || g->edge_only)
+    if ((status != 503 && status != 504) || !g->sh->draft || g->edge_only)
         return false;
     zsys_warning ("edge-draft: session %s: %s; continuing with the draft model alone (degraded)",
                   g->session, g->err);
@@ -667,12 +676,15 @@ s_round (gen_t *g)
     if (k > g->cap - g->n_ctx)
         k = g->cap - g->n_ctx;
     g->prop->k = 0;
+    g->us_extend = 0;
+    int64_t t_draft = zclock_usecs ();
     if (k > 0 && drafter_propose (g->drafter, g->ctx, g->n_ctx, k, g->dsampler, g->prop,
                                   g->err, sizeof g->err)) {
         s_fail (g, 500);
         return;
     }
     k = g->prop->k;
+    g->us_draft = zclock_usecs () - t_draft;
     int accepted = 0;
     int32_t next = -1;
     int status = 0;
@@ -699,8 +711,10 @@ s_round (gen_t *g)
         return;
     }
     if (g->sh->verbose)
-        zsys_info ("edge-draft: session %s pos %d: %d/%d accepted, next %d",
-                   g->session, g->n_ctx - 1, accepted, k, next);
+        zsys_info ("edge-draft: session %s pos %d: %d/%d accepted, next %d "
+                   "(draft %.1f ms, extend %.1f ms, verify %.1f ms)",
+                   g->session, g->n_ctx - 1, accepted, k, next,
+                   g->us_draft / 1e3, g->us_extend / 1e3, g->us_verify / 1e3);
     g->proposed += (uint64_t) k;
     g->accepted += (uint64_t) accepted;
     for (int i = 0; i < accepted; i++)
@@ -741,7 +755,7 @@ s_tokenize (gen_t *g)
     }
     t.add_special = true;
     wire_tokenize_reply_t r;
-    int status = s_call (g, false, "tokenizer", &wire_tokenize_desc, &t, &wire_tokenize_reply_desc, &r);
+    int status = s_call (g, false, "tokenizer", &wire_tokenize_desc, &t, &wire_tokenize_reply_desc, &r, 0);
     if (status)
         return status;
     if (r.tokens_count == 0) {
