@@ -424,6 +424,16 @@ Test (edge, streaming_adaptive_ngram_privacy_none_and_modes)
     cr_assert (r->stats.link_bytes_up > 0 && r->stats.link_bytes_down > 0);
     uint64_t cloud_only_down = r->stats.link_bytes_down;
 
+    //  draft_k 0 (no speculation, privacy prefix) and max_tokens 1.
+    req = s_req (prompt, 48, 0);
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "draft_k 0");
+    cr_assert_eq (r->stats.drafts_proposed, 0);
+    req = s_req (prompt, 1, 4);
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want < 1 ? n_want : 1, "max_tokens 1");
+    cr_assert_eq (r->finish, n_want >= 1 ? WIRE_FINISH_REASON_LENGTH : WIRE_FINISH_REASON_STOP);
+
     //  edge_only: the W4 draft model alone, no link.
     req = s_req (prompt, 48, 4);
     req.mode = WIRE_MODE_EDGE_ONLY;
@@ -462,6 +472,13 @@ Test (edge, sampling_is_seeded_and_stop_strings_cut)
     cr_assert_str_eq (a->text, b->text, "same seed, different output");
     for (int i = 0; i < a->n_tokens; i++)
         cr_assert_eq (a->tokens [i], b->tokens [i]);
+    //  n-gram drafts at temperature > 0 (point-mass q), also reproducible.
+    req.drafter = WIRE_DRAFTER_NGRAM;
+    s_generate (&req, a);
+    s_generate (&req, b);
+    cr_assert_eq (a->status, 0, "%s", a->error);
+    s_assert_stats (a, "ngram sampling");
+    cr_assert_str_eq (a->text, b->text);
     //  A stop string taken from the greedy output ends the text before it.
     wire_generate_t g = s_req (s_prompts [1], 40, 4);
     s_generate (&g, a);
