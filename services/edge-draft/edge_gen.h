@@ -35,6 +35,7 @@ typedef struct {
     int ctx;                    //  context limit, tokens
     int k_max;                  //  cap on draft length
     bool fixed_k;               //  no adaptation
+    bool lookahead;             //  greedy: draft the next round during verify
     int timeout_ms;             //  per attempt of one call
     int heartbeat_ms;           //  MDP heartbeat
     bool verbose;               //  log each round
