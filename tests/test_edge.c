@@ -652,7 +652,8 @@ Test (edge, evicted_sessions_are_reprefilled)
 Test (edge, cloud_behind_link_emulator)
 {
     s_tiny ();
-    s_mesh_opts_t o = { NULL, NULL, true, "rtt=40", false, NULL };
+    const char *extra [] = { "-v", NULL };
+    s_mesh_opts_t o = { extra, NULL, true, "rtt=40", false, NULL };
     s_mesh_ex (s_model, 1, &o);
     int32_t want [S_MAX_OUT];
     int n_want = s_reference (s_model, QFMT_W8, s_prompts [1], 24, want);
@@ -664,6 +665,20 @@ Test (edge, cloud_behind_link_emulator)
     //  Prefill is one round trip: at least 40 ms to the first token.
     cr_assert (r->stats.ttft_ms >= 40.0, "ttft %.1f ms under a 40 ms RTT", r->stats.ttft_ms);
     cr_assert (r->stats.link_bytes_up > 0);
+    //  Greedy lookahead drafted during the 40 ms round trips and some of
+    //  those drafts were used (the output above is unchanged by them).
+    char path [500], line [1024];
+    s_log_path (path, sizeof path, "edge");
+    FILE *f = fopen (path, "r");
+    int used = -1;
+    while (f && fgets (line, sizeof line, f)) {
+        char *hit = strstr (line, "drafts accepted (");
+        if (hit)
+            used = atoi (hit + strlen ("drafts accepted ("));
+    }
+    if (f)
+        fclose (f);
+    cr_assert (used > 0, "no lookahead draft was used (logs in %s)", s_dir);
     //  cloud_only: one round trip per token.
     req.mode = WIRE_MODE_CLOUD_ONLY;
     s_generate (&req, r);
