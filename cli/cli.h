@@ -16,4 +16,7 @@ int cmd_run (int argc, char **argv);
 //  splitmesh tiny-model: writes a tiny random-weight llama GGUF (cmd_tiny_model.c).
 int cmd_tiny_model (int argc, char **argv);
 
+//  splitmesh tokenize: a model's tokenizer from the command line (cmd_tokenize.c).
+int cmd_tokenize (int argc, char **argv);
+
 #endif

@@ -1,2 +1,3 @@
 set(TIMEOUT_forward_ref 300)
 set(TIMEOUT_model 120)
+set(TIMEOUT_services_smollm 120)
