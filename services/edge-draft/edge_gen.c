@@ -66,6 +66,7 @@ typedef struct {
     char *text;                 //  emitted text (after stop-string cuts)
     size_t text_len, text_cap, text_sent;
     size_t stop_max;            //  longest stop string, bytes
+    bool stop_cut;              //  the text was cut at a stop string
     tokenizer_stream_t *stream;
     drafter_t *drafter;         //  model or ngram
     sampler_t *dsampler;        //  draft sampler (NULL: greedy)
@@ -385,6 +386,7 @@ s_stop_check (gen_t *g, size_t from)
         return false;
     g->text_len = (size_t) (first - g->text);
     g->text [g->text_len] = 0;
+    g->stop_cut = true;
     return true;
 }
 
@@ -503,7 +505,7 @@ s_reply_final (gen_t *g)
     const char *tail;
     size_t tail_len;
     tokenizer_stream_flush (g->stream, &tail, &tail_len);
-    if (tail_len) {
+    if (tail_len && !g->stop_cut) {
         size_t before = g->text_len;
         if (s_text_append_utf8 (g, tail, tail_len) == 0)
             s_stop_check (g, before);
