@@ -9,6 +9,10 @@
 //  cmd_keygen.c: writes a CurveZMQ key pair (zcert format) for crypt-proxy.
 int cmd_keygen (int argc, char **argv);
 
+//  splitmesh perplexity: perplexity of a weight format on a text file.
+int cmd_perplexity (int argc, char **argv);
+//  splitmesh run: single-process generation, the reference path.
+int cmd_run (int argc, char **argv);
 //  splitmesh tiny-model: writes a tiny random-weight llama GGUF (cmd_tiny_model.c).
 int cmd_tiny_model (int argc, char **argv);
 

@@ -17,6 +17,8 @@ typedef struct {
 static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
     { "keygen", cmd_keygen, "write a CurveZMQ key pair for crypt-proxy (zcert format)" },
+    { "perplexity", cmd_perplexity, "perplexity of a weight format on a text file" },
+    { "run", cmd_run, "generate text in one process (the reference path)" },
     { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
     { NULL, NULL, NULL }
 };

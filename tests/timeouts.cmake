@@ -1,0 +1,2 @@
+set(TIMEOUT_forward_ref 300)
+set(TIMEOUT_model 120)

@@ -1,0 +1,176 @@
+/*  kernels.c: the portable scalar kernel family and the run-time dispatcher.
+
+    The scalar family is the fallback on CPUs without AVX2 and the readable
+    statement of what every SIMD family computes: same activation
+    quantization (bit for bit), same integer dot products per group, same
+    scale algebra; only the float summation order differs. kernels_get picks
+    the best family the CPU supports, capped by SPLITMESH_SIMD.
+*/
+#include "kernels.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
+{
+    for (int g = 0; g < nb; g++) {
+        const float *xg = x + (size_t) g * 32;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float a = fabsf (xg[j]);
+            amax = a > amax ? a : amax;
+        }
+        float dg = amax / 127.0f;
+        float id = dg != 0.0f ? 1.0f / dg : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            //  nearbyintf rounds half to even, as the SIMD conversions do.
+            int v = (int) nearbyintf (xg[j] * id);
+            v = v < -127 ? -127 : v > 127 ? 127 : v;
+            q[g * 32 + j] = (int8_t) v;
+            sum += v;
+        }
+        d[g] = dg;
+        s[g] = dg * (float) sum;
+    }
+    for (int g = nb; g < nbp; g++) {
+        memset (q + (size_t) g * 32, 0, 32);
+        d[g] = 0.0f;
+        s[g] = 0.0f;
+    }
+}
+
+static void
+s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+{
+    int nb = W->nb;
+    for (int r = r0; r < r1; r++) {
+        const int8_t *qs = (const int8_t *) (W->qs + (size_t) r * W->qs_stride);
+        const uint16_t *dw = W->d + (size_t) r * nb;
+        for (int t = 0; t < a->n_tokens; t++) {
+            const int8_t *xq = a->q + (size_t) t * a->nbp * 32;
+            const float *dx = a->d + (size_t) t * a->nbp;
+            float acc = 0.0f;
+            for (int g = 0; g < nb; g++) {
+                int isum = 0;
+                for (int j = 0; j < 32; j++)
+                    isum += qs[g * 32 + j] * xq[g * 32 + j];
+                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum;
+            }
+            y[(size_t) t * ldy + r] = acc;
+        }
+    }
+}
+
+static void
+s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+{
+    int nb = W->nb;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *qs = W->qs + (size_t) r * W->qs_stride;
+        const uint16_t *dw = W->d + (size_t) r * nb;
+        const uint16_t *mw = W->m + (size_t) r * nb;
+        for (int t = 0; t < a->n_tokens; t++) {
+            const int8_t *xq = a->q + (size_t) t * a->nbp * 32;
+            const float *dx = a->d + (size_t) t * a->nbp;
+            const float *sx = a->s + (size_t) t * a->nbp;
+            float acc = 0.0f;
+            for (int g = 0; g < nb; g++) {
+                const uint8_t *qg = qs + (size_t) (g >> 1) * 32;
+                int shift = (g & 1) * 4;
+                int isum = 0;
+                for (int j = 0; j < 32; j++)
+                    isum += ((qg[j] >> shift) & 0xf) * xq[g * 32 + j];
+                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum
+                     + ggml_fp16_to_fp32 (mw[g]) * sx[g];
+            }
+            y[(size_t) t * ldy + r] = acc;
+        }
+    }
+}
+
+static void
+s_matmul_f32 (const qmatrix_t *W, const float *x, int n_tokens, int r0, int r1, float *y, int ldy)
+{
+    int cols = W->cols;
+    for (int r = r0; r < r1; r++) {
+        const float *w = W->f + (size_t) r * cols;
+        for (int t = 0; t < n_tokens; t++) {
+            const float *xt = x + (size_t) t * cols;
+            float acc = 0.0f;
+            for (int c = 0; c < cols; c++)
+                acc += w[c] * xt[c];
+            y[(size_t) t * ldy + r] = acc;
+        }
+    }
+}
+
+const kernels_t kernels_scalar = {
+    .name = "scalar",
+    .quantize_act = kernels_quantize_act_ref,
+    .matmul_w8 = s_matmul_w8,
+    .matmul_w4 = s_matmul_w4,
+    .matmul_f32 = s_matmul_f32,
+};
+
+//  ---------------------------------------------------------------------
+//  Dispatcher
+
+static _Atomic (const kernels_t *) s_current;
+
+static const kernels_t *
+s_select (void)
+{
+    //  Levels: 0 scalar, 1 avx2, 2 avx512vnni.
+    int best = 0;
+#if KERNELS_HAVE_X86
+    __builtin_cpu_init ();
+    if (__builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma"))
+        best = 1;
+    if (best == 1 && __builtin_cpu_supports ("avx512f") && __builtin_cpu_supports ("avx512bw")
+    &&  __builtin_cpu_supports ("avx512vl") && __builtin_cpu_supports ("avx512vnni"))
+        best = 2;
+#endif
+    int cap = 2;
+    const char *env = getenv ("SPLITMESH_SIMD");
+    if (env && strcmp (env, "scalar") == 0)
+        cap = 0;
+    else
+    if (env && strcmp (env, "avx2") == 0)
+        cap = 1;
+    int level = best < cap ? best : cap;
+#if KERNELS_HAVE_X86
+    if (level == 2)
+        return &kernels_avx512;
+    if (level == 1)
+        return &kernels_avx2;
+#endif
+    return &kernels_scalar;
+}
+
+const kernels_t *
+kernels_get (void)
+{
+    const kernels_t *k = atomic_load_explicit (&s_current, memory_order_acquire);
+    if (!k) {
+        k = s_select ();
+        atomic_store_explicit (&s_current, k, memory_order_release);
+    }
+    return k;
+}
+
+const char *
+kernels_simd_name (void)
+{
+    return kernels_get ()->name;
+}
+
+const char *
+kernels_simd_refresh (void)
+{
+    atomic_store (&s_current, s_select ());
+    return kernels_simd_name ();
+}
