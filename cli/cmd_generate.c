@@ -200,7 +200,7 @@ s_error_reply (zframe_t *frame)
         fprintf (stderr, "splitmesh generate: malformed reply from the mesh: %s\n", err.text);
         return true;
     }
-    if (peek.desc != &wire_error_desc && peek.status == 0)
+    if (peek.desc != &wire_error_desc && peek.status < 400)
         return false;
     wire_error_t e;
     if (wire_decode_frame (&wire_error_desc, frame, &e, &err) == 0) {
