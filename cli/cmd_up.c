@@ -76,7 +76,7 @@ s_usage (FILE *out)
         "  --targets R         cloud-target replicas (default 1)\n"
         "  --drafter D         default drafter of edge-draft: model or ngram\n"
         "  --draft-k K         default draft length of edge-draft\n"
-        "  --act-dtype T       activations on the wire: int8 or fp16\n"
+        "  --act-dtype T       activations on the wire: int8, fp16 or fp32\n"
         "  --ctx N             context length of split-prefix and cloud-target\n"
         "  --max-sessions N    sessions kept per service\n"
         "  --heartbeat-ms N    MDP heartbeat of brokers and workers\n"
@@ -439,7 +439,7 @@ cmd_up (int argc, char **argv)
                       bad = strcmp (optarg, "model") && strcmp (optarg, "ngram"); break;
             case 'k': bad = cli_parse_long (optarg, 0, 32, &o.draft_k); break;
             case 'a': o.act_dtype = optarg;
-                      bad = strcmp (optarg, "int8") && strcmp (optarg, "fp16"); break;
+                      bad = strcmp (optarg, "int8") && strcmp (optarg, "fp16") && strcmp (optarg, "fp32"); break;
             case 'c': bad = cli_parse_long (optarg, 1, 32768, &o.ctx); break;
             case 'S': bad = cli_parse_long (optarg, 1, 1 << 20, &o.max_sessions); break;
             case 'H': bad = cli_parse_long (optarg, 10, 60000, &o.heartbeat_ms); break;

@@ -12,6 +12,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <czmq.h>
+#include "codec.h"
+#include "mdp_client.h"
+#include "mdp_common.h"
 #include "sm_cli.h"
 #include "sm_proc.h"
 
@@ -263,4 +267,160 @@ sm_model_path (void)
     snprintf (path, sizeof path, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf",
               source && *source ? source : ".");
     return access (path, R_OK) == 0 ? path : NULL;
+}
+
+//  Appends text and ids to the result.
+static int
+s_gen_add (sm_gen_result_t *r, const char *text, const int32_t *ids, size_t n)
+{
+    size_t old = r->text ? strlen (r->text) : 0, add = text ? strlen (text) : 0;
+    char *t = realloc (r->text, old + add + 1);
+    if (!t)
+        return -1;
+    memcpy (t + old, text ? text : "", add);
+    t [old + add] = '\0';
+    r->text = t;
+    if (n) {
+        int32_t *p = realloc (r->tokens, (r->n_tokens + n) * sizeof *p);
+        if (!p)
+            return -1;
+        memcpy (p + r->n_tokens, ids, n * sizeof *ids);
+        r->tokens = p;
+        r->n_tokens += n;
+    }
+    return 0;
+}
+
+sm_gen_result_t *
+sm_generate (const char *endpoint, const void *body, size_t size, int timeout_ms)
+{
+    sm_gen_result_t *r = calloc (1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->status = -1;
+    r->text = strdup ("");
+    mdp_client_t *client = mdp_client_new (endpoint);
+    if (!client) {
+        snprintf (r->error, sizeof r->error, "bad endpoint %s", endpoint);
+        return r;
+    }
+    double t0 = s_now ();
+    mdp_client_send_mem (client, "generate", body, size);
+    while (true) {
+        int command = 0;
+        zmsg_t *reply = mdp_client_recv (client, timeout_ms, &command, NULL);
+        if (!reply) {
+            snprintf (r->error, sizeof r->error, "no reply within %d ms", timeout_ms);
+            break;
+        }
+        zframe_t *frame = zmsg_first (reply);
+        wire_peek_t peek;
+        wire_err_t err;
+        if (!frame || wire_peek (zframe_data (frame), zframe_size (frame), &peek, &err)) {
+            snprintf (r->error, sizeof r->error, "malformed reply");
+            zmsg_destroy (&reply);
+            break;
+        }
+        if (peek.desc == &wire_error_desc || peek.status >= 400) {
+            wire_error_t e;
+            r->status = peek.status > 0 ? peek.status : 500;
+            if (wire_decode_frame (&wire_error_desc, frame, &e, &err) == 0) {
+                snprintf (r->error, sizeof r->error, "%s", e.error ? e.error : "");
+                wire_msg_free (&wire_error_desc, &e);
+            }
+            zmsg_destroy (&reply);
+            break;
+        }
+        if (command == MDPC_PARTIAL) {
+            wire_generate_partial_t part;
+            if (wire_decode_frame (&wire_generate_partial_desc, frame, &part, &err)) {
+                snprintf (r->error, sizeof r->error, "bad partial: %s", err.text);
+                zmsg_destroy (&reply);
+                break;
+            }
+            s_gen_add (r, part.text, part.tokens, part.tokens_count);
+            r->partials++;
+            wire_msg_free (&wire_generate_partial_desc, &part);
+            zmsg_destroy (&reply);
+            continue;
+        }
+        wire_generate_final_t final;
+        if (wire_decode_frame (&wire_generate_final_desc, frame, &final, &err)) {
+            snprintf (r->error, sizeof r->error, "bad final: %s", err.text);
+            zmsg_destroy (&reply);
+            break;
+        }
+        s_gen_add (r, final.text, final.tokens, final.tokens_count);
+        r->finish_reason = (int) final.finish_reason;
+        if (final.stats) {
+            r->has_stats = true;
+            r->drafts_proposed = final.stats->drafts_proposed;
+            r->drafts_accepted = final.stats->drafts_accepted;
+            r->link_bytes_up = final.stats->link_bytes_up;
+            r->link_bytes_down = final.stats->link_bytes_down;
+            r->ttft_ms = final.stats->ttft_ms;
+            r->per_token_ms = final.stats->per_token_ms;
+        }
+        wire_msg_free (&wire_generate_final_desc, &final);
+        zmsg_destroy (&reply);
+        r->status = 0;
+        break;
+    }
+    r->elapsed_ms = (s_now () - t0) * 1000.0;
+    mdp_client_destroy (&client);
+    return r;
+}
+
+void
+sm_gen_result_destroy (sm_gen_result_t **self_p)
+{
+    if (self_p && *self_p) {
+        free ((*self_p)->tokens);
+        free ((*self_p)->text);
+        free (*self_p);
+        *self_p = NULL;
+    }
+}
+
+static int
+s_enum_index (const char *const *names, int count, const char *name)
+{
+    for (int i = 0; i < count; i++)
+        if (!strcmp (names [i], name))
+            return i;
+    return 0;
+}
+
+sm_gen_result_t *
+sm_generate_simple (const char *endpoint, const char *prompt, int max_tokens,
+                    double temperature, int top_k, uint64_t seed, int draft_k,
+                    const char *drafter, const char *mode, int timeout_ms)
+{
+    wire_generate_t req;
+    wire_msg_init (&wire_generate_desc, &req);
+    req.prompt = (char *) prompt;
+    req.max_tokens = (uint32_t) max_tokens;
+    req.temperature = temperature;
+    req.top_k = (uint32_t) top_k;
+    req.seed = seed;
+    req.has_seed = true;
+    req.stream = true;
+    req.draft_k = (uint32_t) draft_k;
+    req.drafter = (wire_drafter_t) s_enum_index (wire_drafter_names, WIRE_DRAFTER_COUNT_,
+                                                 drafter ? drafter : "model");
+    req.mode = (wire_mode_t) s_enum_index (wire_mode_names, WIRE_MODE_COUNT_,
+                                           mode ? mode : "speculative");
+    uint8_t *data = NULL;
+    size_t size = 0;
+    wire_err_t err;
+    if (wire_encode (&wire_generate_desc, &req, &data, &size, &err)) {
+        sm_gen_result_t *r = calloc (1, sizeof *r);
+        r->status = -1;
+        r->text = strdup ("");
+        snprintf (r->error, sizeof r->error, "encode: %s", err.text);
+        return r;
+    }
+    sm_gen_result_t *r = sm_generate (endpoint, data, size, timeout_ms);
+    free (data);
+    return r;
 }

@@ -63,6 +63,37 @@ void
 const char *
     sm_model_path (void);
 
+//  What one `generate` request returned (sm_generate).
+typedef struct {
+    int status;                 //  0 FINAL received; 4xx/5xx error reply; -1 timeout/bad reply
+    char error [512];           //  error text (error replies, local failures)
+    int32_t *tokens;            //  every token id, partials and final
+    size_t n_tokens;
+    char *text;                 //  all text, NUL-terminated
+    int finish_reason;          //  wire_finish_reason_t
+    bool has_stats;
+    uint64_t drafts_proposed, drafts_accepted, link_bytes_up, link_bytes_down;
+    double ttft_ms, per_token_ms, elapsed_ms;
+    int partials;               //  PARTIAL frames received
+} sm_gen_result_t;
+
+//  Sends `size` bytes (a `generate` body) to the `generate` service of the
+//  broker at endpoint and collects PARTIALs and the FINAL, waiting at most
+//  timeout_ms between replies. Caller owns the result: sm_gen_result_destroy.
+sm_gen_result_t *
+    sm_generate (const char *endpoint, const void *body, size_t size, int timeout_ms);
+
+void
+    sm_gen_result_destroy (sm_gen_result_t **self_p);
+
+//  Encodes a generate request (prompt, max_tokens, temperature, top_k,
+//  seed, draft_k, drafter and mode by name, stream on) and calls
+//  sm_generate.
+sm_gen_result_t *
+    sm_generate_simple (const char *endpoint, const char *prompt, int max_tokens,
+                        double temperature, int top_k, uint64_t seed, int draft_k,
+                        const char *drafter, const char *mode, int timeout_ms);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,172 @@
+/*  test_e2e_greedy.c: at temperature 0 the mesh's output is target-only greedy decoding.
+
+    Issue 4's first Show: for 20 prompts x 128 tokens, draft lengths k in
+    {1, 4, 8} and split depths L in {1, 2, 15}, the tokens the mesh streams
+    (`splitmesh up` + `splitmesh generate --json`) equal, token for token,
+    what the target model generates greedily in one process. The references
+    are computed once, in this test, with the same engine calls as
+    `splitmesh run` (tests/support/sm_ref.h) and the mesh's target format
+    (w8); one mesh is started per L and serves every k and prompt.
+
+    The model is the real SmolLM2-135M-Instruct (skipped when absent: set
+    SPLITMESH_MODEL or run scripts/fetch-model.sh). It is the longest test
+    of the suite (its own timeout in tests/timeouts.cmake); E2E_GREEDY_PROMPTS
+    and E2E_GREEDY_TOKENS shrink it for a quick local run, never in CI.
+    Every mismatch is collected (L, k, prompt, first differing position)
+    before the test fails, so one run shows the whole picture.
+*/
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "sm_cli.h"
+#include "sm_proc.h"
+#include "sm_ref.h"
+
+static const char *s_prompts [] = {
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea,",
+    "The three primary colors are",
+    "def fibonacci(n):",
+    "Water boils at a temperature of",
+    "The quick brown fox",
+    "In 1969, the first humans landed on",
+    "A healthy breakfast usually includes",
+    "The most important rule of programming is",
+    "Photosynthesis is the process by which",
+    "To make a cup of tea, first",
+    "The largest planet in our solar system is",
+    "My favourite book is",
+    "The internet was invented to",
+    "List three animals that live in the ocean:",
+    "The theory of relativity states that",
+    "Here is a short poem about the moon:",
+    "The best way to learn a new language is",
+    "Machine learning is a field of",
+    "Yesterday I went to the market and bought",
+};
+#define S_PROMPTS ((int) (sizeof s_prompts / sizeof s_prompts [0]))
+
+static char *s_run_dir;
+
+static void
+s_fini (void)
+{
+    if (s_run_dir) {
+        sm_mesh_teardown (s_run_dir);
+        sm_tmpdir_remove (&s_run_dir);
+    }
+    sm_proc_kill_all ();
+}
+
+TestSuite (e2e_greedy, .fini = s_fini);
+
+static int
+s_env_int (const char *name, int def, int lo, int hi)
+{
+    const char *v = getenv (name);
+    int n = v && *v ? atoi (v) : def;
+    return n < lo ? lo : n > hi ? hi : n;
+}
+
+//  Skips the test unless every service binary is built.
+static void
+s_need_services (void)
+{
+    const char *names [] = { "splitmesh-broker", "splitmesh-tokenizer", "splitmesh-split-prefix",
+                             "splitmesh-cloud-target", "splitmesh-edge-draft" };
+    for (size_t i = 0; i < sizeof names / sizeof names [0]; i++) {
+        char path [PATH_MAX];
+        snprintf (path, sizeof path, "%s/%s", sm_bin_dir (), names [i]);
+        if (access (path, X_OK))
+            cr_skip_test ("%s is not built", names [i]);
+    }
+}
+
+Test (e2e_greedy, mesh_equals_target_only_greedy, .timeout = 3000)
+{
+    s_need_services ();
+    const char *model = sm_model_path ();
+    if (!model)
+        cr_skip_test ("model file absent (set SPLITMESH_MODEL or run scripts/fetch-model.sh)");
+    int n_prompts = s_env_int ("E2E_GREEDY_PROMPTS", S_PROMPTS, 1, S_PROMPTS);
+    int n_tokens = s_env_int ("E2E_GREEDY_TOKENS", 128, 1, 1024);
+
+    //  References: target-only greedy, one process, the mesh's target format.
+    char err [512] = "";
+    sm_ref_t *ref = sm_ref_new (model, "w8", err, sizeof err);
+    cr_assert (ref, "cannot load %s: %s", model, err);
+    int32_t *refs [S_PROMPTS];
+    size_t n_refs [S_PROMPTS];
+    for (int p = 0; p < n_prompts; p++)
+        cr_assert_eq (sm_ref_greedy (ref, s_prompts [p], n_tokens, &refs [p], &n_refs [p]), 0,
+                      "reference for prompt %d failed", p);
+
+    const int splits [] = { 1, 2, 15 };
+    const int ks [] = { 1, 4, 8 };
+    int compared = 0, mismatches = 0;
+    long total_tokens = 0, drafted = 0, accepted = 0;
+    char n_buf [16];
+    snprintf (n_buf, sizeof n_buf, "%d", n_tokens);
+    for (int si = 0; si < 3; si++) {
+        char split [16];
+        snprintf (split, sizeof split, "%d", splits [si]);
+        s_run_dir = sm_tmpdir_new ("e2e_greedy");
+        cr_assert (s_run_dir);
+        sm_cli_result_t *up = SM_SPLITMESH (300, "up", "--run-dir", s_run_dir, "--model", model,
+                                            "--split", split, "--format", "w8", "--threads", "1",
+                                            "--no-telemetry", "--timeout", "240");
+        cr_assert_eq (up->status, 0, "splitmesh up --split %s failed:\n%s\n%s", split, up->out, up->err);
+        sm_cli_result_destroy (&up);
+        for (int ki = 0; ki < 3; ki++) {
+            char k [16];
+            snprintf (k, sizeof k, "%d", ks [ki]);
+            for (int p = 0; p < n_prompts; p++) {
+                sm_cli_result_t *r = SM_SPLITMESH (300, "generate", "--run-dir", s_run_dir, "--json",
+                                                   "-n", n_buf, "--temperature", "0", "--draft-k", k,
+                                                   s_prompts [p]);
+                cr_assert_eq (r->status, 0, "generate (L=%s k=%s prompt %d) failed: %s",
+                              split, k, p, r->err);
+                size_t n = 0;
+                int32_t *ids = sm_json_ints (r->out, "tokens", &n);
+                cr_assert (ids || n == 0, "no tokens in %s", r->out);
+                //  The mesh may report the end-of-generation token itself.
+                while (n > 0 && sm_ref_is_eog (ref, ids [n - 1]))
+                    n--;
+                size_t first = 0;
+                while (first < n && first < n_refs [p] && ids [first] == refs [p][first])
+                    first++;
+                compared++;
+                total_tokens += (long) n;
+                double v;
+                if (sm_json_number (r->out, "drafts_proposed", &v) == 0)
+                    drafted += (long) v;
+                if (sm_json_number (r->out, "drafts_accepted", &v) == 0)
+                    accepted += (long) v;
+                if (first != n || n != n_refs [p]) {
+                    mismatches++;
+                    fprintf (stderr, "e2e_greedy: MISMATCH L=%s k=%s prompt %d: mesh %zu tokens, "
+                                     "reference %zu, first difference at %zu (mesh %d, reference %d)\n",
+                             split, k, p, n, n_refs [p], first,
+                             first < n ? ids [first] : -1,
+                             first < n_refs [p] ? refs [p][first] : -1);
+                }
+                free (ids);
+                sm_cli_result_destroy (&r);
+            }
+            fprintf (stderr, "e2e_greedy: L=%s k=%s done (%d prompts x %d tokens)\n",
+                     split, k, n_prompts, n_tokens);
+        }
+        sm_mesh_teardown (s_run_dir);
+        sm_tmpdir_remove (&s_run_dir);
+    }
+    fprintf (stderr, "e2e_greedy: %d generations compared, %d mismatches; %ld tokens, "
+                     "drafts accepted %ld of %ld\n", compared, mismatches, total_tokens, accepted, drafted);
+    for (int p = 0; p < n_prompts; p++)
+        free (refs [p]);
+    sm_ref_destroy (&ref);
+    cr_assert_eq (mismatches, 0, "%d of %d generations differ from target-only greedy", mismatches, compared);
+    cr_assert_eq (compared, n_prompts * 9);
+}
