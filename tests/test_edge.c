@@ -1,0 +1,522 @@
+/*  test_edge.c: splitmesh-edge-draft against the real mesh processes.
+
+    Each test starts a broker, splitmesh-tokenizer, splitmesh-split-prefix,
+    splitmesh-cloud-target (same --split L) and splitmesh-edge-draft as
+    separate processes on ipc endpoints in a temp dir, over a tiny
+    random-weight model written by `splitmesh tiny-model` (its built-in
+    byte-level BPE vocabulary with ChatML specials, so tokenization is
+    real), and sends `generate` requests as an MDP client.
+
+    At temperature 0 the mesh must return exactly the tokens of target-only
+    greedy decoding (the single-process reference below, the loop `splitmesh
+    run` runs, and `splitmesh run` itself for one case), whatever k, split
+    depth, drafter, privacy or mode. Activations travel as fp32 here so the
+    split adds no rounding; int8/fp16 are the mesh tests' business.
+    Children are killed and reaped in every test's fini.
+*/
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "codec.h"
+#include "kvcache.h"
+#include "mdp_client.h"
+#include "mdp_common.h"
+#include "model.h"
+#include "sampler.h"
+#include "sm_mdp.h"
+#include "sm_proc.h"
+#include "tokenizer.h"
+
+#define S_MAX_OUT 512
+
+static char *s_dir;
+static char s_ep [400];
+static char s_cloud_ep [400];
+static char s_model [400];
+
+static void
+s_fini (void)
+{
+    sm_proc_kill_all ();
+    if (s_dir)
+        sm_tmpdir_remove (&s_dir);
+}
+
+static void
+s_log_path (char *buf, size_t size, const char *name)
+{
+    snprintf (buf, size, "%s/%s.log", s_dir, name);
+}
+
+//  Writes the tiny model once per test process.
+static void
+s_tiny (void)
+{
+    if (!s_dir)
+        s_dir = sm_tmpdir_new ("splitmesh_edge");
+    cr_assert_not_null (s_dir);
+    snprintf (s_model, sizeof s_model, "%s/tiny.gguf", s_dir);
+    char cmd [1200];
+    snprintf (cmd, sizeof cmd,
+              "'%s/splitmesh' tiny-model --out '%s' --layers 4 --dim 64 --heads 4 --kv-heads 2 "
+              "--ff 128 --ctx 512 --seed 5 >/dev/null",
+              sm_bin_dir (), s_model);
+    cr_assert_eq (system (cmd), 0, "tiny-model failed: %s", cmd);
+}
+
+//  Starts broker, tokenizer, split-prefix and cloud-target at split L, and
+//  edge-draft with extra arguments (NULL-terminated list).
+static void
+s_mesh (const char *model, int L, const char *const *edge_extra)
+{
+    if (!s_dir)
+        s_dir = sm_tmpdir_new ("splitmesh_edge");
+    snprintf (s_ep, sizeof s_ep, "ipc://%s/broker", s_dir);
+    snprintf (s_cloud_ep, sizeof s_cloud_ep, "%s", s_ep);
+    char log [500], split [16];
+    snprintf (split, sizeof split, "%d", L);
+    s_log_path (log, sizeof log, "broker");
+    cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, NULL) > 0);
+    s_log_path (log, sizeof log, "tokenizer");
+    cr_assert (sm_spawn (log, "splitmesh-tokenizer", "--broker", s_ep, "--model", model, NULL) > 0);
+    s_log_path (log, sizeof log, "prefix");
+    cr_assert (sm_spawn (log, "splitmesh-split-prefix", "--broker", s_ep, "--model", model,
+                         "--split", split, "--act-dtype", "fp32", "--threads", "1", NULL) > 0);
+    s_log_path (log, sizeof log, "target");
+    cr_assert (sm_spawn (log, "splitmesh-cloud-target", "--broker", s_ep, "--model", model,
+                         "--split", split, "--threads", "1", NULL) > 0);
+    char *argv [32] = { "splitmesh-edge-draft", "--broker", s_ep, "--model", (char *) model,
+                        "--threads", "1", "--workers", "2" };
+    int argc = 9;
+    for (int i = 0; edge_extra && edge_extra [i] && argc < 30; i++)
+        argv [argc++] = (char *) edge_extra [i];
+    argv [argc] = NULL;
+    s_log_path (log, sizeof log, "edge");
+    cr_assert (sm_spawnv (log, "splitmesh-edge-draft", argv) > 0);
+    const char *services [] = { "tokenizer", "prefix", "target", "generate" };
+    for (int i = 0; i < 4; i++)
+        cr_assert (sm_mdp_wait_workers (s_ep, services [i], 1, 30000),
+                   "service '%s' did not register (logs in %s)", services [i], s_dir);
+}
+
+typedef struct {
+    int status;                 //  0: generate_final; else the error status
+    char error [512];
+    char text [8192];           //  partials + final text
+    int32_t tokens [S_MAX_OUT]; //  partials + final tokens
+    int n_tokens;
+    int n_partials;
+    char final_text [8192];     //  the FINAL's own text
+    wire_finish_reason_t finish;
+    wire_gen_stats_t stats;
+    uint64_t by_pos [64];
+} s_result_t;
+
+static void
+s_append (s_result_t *r, const char *text, const int32_t *tokens, size_t n)
+{
+    strncat (r->text, text, sizeof r->text - strlen (r->text) - 1);
+    for (size_t i = 0; i < n && r->n_tokens < S_MAX_OUT; i++)
+        r->tokens [r->n_tokens++] = tokens [i];
+}
+
+//  Sends req as a generate request and collects PARTIALs and the FINAL.
+static void
+s_generate_raw (const void *data, size_t size, s_result_t *r, int timeout_ms)
+{
+    memset (r, 0, sizeof *r);
+    mdp_client_t *client = mdp_client_new (s_ep);
+    cr_assert_not_null (client);
+    cr_assert_eq (mdp_client_send_mem (client, "generate", data, size), 0);
+    int64_t deadline = zclock_mono () + timeout_ms;
+    while (true) {
+        int64_t left = deadline - zclock_mono ();
+        cr_assert (left > 0, "no FINAL within %d ms (logs in %s)", timeout_ms, s_dir);
+        int command = 0;
+        zmsg_t *body = mdp_client_recv (client, (int) left, &command, NULL);
+        cr_assert_not_null (body, "no reply within %d ms (logs in %s)", timeout_ms, s_dir);
+        zframe_t *f = zmsg_first (body);
+        wire_peek_t peek;
+        wire_err_t err;
+        cr_assert_eq (wire_peek (zframe_data (f), zframe_size (f), &peek, &err), 0);
+        if (peek.status) {
+            wire_error_t e;
+            cr_assert_eq (wire_decode_frame (&wire_error_desc, f, &e, &err), 0);
+            r->status = (int) e.status;
+            snprintf (r->error, sizeof r->error, "%s", e.error);
+            wire_msg_free (&wire_error_desc, &e);
+            cr_assert_eq (command, MDPC_FINAL);
+            zmsg_destroy (&body);
+            break;
+        }
+        if (command == MDPC_PARTIAL) {
+            wire_generate_partial_t p;
+            cr_assert_eq (wire_decode_frame (&wire_generate_partial_desc, f, &p, &err), 0, "%s", err.text);
+            s_append (r, p.text, p.tokens, p.tokens_count);
+            r->n_partials++;
+            wire_msg_free (&wire_generate_partial_desc, &p);
+            zmsg_destroy (&body);
+            continue;
+        }
+        wire_generate_final_t fin;
+        cr_assert_eq (wire_decode_frame (&wire_generate_final_desc, f, &fin, &err), 0, "%s", err.text);
+        s_append (r, fin.text, fin.tokens, fin.tokens_count);
+        snprintf (r->final_text, sizeof r->final_text, "%s", fin.text);
+        r->finish = fin.finish_reason;
+        cr_assert_not_null (fin.stats);
+        r->stats = *fin.stats;
+        cr_assert (fin.stats->accept_by_pos_count <= 64);
+        memcpy (r->by_pos, fin.stats->accept_by_pos, fin.stats->accept_by_pos_count * sizeof (uint64_t));
+        r->stats.accept_by_pos = r->by_pos;
+        wire_msg_free (&wire_generate_final_desc, &fin);
+        zmsg_destroy (&body);
+        break;
+    }
+    mdp_client_destroy (&client);
+}
+
+static void
+s_generate (const wire_generate_t *req, s_result_t *r)
+{
+    uint8_t *data = NULL;
+    size_t size = 0;
+    wire_err_t err;
+    cr_assert_eq (wire_encode (&wire_generate_desc, req, &data, &size, &err), 0, "%s", err.text);
+    s_generate_raw (data, size, r, 60000);
+    free (data);
+}
+
+static wire_generate_t
+s_req (const char *prompt, int max_tokens, int k)
+{
+    wire_generate_t req;
+    wire_msg_init (&wire_generate_desc, &req);
+    req.prompt = (char *) prompt;
+    req.max_tokens = (uint32_t) max_tokens;
+    req.draft_k = (uint32_t) k;
+    return req;
+}
+
+//  Target-only greedy decoding of prompt, in this process (the loop of
+//  `splitmesh run`). Returns the tokens generated before an end-of-
+//  generation token, at most n.
+static int
+s_reference (const char *model_path, qfmt_t fmt, const char *prompt, int n, int32_t *out)
+{
+    model_options_t mo = model_options_default ();
+    mo.format = fmt;
+    char err [256];
+    model_t *m = model_load (model_path, &mo, err, sizeof err);
+    cr_assert_not_null (m, "%s", err);
+    tokenizer_t *tok = tokenizer_new_from_gguf (model_gguf (m), err, sizeof err);
+    cr_assert_not_null (tok, "%s", err);
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    cr_assert_eq (tokenizer_encode (tok, prompt, strlen (prompt), true, true, &ids, &n_ids, err, sizeof err), 0);
+    const model_config_t *c = model_config (m);
+    kvcache_t *kv = kvcache_new (m, (int) n_ids + n + 1);
+    float *x = malloc (n_ids * c->dim * sizeof *x);
+    float *logits = malloc ((size_t) c->vocab_size * sizeof *logits);
+    sampler_params_t sp = sampler_params_default ();
+    sampler_t *s = sampler_new (&sp, c->vocab_size);
+    cr_assert_eq (model_embed (m, ids, (int) n_ids, x), 0);
+    cr_assert_eq (model_forward (m, kv, 0, c->n_layers, 0, (int) n_ids, x), 0);
+    cr_assert_eq (model_head (m, x + (n_ids - 1) * c->dim, 1, logits), 0);
+    int got = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t t = sampler_sample (s, logits);
+        if (tokenizer_is_eog (tok, t))
+            break;
+        out [got++] = t;
+        cr_assert_eq (model_embed (m, &t, 1, x), 0);
+        cr_assert_eq (model_forward (m, kv, 0, c->n_layers, (int) n_ids + i, 1, x), 0);
+        cr_assert_eq (model_head (m, x, 1, logits), 0);
+    }
+    free (ids);
+    free (x);
+    free (logits);
+    sampler_destroy (&s);
+    kvcache_destroy (&kv);
+    tokenizer_destroy (&tok);
+    model_destroy (&m);
+    return got;
+}
+
+static void
+s_assert_tokens (const s_result_t *r, const int32_t *want, int n_want, const char *what)
+{
+    cr_assert_eq (r->status, 0, "%s: error %d %s", what, r->status, r->error);
+    int n = r->n_tokens < n_want ? r->n_tokens : n_want;
+    for (int i = 0; i < n; i++)
+        cr_assert_eq (r->tokens [i], want [i], "%s: token %d is %d, reference %d",
+                      what, i, r->tokens [i], want [i]);
+    cr_assert_eq (r->n_tokens, n_want, "%s: %d tokens, reference %d", what, r->n_tokens, n_want);
+}
+
+//  Stats that must add up whatever the drafts were.
+static void
+s_assert_stats (const s_result_t *r, const char *what)
+{
+    const wire_gen_stats_t *st = &r->stats;
+    cr_assert_eq (st->tokens, (uint32_t) r->n_tokens, "%s: stats.tokens %u, got %d", what, st->tokens, r->n_tokens);
+    cr_assert (st->prompt_tokens > 0, "%s", what);
+    cr_assert (st->drafts_accepted <= st->drafts_proposed, "%s", what);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < st->accept_by_pos_count; i++) {
+        sum += st->accept_by_pos [i];
+        if (i > 0)
+            cr_assert (st->accept_by_pos [i] <= st->accept_by_pos [i - 1],
+                       "%s: position %zu accepted more often than %zu", what, i, i - 1);
+    }
+    cr_assert_eq (sum, st->drafts_accepted, "%s: accept_by_pos sums to %llu, accepted %llu",
+                  what, (unsigned long long) sum, (unsigned long long) st->drafts_accepted);
+    if (r->n_tokens > 0)
+        cr_assert (st->ttft_ms > 0, "%s", what);
+}
+
+static const char *s_prompts [] = {
+    "The quick brown fox",
+    "Once upon a time, in a land far away,",
+    "1, 2, 3, 4, 5,"
+};
+
+static void
+s_greedy_matrix (int L)
+{
+    s_tiny ();
+    const char *extra [] = { "--fixed-k", NULL };
+    s_mesh (s_model, L, extra);
+    for (int p = 0; p < 3; p++) {
+        int32_t want [S_MAX_OUT];
+        int n_want = s_reference (s_model, QFMT_W8, s_prompts [p], 40, want);
+        int ks [] = { 1, 4, 8 };
+        for (int i = 0; i < 3; i++) {
+            wire_generate_t req = s_req (s_prompts [p], 40, ks [i]);
+            s_result_t *r = calloc (1, sizeof *r);
+            s_generate (&req, r);
+            char what [128];
+            snprintf (what, sizeof what, "L=%d k=%d prompt %d", L, ks [i], p);
+            s_assert_tokens (r, want, n_want, what);
+            s_assert_stats (r, what);
+            cr_log_info ("%s: %d tokens, %llu/%llu drafts accepted, %llu B up, %llu B down", what,
+                         r->n_tokens, (unsigned long long) r->stats.drafts_accepted,
+                         (unsigned long long) r->stats.drafts_proposed,
+                         (unsigned long long) r->stats.link_bytes_up,
+                         (unsigned long long) r->stats.link_bytes_down);
+            cr_assert (r->stats.drafts_proposed > 0, "%s: nothing drafted", what);
+            cr_assert (r->stats.accept_by_pos_count <= (size_t) ks [i], "%s", what);
+            cr_assert_eq (r->finish, n_want == 40 ? WIRE_FINISH_REASON_LENGTH : WIRE_FINISH_REASON_STOP, "%s", what);
+            free (r);
+        }
+    }
+}
+
+TestSuite (edge, .fini = s_fini, .timeout = 150);
+
+Test (edge, greedy_equals_target_only_split1)
+{
+    s_greedy_matrix (1);
+}
+
+Test (edge, greedy_equals_target_only_split2)
+{
+    s_greedy_matrix (2);
+}
+
+Test (edge, streaming_adaptive_ngram_privacy_none_and_modes)
+{
+    s_tiny ();
+    s_mesh (s_model, 2, NULL);
+    const char *prompt = s_prompts [1];
+    int32_t want [S_MAX_OUT], want_w4 [S_MAX_OUT];
+    int n_want = s_reference (s_model, QFMT_W8, prompt, 48, want);
+    int n_w4 = s_reference (s_model, QFMT_W4, prompt, 48, want_w4);
+    s_result_t *r = calloc (1, sizeof *r), *s = calloc (1, sizeof *s);
+
+    //  Adaptive k (no --fixed-k), not streamed.
+    wire_generate_t req = s_req (prompt, 48, 4);
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "adaptive");
+    s_assert_stats (r, "adaptive");
+    cr_assert_eq (r->n_partials, 0);
+
+    //  Streamed: PARTIALs + FINAL concatenate to the same text and tokens.
+    req.stream = true;
+    s_generate (&req, s);
+    s_assert_tokens (s, want, n_want, "streamed");
+    cr_assert (s->n_partials >= 2, "only %d partials", s->n_partials);
+    cr_assert_str_eq (s->text, r->text);
+    cr_assert_str_eq (r->final_text, r->text);
+
+    //  n-gram drafter.
+    req = s_req (prompt, 48, 4);
+    req.drafter = WIRE_DRAFTER_NGRAM;
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "ngram");
+    s_assert_stats (r, "ngram");
+
+    //  Privacy none: tokens to the cloud, no split-prefix.
+    req = s_req (prompt, 48, 4);
+    req.privacy = WIRE_PRIVACY_NONE;
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "privacy none");
+    s_assert_stats (r, "privacy none");
+
+    //  cloud_only: one verify per token, no drafts.
+    req = s_req (prompt, 48, 4);
+    req.mode = WIRE_MODE_CLOUD_ONLY;
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "cloud_only");
+    s_assert_stats (r, "cloud_only");
+    cr_assert_eq (r->stats.drafts_proposed, 0);
+    cr_assert (r->stats.link_bytes_up > 0 && r->stats.link_bytes_down > 0);
+    uint64_t cloud_only_down = r->stats.link_bytes_down;
+
+    //  edge_only: the W4 draft model alone, no link.
+    req = s_req (prompt, 48, 4);
+    req.mode = WIRE_MODE_EDGE_ONLY;
+    s_generate (&req, r);
+    s_assert_tokens (r, want_w4, n_w4, "edge_only");
+    cr_assert_eq (r->stats.link_bytes_up, 0);
+    cr_assert_eq (r->stats.drafts_proposed, 0);
+
+    //  Speculation needs fewer round trips than cloud_only: less down-link.
+    req = s_req (prompt, 48, 4);
+    s_generate (&req, r);
+    if (r->stats.drafts_accepted > 8)
+        cr_assert (r->stats.link_bytes_down < cloud_only_down,
+                   "speculative down %llu >= cloud_only %llu",
+                   (unsigned long long) r->stats.link_bytes_down, (unsigned long long) cloud_only_down);
+    free (r);
+    free (s);
+}
+
+Test (edge, sampling_is_seeded_and_stop_strings_cut)
+{
+    s_tiny ();
+    s_mesh (s_model, 1, NULL);
+    s_result_t *a = calloc (1, sizeof *a), *b = calloc (1, sizeof *b);
+    wire_generate_t req = s_req (s_prompts [0], 32, 4);
+    req.temperature = 0.9;
+    req.top_k = 40;
+    req.top_p = 0.95;
+    req.seed = 1234;
+    req.has_seed = true;
+    s_generate (&req, a);
+    s_generate (&req, b);
+    cr_assert_eq (a->status, 0, "%s", a->error);
+    s_assert_stats (a, "sampling");
+    cr_assert_eq (a->n_tokens, b->n_tokens);
+    cr_assert_str_eq (a->text, b->text, "same seed, different output");
+    for (int i = 0; i < a->n_tokens; i++)
+        cr_assert_eq (a->tokens [i], b->tokens [i]);
+    //  A stop string taken from the greedy output ends the text before it.
+    wire_generate_t g = s_req (s_prompts [1], 40, 4);
+    s_generate (&g, a);
+    cr_assert_eq (a->status, 0, "%s", a->error);
+    size_t len = strlen (a->text);
+    if (len >= 8) {
+        //  Two whole characters from the middle of the text.
+        size_t from = len / 2, to;
+        while (from < len && ((unsigned char) a->text [from] & 0xC0) == 0x80)
+            from++;
+        to = from;
+        for (int c = 0; c < 2 && to < len; c++) {
+            to++;
+            while (to < len && ((unsigned char) a->text [to] & 0xC0) == 0x80)
+                to++;
+        }
+        char stop [16] = "";
+        if (to - from < sizeof stop)
+            memcpy (stop, a->text + from, to - from);
+        cr_assert (stop [0]);
+        char *stops [] = { stop };
+        g.stop = stops;
+        g.stop_count = 1;
+        g.stream = true;
+        s_generate (&g, b);
+        cr_assert_eq (b->status, 0, "%s", b->error);
+        cr_assert_eq (b->finish, WIRE_FINISH_REASON_STOP);
+        char *hit = strstr (a->text, stop);
+        cr_assert_not_null (hit);
+        cr_assert_eq (strlen (b->text), (size_t) (hit - a->text), "stop '%s': '%s' vs '%s'", stop, b->text, a->text);
+        cr_assert (strncmp (b->text, a->text, strlen (b->text)) == 0);
+        cr_assert_null (strstr (b->text, stop));
+    }
+    free (a);
+    free (b);
+}
+
+Test (edge, bad_requests_get_clear_errors_and_service_keeps_serving)
+{
+    s_tiny ();
+    const char *extra [] = { "--ctx", "64", NULL };
+    s_mesh (s_model, 1, extra);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req ("", 8, 4);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 422, "empty prompt: %d %s", r->status, r->error);
+    cr_assert (strstr (r->error, "prompt"), "%s", r->error);
+
+    //  max_tokens 0 and above the limit: the codec's bounds (hand-encoded,
+    //  since our encoder refuses them).
+    static const char b0 [] = "\x83\xa1v\x01\xa6prompt\xa2hi\xaamax_tokens\x00";
+    static const char b1 [] = "\x83\xa1v\x01\xa6prompt\xa2hi\xaamax_tokens\xcd\x27\x10";  //  10000
+    static const char b2 [] = "\x92\x01\x02";                                                //  not a map
+    const char *bodies [] = { b0, b1, b2 };
+    size_t sizes [] = { sizeof b0 - 1, sizeof b1 - 1, sizeof b2 - 1 };
+    const char *fields [] = { "max_tokens", "max_tokens", NULL };
+    int statuses [] = { 422, 422, 400 };
+    for (int i = 0; i < 3; i++) {
+        s_generate_raw (bodies [i], sizes [i], r, 20000);
+        cr_assert_eq (r->status, statuses [i], "body %d: %d %s", i, r->status, r->error);
+        if (fields [i])
+            cr_assert (strstr (r->error, fields [i]), "%s", r->error);
+    }
+    //  Prompt longer than the context (--ctx 64).
+    char longp [2000] = "";
+    for (int i = 0; i < 100; i++)
+        strcat (longp, "fox jumps ");
+    req = s_req (longp, 8, 4);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 413, "long prompt: %d %s", r->status, r->error);
+    cr_assert (strstr (r->error, "context"), "%s", r->error);
+    //  Privacy full is refused, not faked.
+    req = s_req ("hello", 8, 4);
+    req.privacy = WIRE_PRIVACY_FULL;
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 422, "%d %s", r->status, r->error);
+    //  And the service still serves, up to the context limit.
+    req = s_req ("hello", 200, 4);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%d %s", r->status, r->error);
+    s_assert_stats (r, "after errors");
+    cr_assert (r->stats.prompt_tokens + r->n_tokens <= 65);
+    free (r);
+}
+
+Test (edge, chat_messages_through_the_tokenizer_service)
+{
+    s_tiny ();
+    s_mesh (s_model, 2, NULL);
+    wire_chat_message_t msgs [] = {
+        { WIRE_ROLE_SYSTEM, "Be brief." }, { WIRE_ROLE_USER, "Hi there" }
+    };
+    wire_generate_t req;
+    wire_msg_init (&wire_generate_desc, &req);
+    req.messages = msgs;
+    req.messages_count = 2;
+    req.max_tokens = 16;
+    s_result_t *r = calloc (1, sizeof *r);
+    s_generate (&req, r);
+    //  The reference: the same ChatML text as a raw prompt.
+    const char *chat = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi there<|im_end|>\n"
+                       "<|im_start|>assistant\n";
+    int32_t want [S_MAX_OUT];
+    int n_want = s_reference (s_model, QFMT_W8, chat, 16, want);
+    s_assert_tokens (r, want, n_want, "chat");
+    free (r);
+}
