@@ -52,7 +52,7 @@ typedef struct {
     const char *drafter;
     long split, threads, targets, timeout_s, heartbeat_ms, draft_k, ctx, max_sessions;
     long telemetry_port;
-    bool telemetry, verbose;
+    bool telemetry, verbose, fixed_k;
 } s_options_t;
 
 //  One child's argument vector, built up with s_arg.
@@ -75,7 +75,8 @@ s_usage (FILE *out)
         "  --link SPEC         emulated edge-cloud link, e.g. rtt=20,jitter=2,bw=100mbit\n"
         "  --targets R         cloud-target replicas (default 1)\n"
         "  --drafter D         default drafter of edge-draft: model or ngram\n"
-        "  --draft-k K         default draft length of edge-draft\n"
+        "  --draft-k K         most drafts per round of edge-draft (k adapts in [1, K])\n"
+        "  --fixed-k           edge-draft keeps each request's draft_k (no adaptation)\n"
         "  --act-dtype T       activations on the wire: int8, fp16 or fp32\n"
         "  --ctx N             context length of split-prefix and cloud-target\n"
         "  --max-sessions N    sessions kept per service\n"
@@ -410,6 +411,7 @@ cmd_up (int argc, char **argv)
         { "drafter", required_argument, NULL, 'd' },
         { "draft-k", required_argument, NULL, 'k' },
         { "act-dtype", required_argument, NULL, 'a' },
+        { "fixed-k", no_argument, NULL, 'x' },
         { "ctx", required_argument, NULL, 'c' },
         { "max-sessions", required_argument, NULL, 'S' },
         { "heartbeat-ms", required_argument, NULL, 'H' },
@@ -444,6 +446,7 @@ cmd_up (int argc, char **argv)
             case 'S': bad = cli_parse_long (optarg, 1, 1 << 20, &o.max_sessions); break;
             case 'H': bad = cli_parse_long (optarg, 10, 60000, &o.heartbeat_ms); break;
             case 'r': run_dir_opt = optarg; break;
+            case 'x': o.fixed_k = true; break;
             case 'N': o.telemetry = false; break;
             case 'P': bad = cli_parse_long (optarg, 1, 65535, &o.telemetry_port); break;
             case 'T': bad = cli_parse_long (optarg, 1, 3600, &o.timeout_s); break;
@@ -705,6 +708,12 @@ cmd_up (int argc, char **argv)
     if (o.draft_k > 0) {
         s_arg (&a, "--draft-k");
         s_arg (&a, "%ld", o.draft_k);
+    }
+    if (o.fixed_k)
+        s_arg (&a, "--fixed-k");
+    if (o.ctx > 0) {
+        s_arg (&a, "--ctx");
+        s_arg (&a, "%ld", o.ctx);
     }
     if (s_start (state, "edge-draft", &a))
         goto fail;
