@@ -21,6 +21,14 @@
     some position). Activations cross the split as fp32 so the target's
     distribution is computed exactly; the tiny model makes the vocabulary
     (and so the number of cells) small enough for counts to mean something.
+
+    Checked by hand against broken verifiers (a copy of core/speculative.c
+    with an environment switch, a cloud-target built from it, the test run
+    with SPLITMESH_BIN_DIR pointing at it; not committed): the correct
+    verifier gives p = 0.30 / 0.39 / 0.51 at positions 1-3 (acceptance
+    0.73); always accepting fails at position 2 (a token outside the
+    target's top-k: p = 0); resampling a rejection from p instead of
+    normalize(max(0, p - q)) fails at position 2 with p = 6e-14.
 */
 #include <criterion/criterion.h>
 #include <limits.h>
