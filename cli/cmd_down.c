@@ -109,11 +109,6 @@ cmd_down (int argc, char **argv)
         }
     if (left)
         goto done;
-    const char *sockets [] = { "device.ipc", "tel-in.ipc", "tel-out.ipc" };
-    for (size_t i = 0; i < sizeof sockets / sizeof sockets [0]; i++) {
-        snprintf (path, sizeof path, "%s/%s", run_dir, sockets [i]);
-        unlink (path);
-    }
     if (mesh_state_remove (run_dir)) {
         fprintf (stderr, "splitmesh down: cannot remove the state in %s: %s\n", run_dir, strerror (errno));
         goto done;

@@ -370,6 +370,12 @@ s_wait_ready (mesh_state_t *state, const s_options_t *o)
             rc = 0;
             break;
         }
+        if (zsys_interrupted) {
+            //  Ctrl-C while waiting: the daemons did not get it (own
+            //  sessions), so stop them here rather than leave half a mesh.
+            fprintf (stderr, "splitmesh up: interrupted\n");
+            goto done;
+        }
         if (s_now () > deadline) {
             fprintf (stderr, "splitmesh up: service '%s' has no worker after %ld s\n",
                      missing, o->timeout_s);

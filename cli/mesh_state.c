@@ -254,6 +254,13 @@ int
 mesh_state_remove (const char *run_dir)
 {
     char path [PATH_MAX];
+    //  The ipc sockets the brokers bound (a SIGKILLed broker leaves them).
+    const char *sockets [] = { "device.ipc", "tel-in.ipc", "tel-out.ipc" };
+    for (size_t i = 0; i < sizeof sockets / sizeof sockets [0]; i++) {
+        int n = snprintf (path, sizeof path, "%s/%s", run_dir, sockets [i]);
+        if (n > 0 && (size_t) n < sizeof path)
+            unlink (path);
+    }
     if (mesh_state_path (run_dir, path, sizeof path))
         return -1;
     if (unlink (path) && errno != ENOENT)

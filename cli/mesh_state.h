@@ -60,7 +60,8 @@ int
 int
     mesh_state_save (const mesh_state_t *state);
 
-//  Removes <run_dir>/mesh.env. Returns 0 (also when it was absent) or -1.
+//  Removes <run_dir>/mesh.env and the mesh's ipc sockets. Returns 0 (also
+//  when they were absent) or -1.
 int
     mesh_state_remove (const char *run_dir);
 
