@@ -123,10 +123,16 @@ sm_cli_run (const char *program, int timeout_s, const char *const *env, const ch
         fprintf (stderr, "sm_cli_run: %s ran past %d s: killed\n", path, timeout_s);
         kill (pid, SIGKILL);
         waitpid (pid, &status, 0);
+        r->signal = SIGKILL;
     }
     else
     if (WIFEXITED (status))
         r->status = WEXITSTATUS (status);
+    else
+    if (WIFSIGNALED (status)) {
+        r->signal = WTERMSIG (status);
+        fprintf (stderr, "sm_cli_run: %s died of signal %d\n", path, r->signal);
+    }
     r->seconds = s_now () - t0;
 done:
     r->out = out_fd >= 0 ? s_slurp (out_fd) : strdup ("");

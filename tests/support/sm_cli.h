@@ -22,6 +22,7 @@ extern "C" {
 
 typedef struct {
     int status;                 //  exit status; -1 killed by the deadline or a signal
+    int signal;                 //  the signal that ended it (SIGKILL after the deadline), else 0
     char *out;                  //  all of stdout, NUL-terminated
     char *err;                  //  all of stderr, NUL-terminated
     double seconds;             //  wall time
