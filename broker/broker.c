@@ -150,13 +150,7 @@ s_send_worker (broker_t *self, worker_t *worker, int command,
     zmsg_t *msg = body_p && *body_p? *body_p: zmsg_new ();
     if (body_p)
         *body_p = NULL;
-    if (client) {
-        zmsg_pushmem (msg, "", 0);
-        zmsg_pushmem (msg, zframe_data (client), zframe_size (client));
-    }
-    uint8_t cmd = (uint8_t) command;
-    zmsg_pushmem (msg, &cmd, 1);
-    zmsg_pushstr (msg, MDPW_WORKER);
+    mdpw_push_header (msg, command, client);
     zmsg_pushmem (msg, zframe_data (worker->identity), zframe_size (worker->identity));
     if (self->config.verbose)
         zsys_debug ("broker: send %s to worker %s", mdpw_command_name (command), worker->id);

@@ -22,4 +22,7 @@ int cmd_tiny_model (int argc, char **argv);
 //  splitmesh up: starts the local mesh as daemons (cmd_up.c, mesh_state.h).
 int cmd_up (int argc, char **argv);
 
+//  splitmesh tokenize: a model's tokenizer from the command line (cmd_tokenize.c).
+int cmd_tokenize (int argc, char **argv);
+
 #endif

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
+#include "rng.h"
 #include "gguf.h"
 #include "gguf_write.h"
 
@@ -169,24 +170,6 @@ s_parse_args (int argc, char **argv, s_options_t *o)
 //  --------------------------------------------------------------------------
 //  Random weights
 
-//  splitmix64: small, seedable, and the same on every platform.
-static uint64_t
-s_next (uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-//  Standard normal by Box-Muller, from 53-bit uniforms in (0, 1).
-static double
-s_normal (uint64_t *state)
-{
-    double u1 = ((double) (s_next (state) >> 11) + 0.5) / 9007199254740992.0;
-    double u2 = ((double) (s_next (state) >> 11) + 0.5) / 9007199254740992.0;
-    return sqrt (-2.0 * log (u1)) * cos (6.283185307179586 * u2);
-}
 
 //  Adds one tensor of n = ne[0] * ne[1] random values: mean + std * N(0, 1).
 static int
@@ -200,7 +183,7 @@ s_add_random (gguf_writer_t *w, const char *name, int type, int n_dims, uint64_t
         return -1;
     }
     for (uint64_t i = 0; i < n; i++)
-        x [i] = (float) (mean + std * s_normal (rng));
+        x [i] = (float) (mean + std * rng_normal (rng));
     uint64_t ne [2] = { ne0, ne1 };
     int rc = gguf_writer_add_tensor_f32 (w, name, (ggml_type_t) type, n_dims, ne, x);
     if (rc)

@@ -22,6 +22,7 @@ static const s_command_t s_commands[] = {
     { "perplexity", cmd_perplexity, "perplexity of a weight format on a text file" },
     { "run", cmd_run, "generate text in one process (the reference path)" },
     { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
+    { "tokenize",   cmd_tokenize,   "text <-> token ids with a model's own vocabulary" },
     { "up", cmd_up, "start the local mesh (brokers, services) as background processes" },
     { NULL, NULL, NULL }
 };

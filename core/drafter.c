@@ -131,6 +131,12 @@ drafter_cached (const drafter_t *self)
     return self->kind == DRAFTER_MODEL ? self->n_cached : 0;
 }
 
+kvcache_t *
+drafter_kv (const drafter_t *self)
+{
+    return self->kind == DRAFTER_MODEL ? self->kv : NULL;
+}
+
 sampler_params_t
 drafter_sampler_params (float temperature, int top_k, float top_p, uint64_t seed)
 {

@@ -103,6 +103,10 @@ void drafter_rollback (drafter_t *self, int n_pos);
 //  Positions held in the model drafter's KV cache (0 for n-gram).
 int drafter_cached (const drafter_t *self);
 
+//  The model drafter's KV cache (NULL for n-gram), for tests that compare
+//  it with a fresh prefill. Owned by the drafter.
+kvcache_t *drafter_kv (const drafter_t *self);
+
 //  Sampler parameters for drafting under a request's settings: top_k
 //  clamped so q fits DRAFTER_MAX_CANDIDATES pairs when sampling.
 sampler_params_t drafter_sampler_params (float temperature, int top_k, float top_p, uint64_t seed);

@@ -227,9 +227,8 @@ static const char *const s_value_type_names [GGUF_TYPE_COUNT] = {
     "bool", "string", "array", "uint64", "int64", "float64"
 };
 
-//  Bytes of one scalar value, 0 for string/array/unknown.
-static size_t
-s_scalar_size (uint32_t type)
+size_t
+gguf_scalar_size (uint32_t type)
 {
     switch (type) {
         case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
@@ -255,7 +254,7 @@ s_parse_value (s_cursor_t *cur, s_kv_t *kv)
     }
     if (kv->type != GGUF_TYPE_ARRAY) {
         snprintf (what, sizeof what, "metadata '%.60s' %s value", key, s_value_type_names [kv->type]);
-        kv->data = s_take (cur, s_scalar_size (kv->type), what);
+        kv->data = s_take (cur, gguf_scalar_size (kv->type), what);
         kv->len = 1;
         return kv->data != NULL;
     }
@@ -284,7 +283,7 @@ s_parse_value (s_cursor_t *cur, s_kv_t *kv)
     size_t left = cur->size - cur->pos;
     if (elem_type != GGUF_TYPE_STRING) {
         //  count <= 2^26 and size <= 8: the product cannot overflow.
-        size_t bytes = (size_t) count * s_scalar_size (elem_type);
+        size_t bytes = (size_t) count * gguf_scalar_size (elem_type);
         if (bytes > left) {
             s_fail (cur, "truncated file: metadata '%s': array of %llu %s needs %zu bytes at offset %zu, only %zu left",
                     key, (unsigned long long) count, s_value_type_names [elem_type], bytes, cur->pos, left);

@@ -88,6 +88,10 @@ void gguf_destroy (gguf_t **self_p);
 
 uint32_t gguf_version (const gguf_t *self);
 
+//  Bytes of one scalar value of type; 0 for string, array and unknown types.
+//  The reader and the writer share it.
+size_t gguf_scalar_size (uint32_t type);
+
 //  general.alignment (default 32) and the file offset where tensor data
 //  starts (a multiple of it).
 uint32_t gguf_alignment (const gguf_t *self);

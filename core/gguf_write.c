@@ -87,17 +87,6 @@ gguf_writer_error (const gguf_writer_t *self)
 //  --------------------------------------------------------------------------
 //  Metadata
 
-static size_t
-s_scalar_size (uint32_t type)
-{
-    switch (type) {
-        case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-        case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-        case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-        case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
-        default: return 0;
-    }
-}
 
 static void
 s_put_u64 (uint8_t *p, uint64_t v)
@@ -168,7 +157,7 @@ s_set (gguf_writer_t *self, const char *key, uint32_t type, uint8_t *value, size
 static int
 s_set_scalar (gguf_writer_t *self, const char *key, uint32_t type, const void *value)
 {
-    size_t size = s_scalar_size (type);
+    size_t size = gguf_scalar_size (type);
     uint8_t *bytes = malloc (size);
     if (!bytes)
         return s_error (self, "out of memory");
@@ -223,7 +212,7 @@ int
 gguf_writer_set_array (gguf_writer_t *self, const char *key, gguf_value_type_t elem_type,
                        const void *data, uint64_t count)
 {
-    size_t size = s_scalar_size (elem_type);
+    size_t size = gguf_scalar_size (elem_type);
     if (!size)
         return s_error (self, "metadata '%s': arrays of type %d need gguf_writer_set_str_array or are not allowed",
                         key ? key : "", (int) elem_type);

@@ -23,13 +23,16 @@ kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, 
             float a = fabsf (xg[j]);
             amax = a > amax ? a : amax;
         }
-        float dg = amax / 127.0f;
+        //  A group below 1e-30 (or NaN) counts as zero: its 1/d would
+        //  overflow. Every family makes the same choice.
+        float dg = amax >= KERNELS_ACT_TINY ? amax / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            //  nearbyintf rounds half to even, as the SIMD conversions do.
-            int v = (int) nearbyintf (xg[j] * id);
-            v = v < -127 ? -127 : v > 127 ? 127 : v;
+            //  nearbyintf rounds half to even, as the SIMD conversions do;
+            //  NaN (from an infinite input) becomes -127 as it does there.
+            float fv = nearbyintf (xg[j] * id);
+            int v = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
             q[g * 32 + j] = (int8_t) v;
             sum += v;
         }
@@ -124,16 +127,7 @@ static _Atomic (const kernels_t *) s_current;
 static const kernels_t *
 s_select (void)
 {
-    //  Levels: 0 scalar, 1 avx2, 2 avx512vnni.
-    int best = 0;
-#if KERNELS_HAVE_X86
-    __builtin_cpu_init ();
-    if (__builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma"))
-        best = 1;
-    if (best == 1 && __builtin_cpu_supports ("avx512f") && __builtin_cpu_supports ("avx512bw")
-    &&  __builtin_cpu_supports ("avx512vl") && __builtin_cpu_supports ("avx512vnni"))
-        best = 2;
-#endif
+    //  Cap levels from SPLITMESH_SIMD: 0 scalar, 1 avx2, 2 anything.
     int cap = 2;
     const char *env = getenv ("SPLITMESH_SIMD");
     if (env && strcmp (env, "scalar") == 0)
@@ -141,12 +135,25 @@ s_select (void)
     else
     if (env && strcmp (env, "avx2") == 0)
         cap = 1;
-    int level = best < cap ? best : cap;
 #if KERNELS_HAVE_X86
+    __builtin_cpu_init ();
+    int best = 0;
+    if (__builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma"))
+        best = 1;
+    if (best == 1 && __builtin_cpu_supports ("avx512f") && __builtin_cpu_supports ("avx512bw")
+    &&  __builtin_cpu_supports ("avx512vl") && __builtin_cpu_supports ("avx512vnni"))
+        best = 2;
+    int level = best < cap ? best : cap;
     if (level == 2)
         return &kernels_avx512;
     if (level == 1)
         return &kernels_avx2;
+#elif defined(__aarch64__)
+    //  NEON is part of every AArch64 CPU; only "scalar" caps it.
+    if (cap > 0)
+        return &kernels_neon;
+#else
+    (void) cap;
 #endif
     return &kernels_scalar;
 }

@@ -3,8 +3,7 @@
     Not a public header: it exposes the qmatrix layout (see quant.h for the
     formats) and the table of kernel entry points each ISA family fills in.
     A family is one file (kernels.c for scalar C, kernels_avx2.c,
-    kernels_avx512.c; a NEON family would be kernels_neon.c) defining one
-    kernels_t. The build gives *_avx2.c / *_avx512.c files their ISA flags;
+    kernels_avx512.c, kernels_neon.c) defining one kernels_t. The build gives *_avx2.c / *_avx512.c files their ISA flags;
     kernels_get picks a family at run time from the CPU and SPLITMESH_SIMD.
 
     Every kernel computes whole rows [r0, r1) for all tokens, so threads own
@@ -47,7 +46,7 @@ typedef struct {
 } qact_t;
 
 typedef struct {
-    const char *name;           //  "scalar", "avx2", "avx512vnni"
+    const char *name;           //  "scalar", "avx2", "avx512vnni", "neon"
     //  Quantizes one token's cols floats into q (nbp*32), d and s (nbp).
     void (*quantize_act) (const float *x, int nb, int nbp, int8_t *q, float *d, float *s);
     //  y[t*ldy + r] for r in [r0, r1), every token of a.
@@ -68,9 +67,16 @@ extern const kernels_t kernels_scalar;
 extern const kernels_t kernels_avx2;
 extern const kernels_t kernels_avx512;
 #endif
+#if defined(__aarch64__)
+extern const kernels_t kernels_neon;        //  kernels_neon.c
+#endif
 
 //  The family in use (cached; see kernels_simd_refresh in quant.h).
 const kernels_t *kernels_get (void);
+
+//  Activation groups whose largest magnitude is below this are quantized
+//  as zero (1/d would overflow to infinity).
+#define KERNELS_ACT_TINY 1e-30f
 
 //  The scalar reference for one token's activation quantization; SIMD
 //  versions must produce the same bytes (same operations, same rounding).

@@ -86,7 +86,8 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         __m128 m = _mm_max_ps (_mm256_castps256_ps128 (amax), _mm256_extractf128_ps (amax, 1));
         m = _mm_max_ps (m, _mm_movehl_ps (m, m));
         m = _mm_max_ss (m, _mm_movehdup_ps (m));
-        float dg = _mm_cvtss_f32 (m) / 127.0f;
+        float am = _mm_cvtss_f32 (m);
+        float dg = am >= KERNELS_ACT_TINY ? am / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
         __m256 vid = _mm256_set1_ps (id);
         __m256i iv[4];

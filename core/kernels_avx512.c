@@ -33,7 +33,8 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         const float *xg = x + (size_t) g * 32;
         __m512 v0 = _mm512_loadu_ps (xg), v1 = _mm512_loadu_ps (xg + 16);
         __m512 amax = _mm512_max_ps (_mm512_andnot_ps (sign, v0), _mm512_andnot_ps (sign, v1));
-        float dg = _mm512_reduce_max_ps (amax) / 127.0f;
+        float am = _mm512_reduce_max_ps (amax);
+        float dg = am >= KERNELS_ACT_TINY ? am / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
         __m512 vid = _mm512_set1_ps (id);
         __m512i i0 = _mm512_cvtps_epi32 (_mm512_mul_ps (v0, vid));     //  nearest even

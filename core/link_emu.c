@@ -1,5 +1,6 @@
 /*  link_emu.c: arrival-time arithmetic for an emulated link (see link_emu.h).  */
 #include "link_emu.h"
+#include "rng.h"
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,27 +9,11 @@
 
 struct _link_emu_t {
     link_params_t params;       //  as validated at creation
-    uint64_t rng;               //  splitmix64 state for jitter and loss
+    uint64_t rng;               //  rng.h state for jitter and loss
     int64_t busy_until_us[2];   //  when the sender side finishes serialising, per direction
     int64_t last_arrival_us[2]; //  latest scheduled arrival, per direction (FIFO order)
     link_stats_t stats;         //  counters, per direction
 };
-
-//  splitmix64: tiny, seedable and good enough for emulated jitter and loss.
-static uint64_t
-s_next (uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double
-s_uniform (uint64_t *state)
-{
-    return (s_next (state) >> 11) * (1.0 / 9007199254740992.0);
-}
 
 static int
 s_parse_double (const char *text, double *out)
@@ -128,8 +113,8 @@ link_emu_schedule (link_emu_t *self, link_dir_t dir, size_t size, int64_t now_us
     self->stats.bytes[dir] += size;
     //  Draw both random numbers every time so the schedule of later messages
     //  does not depend on whether loss or jitter is enabled.
-    double loss_draw = s_uniform (&self->rng);
-    double jitter_draw = s_uniform (&self->rng);
+    double loss_draw = rng_uniform (&self->rng);
+    double jitter_draw = rng_uniform (&self->rng);
     if (loss_draw < p->loss) {
         self->stats.lost[dir]++;
         return -1;

@@ -21,6 +21,7 @@
 #define MDP_COMMON_H_INCLUDED
 
 #include <stddef.h>
+#include <czmq.h>
 
 #define MDPC_CLIENT         "MDPC02"
 #define MDPW_WORKER         "MDPW02"
@@ -65,6 +66,22 @@ mdpw_command_name (int cmd)
         NULL, "READY", "REQUEST", "PARTIAL", "FINAL", "HEARTBEAT", "DISCONNECT"
     };
     return cmd > 0 && cmd < 7? names [cmd]: "UNKNOWN";
+}
+
+//  Prepends the MDPW02 header to msg, which then reads
+//  ["MDPW02"][command]([client][""])[body...]: the framing both the broker
+//  (before it adds the worker's identity) and the worker API send.
+//  client may be NULL (READY, HEARTBEAT, DISCONNECT).
+static inline void
+mdpw_push_header (zmsg_t *msg, int command, zframe_t *client)
+{
+    if (client) {
+        zmsg_pushmem (msg, "", 0);
+        zmsg_pushmem (msg, zframe_data (client), zframe_size (client));
+    }
+    uint8_t cmd = (uint8_t) command;
+    zmsg_pushmem (msg, &cmd, 1);
+    zmsg_pushstr (msg, MDPW_WORKER);
 }
 
 #endif

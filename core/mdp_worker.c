@@ -42,13 +42,7 @@ s_agent_send_to_broker (s_agent_t *self, int command, zframe_t *client, zmsg_t *
     zmsg_t *msg = body_p && *body_p? *body_p: zmsg_new ();
     if (body_p)
         *body_p = NULL;
-    if (client) {
-        zmsg_pushmem (msg, "", 0);
-        zmsg_pushmem (msg, zframe_data (client), zframe_size (client));
-    }
-    uint8_t cmd = (uint8_t) command;
-    zmsg_pushmem (msg, &cmd, 1);
-    zmsg_pushstr (msg, MDPW_WORKER);
+    mdpw_push_header (msg, command, client);
     if (self->opt.verbose)
         zsys_debug ("mdp_worker %s: send %s", self->service, mdpw_command_name (command));
     zmsg_send (&msg, self->dealer);

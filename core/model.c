@@ -169,9 +169,20 @@ s_read_config (const gguf_t *g, model_config_t *cfg, char *err, size_t err_size)
             return -1;
     }
     else
+    if (!strcmp (scaling, "llama3")) {
+        //  Llama 3.1 scaling is carried by per-frequency factors in
+        //  rope_freqs.weight (llama.cpp's converter writes them); without
+        //  them the scaling cannot be reproduced.
+        if (!gguf_find_tensor (g, "rope_freqs.weight")) {
+            snprintf (err, err_size, "rope scaling 'llama3' needs tensor 'rope_freqs.weight', "
+                      "which the file lacks");
+            return -1;
+        }
+    }
+    else
     if (strcmp (scaling, "none")) {
         snprintf (err, err_size, "unsupported rope scaling type '%s' (supported: none, linear, "
-                  "llama3 rope_freqs)", scaling);
+                  "llama3 with rope_freqs.weight)", scaling);
         return -1;
     }
     if (s_get_float (g, arch, "rope.scale_linear", factor, &factor, err, err_size))

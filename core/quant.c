@@ -279,13 +279,15 @@ qmatrix_new_from_f32 (qfmt_t fmt, const float *w, int rows, int cols)
     return self;
 }
 
-void
+int
 qmatrix_get_row (const qmatrix_t *self, int row, float *out)
 {
-    assert (self && out && row >= 0 && row < self->rows);
+    assert (self && out);
+    if (row < 0 || row >= self->rows)
+        return -1;
     if (self->fmt == QFMT_F32) {
         memcpy (out, self->f + (size_t) row * self->cols, (size_t) self->cols * sizeof (float));
-        return;
+        return 0;
     }
     const uint8_t *qs = self->qs + (size_t) row * self->qs_stride;
     const uint16_t *dr = self->d + (size_t) row * self->nb;
@@ -304,6 +306,7 @@ qmatrix_get_row (const qmatrix_t *self, int row, float *out)
                 out[g * 32 + j] = d * (float) ((q[j] >> shift) & 0xf) + m;
         }
     }
+    return 0;
 }
 
 //  ---------------------------------------------------------------------

@@ -20,8 +20,8 @@
     w8 and w4 matmuls quantize the activations to int8 per group of 32 (one
     float scale per group, round to nearest even, like ggml's q8_1) and use
     integer dot products: dot = sum_g d_w d_x isum_g + m_w d_x sum(xq)_g.
-    Kernels exist for AVX-512 VNNI, AVX2 and portable scalar C, chosen at run
-    time (kernels.h); an ARM NEON family slots in beside them.
+    Kernels exist for AVX-512 VNNI, AVX2, ARM NEON and portable scalar C,
+    chosen at run time (kernels.h).
 */
 #ifndef SPLITMESH_QUANT_H
 #define SPLITMESH_QUANT_H
@@ -55,9 +55,10 @@ typedef struct _qmatrix_t qmatrix_t;
 qmatrix_t *qmatrix_new_from_f32 (qfmt_t fmt, const float *w, int rows, int cols);
 
 //  Builds a matrix from a ggml tensor's raw data (rows x cols, row-major,
-//  cols along ggml's ne0). Types: F32, F16, BF16, Q8_0, Q4_0, Q4_1 directly;
-//  Q4_K and Q6_K through ggml_type_traits' dequantizer when ggml_types.c is
-//  linked in. Lossless where the formats allow (Q4_1 -> w4 keeps d and m
+//  cols along ggml's ne0); data must hold rows * ggml_row_size (type, cols)
+//  bytes (gguf.c checks that for tensors from a file). Types: every type
+//  ggml_type_traits knows (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K);
+//  cols must be a whole number of the type's blocks. Lossless where the formats allow (Q4_1 -> w4 keeps d and m
 //  bit-exact, Q4_0 -> w4, Q8_0 -> w8, F32 -> f32), otherwise dequantize and
 //  requantize. On NULL, err (if given) gets a message. Does not keep a
 //  reference to data. Caller owns the result and must destroy it.
@@ -75,8 +76,9 @@ int qmatrix_cols (const qmatrix_t *self);
 size_t qmatrix_bytes (const qmatrix_t *self);
 
 //  Writes the dequantized row (cols floats) to out, e.g. for an embedding
-//  lookup. row must be in [0, rows).
-void qmatrix_get_row (const qmatrix_t *self, int row, float *out);
+//  lookup. Returns 0, or -1 (out untouched) when row is not in [0, rows),
+//  so a bad token id from the wire cannot read outside the matrix.
+int qmatrix_get_row (const qmatrix_t *self, int row, float *out);
 
 //  y[t][r] = sum_c W[r][c] * x[t][c] for t < n_tokens; x is n_tokens x cols,
 //  y is n_tokens x rows (both row-major, y must not overlap x). pool may be
@@ -88,9 +90,10 @@ void qmatrix_get_row (const qmatrix_t *self, int row, float *out);
 //  a time. The caller's thread quantizes x; W is only read.
 void qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, threadpool_t *pool);
 
-//  Which kernel family runs: "avx512vnni", "avx2" or "scalar": the best the
-//  CPU supports, capped by the environment variable SPLITMESH_SIMD
-//  (scalar|avx2|avx512), read on first use. Static string.
+//  Which kernel family runs: "avx512vnni", "avx2" or "scalar" on x86-64,
+//  "neon" or "scalar" on AArch64: the best the CPU supports, capped by the
+//  environment variable SPLITMESH_SIMD (scalar|avx2|avx512), read on first
+//  use. Static string.
 const char *kernels_simd_name (void);
 
 //  Re-reads SPLITMESH_SIMD and the CPU features (for tests and benchmarks

@@ -9,6 +9,86 @@
 #include "activations.h"
 #include "mdp_worker.h"
 #include "service.h"
+#if defined (__has_include)
+#   if __has_include ("metrics.h")
+#       include "metrics.h"
+#       define S_HAVE_METRICS 1
+#   endif
+#endif
+
+struct _service_metrics_t {
+#ifdef S_HAVE_METRICS
+    metrics_t *metrics;         //  the publisher (disabled without endpoint)
+#endif
+    bool enabled;
+};
+
+service_metrics_t *
+service_metrics_new (const char *service_name, const service_config_t *config)
+{
+    service_metrics_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+#ifdef S_HAVE_METRICS
+    self->metrics = metrics_new (service_name, config->instance, config->telemetry);
+    if (!self->metrics) {
+        free (self);
+        return NULL;
+    }
+    self->enabled = metrics_enabled (self->metrics);
+#else
+    if (config->telemetry && *config->telemetry)
+        zsys_warning ("%s: built without core/metrics; --telemetry %s is ignored",
+                      service_name, config->telemetry);
+#endif
+    return self;
+}
+
+void
+service_metrics_destroy (service_metrics_t **self_p)
+{
+    service_metrics_t *self = *self_p;
+    if (self) {
+#ifdef S_HAVE_METRICS
+        metrics_destroy (&self->metrics);
+#endif
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+bool
+service_metrics_enabled (service_metrics_t *self)
+{
+    return self && self->enabled;
+}
+
+void
+service_metrics_count (service_metrics_t *self, const char *name, const char *labels, double delta)
+{
+#ifdef S_HAVE_METRICS
+    if (self)
+        metrics_count (self->metrics, name, labels, delta);
+#endif
+}
+
+void
+service_metrics_gauge (service_metrics_t *self, const char *name, const char *labels, double value)
+{
+#ifdef S_HAVE_METRICS
+    if (self)
+        metrics_gauge (self->metrics, name, labels, value);
+#endif
+}
+
+void
+service_metrics_observe (service_metrics_t *self, const char *name, const char *labels, double value)
+{
+#ifdef S_HAVE_METRICS
+    if (self)
+        metrics_observe (self->metrics, name, labels, value);
+#endif
+}
 
 static const char *
 s_env (const char *name)
@@ -214,7 +294,8 @@ s_handle (zmsg_t *request, service_handler_fn *handler, void *state, const char 
 
 void
 service_actor_run (zsock_t *pipe, const service_config_t *config, const char *service,
-                   const char *setup_err, service_handler_fn *handler, void *state)
+                   const char *setup_err, service_handler_fn *handler, void *state,
+                   service_metrics_t *metrics)
 {
     mdp_worker_t *worker = NULL;
     char err [512];
@@ -255,6 +336,19 @@ service_actor_run (zsock_t *pipe, const service_config_t *config, const char *se
                            zframe_size (zmsg_first (request)), reply? zframe_size (reply): 0,
                            (zclock_usecs () - start) / 1000.0);
             zmsg_destroy (&request);
+            if (service_metrics_enabled (metrics) && reply) {
+                wire_peek_t peek;
+                wire_err_t err_peek;
+                int status = 200;
+                if (wire_peek (zframe_data (reply), zframe_size (reply), &peek, &err_peek) == 0
+                &&  peek.status)
+                    status = peek.status;
+                char labels [32];
+                snprintf (labels, sizeof labels, "status=%d", status);
+                service_metrics_count (metrics, "requests_total", labels, 1);
+                if (status >= 400)
+                    service_metrics_count (metrics, "errors_total", labels, 1);
+            }
             zmsg_t *msg = zmsg_new ();
             if (reply)
                 zmsg_append (msg, &reply);

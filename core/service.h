@@ -60,6 +60,24 @@ typedef struct {
 int service_config_parse (service_config_t *config, int argc, char **argv,
                           const char *prog, int extra, qfmt_t default_format);
 
+//  Metrics of a service process: core/metrics (published to the
+//  broker's telemetry XSUB, config->telemetry) when the build has it.
+//  Until the telemetry branch's core/metrics.h is in the tree these calls
+//  do nothing (service_metrics_enabled says false); the code compiles
+//  either way (__has_include), so the services need no edit when it lands.
+typedef struct _service_metrics_t service_metrics_t;
+
+//  A publisher for service_name ("cloud-target"...), or a disabled one when
+//  config->telemetry is unset or metrics are not built in. NULL only when
+//  out of memory or the endpoint is invalid (logged). Caller owns it.
+service_metrics_t *service_metrics_new (const char *service_name, const service_config_t *config);
+void service_metrics_destroy (service_metrics_t **self_p);
+bool service_metrics_enabled (service_metrics_t *self);
+//  As metrics_count / metrics_gauge / metrics_observe; NULL self is fine.
+void service_metrics_count (service_metrics_t *self, const char *name, const char *labels, double delta);
+void service_metrics_gauge (service_metrics_t *self, const char *name, const char *labels, double value);
+void service_metrics_observe (service_metrics_t *self, const char *name, const char *labels, double value);
+
 //  Handles one request. body is the request's single frame (not owned),
 //  peek what wire_peek found in it. Returns the reply frame (caller takes
 //  ownership); NULL means out of memory and is answered with 500.
@@ -70,8 +88,11 @@ typedef zframe_t *(service_handler_fn) (void *state, zframe_t *body, const wire_
 //  ("" when setup succeeded), and, if setup succeeded, serves requests with
 //  handler until $TERM. Call it from the actor after its setup, in place of
 //  zsock_signal (it signals). Returns when the actor should exit.
+//  metrics (may be NULL) gets splitmesh_requests_total{status} for every
+//  reply and splitmesh_errors_total{status} for every error reply.
 void service_actor_run (zsock_t *pipe, const service_config_t *config, const char *service,
-                        const char *setup_err, service_handler_fn *handler, void *state);
+                        const char *setup_err, service_handler_fn *handler, void *state,
+                        service_metrics_t *metrics);
 
 //  Starts actor with args and checks that it started. Returns the actor, or
 //  NULL after logging the actor's reason. Caller owns the actor and must

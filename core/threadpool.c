@@ -80,6 +80,20 @@ struct _threadpool_t {
     alignas (64) char pad_;             //  keeps the counters off others' lines
 };
 
+//  Threads of all live pools in this process, and the CPUs online: when
+//  the pools together have more threads than CPUs (say a draft model's
+//  pool beside a target stage's), spinning would steal the CPU a waited-for
+//  thread needs, so every pool parks at once instead.
+static atomic_int s_live_threads;
+static atomic_long s_n_cpus;
+
+static long
+s_spin_budget (const threadpool_t *self)
+{
+    return atomic_load_explicit (&s_live_threads, memory_order_relaxed)
+           > atomic_load_explicit (&s_n_cpus, memory_order_relaxed) ? 0 : self->spin_ns;
+}
+
 static long
 s_futex (atomic_uint *addr, int op, unsigned val)
 {
@@ -151,7 +165,7 @@ s_worker_main (void *args)
     threadpool_t *self = worker->pool;
     unsigned seen = 0;
     for (;;) {
-        unsigned v = s_wait_until (&self->state, s_new_seq, seen, &self->sleepers, self->spin_ns);
+        unsigned v = s_wait_until (&self->state, s_new_seq, seen, &self->sleepers, s_spin_budget (self));
         //  Join the job we saw, unless it closed (or was replaced) meanwhile.
         for (;;) {
             if (ST_SEQ (v) == seen)
@@ -220,12 +234,12 @@ threadpool_new (int n_threads)
         if (*end == '\0' && v >= 0 && v <= 1000000)
             spin_us = v;
     }
-    //  More threads than CPUs: a spinning thread would hold the CPU that the
-    //  thread it waits for needs, so park at once instead.
-    long n_cpus = sysconf (_SC_NPROCESSORS_ONLN);
-    if (n_cpus > 0 && n_threads > n_cpus)
-        spin_us = 0;
     self->spin_ns = spin_us * 1000;
+    if (atomic_load (&s_n_cpus) == 0) {
+        long n_cpus = sysconf (_SC_NPROCESSORS_ONLN);
+        atomic_store (&s_n_cpus, n_cpus > 0 ? n_cpus : 1);
+    }
+    atomic_fetch_add (&s_live_threads, n_threads);
     if (n_threads > 1) {
         self->threads = (pthread_t *) calloc ((size_t) n_threads - 1, sizeof (pthread_t));
         self->workers = (s_worker_t *) calloc ((size_t) n_threads - 1, sizeof (s_worker_t));
@@ -252,6 +266,7 @@ threadpool_destroy (threadpool_t **self_p)
     threadpool_t *self = *self_p;
     if (!self)
         return;
+    atomic_fetch_sub (&s_live_threads, self->n_threads);
     if (self->n_started > 0) {
         //  Every worker joins a stop job (it is never closed) and exits.
         s_publish (self, JOB_STOP, NULL, NULL);
@@ -281,7 +296,7 @@ threadpool_run (threadpool_t *self, threadpool_fn *fn, void *arg)
     }
     s_publish (self, JOB_ALL, fn, arg);
     fn (arg, 0, self->n_threads);
-    s_wait_until (&self->pending, s_is_zero, 0, &self->caller_waiting, self->spin_ns);
+    s_wait_until (&self->pending, s_is_zero, 0, &self->caller_waiting, s_spin_budget (self));
 }
 
 void
@@ -296,5 +311,5 @@ threadpool_run_shared (threadpool_t *self, threadpool_fn *fn, void *arg)
     fn (arg, 0, self->n_threads);
     unsigned v = atomic_fetch_or (&self->state, ST_CLOSED) | ST_CLOSED;
     if ((v & ST_ACTIVE_MASK) != 0)
-        s_wait_until (&self->state, s_no_active, 0, &self->caller_waiting, self->spin_ns);
+        s_wait_until (&self->state, s_no_active, 0, &self->caller_waiting, s_spin_budget (self));
 }

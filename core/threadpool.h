@@ -11,6 +11,10 @@
     is not running (another process holds its CPU), instead of waiting a
     scheduler time slice for it.
 
+    When the live pools of the process together have more threads than
+    there are CPUs, no thread spins: all park at once (SPLITMESH_SPIN_US
+    sets the spin budget otherwise, default 300 us).
+
     One thread at a time may call threadpool_run on a given pool (the engine's
     forward pass); the pool is not re-entrant (fn must not call
     threadpool_run on the same pool).

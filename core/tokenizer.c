@@ -10,15 +10,22 @@
     before BPE; a byte with no token is dropped), they are reproduced, and the
     tests compare against ids llama.cpp produced.
 
-    PCRE2's \s and llama.cpp's whitespace set differ (U+0085 is whitespace to
-    llama.cpp, not to PCRE2), so every \s and \S in a pattern is rewritten to
-    llama.cpp's explicit set before compiling.
+    PCRE2 and llama.cpp classify characters from different tables: \s
+    differs (U+0085 is whitespace to llama.cpp, not to PCRE2), and PCRE2
+    10.42 knows Unicode 14 where llama.cpp knows 15.1. So every \s and \S in
+    a pattern is rewritten to llama.cpp's whitespace set, and \p{L} / \p{N}
+    are widened by the letters and digits only llama.cpp has; the goldens
+    check every code point up to U+31FFF.
+
+    One deliberate difference: a 4-byte sequence above U+10FFFF (lead bytes
+    F4 90+ to F7) makes llama.cpp throw and abort; here it is one U+FFFD.
 */
 #define _GNU_SOURCE                 //  memmem
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,11 +315,8 @@ static uint32_t s_byte_cpt[256];         //  byte -> code point
 static int16_t s_cpt_byte[512];          //  code point (< 512) -> byte, or -1
 
 static void
-s_byte_tables_init (void)
+s_byte_tables_fill (void)
 {
-    static bool done = false;                   //  idempotent; same result every time
-    if (done)
-        return;
     int n = 0;
     for (int i = 0; i < 512; i++)
         s_cpt_byte[i] = -1;
@@ -322,7 +326,13 @@ s_byte_tables_init (void)
     }
     for (int b = 0; b < 256; b++)
         s_cpt_byte[s_byte_cpt[b]] = (int16_t) b;
-    done = true;
+}
+
+static void
+s_byte_tables_init (void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;    //  tokenizers may be built in parallel
+    pthread_once (&once, s_byte_tables_fill);
 }
 
 //  --------------------------------------------------------------------------
@@ -342,9 +352,20 @@ static const char *s_regexes[TOKENIZER_PRE_COUNT][MAX_REGEX + 1] = {
 #define WS_MEMBERS "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}" \
                    "\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
-//  Rewrites \s and \S to llama.cpp's whitespace set. Returns a malloc'd
-//  pattern, or NULL (out of memory, or \S inside a class, which no
-//  supported pattern has).
+//  Letters and digits llama.cpp's tables (Unicode 15.1) have and PCRE2
+//  10.42's (Unicode 14) lack: Kawi, Nag Mundari, CJK extensions H and I,
+//  ... Found by comparing both over every code point; none go the other
+//  way. test_tokenizer_golden's unicode_blocks test compares every code
+//  point with llama.cpp and catches a PCRE2 upgrade that changes this.
+#define L_EXTRA "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}" \
+                "\\x{1342F}\\x{13441}-\\x{13446}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}" \
+                "\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}" \
+                "\\x{31350}-\\x{323AF}"
+#define N_EXTRA "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}"
+
+//  Rewrites \s and \S to llama.cpp's whitespace set and widens \p{L} and
+//  \p{N} to llama.cpp's tables. Returns a malloc'd pattern, or NULL (out
+//  of memory, or \S inside a class, which no supported pattern has).
 static char *
 s_translate_regex (const char *src)
 {
@@ -367,6 +388,17 @@ s_translate_regex (const char *src)
                     return NULL;
                 }
                 s_buf_append (&out, "[^" WS_MEMBERS "]", strlen (WS_MEMBERS) + 3);
+            }
+            else
+            if (e == 'p' && (strncmp (src + i, "\\p{L}", 5) == 0 || strncmp (src + i, "\\p{N}", 5) == 0)) {
+                const char *extra = src[i + 3] == 'L' ? L_EXTRA : N_EXTRA;
+                if (!in_class)
+                    s_buf_append (&out, "[", 1);
+                s_buf_append (&out, src + i, 5);
+                s_buf_append (&out, extra, strlen (extra));
+                if (!in_class)
+                    s_buf_append (&out, "]", 1);
+                i += 3;         //  with the i++ below: past "\p{X}"
             }
             else
                 s_buf_append (&out, src + i, 2);
@@ -536,7 +568,6 @@ s_make_piece (tokenizer_t *self, int32_t id, s_buf_t *out)
             //  llama_decode_text: each code point back to its byte
             size_t o = 0;
             while (o < len) {
-                size_t start = o;
                 uint32_t cpt = s_utf8_decode ((const uint8_t *) text, len, &o);
                 if (cpt < 512 && s_cpt_byte[cpt] >= 0) {
                     char b = (char) s_cpt_byte[cpt];
@@ -555,7 +586,6 @@ s_make_piece (tokenizer_t *self, int32_t id, s_buf_t *out)
                     s_buf_append (out, text, len);
                     s_buf_append (out, "]", 1);
                 }
-                (void) start;
             }
         }
     }
@@ -572,31 +602,35 @@ s_make_piece (tokenizer_t *self, int32_t id, s_buf_t *out)
     return out->failed ? -1 : 0;
 }
 
+typedef struct {
+    uint32_t len;
+    int32_t id;
+} s_special_key_t;
+
+//  Longest first; equal lengths by id (llama.cpp's std::sort leaves their
+//  order unspecified; only overlapping equal-length tokens could tell).
 static int
-s_cmp_special (const void *a, const void *b, void *arg)
+s_cmp_special (const void *a, const void *b)
 {
-    const tokenizer_t *self = arg;
-    int32_t ia = *(const int32_t *) a, ib = *(const int32_t *) b;
-    if (self->text_len[ia] != self->text_len[ib])
-        return self->text_len[ia] > self->text_len[ib] ? -1 : 1;
-    return ia < ib ? -1 : ia > ib;
+    const s_special_key_t *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len > y->len ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
 }
 
-//  qsort with a context argument, without relying on qsort_r's
-//  platform-specific signature: insertion into a sorted list is fine for
-//  the few hundred special tokens a vocabulary has.
-static void
+static int
 s_sort_special (tokenizer_t *self)
 {
-    for (int32_t i = 1; i < self->n_special; i++) {
-        int32_t v = self->special[i];
-        int32_t j = i - 1;
-        while (j >= 0 && s_cmp_special (&self->special[j], &v, self) > 0) {
-            self->special[j + 1] = self->special[j];
-            j--;
-        }
-        self->special[j + 1] = v;
-    }
+    s_special_key_t *keys = malloc ((size_t) (self->n_special ? self->n_special : 1) * sizeof (*keys));
+    if (!keys)
+        return -1;
+    for (int32_t i = 0; i < self->n_special; i++)
+        keys[i] = (s_special_key_t) { self->text_len[self->special[i]], self->special[i] };
+    qsort (keys, (size_t) self->n_special, sizeof (*keys), s_cmp_special);
+    for (int32_t i = 0; i < self->n_special; i++)
+        self->special[i] = keys[i].id;
+    free (keys);
+    return 0;
 }
 
 tokenizer_t *
@@ -744,7 +778,8 @@ tokenizer_new (const tokenizer_vocab_t *vocab, char *err, size_t err_size)
     for (int32_t i = 0; i < n; i++)
         if (self->attr[i] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN))
             self->special[self->n_special++] = i;
-    s_sort_special (self);
+    if (s_sort_special (self))
+        goto oom;
 
     //  Byte fallback tokens.
     for (int b = 0; b < 256; b++) {
@@ -1122,11 +1157,17 @@ s_bpe_fragment (const tokenizer_t *self, const char *text, size_t len, s_work_t 
     //  real: the text as llama.cpp re-encodes its code points (bad bytes
     //  -> U+FFFD); match: the same with surrogates as U+FFFD, so PCRE2
     //  sees valid UTF-8 with the same byte offsets and character classes.
-    real = malloc (len * 3 + 1);
-    match = malloc (len * 3 + 1);
+    size_t size = 0, o = 0;
+    while (o < len) {
+        char enc[4];
+        size += s_utf8_encode (s_utf8_decode ((const uint8_t *) text, len, &o), enc);
+    }
+    real = malloc (size + 1);
+    match = malloc (size + 1);
     if (!real || !match)
         goto oom;
-    size_t n = 0, o = 0;
+    size_t n = 0;
+    o = 0;
     while (o < len) {
         uint32_t cpt = s_utf8_decode ((const uint8_t *) text, len, &o);
         size_t k = s_utf8_encode (cpt, real + n);
@@ -1268,9 +1309,23 @@ s_frags_push (s_frags_t *f, int32_t token, size_t offset, size_t length)
 
 //  llama.cpp's tokenizer_st_partition: for each special token, longest
 //  first, cut every occurrence out of the remaining raw fragments.
+//  True when [at, at + len) overlaps one of the protected (start, length)
+//  ranges.
+static bool
+s_protected (const size_t *ranges, size_t n_ranges, size_t at, size_t len)
+{
+    for (size_t r = 0; r < n_ranges; r++) {
+        size_t start = ranges[2 * r], end = start + ranges[2 * r + 1];
+        if (at < end && at + len > start)
+            return true;
+    }
+    return false;
+}
+
+//  Special-token text overlapping a protected range stays text.
 static int
 s_partition (const tokenizer_t *self, const char *text, size_t len, bool parse_special,
-             s_frags_t *frags)
+             const size_t *ranges, size_t n_ranges, s_frags_t *frags)
 {
     s_frags_t next = { 0 };
     if (len > 0 && s_frags_push (frags, TOKENIZER_NULL, 0, len))
@@ -1290,17 +1345,21 @@ s_partition (const tokenizer_t *self, const char *text, size_t len, bool parse_s
                     goto oom;
                 continue;
             }
-            size_t pos = frag.offset, end = frag.offset + frag.length;
-            while (pos < end) {
-                const char *hit = memmem (text + pos, end - pos, stext, slen);
+            size_t pos = frag.offset, search = pos, end = frag.offset + frag.length;
+            while (search < end) {
+                const char *hit = memmem (text + search, end - search, stext, slen);
                 if (!hit)
                     break;
                 size_t at = (size_t) (hit - text);
+                if (n_ranges && s_protected (ranges, n_ranges, at, slen)) {
+                    search = at + 1;
+                    continue;
+                }
                 if (at > pos && s_frags_push (&next, TOKENIZER_NULL, pos, at - pos))
                     goto oom;
                 if (s_frags_push (&next, id, 0, 0))
                     goto oom;
-                pos = at + slen;
+                pos = search = at + slen;
                 changed = true;
             }
             if (pos < end && s_frags_push (&next, TOKENIZER_NULL, pos, end - pos))
@@ -1319,10 +1378,45 @@ oom:
     return -1;
 }
 
+static int
+s_encode (const tokenizer_t *self, const char *text, size_t len, bool add_special,
+          bool parse_special, const size_t *ranges, size_t n_ranges,
+          int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size);
+
 int
 tokenizer_encode (const tokenizer_t *self, const char *text, size_t len,
                   bool add_special, bool parse_special,
                   int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size)
+{
+    return s_encode (self, text, len, add_special, parse_special, NULL, 0, ids_p, n_ids_p, err, err_size);
+}
+
+int
+tokenizer_encode_protected (const tokenizer_t *self, const char *text, size_t len,
+                            bool add_special, const size_t *ranges, size_t n_ranges,
+                            int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size)
+{
+    assert (self);
+    assert (ids_p && n_ids_p);
+    *ids_p = NULL;
+    *n_ids_p = 0;
+    if (n_ranges > 0 && !ranges) {
+        s_err (err, err_size, "no ranges");
+        return -1;
+    }
+    for (size_t r = 0; r < n_ranges; r++)
+        if (ranges[2 * r] > len || ranges[2 * r + 1] > len - ranges[2 * r]) {
+            s_err (err, err_size, "protected range %zu (%zu+%zu) lies outside the %zu byte text",
+                   r, ranges[2 * r], ranges[2 * r + 1], len);
+            return -1;
+        }
+    return s_encode (self, text, len, add_special, true, ranges, n_ranges, ids_p, n_ids_p, err, err_size);
+}
+
+static int
+s_encode (const tokenizer_t *self, const char *text, size_t len, bool add_special,
+          bool parse_special, const size_t *ranges, size_t n_ranges,
+          int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size)
 {
     assert (self);
     assert (ids_p && n_ids_p);
@@ -1342,7 +1436,7 @@ tokenizer_encode (const tokenizer_t *self, const char *text, size_t len,
     s_work_t work = { 0 };
     s_buf_t escaped = { 0 };
 
-    if (s_partition (self, text, len, parse_special, &frags))
+    if (s_partition (self, text, len, parse_special, ranges, n_ranges, &frags))
         goto oom;
     if (add_special && self->add_bos)
         s_ids_push (&out, self->bos);

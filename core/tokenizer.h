@@ -18,6 +18,8 @@
     Special tokens (CONTROL, USER_DEFINED, UNKNOWN types) are cut out of the
     text before either algorithm runs; CONTROL and UNKNOWN ones only when the
     caller asks (parse_special), USER_DEFINED ones always, as llama.cpp does.
+    tokenizer_encode_protected parses them everywhere except inside given
+    byte ranges (the messages of a rendered chat, see chat_template.h).
 
     The core takes a plain tokenizer_vocab_t, so it can be tested without a
     GGUF reader; tokenizer_new_from_gguf fills one from a gguf_t.
@@ -118,6 +120,18 @@ void tokenizer_destroy (tokenizer_t **self_p);
 int tokenizer_encode (const tokenizer_t *self, const char *text, size_t len,
                       bool add_special, bool parse_special,
                       int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size);
+
+//  tokenizer_encode with parse_special, except that special-token text
+//  overlapping one of the n_ranges protected byte ranges (ranges holds
+//  start, length pairs) stays plain text. For chat prompts: the template's
+//  role markers become control tokens, while "<|im_end|>" typed by a user
+//  inside a message cannot end the turn and forge a system message. Where
+//  no protected range holds special-token text, the ids are exactly those
+//  of tokenizer_encode. Returns -1 with a message for a range outside the
+//  text; otherwise as tokenizer_encode.
+int tokenizer_encode_protected (const tokenizer_t *self, const char *text, size_t len,
+                                bool add_special, const size_t *ranges, size_t n_ranges,
+                                int32_t **ids_p, size_t *n_ids_p, char *err, size_t err_size);
 
 //  One token's text. special: show CONTROL/UNKNOWN tokens' text (otherwise
 //  they decode to ""). Sets *piece (owned by the tokenizer, valid while it

@@ -1,4 +1,4 @@
-/*  tokenizer_gguf.c: fills a tokenizer_vocab_t from a GGUF file's metadata.
+/*  tokenizer_gguf.c: builds the tokenizer and chat template from a GGUF file's metadata.
 
     Kept apart from tokenizer.c so the tokenizer core builds and tests
     without the GGUF reader. The keys and their defaults follow llama.cpp's
@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_template.h"
 #include "gguf.h"
 #include "tokenizer.h"
 
@@ -111,6 +112,15 @@ tokenizer_new_from_gguf (const gguf_t *gguf, char *err, size_t err_size)
 
     gguf_value_type_t type;
     uint64_t count;
+    const char *odd = gguf_has_key (gguf, "tokenizer.ggml.scores")
+                   && gguf_key_type (gguf, "tokenizer.ggml.scores") != GGUF_TYPE_ARRAY ? "tokenizer.ggml.scores"
+                    : gguf_has_key (gguf, "tokenizer.ggml.token_type")
+                   && gguf_key_type (gguf, "tokenizer.ggml.token_type") != GGUF_TYPE_ARRAY ? "tokenizer.ggml.token_type"
+                    : NULL;
+    if (odd) {
+        s_err (err, err_size, "%s is not an array", odd);
+        goto done;
+    }
     if (gguf_get_array (gguf, "tokenizer.ggml.scores", &type, &count)) {
         if ((type != GGUF_TYPE_FLOAT32 && type != GGUF_TYPE_INT32) || count < (uint64_t) n) {
             s_err (err, err_size, "tokenizer.ggml.scores: need %lld float32/int32 values",
@@ -178,4 +188,15 @@ done:
     free (scores);
     free (types);
     return tok;
+}
+
+chat_template_t *
+chat_template_new_from_gguf (const gguf_t *gguf, char *err, size_t err_size)
+{
+    assert (gguf);
+    const char *src = NULL;
+    size_t len = 0;
+    if (!gguf_get_str (gguf, "tokenizer.chat_template", &src, &len))
+        src = NULL;
+    return chat_template_new (src, len, err, err_size);
 }

@@ -357,3 +357,69 @@ Test (drafter, real_model_matches_splitmesh_run_w4, .timeout = 100)
     tokenizer_destroy (&tok);
     model_destroy (&m);
 }
+
+//  After rejected drafts, the draft KV cache holds exactly what a fresh
+//  prefill of the accepted context would: same positions, same keys and
+//  values in every layer.
+Test (drafter, kv_cache_after_rejections_equals_fresh_prefill, .fini = s_cleanup)
+{
+    const char *path = s_tiny ();
+    model_t *m = s_load (path, QFMT_W4);
+    char err[256];
+    drafter_t *dr = drafter_new_model (m, NULL, 128, err, sizeof err);
+    cr_assert_not_null (dr, "%s", err);
+    drafter_proposal_t *p = calloc (1, sizeof *p);
+    int32_t ctx[128] = { 2, 7, 1, 8, 2, 8, 1, 8 };
+    int n_ctx = 8;
+    //  Rounds: keep some drafts, replace the next with another token.
+    int keep[] = { 1, 0, 3, 2, 4 };
+    for (int r = 0; r < 5; r++) {
+        cr_assert_eq (drafter_propose (dr, ctx, n_ctx, 5, NULL, p, err, sizeof err), 0, "%s", err);
+        for (int i = 0; i < keep[r]; i++)
+            ctx[n_ctx++] = p->d[i];
+        ctx[n_ctx++] = (p->d[keep[r]] + 3 + r) % 200;
+    }
+    //  Bring the cache to the accepted context minus the last token, as
+    //  the next propose does first.
+    drafter_rollback (dr, n_ctx - 1);
+    kvcache_t *kv = drafter_kv (dr);
+    //  The common prefix holds; what is beyond is stale and gets dropped.
+    int common = drafter_cached (dr);
+    cr_assert (common <= n_ctx - 1);
+
+    //  Fresh prefill of ctx[0..common).
+    const model_config_t *c = model_config (m);
+    kvcache_t *fresh = kvcache_new (m, 128);
+    float *x = malloc ((size_t) common * c->dim * sizeof *x);
+    cr_assert_eq (model_embed (m, ctx, common, x), 0);
+    cr_assert_eq (model_forward (m, fresh, 0, c->n_layers, 0, common, x), 0);
+    cr_assert_eq (kvcache_pos (kv), common);
+    cr_assert_eq (kvcache_pos (fresh), common);
+    double worst = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const float *a[2] = { kvcache_keys (kv, l), kvcache_values (kv, l) };
+        const float *b[2] = { kvcache_keys (fresh, l), kvcache_values (fresh, l) };
+        for (int t = 0; t < 2; t++)
+            for (size_t i = 0; i < (size_t) common * c->kv_dim; i++) {
+                double d = fabs ((double) a[t][i] - b[t][i]);
+                if (d > worst)
+                    worst = d;
+            }
+    }
+    cr_log_info ("draft cache vs fresh prefill over %d positions: max |diff| %g", common, worst);
+    cr_assert (worst <= 1e-5, "draft KV cache differs from a fresh prefill by %g", worst);
+    //  And the next proposal equals a fresh drafter's.
+    drafter_t *dr2 = drafter_new_model (m, NULL, 128, err, sizeof err);
+    drafter_proposal_t *p2 = calloc (1, sizeof *p2);
+    cr_assert_eq (drafter_propose (dr, ctx, n_ctx, 4, NULL, p, err, sizeof err), 0);
+    cr_assert_eq (drafter_propose (dr2, ctx, n_ctx, 4, NULL, p2, err, sizeof err), 0);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq (p->d[i], p2->d[i]);
+    free (x);
+    free (p);
+    free (p2);
+    kvcache_destroy (&fresh);
+    drafter_destroy (&dr);
+    drafter_destroy (&dr2);
+    model_destroy (&m);
+}

@@ -41,7 +41,8 @@ static void
 s_fini (void)
 {
     sm_proc_kill_all ();
-    if (s_dir)
+    //  SPLITMESH_TEST_KEEP=1 keeps the logs for a post-mortem.
+    if (s_dir && !getenv ("SPLITMESH_TEST_KEEP"))
         sm_tmpdir_remove (&s_dir);
 }
 
@@ -69,8 +70,18 @@ s_tiny (void)
 
 //  Starts broker, tokenizer, split-prefix and cloud-target at split L, and
 //  edge-draft with extra arguments (NULL-terminated list).
+//  Options of s_mesh_ex beyond the split.
+typedef struct {
+    const char *const *edge_extra;  //  more edge-draft arguments, NULL-terminated
+    const char *max_sessions;       //  split-prefix and cloud-target --max-sessions
+    bool separate_cloud;            //  cloud-target on its own (tcp) broker
+    const char *link;               //  edge-draft --link (with separate_cloud)
+    bool no_target;                 //  start no cloud-target (unreachable cloud)
+    const char *expiry_ms;          //  brokers' --expiry-ms
+} s_mesh_opts_t;
+
 static void
-s_mesh (const char *model, int L, const char *const *edge_extra)
+s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
 {
     if (!s_dir)
         s_dir = sm_tmpdir_new ("splitmesh_edge");
@@ -78,19 +89,35 @@ s_mesh (const char *model, int L, const char *const *edge_extra)
     snprintf (s_cloud_ep, sizeof s_cloud_ep, "%s", s_ep);
     char log [500], split [16];
     snprintf (split, sizeof split, "%d", L);
+    const char *sessions = o->max_sessions ? o->max_sessions : "16";
+    const char *expiry = o->expiry_ms ? o->expiry_ms : "5000";
     s_log_path (log, sizeof log, "broker");
-    cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, NULL) > 0);
+    cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, "--expiry-ms", expiry, NULL) > 0);
+    if (o->separate_cloud) {
+        int port = sm_free_tcp_port ();
+        cr_assert (port > 0);
+        snprintf (s_cloud_ep, sizeof s_cloud_ep, "tcp://127.0.0.1:%d", port);
+        s_log_path (log, sizeof log, "cloud-broker");
+        cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_cloud_ep, "--expiry-ms", expiry, NULL) > 0);
+    }
     s_log_path (log, sizeof log, "tokenizer");
     cr_assert (sm_spawn (log, "splitmesh-tokenizer", "--broker", s_ep, "--model", model, NULL) > 0);
     s_log_path (log, sizeof log, "prefix");
     cr_assert (sm_spawn (log, "splitmesh-split-prefix", "--broker", s_ep, "--model", model,
-                         "--split", split, "--act-dtype", "fp32", "--threads", "1", NULL) > 0);
+                         "--split", split, "--act-dtype", "fp32", "--threads", "1",
+                         "--max-sessions", sessions, NULL) > 0);
     s_log_path (log, sizeof log, "target");
-    cr_assert (sm_spawn (log, "splitmesh-cloud-target", "--broker", s_ep, "--model", model,
-                         "--split", split, "--threads", "1", NULL) > 0);
+    if (!o->no_target)
+    cr_assert (sm_spawn (log, "splitmesh-cloud-target", "--broker", s_cloud_ep, "--model", model,
+                         "--split", split, "--threads", "1", "--max-sessions", sessions, NULL) > 0);
     char *argv [32] = { "splitmesh-edge-draft", "--broker", s_ep, "--model", (char *) model,
-                        "--threads", "1", "--workers", "2" };
-    int argc = 9;
+                        "--threads", "1", "--workers", "2", "--cloud", s_cloud_ep };
+    int argc = 11;
+    if (o->link) {
+        argv [argc++] = "--link";
+        argv [argc++] = (char *) o->link;
+    }
+    const char *const *edge_extra = o->edge_extra;
     for (int i = 0; edge_extra && edge_extra [i] && argc < 30; i++)
         argv [argc++] = (char *) edge_extra [i];
     argv [argc] = NULL;
@@ -98,8 +125,16 @@ s_mesh (const char *model, int L, const char *const *edge_extra)
     cr_assert (sm_spawnv (log, "splitmesh-edge-draft", argv) > 0);
     const char *services [] = { "tokenizer", "prefix", "target", "generate" };
     for (int i = 0; i < 4; i++)
-        cr_assert (sm_mdp_wait_workers (s_ep, services [i], 1, 30000),
+        if (i != 2 || !o->no_target)
+        cr_assert (sm_mdp_wait_workers (i == 2 ? s_cloud_ep : s_ep, services [i], 1, 30000),
                    "service '%s' did not register (logs in %s)", services [i], s_dir);
+}
+
+static void
+s_mesh (const char *model, int L, const char *const *edge_extra)
+{
+    s_mesh_opts_t o = { edge_extra, NULL, false, NULL, false, NULL };
+    s_mesh_ex (model, L, &o);
 }
 
 typedef struct {
@@ -123,14 +158,11 @@ s_append (s_result_t *r, const char *text, const int32_t *tokens, size_t n)
         r->tokens [r->n_tokens++] = tokens [i];
 }
 
-//  Sends req as a generate request and collects PARTIALs and the FINAL.
+//  Collects PARTIALs and the FINAL of the request sent on client.
 static void
-s_generate_raw (const void *data, size_t size, s_result_t *r, int timeout_ms)
+s_collect (mdp_client_t *client, s_result_t *r, int timeout_ms)
 {
     memset (r, 0, sizeof *r);
-    mdp_client_t *client = mdp_client_new (s_ep);
-    cr_assert_not_null (client);
-    cr_assert_eq (mdp_client_send_mem (client, "generate", data, size), 0);
     int64_t deadline = zclock_mono () + timeout_ms;
     while (true) {
         int64_t left = deadline - zclock_mono ();
@@ -175,6 +207,23 @@ s_generate_raw (const void *data, size_t size, s_result_t *r, int timeout_ms)
         zmsg_destroy (&body);
         break;
     }
+}
+
+//  Sends a generate request body; returns the client to collect from.
+static mdp_client_t *
+s_send (const void *data, size_t size)
+{
+    mdp_client_t *client = mdp_client_new (s_ep);
+    cr_assert_not_null (client);
+    cr_assert_eq (mdp_client_send_mem (client, "generate", data, size), 0);
+    return client;
+}
+
+static void
+s_generate_raw (const void *data, size_t size, s_result_t *r, int timeout_ms)
+{
+    mdp_client_t *client = s_send (data, size);
+    s_collect (client, r, timeout_ms);
     mdp_client_destroy (&client);
 }
 
@@ -375,6 +424,16 @@ Test (edge, streaming_adaptive_ngram_privacy_none_and_modes)
     cr_assert (r->stats.link_bytes_up > 0 && r->stats.link_bytes_down > 0);
     uint64_t cloud_only_down = r->stats.link_bytes_down;
 
+    //  draft_k 0 (no speculation, privacy prefix) and max_tokens 1.
+    req = s_req (prompt, 48, 0);
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "draft_k 0");
+    cr_assert_eq (r->stats.drafts_proposed, 0);
+    req = s_req (prompt, 1, 4);
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want < 1 ? n_want : 1, "max_tokens 1");
+    cr_assert_eq (r->finish, n_want >= 1 ? WIRE_FINISH_REASON_LENGTH : WIRE_FINISH_REASON_STOP);
+
     //  edge_only: the W4 draft model alone, no link.
     req = s_req (prompt, 48, 4);
     req.mode = WIRE_MODE_EDGE_ONLY;
@@ -413,6 +472,13 @@ Test (edge, sampling_is_seeded_and_stop_strings_cut)
     cr_assert_str_eq (a->text, b->text, "same seed, different output");
     for (int i = 0; i < a->n_tokens; i++)
         cr_assert_eq (a->tokens [i], b->tokens [i]);
+    //  n-gram drafts at temperature > 0 (point-mass q), also reproducible.
+    req.drafter = WIRE_DRAFTER_NGRAM;
+    s_generate (&req, a);
+    s_generate (&req, b);
+    cr_assert_eq (a->status, 0, "%s", a->error);
+    s_assert_stats (a, "ngram sampling");
+    cr_assert_str_eq (a->text, b->text);
     //  A stop string taken from the greedy output ends the text before it.
     wire_generate_t g = s_req (s_prompts [1], 40, 4);
     s_generate (&g, a);
@@ -484,6 +550,18 @@ Test (edge, bad_requests_get_clear_errors_and_service_keeps_serving)
     s_generate (&req, r);
     cr_assert_eq (r->status, 413, "long prompt: %d %s", r->status, r->error);
     cr_assert (strstr (r->error, "context"), "%s", r->error);
+    //  Unknown model name: 404; the served one (file name) is fine.
+    req = s_req ("hello", 4, 4);
+    req.model = "gpt-17";
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 404, "%d %s", r->status, r->error);
+    cr_assert (strstr (r->error, "unknown model 'gpt-17'"), "%s", r->error);
+    req.model = "tiny";
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%d %s", r->status, r->error);
+    req.model = "tiny.gguf";
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%d %s", r->status, r->error);
     //  Privacy full is refused, not faked.
     req = s_req ("hello", 8, 4);
     req.privacy = WIRE_PRIVACY_FULL;
@@ -518,5 +596,185 @@ Test (edge, chat_messages_through_the_tokenizer_service)
     int32_t want [S_MAX_OUT];
     int n_want = s_reference (s_model, QFMT_W8, chat, 16, want);
     s_assert_tokens (r, want, n_want, "chat");
+    free (r);
+}
+
+//  Sessions evicted under the services' feet (--max-sessions 1, two
+//  generations at once): every 404 is answered by a re-prefill from the
+//  kept context, and both outputs still equal target-only greedy decoding.
+Test (edge, evicted_sessions_are_reprefilled)
+{
+    s_tiny ();
+    const char *extra [] = { "--fixed-k", "-v", NULL };
+    //  A 10 ms link RTT makes each generation last many round trips, so
+    //  the two overlap whatever the machine's load.
+    s_mesh_opts_t o = { extra, "1", true, "rtt=10", false, NULL };
+    s_mesh_ex (s_model, 2, &o);
+    const char *prompts [2] = { s_prompts [0], s_prompts [2] };
+    int32_t want [2][S_MAX_OUT];
+    int n_want [2];
+    uint8_t *data [2];
+    size_t size [2];
+    for (int i = 0; i < 2; i++) {
+        n_want [i] = s_reference (s_model, QFMT_W8, prompts [i], 64, want [i]);
+        wire_generate_t req = s_req (prompts [i], 64, 2);
+        wire_err_t err;
+        cr_assert_eq (wire_encode (&wire_generate_desc, &req, &data [i], &size [i], &err), 0);
+    }
+    mdp_client_t *c0 = s_send (data [0], size [0]);
+    mdp_client_t *c1 = s_send (data [1], size [1]);
+    s_result_t *r = calloc (2, sizeof *r);
+    s_collect (c0, &r [0], 60000);
+    s_collect (c1, &r [1], 60000);
+    s_assert_tokens (&r [0], want [0], n_want [0], "first of two");
+    s_assert_tokens (&r [1], want [1], n_want [1], "second of two");
+    //  The edge log shows the recoveries (interleaving decides how many).
+    char path [500], line [1024];
+    s_log_path (path, sizeof path, "edge");
+    FILE *f = fopen (path, "r");
+    int reprefills = 0;
+    while (f && fgets (line, sizeof line, f))
+        if (strstr (line, "re-prefilling"))
+            reprefills++;
+    if (f)
+        fclose (f);
+    cr_log_info ("re-prefills: %d", reprefills);
+    cr_assert (reprefills > 0, "the two generations never evicted each other (logs in %s)", s_dir);
+    mdp_client_destroy (&c0);
+    mdp_client_destroy (&c1);
+    free (data [0]);
+    free (data [1]);
+    free (r);
+}
+
+//  The cloud on its own broker behind the in-process link emulator: the
+//  output is unchanged and every round trip pays the emulated RTT.
+Test (edge, cloud_behind_link_emulator)
+{
+    s_tiny ();
+    const char *extra [] = { "-v", NULL };
+    s_mesh_opts_t o = { extra, NULL, true, "rtt=40", false, NULL };
+    s_mesh_ex (s_model, 1, &o);
+    int32_t want [S_MAX_OUT];
+    int n_want = s_reference (s_model, QFMT_W8, s_prompts [1], 24, want);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (s_prompts [1], 24, 4);
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "through the link");
+    s_assert_stats (r, "through the link");
+    //  Prefill is one round trip: at least 40 ms to the first token.
+    cr_assert (r->stats.ttft_ms >= 40.0, "ttft %.1f ms under a 40 ms RTT", r->stats.ttft_ms);
+    cr_assert (r->stats.link_bytes_up > 0);
+    //  Greedy lookahead drafted during the 40 ms round trips and some of
+    //  those drafts were used (the output above is unchanged by them).
+    char path [500], line [1024];
+    s_log_path (path, sizeof path, "edge");
+    FILE *f = fopen (path, "r");
+    int used = -1;
+    while (f && fgets (line, sizeof line, f)) {
+        char *hit = strstr (line, "drafts accepted (");
+        if (hit)
+            used = atoi (hit + strlen ("drafts accepted ("));
+    }
+    if (f)
+        fclose (f);
+    cr_assert (used > 0, "no lookahead draft was used (logs in %s)", s_dir);
+    //  cloud_only: one round trip per token.
+    req.mode = WIRE_MODE_CLOUD_ONLY;
+    s_generate (&req, r);
+    s_assert_tokens (r, want, n_want, "cloud_only through the link");
+    if (r->n_tokens > 2)
+        cr_assert (r->stats.per_token_ms >= 40.0, "cloud_only %.1f ms per token under a 40 ms RTT",
+                   r->stats.per_token_ms);
+    free (r);
+}
+
+//  The real model (skipped when absent): the mesh at split 2 prints what
+//  `splitmesh run --format w8` prints, and the W4 draft of the same file
+//  gets most of its drafts accepted.
+Test (edge, real_model_short_check, .timeout = 180)
+{
+    const char *model = getenv ("SPLITMESH_MODEL");
+    static char def [600];
+    if (!model || access (model, R_OK) != 0) {
+        snprintf (def, sizeof def, "%s/models/SmolLM2-135M-Instruct.Q4_1.gguf", SPLITMESH_SOURCE_DIR);
+        model = def;
+    }
+    if (access (model, R_OK) != 0) {
+        cr_skip_test ("model file %s absent (bash scripts/fetch-model.sh, or SPLITMESH_MODEL)", model);
+        return;
+    }
+    if (!s_dir)
+        s_dir = sm_tmpdir_new ("splitmesh_edge");
+    const char *prompt = "The capital of France is";
+    char out_path [500], cmd [2000];
+    snprintf (out_path, sizeof out_path, "%s/run.out", s_dir);
+    snprintf (cmd, sizeof cmd,
+              "timeout 120 '%s/splitmesh' run --model '%s' --format w8 --threads 1 -n 24 -p '%s' >'%s' 2>/dev/null",
+              sm_bin_dir (), model, prompt, out_path);
+    cr_assert_eq (system (cmd), 0, "%s", cmd);
+    char run_text [4096] = "";
+    FILE *f = fopen (out_path, "rb");
+    cr_assert_not_null (f);
+    size_t n = fread (run_text, 1, sizeof run_text - 1, f);
+    fclose (f);
+    run_text [n] = 0;
+    if (n && run_text [n - 1] == '\n')
+        run_text [n - 1] = 0;
+
+    s_mesh (model, 2, NULL);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (prompt, 24, 4);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%d %s", r->status, r->error);
+    s_assert_stats (r, "real model");
+    cr_assert_str_eq (r->text, run_text, "mesh: '%s'\nrun:  '%s'", r->text, run_text);
+    cr_log_info ("real model: %d tokens, %llu/%llu drafts accepted, ttft %.1f ms, %.1f ms/token, "
+                 "%llu B up, %llu B down", r->n_tokens,
+                 (unsigned long long) r->stats.drafts_accepted, (unsigned long long) r->stats.drafts_proposed,
+                 r->stats.ttft_ms, r->stats.per_token_ms,
+                 (unsigned long long) r->stats.link_bytes_up, (unsigned long long) r->stats.link_bytes_down);
+    cr_assert (r->stats.drafts_accepted * 2 >= r->stats.drafts_proposed,
+               "W4 draft of the target's own file: only %llu of %llu accepted",
+               (unsigned long long) r->stats.drafts_accepted, (unsigned long long) r->stats.drafts_proposed);
+    free (r);
+}
+
+//  No cloud-target at all (the cloud is unreachable): the generation
+//  completes with the draft model alone and says so; with --drafter ngram
+//  (no draft model) it is a clear 503 instead. The service keeps serving.
+Test (edge, unreachable_cloud_degrades_to_edge_only)
+{
+    s_tiny ();
+    s_mesh_opts_t o = { NULL, NULL, false, NULL, true, "300" };
+    s_mesh_ex (s_model, 1, &o);
+    int32_t want_w4 [S_MAX_OUT];
+    int n_w4 = s_reference (s_model, QFMT_W4, s_prompts [2], 20, want_w4);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (s_prompts [2], 20, 4);
+    s_generate (&req, r);
+    s_assert_tokens (r, want_w4, n_w4, "degraded");
+    cr_assert (r->stats.degraded);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%s", r->error);
+    cr_assert (r->stats.degraded);
+    free (r);
+}
+
+Test (edge, unreachable_cloud_without_draft_model_is_an_error)
+{
+    s_tiny ();
+    const char *extra [] = { "--drafter", "ngram", NULL };
+    s_mesh_opts_t o = { extra, NULL, false, NULL, true, "300" };
+    s_mesh_ex (s_model, 1, &o);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (s_prompts [2], 20, 4);
+    s_generate (&req, r);
+    cr_assert (r->status == 503 || r->status == 504, "%d %s", r->status, r->error);
+    cr_assert (strstr (r->error, "target"), "%s", r->error);
+    //  edge_only needs the draft model this edge-draft does not have.
+    req.mode = WIRE_MODE_EDGE_ONLY;
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 422, "%d %s", r->status, r->error);
     free (r);
 }

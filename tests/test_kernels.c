@@ -154,11 +154,18 @@ s_check_quantize_same (const char *env, const char *expect)
         x[2 * 32 + j] = 0.0f;                       //  an all-zero group
     for (int j = 0; j < 32; j++)
         x[3 * 32 + j] = (float) (j - 16) * 0.5f;    //  exact .5 ties
+    for (int j = 0; j < 32; j++)
+        x[4 * 32 + j] = (j - 16) * 1e-39f;          //  subnormal: 1/d would overflow
+    x[5 * 32 + 7] = INFINITY;                       //  garbage in: same garbage out
+    x[6 * 32 + 9] = -INFINITY;
     int8_t q1[20 * 32], q2[20 * 32];
     float d1[20], d2[20], s1[20], s2[20];
     memset (q2, 0x55, sizeof q2);
     kernels_quantize_act_ref (x, nb, nbp, q1, d1, s1);
     k->quantize_act (x, nb, nbp, q2, d2, s2);
+    for (int j = 0; j < 32; j++)
+        CHECK (q1[4 * 32 + j] == 0, "subnormal group not quantized to zero");
+    cr_assert_eq (d1[4], 0.0f);
     cr_assert_arr_eq (q1, q2, sizeof q1, "%s quants differ from the reference", k->name);
     cr_assert_arr_eq (d1, d2, sizeof d1, "%s scales differ", k->name);
     cr_assert_arr_eq (s1, s2, sizeof s1, "%s sums differ", k->name);

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "gguf.h"
+#include "gguf_write.h"
 #include "kvcache.h"
 #include "model.h"
 
@@ -556,4 +557,175 @@ Test (model, unsupported_architecture)
     cr_assert_null (g, "ownership taken on failure");
     cr_assert (strstr (err, "unsupported architecture 'qwenx'"), "%s", err);
     free (buf);
+}
+
+//  --- hand-built files: hyper-parameters and tensors the tiny-model tool
+//  does not vary (RoPE scaling, bad shapes, bad head counts) ---------------
+
+typedef struct {
+    int heads, kv_heads;        //  attention.head_count(_kv)
+    int k_rows;                 //  rows of attn_k (kv_dim when right)
+    int vocab_key;              //  llama.vocab_size (0: not written)
+    const char *scaling;        //  rope.scaling.type (NULL: not written)
+    float scaling_factor;       //  rope.scaling.factor
+    float rope_factor;          //  rope_freqs.weight value (0: no tensor)
+} s_spec_t;
+
+#define S_DIM 64
+#define S_FF 96
+#define S_VOCAB 40
+#define S_LAYERS 2
+
+static float
+s_rand (uint64_t *x)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return (float) ((*x >> 11) * (1.0 / 9007199254740992.0)) - 0.5f;
+}
+
+static void
+s_add (gguf_writer_t *w, const char *name, uint64_t cols, uint64_t rows, uint64_t *seed, float scale,
+       float constant)
+{
+    uint64_t ne[2] = { cols, rows };
+    size_t n = cols * rows;
+    float *v = malloc (n * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = constant != 0.0f ? constant : s_rand (seed) * scale;
+    cr_assert_eq (gguf_writer_add_tensor_f32 (w, name, GGML_TYPE_F32, rows > 1 ? 2 : 1, ne, v), 0,
+                  "%s", gguf_writer_error (w));
+    free (v);
+}
+
+//  Loads a hand-built model (always the same weights for the same seed).
+//  Returns NULL with err set when the loader refuses it.
+static model_t *
+s_build (const s_spec_t *sp, char *err, size_t err_size)
+{
+    gguf_writer_t *w = gguf_writer_new ();
+    gguf_writer_set_str (w, "general.architecture", "llama");
+    gguf_writer_set_u32 (w, "llama.embedding_length", S_DIM);
+    gguf_writer_set_u32 (w, "llama.feed_forward_length", S_FF);
+    gguf_writer_set_u32 (w, "llama.block_count", S_LAYERS);
+    gguf_writer_set_u32 (w, "llama.context_length", 64);
+    gguf_writer_set_u32 (w, "llama.attention.head_count", (uint32_t) sp->heads);
+    gguf_writer_set_u32 (w, "llama.attention.head_count_kv", (uint32_t) sp->kv_heads);
+    gguf_writer_set_f32 (w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    gguf_writer_set_f32 (w, "llama.rope.freq_base", 10000.0f);
+    if (sp->vocab_key)
+        gguf_writer_set_u32 (w, "llama.vocab_size", (uint32_t) sp->vocab_key);
+    if (sp->scaling) {
+        gguf_writer_set_str (w, "llama.rope.scaling.type", sp->scaling);
+        gguf_writer_set_f32 (w, "llama.rope.scaling.factor", sp->scaling_factor);
+    }
+    uint64_t seed = 99;
+    int hd = S_DIM / sp->heads, kv_dim = sp->kv_heads * hd;
+    s_add (w, "token_embd.weight", S_DIM, S_VOCAB, &seed, 1.0f, 0);
+    s_add (w, "output_norm.weight", S_DIM, 1, &seed, 0, 1.0f);
+    if (sp->rope_factor != 0.0f)
+        s_add (w, "rope_freqs.weight", (uint64_t) hd / 2, 1, &seed, 0, sp->rope_factor);
+    for (int l = 0; l < S_LAYERS; l++) {
+        char n[64];
+#define S_T(s, c, r, scale, k) (snprintf (n, sizeof n, "blk.%d.%s", l, s), s_add (w, n, c, r, &seed, scale, k))
+        S_T ("attn_norm.weight", S_DIM, 1, 0, 1.0f);
+        S_T ("ffn_norm.weight", S_DIM, 1, 0, 1.0f);
+        S_T ("attn_q.weight", S_DIM, S_DIM, 0.5f, 0);
+        S_T ("attn_k.weight", S_DIM, (uint64_t) (sp->k_rows ? sp->k_rows : kv_dim), 0.5f, 0);
+        S_T ("attn_v.weight", S_DIM, (uint64_t) kv_dim, 0.5f, 0);
+        S_T ("attn_output.weight", S_DIM, S_DIM, 0.2f, 0);
+        S_T ("ffn_gate.weight", S_DIM, S_FF, 0.2f, 0);
+        S_T ("ffn_up.weight", S_DIM, S_FF, 0.2f, 0);
+        S_T ("ffn_down.weight", S_FF, S_DIM, 0.2f, 0);
+#undef S_T
+    }
+    size_t size;
+    void *buf = gguf_writer_write_mem (w, &size);
+    cr_assert_not_null (buf, "%s", gguf_writer_error (w));
+    gguf_writer_destroy (&w);
+    gguf_t *g = gguf_open_buffer (buf, size, err, err_size);
+    cr_assert_not_null (g, "%s", err);
+    //  The buffer must outlive the model: tests are short-lived processes.
+    return model_load_gguf (&g, NULL, err, err_size);
+}
+
+static const s_spec_t s_good = { 4, 2, 0, S_VOCAB, NULL, 1.0f, 0.0f };
+
+Test (model, hyper_parameters_and_shapes_are_checked)
+{
+    char err[256] = "";
+    model_t *m = s_build (&s_good, err, sizeof err);
+    cr_assert_not_null (m, "%s", err);
+    model_destroy (&m);
+    s_spec_t sp = s_good;
+    sp.kv_heads = 3;
+    cr_assert_null (s_build (&sp, err, sizeof err));
+    cr_assert (strstr (err, "not a multiple of head_count_kv 3"), "%s", err);
+    sp = s_good;
+    sp.k_rows = 48;
+    cr_assert_null (s_build (&sp, err, sizeof err));
+    cr_assert (strstr (err, "tensor 'blk.0.attn_k.weight' has shape [64, 48], expected [64, 32]"), "%s", err);
+    sp = s_good;
+    sp.vocab_key = S_VOCAB + 1;
+    cr_assert_null (s_build (&sp, err, sizeof err));
+    cr_assert (strstr (err, "vocab_size 41 != token_embd rows 40"), "%s", err);
+    sp = s_good;
+    sp.scaling = "yarn";
+    cr_assert_null (s_build (&sp, err, sizeof err));
+    cr_assert (strstr (err, "unsupported rope scaling type 'yarn'"), "%s", err);
+    sp = s_good;
+    sp.scaling = "llama3";
+    cr_assert_null (s_build (&sp, err, sizeof err));
+    cr_assert (strstr (err, "needs tensor 'rope_freqs.weight'"), "%s", err);
+}
+
+//  Last-position logits of a fixed 9-token sequence.
+static void
+s_last_logits (model_t *m, float *out)
+{
+    int32_t tok[9] = { 3, 17, 5, 39, 0, 22, 8, 8, 30 };
+    kvcache_t *kv = kvcache_new (m, 16);
+    float x[9 * S_DIM], l[9 * S_VOCAB];
+    cr_assert_eq (model_embed (m, tok, 9, x), 0);
+    cr_assert_eq (model_forward (m, kv, 0, S_LAYERS, 0, 9, x), 0, "%s", model_error (m));
+    cr_assert_eq (model_head (m, x, 9, l), 0);
+    memcpy (out, l, sizeof l);
+    kvcache_destroy (&kv);
+}
+
+Test (model, rope_scaling_variants_agree)
+{
+    //  Dividing every frequency by 2 through llama3 factors must equal linear
+    //  scaling by 2, and factors of 1 must equal no scaling; plain and
+    //  scaled must differ (positions 1..8 rotate differently).
+    char err[256] = "";
+    float plain[9 * S_VOCAB], ones[9 * S_VOCAB], lin2[9 * S_VOCAB], fac2[9 * S_VOCAB];
+    s_spec_t sp = s_good;
+    model_t *m = s_build (&sp, err, sizeof err);
+    cr_assert_not_null (m, "%s", err);
+    s_last_logits (m, plain);
+    model_destroy (&m);
+    sp.scaling = "llama3";
+    sp.rope_factor = 1.0f;
+    m = s_build (&sp, err, sizeof err);
+    cr_assert_not_null (m, "%s", err);
+    cr_assert (model_config (m)->has_rope_factors);
+    s_last_logits (m, ones);
+    model_destroy (&m);
+    sp.rope_factor = 2.0f;
+    m = s_build (&sp, err, sizeof err);
+    cr_assert_not_null (m, "%s", err);
+    s_last_logits (m, fac2);
+    model_destroy (&m);
+    sp = s_good;
+    sp.scaling = "linear";
+    sp.scaling_factor = 2.0f;
+    m = s_build (&sp, err, sizeof err);
+    cr_assert_not_null (m, "%s", err);
+    cr_assert_float_eq (model_config (m)->rope_freq_scale, 0.5f, 1e-7);
+    s_last_logits (m, lin2);
+    model_destroy (&m);
+    size_t n = 9 * S_VOCAB;
+    cr_assert_lt (s_max_abs_diff (plain, ones, n), 1e-5);
+    cr_assert_lt (s_max_abs_diff (fac2, lin2, n), 1e-5);
+    cr_assert_gt (s_max_abs_diff (plain, lin2, n), 1e-3, "scaling changed nothing");
 }

@@ -350,6 +350,12 @@ Test (quant, bad_args)
     qmatrix_get_row (W, 1, row);
     for (int i = 0; i < 32; i++)
         CHECK (row[i] == 0.0f, "elem %d", i);
+    //  Rows outside the matrix are refused, the buffer left alone.
+    row[0] = 42.0f;
+    cr_assert_eq (qmatrix_get_row (W, 2, row), -1);
+    cr_assert_eq (qmatrix_get_row (W, -1, row), -1);
+    cr_assert_eq (row[0], 42.0f);
+    cr_assert_eq (qmatrix_get_row (W, 0, row), 0);
     qmatrix_destroy (&W);
     qmatrix_destroy (&W);
 

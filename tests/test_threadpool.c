@@ -218,3 +218,18 @@ Test (threadpool, shared_null_pool_runs_on_caller)
     for (int i = 0; i < 5; i++)
         cr_assert_eq (done[i], 1);
 }
+
+Test (threadpool, two_pools_side_by_side)
+{
+    //  Two pools in one process (a draft model's beside a target stage's):
+    //  together they may exceed the CPUs, and jobs alternate between them.
+    threadpool_t *a = threadpool_new (2), *b = threadpool_new (3);
+    cr_assert (a && b);
+    for (int r = 0; r < 300; r++) {
+        s_check_rounds (a, 2, 1);
+        s_check_rounds (b, 3, 1);
+    }
+    threadpool_destroy (&a);
+    s_check_rounds (b, 3, 200);     //  back to one pool
+    threadpool_destroy (&b);
+}

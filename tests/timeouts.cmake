@@ -4,3 +4,4 @@ set(TIMEOUT_model 120)
 # with the real model (skips without it); see tests/test_e2e_greedy.c.
 set(TIMEOUT_e2e_greedy 3000)
 set(TIMEOUT_e2e_sampling 300)
+set(TIMEOUT_services_smollm 120)

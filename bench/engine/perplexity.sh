@@ -5,7 +5,8 @@
 # (word-tokenized, with <unk> markers) as published in pytorch/examples
 # (word_language_model/data/wikitext-2/test.txt); see ../shared/data/README.md.
 # The first --tokens tokens (model tokenizer) are cut into windows of --ctx;
-# every token after a window's first is scored. Writes
+# every token after a window's first is scored. llama-cpp-python, when the
+# python (PYTHON, default python3) has it, scores the same windows. Writes
 # bench/results/perplexity.json and .md with machine, commit and command.
 #
 # usage: bench/engine/perplexity.sh [--tokens 8192] [--ctx 512] [--threads 2]
@@ -32,6 +33,11 @@ for f in f32 w8 w4; do
   "$BUILD/bin/splitmesh" perplexity --model "$MODEL" --file "$TEXT" --format $f \
     --tokens "$TOKENS" --ctx "$CTX" --threads "$THREADS" --json | tee -a "$TMP"
 done
+# llama.cpp on the same file, windows and scoring, as a cross-check.
+if ${PYTHON:-python3} -c "import llama_cpp" 2>/dev/null; then
+  ${PYTHON:-python3} scripts/reference/llamacpp_perplexity.py --model "$MODEL" --file "$TEXT" \
+    --tokens "$TOKENS" --ctx "$CTX" --threads "$THREADS" | tee -a "$TMP"
+fi
 mkdir -p bench/results
 CMD="bench/engine/perplexity.sh --tokens $TOKENS --ctx $CTX --threads $THREADS"
 /usr/bin/python3 - "$TMP" "$MODEL" "$CMD" <<'PY'
@@ -47,7 +53,8 @@ out = {"machine": {"cpu": cpu, "cores": os.cpu_count()}, "commit": commit + ("-d
        "method": "first `tokens` tokens of the file (model tokenizer), non-overlapping windows of `ctx`, each from an empty cache; every token after a window's first is scored",
        "runs": rows}
 for r in rows:
-    out[f"perplexity_{r['format']}"] = r["perplexity"]
+    key = "llamacpp_q4_1" if r["format"].startswith("llama.cpp") else r["format"]
+    out[f"perplexity_{key}"] = r["perplexity"]
 json.dump(out, open("bench/results/perplexity.json", "w"), indent=1)
 md = ["# Perplexity by weight format (bench/engine/perplexity.sh)", "",
       f"Model {out['model']}; text {out['text']}.", f"Method: {out['method']}.",

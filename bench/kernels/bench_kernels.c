@@ -164,25 +164,6 @@ s_empty_job (void *arg, int ith, int nth)
 //  ---------------------------------------------------------------------
 //  Matmul cases
 
-//  Runs every matrix once per pass; returns the best ms per pass over
-//  at least min_s seconds (and at least 3 passes).
-static double
-s_time_passes (qmatrix_t **mats, int n_mats, const float *x, int n_tokens, float *y,
-               threadpool_t *pool, double min_s)
-{
-    double best = 1e30, start = s_now ();
-    int passes = 0;
-    while (passes < 3 || s_now () - start < min_s) {
-        double t0 = s_now ();
-        for (int i = 0; i < n_mats; i++)
-            qmatrix_matmul (mats[i], x, n_tokens, y, pool);
-        double t = s_now () - t0;
-        best = t < best ? t : best;
-        passes++;
-    }
-    return best * 1e3;
-}
-
 static void
 s_record (const char *what, const char *fmt, int threads, int n_tokens, double bytes,
           double flops, double ms)
@@ -253,7 +234,7 @@ main (int argc, char **argv)
 {
     const char *out_dir = "bench/results", *commit = "unknown", *command = "bench_kernels";
     const char *thread_list = "1,2", *token_list = "1,2,4,8,16";
-    double min_s = 0.3;
+    int rounds = 10;
     double llama_ms[8] = { 0 };             //  llama.cpp decode ms/token per thread count
     int llama_threads[8], n_llama = 0;
     size_t bw_mb = 256;
@@ -268,8 +249,8 @@ main (int argc, char **argv)
             thread_list = argv[++i];
         else if (strcmp (argv[i], "--tokens") == 0 && i + 1 < argc)
             token_list = argv[++i];
-        else if (strcmp (argv[i], "--seconds") == 0 && i + 1 < argc)
-            min_s = atof (argv[++i]);
+        else if (strcmp (argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi (argv[++i]) > 0 ? atoi (argv[i]) : 1;
         else if (strcmp (argv[i], "--llama") == 0 && i + 1 < argc && n_llama < 8) {
             //  "THREADS:MS" measured by llama_ref.py in the same run
             if (sscanf (argv[++i], "%d:%lf", &llama_threads[n_llama], &llama_ms[n_llama]) == 2)
@@ -279,7 +260,7 @@ main (int argc, char **argv)
             bw_mb = (size_t) atol (argv[++i]);
         else {
             fprintf (stderr, "usage: bench_kernels [--out DIR] [--commit C] [--command S] "
-                             "[--threads 1,2] [--tokens 1,2,4,8,16] [--seconds S] [--bw-mb MB] "
+                             "[--threads 1,2] [--tokens 1,2,4,8,16] [--rounds N] [--bw-mb MB] "
                              "[--llama THREADS:MS]...\n");
             return 2;
         }
@@ -337,7 +318,9 @@ main (int argc, char **argv)
         printf ("pool         %d thread(s): %.0f ns per empty job\n", threads[i], best);
     }
 
-    //  3. Decode sweep and lm head per format.
+    //  3. Decode sweeps and lm heads per format, all built up front, then
+    //  measured round robin: on a shared machine every case then gets the
+    //  same chance at quiet moments, and each keeps its best pass.
     float *src_f[N_SHAPES];
     for (int s = 0; s < N_SHAPES; s++) {
         size_t n = (size_t) s_layer[s].rows * s_layer[s].cols;
@@ -345,6 +328,10 @@ main (int argc, char **argv)
         for (size_t i = 0; i < n; i++)
             src_f[s][i] = s_uniform () * 0.05f;
     }
+    size_t nh = (size_t) 49152 * 576;
+    float *wh = malloc (nh * sizeof (float));
+    for (size_t i = 0; i < nh; i++)
+        wh[i] = s_uniform () * 0.05f;
     int max_tok = 1;
     for (int i = 0; i < n_tokens_list; i++)
         max_tok = tokens[i] > max_tok ? tokens[i] : max_tok;
@@ -352,11 +339,14 @@ main (int argc, char **argv)
     float *y = malloc ((size_t) max_tok * 49152 * sizeof (float));
     for (int i = 0; i < max_tok * 1536; i++)
         x[i] = s_uniform ();
-    const char *families[] = { "scalar", "avx2", "avx512" };
+
+    static qmatrix_t *sweep[QFMT_COUNT][N_LAYERS * N_SHAPES];
+    qmatrix_t *head[QFMT_COUNT];
+    double sweep_bytes[QFMT_COUNT] = { 0 }, sweep_flops = 0, head_bytes[QFMT_COUNT];
+    for (int s = 0; s < N_SHAPES; s++)
+        sweep_flops += 2.0 * N_LAYERS * s_layer[s].rows * s_layer[s].cols;
     for (qfmt_t fmt = QFMT_F32; fmt < QFMT_COUNT; fmt++) {
-        qmatrix_t *mats[N_LAYERS * N_SHAPES];
-        int n_mats = 0;
-        double bytes = 0, flops1 = 0;
+        int n = 0;
         for (int l = 0; l < N_LAYERS; l++)
             for (int s = 0; s < N_SHAPES; s++) {
                 qmatrix_t *W = qmatrix_new_from_f32 (fmt, src_f[s], s_layer[s].rows, s_layer[s].cols);
@@ -364,47 +354,73 @@ main (int argc, char **argv)
                     fprintf (stderr, "cannot build %s matrix\n", qfmt_name (fmt));
                     return 1;
                 }
-                mats[n_mats++] = W;
-                bytes += (double) qmatrix_bytes (W);
-                flops1 += 2.0 * s_layer[s].rows * s_layer[s].cols;
+                sweep[fmt][n++] = W;
+                sweep_bytes[fmt] += (double) qmatrix_bytes (W);
             }
-        printf ("%s decode sweep: %d matrices, %.1f MB\n", qfmt_name (fmt), n_mats, bytes / 1e6);
-        //  Every family for one token (the decode case) ...
+        head[fmt] = qmatrix_new_from_f32 (fmt, wh, 49152, 576);
+        head_bytes[fmt] = (double) qmatrix_bytes (head[fmt]);
+        printf ("%s: decode sweep %d matrices %.1f MB, lm head %.1f MB\n", qfmt_name (fmt), n,
+                sweep_bytes[fmt] / 1e6, head_bytes[fmt] / 1e6);
+    }
+    free (wh);
+
+    //  The cases: every family for one token (the decode case), small
+    //  batches and the lm head on the best family.
+    typedef struct {
+        const char *what, *simd_env;
+        qfmt_t fmt;
+        int pool, n_tokens;
+        double best_ms;
+        const char *simd;
+    } bcase_t;
+    static bcase_t cases[MAX_RESULTS];
+    int n_cases = 0;
+    const char *families[] = { "scalar", "avx2", "avx512" };
+    for (qfmt_t fmt = QFMT_F32; fmt < QFMT_COUNT; fmt++) {
+        const char *last = "";
         for (int f = 0; f < 3; f++) {
             s_set_simd (families[f]);
-            if (f > 0 && strcmp (kernels_simd_name (), s_results[s_n_results - 1].simd) == 0)
-                continue;           //  CPU lacks this family
-            for (int i = 0; i < n_threads; i++) {
-                double ms = s_time_passes (mats, n_mats, x, 1, y, pools[i], min_s);
-                s_record ("decode_sweep", qfmt_name (fmt), threads[i], 1, bytes, flops1, ms);
-            }
+            if (strcmp (kernels_simd_name (), last) == 0)
+                continue;                   //  the CPU lacks this family
+            last = kernels_simd_name ();
+            for (int i = 0; i < n_threads && n_cases < MAX_RESULTS; i++)
+                cases[n_cases++] = (bcase_t) { "decode_sweep", families[f], fmt, i, 1, 1e30, last };
         }
-        //  ... and small batches on the best family.
-        s_set_simd ("avx512");
-        for (int k = 0; k < n_tokens_list; k++) {
-            if (tokens[k] == 1)
-                continue;
-            for (int i = 0; i < n_threads; i++) {
-                double ms = s_time_passes (mats, n_mats, x, tokens[k], y, pools[i], min_s);
-                s_record ("decode_sweep", qfmt_name (fmt), threads[i], tokens[k], bytes,
-                          flops1 * tokens[k], ms);
-            }
+        for (int k = 0; k < n_tokens_list; k++)
+            for (int i = 0; i < n_threads && tokens[k] > 1 && n_cases < MAX_RESULTS; i++)
+                cases[n_cases++] = (bcase_t) { "decode_sweep", "avx512", fmt, i, tokens[k], 1e30, best_simd };
+        for (int i = 0; i < n_threads && n_cases < MAX_RESULTS; i++)
+            cases[n_cases++] = (bcase_t) { "lm_head", "avx512", fmt, i, 1, 1e30, best_simd };
+    }
+    for (int round = 0; round < rounds; round++) {
+        for (int c = 0; c < n_cases; c++) {
+            bcase_t *bc = &cases[c];
+            s_set_simd (bc->simd_env);
+            int is_head = strcmp (bc->what, "lm_head") == 0;
+            double t0 = s_now ();
+            if (is_head)
+                qmatrix_matmul (head[bc->fmt], x, bc->n_tokens, y, pools[bc->pool]);
+            else
+                for (int i = 0; i < N_LAYERS * N_SHAPES; i++)
+                    qmatrix_matmul (sweep[bc->fmt][i], x, bc->n_tokens, y, pools[bc->pool]);
+            double ms = (s_now () - t0) * 1e3;
+            bc->best_ms = ms < bc->best_ms ? ms : bc->best_ms;
         }
-        for (int i = 0; i < n_mats; i++)
-            qmatrix_destroy (&mats[i]);
-        //  The tied lm head, 49152 x 576: one large matrix.
-        size_t nh = (size_t) 49152 * 576;
-        float *wh = malloc (nh * sizeof (float));
-        for (size_t i = 0; i < nh; i++)
-            wh[i] = s_uniform () * 0.05f;
-        qmatrix_t *H = qmatrix_new_from_f32 (fmt, wh, 49152, 576);
-        free (wh);
-        for (int i = 0; i < n_threads; i++) {
-            double ms = s_time_passes (&H, 1, x, 1, y, pools[i], min_s);
-            s_record ("lm_head", qfmt_name (fmt), threads[i], 1, (double) qmatrix_bytes (H),
-                      2.0 * nh, ms);
-        }
-        qmatrix_destroy (&H);
+        printf ("round %d/%d done\n", round + 1, rounds);
+        fflush (stdout);
+    }
+    for (int c = 0; c < n_cases; c++) {
+        bcase_t *bc = &cases[c];
+        s_set_simd (bc->simd_env);
+        int is_head = strcmp (bc->what, "lm_head") == 0;
+        s_record (bc->what, qfmt_name (bc->fmt), threads[bc->pool], bc->n_tokens,
+                  is_head ? head_bytes[bc->fmt] : sweep_bytes[bc->fmt],
+                  (is_head ? 2.0 * nh : sweep_flops) * bc->n_tokens, bc->best_ms);
+    }
+    for (qfmt_t fmt = QFMT_F32; fmt < QFMT_COUNT; fmt++) {
+        for (int i = 0; i < N_LAYERS * N_SHAPES; i++)
+            qmatrix_destroy (&sweep[fmt][i]);
+        qmatrix_destroy (&head[fmt]);
     }
 
     s_loadavg (load_end, sizeof load_end);

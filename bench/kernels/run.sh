@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs bench_kernels; writes bench/results/kernels.json and
 # kernels.md with the machine, the commit and this command. Extra arguments
-# go to bench_kernels (--threads 1,2 --tokens 1,2,4,8,16 --seconds S --bw-mb MB).
+# go to bench_kernels (--threads 1,2 --tokens 1,2,4,8,16 --rounds N --bw-mb MB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD_DIR=${SPLITMESH_BUILD_DIR:-build}

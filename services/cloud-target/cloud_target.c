@@ -25,6 +25,7 @@ typedef struct {
     int n_pos;                  //  positions held
     s_mode_t mode;              //  what the session was prefilled with
     uint64_t seed;              //  sampling seed of the session
+    long *total;                //  the service's positions over all sessions
 } s_session_t;
 
 typedef struct {
@@ -35,13 +36,25 @@ typedef struct {
     float *logits;              //  (max_draft_k + 1, vocab)
     int ctx;                    //  positions per session
     int split;                  //  L
+    long positions;             //  KV positions held over all sessions
+    service_metrics_t *metrics; //  telemetry (may be disabled)
 } s_state_t;
+
+//  Sets a session's position count, keeping the service's total.
+static void
+s_set_pos (s_session_t *session, int n_pos)
+{
+    *session->total += n_pos - session->n_pos;
+    session->n_pos = n_pos;
+}
 
 static void
 s_session_free (void **item_p)
 {
     s_session_t *session = (s_session_t *) *item_p;
     if (session) {
+        if (session->total)
+            *session->total -= session->n_pos;
         session->kv_destroy (&session->kv);
         free (session);
         *item_p = NULL;
@@ -119,13 +132,13 @@ s_forward (s_state_t *self, s_session_t *session, uint32_t pos, float *x, size_t
     target_backend_t *b = self->backend;
     int first = session->mode == S_MODE_TOKENS? 0: self->split;
     b->ops->kv_truncate (session->kv, (int) pos);
-    session->n_pos = (int) pos;
+    s_set_pos (session, (int) pos);
     for (size_t p = 0; p < n; p += S_CHUNK) {
         int k = (int) (n - p < S_CHUNK? n - p: S_CHUNK);
         if (b->ops->forward (b, session->kv, first, b->n_layers, (int) (pos + p), k,
                              x + p * (size_t) b->dim))
             return service_error (500, "forward pass: %s", b->ops->error (b));
-        session->n_pos = (int) (pos + p) + k;
+        s_set_pos (session, (int) (pos + p) + k);
     }
     return NULL;
 }
@@ -188,6 +201,7 @@ s_prefill (s_state_t *self, zframe_t *body)
         if (session) {
             session->kv_destroy = b->ops->kv_destroy;
             session->kv = b->ops->kv_new (b, self->ctx);
+            session->total = &self->positions;
         }
         if (!session || !session->kv) {
             free (session);
@@ -252,6 +266,7 @@ s_prefill (s_state_t *self, zframe_t *body)
     out.next_token = next;
     out.has_next_token = true;
     reply = service_encode (&wire_prefill_reply_desc, &out);
+    service_metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
 done:
     free (x);
     wire_msg_free (&wire_prefill_desc, &req);
@@ -271,6 +286,7 @@ s_verify (s_state_t *self, zframe_t *body)
     s_mode_t mode;
     speculative_q_t q [WIRE_MAX_DRAFT_K];
     zframe_t *reply = NULL;
+    int64_t start = zclock_usecs ();
     s_session_t *session = (s_session_t *) session_store_lookup (self->sessions, req.session);
     if (!session) {
         reply = service_error (404, "unknown session '%s'", req.session);
@@ -341,12 +357,16 @@ s_verify (s_state_t *self, zframe_t *body)
         //  Bad drafts: nothing was accepted; leave the cache at pos + 1 so a
         //  retry at the same pos starts from the same state.
         b->ops->kv_truncate (session->kv, (int) req.pos);
-        session->n_pos = (int) req.pos;
+        s_set_pos (session, (int) req.pos);
         reply = service_error (422, "%s", err);
         goto done;
     }
-    session->n_pos = (int) req.pos + 1 + accepted;
+    s_set_pos (session, (int) req.pos + 1 + accepted);
     b->ops->kv_truncate (session->kv, session->n_pos);
+    service_metrics_observe (self->metrics, "verify_seconds", NULL,
+                             (zclock_usecs () - start) / 1e6);
+    service_metrics_gauge (self->metrics, "batch_size", NULL, 1);
+    service_metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
     out.accepted = (uint32_t) accepted;
     out.next_token = next;
     out.has_next_token = true;
@@ -424,8 +444,10 @@ cloud_target_actor (zsock_t *pipe, void *args)
                        config->model, qfmt_name (config->format), b->weight_bytes / 1e6,
                        config->split, state.ctx, config->max_sessions);
     }
-    service_actor_run (pipe, config, "target", setup, s_handler, &state);
+    state.metrics = *setup? NULL: service_metrics_new ("cloud-target", config);
+    service_actor_run (pipe, config, "target", setup, s_handler, &state, state.metrics);
     session_store_destroy (&state.sessions);
+    service_metrics_destroy (&state.metrics);
     speculative_destroy (&state.verifier);
     free (state.logits);
     if (state.backend)

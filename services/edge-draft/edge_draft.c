@@ -187,6 +187,7 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
     if (sh->k_max > DRAFTER_MAX_K)
         sh->k_max = DRAFTER_MAX_K;
     sh->fixed_k = a->fixed_k;
+    sh->lookahead = !a->no_lookahead;
     sh->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : EDGE_DRAFT_TIMEOUT_DEFAULT;
     sh->heartbeat_ms = a->heartbeat_ms;
     sh->verbose = a->verbose;
@@ -215,6 +216,9 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
         }
     }
 
+    sh->metrics = metrics_new ("edge-draft", sh->instance, a->telemetry);
+    if (a->telemetry && *a->telemetry && !EDGE_METRICS_AVAILABLE)
+        zsys_warning ("edge-draft: --telemetry given, but this build has no core/metrics yet");
     self->n_workers = a->workers > 0 ? a->workers : EDGE_DRAFT_WORKERS_DEFAULT;
     self->workers = calloc ((size_t) self->n_workers, sizeof *self->workers);
     self->wargs = calloc ((size_t) self->n_workers, sizeof *self->wargs);
@@ -231,10 +235,10 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
             return -1;
         }
     }
-    zsys_info ("edge-draft: %d workers of 'generate' on %s, cloud %s%s%s, draft %s, ctx %d, k max %d%s",
+    zsys_info ("edge-draft: %d workers of 'generate' on %s, cloud %s%s%s, draft %s, ctx %d, k max %d%s%s",
                self->n_workers, sh->broker, sh->cloud, self->proxy ? " via link " : "",
                self->proxy ? a->link : "", sh->draft ? "model" : "ngram only", sh->ctx, sh->k_max,
-               sh->fixed_k ? " (fixed)" : " (adaptive)");
+               sh->fixed_k ? " (fixed)" : " (adaptive)", sh->lookahead ? ", lookahead" : "");
     return 0;
 }
 
@@ -254,6 +258,7 @@ s_stop (s_self_t *self)
         unlink (path);
         rmdir (self->proxy_dir);
     }
+    metrics_destroy (&sh->metrics);
     tokenizer_destroy (&sh->tok);
     model_destroy (&sh->draft);
     pthread_mutex_destroy (&sh->draft_lock);

@@ -39,7 +39,7 @@ extern "C" {
 
 #define EDGE_DRAFT_WORKERS_DEFAULT  4
 #define EDGE_DRAFT_KMAX_DEFAULT     16
-#define EDGE_DRAFT_TIMEOUT_DEFAULT  15000   //  ms per attempt of one call
+#define EDGE_DRAFT_TIMEOUT_DEFAULT  5000    //  ms per attempt of one call, + 20 ms per position
 #define EDGE_DRAFT_CTX_DEFAULT      2048    //  as the split-prefix and cloud-target services
 
 typedef struct {
@@ -54,6 +54,7 @@ typedef struct {
     const char *instance;       //  name in logs and metrics; NULL: host:pid
     int draft_k_max;            //  cap on k per round (0: EDGE_DRAFT_KMAX_DEFAULT)
     bool fixed_k;               //  keep the request's draft_k (no adaptation)
+    bool no_lookahead;          //  do not draft ahead while a verify travels
     int threads;                //  draft model threads (0: 1)
     int workers;                //  concurrent generations (0: EDGE_DRAFT_WORKERS_DEFAULT)
     int ctx;                    //  context limit, tokens (0: min(model's, 4096))

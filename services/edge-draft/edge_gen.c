@@ -19,14 +19,16 @@
     round shows they do not begin a stop string.
 
     Failures: 4xx from a service ends the generation with that error; 5xx
-    and timeouts are retried with back-off (plus mdp_client's own retries),
-    then, when a draft model is loaded, the generation carries on with the
-    draft model alone and gen_stats.degraded is set; without one it ends
-    with the error. An error before any output is sent as an error reply;
+    are retried with back-off, timeouts by mdp_client on a fresh socket.
+    Then 503 (no worker) and 504 (no answer: the cloud is unreachable) let
+    the generation carry on with the draft model alone, gen_stats.degraded
+    set, when a draft model is loaded; any other failure ends it with the
+    error. An error before any output is sent as an error reply;
     after output, as a FINAL with finish_reason "error" (logged).
 */
 #include "edge_gen.h"
 #include "codec.h"
+#include "mdp_common.h"
 #include "sampler.h"
 
 #include <math.h>
@@ -35,7 +37,11 @@
 
 #define S_ATTEMPTS      3       //  tries of a call answered 5xx / timed out
 #define S_BACKOFF_MS    100     //  first back-off, doubled per retry
-#define S_REPREFILLS    3       //  404 recoveries per round
+#define S_REPREFILLS    8       //  404 recoveries per round
+#define S_REPREFILL_MS  10      //  back-off before the 2nd.. recovery, doubled, plus jitter
+static uint64_t s_random64 (void);
+
+#define S_MS_PER_POSITION 20     //  added to a call's timeout per position it evaluates
 #define S_MDP_RETRIES   1       //  mdp_client_request retries after a timeout
 #define S_MDP_OVERHEAD  8       //  bytes of MDP header frames ("MDPC02", command, empty)
 
@@ -77,21 +83,101 @@ typedef struct {
     uint64_t up, down;          //  link bytes
     bool degraded;
     int64_t t_start, t_first, t_last;  //  usecs
+    int64_t us_draft, us_extend, us_verify;    //  this round's parts (verbose log)
+    bool lookahead;             //  draft the next round while verify travels
+    drafter_proposal_t *prop2;  //  scratch proposal for lookahead drafting
+    int32_t ahead [DRAFTER_MAX_K + 1];  //  e_1..e_m drafted during this round's verify
+    int n_ahead;
+    int32_t pre [DRAFTER_MAX_K];        //  e_2..e_m: next round's drafts, if it starts ...
+    int n_pre;
+    int pre_at;                 //  ... with this many context tokens
+    int32_t pre_last;           //  ... the last of them being e_1
+    int n_ahead_used;           //  lookahead drafts proposed (verbose stats)
 } gen_t;
 
 //  ---------------------------------------------------------------------
 //  Calls to the other services
 
-//  Sends msg (type desc) to service through client, waits for the reply and
-//  decodes it as reply_desc into reply. Returns 0, or a status (error reply,
-//  504 timeout, 500 undecodable reply) with g->err set. Counts link bytes
-//  when to_cloud. Retries 5xx/timeouts S_ATTEMPTS times with back-off.
+//  Decodes a reply body (taken over and destroyed) to a call of desc as
+//  reply_desc into reply. Returns 0, or a status with g->err set: the
+//  error reply's, or 500 for a frame that is neither.
+static int
+s_parse (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
+         zmsg_t **rep_p, const wire_desc_t *reply_desc, void *reply)
+{
+    zmsg_t *rep = *rep_p;
+    *rep_p = NULL;
+    wire_err_t werr;
+    zframe_t *rf = zmsg_first (rep);
+    if (to_cloud)
+        g->down += zmsg_content_size (rep) + strlen (service) + S_MDP_OVERHEAD;
+    wire_peek_t peek;
+    int status = 0;
+    if (!rf || wire_peek (zframe_data (rf), zframe_size (rf), &peek, &werr)) {
+        snprintf (g->err, sizeof g->err, "'%s' answered %s with a malformed frame", service, desc->name);
+        status = 500;
+    }
+    else
+    if (peek.status || peek.desc == &wire_error_desc) {
+        wire_error_t e;
+        status = peek.status ? peek.status : 500;
+        if (wire_decode_frame (&wire_error_desc, rf, &e, &werr) == 0) {
+            status = (int) e.status;
+            snprintf (g->err, sizeof g->err, "%s '%s': %d %s", service, desc->name, status, e.error);
+            wire_msg_free (&wire_error_desc, &e);
+        }
+        else
+            snprintf (g->err, sizeof g->err, "%s '%s': status %d", service, desc->name, status);
+    }
+    else
+    if (wire_decode_frame (reply_desc, rf, reply, &werr)) {
+        snprintf (g->err, sizeof g->err, "'%s' answered %s with a bad %s: %s",
+                  service, desc->name, reply_desc->name, werr.text);
+        status = 500;
+    }
+    zmsg_destroy (&rep);
+    return status;
+}
+
+//  Encodes msg into a one-frame body, counting link bytes. NULL with
+//  g->err when msg breaks the schema.
+static zmsg_t *
+s_body (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc, const void *msg)
+{
+    wire_err_t werr;
+    zframe_t *frame = wire_encode_frame (desc, msg, &werr);
+    if (!frame) {
+        snprintf (g->err, sizeof g->err, "cannot encode %s: %s", desc->name, werr.text);
+        return NULL;
+    }
+    if (to_cloud)
+        g->up += zframe_size (frame) + strlen (service) + S_MDP_OVERHEAD;
+    zmsg_t *body = zmsg_new ();
+    zmsg_append (body, &frame);
+    return body;
+}
+
+//  A long prompt takes a while on a CPU: an attempt's deadline grows with
+//  the positions the call evaluates.
+static int
+s_timeout (gen_t *g, int n_pos)
+{
+    return g->sh->timeout_ms + S_MS_PER_POSITION * n_pos;
+}
+
+//  Sends msg (type desc) to service, waits for the reply and decodes it as
+//  reply_desc into reply. Returns 0, or a status (error reply, 504 no
+//  answer, 500 undecodable reply) with g->err set. Counts link bytes when
+//  to_cloud. 5xx replies are retried S_ATTEMPTS times with back-off; an
+//  attempt without answer is retried by mdp_client_request on a fresh
+//  socket.
 static int
 s_call (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
-        const void *msg, const wire_desc_t *reply_desc, void *reply)
+        const void *msg, const wire_desc_t *reply_desc, void *reply, int n_pos)
 {
     mdp_client_t *client = to_cloud ? g->cloud : g->dev;
-    wire_err_t werr;
+    int timeout_ms = s_timeout (g, n_pos);
+    mdp_client_set_timeout (client, timeout_ms);
     int status = 0;
     int backoff = S_BACKOFF_MS;
     for (int attempt = 0; attempt < S_ATTEMPTS; attempt++) {
@@ -103,56 +189,72 @@ s_call (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
             snprintf (g->err, sizeof g->err, "edge-draft is stopping");
             return 503;
         }
-        zframe_t *frame = wire_encode_frame (desc, msg, &werr);
-        if (!frame) {
-            snprintf (g->err, sizeof g->err, "cannot encode %s: %s", desc->name, werr.text);
+        zmsg_t *body = s_body (g, to_cloud, service, desc, msg);
+        if (!body)
             return 500;
-        }
-        if (to_cloud)
-            g->up += zframe_size (frame) + strlen (service) + S_MDP_OVERHEAD;
-        zmsg_t *body = zmsg_new ();
-        zmsg_append (body, &frame);
         zmsg_t *rep = mdp_client_request (client, service, &body);
         if (!rep) {
-            //  mdp_client_request has already retried on a fresh socket.
             snprintf (g->err, sizeof g->err, "%s: no reply from '%s' (%d ms per attempt, %d attempts)",
-                      desc->name, service, g->sh->timeout_ms, S_MDP_RETRIES + 1);
+                      desc->name, service, timeout_ms, S_MDP_RETRIES + 1);
             return 504;
         }
-        zframe_t *rf = zmsg_first (rep);
-        if (to_cloud)
-            g->down += zmsg_content_size (rep) + strlen (service) + S_MDP_OVERHEAD;
-        wire_peek_t peek;
-        if (!rf || wire_peek (zframe_data (rf), zframe_size (rf), &peek, &werr)) {
-            zmsg_destroy (&rep);
-            snprintf (g->err, sizeof g->err, "'%s' answered %s with a malformed frame", service, desc->name);
-            return 500;
-        }
-        if (peek.status || peek.desc == &wire_error_desc) {
-            wire_error_t e;
-            status = peek.status ? peek.status : 500;
-            if (wire_decode_frame (&wire_error_desc, rf, &e, &werr) == 0) {
-                status = (int) e.status;
-                snprintf (g->err, sizeof g->err, "%s '%s': %d %s", service, desc->name, status, e.error);
-                wire_msg_free (&wire_error_desc, &e);
-            }
-            else
-                snprintf (g->err, sizeof g->err, "%s '%s': status %d", service, desc->name, status);
-            zmsg_destroy (&rep);
-            if (status >= 500)
-                continue;       //  retry
+        status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
+        if (status < 500)
             return status;
-        }
-        int rc = wire_decode_frame (reply_desc, rf, reply, &werr);
-        zmsg_destroy (&rep);
-        if (rc) {
-            snprintf (g->err, sizeof g->err, "'%s' answered %s with a bad %s: %s",
-                      service, desc->name, reply_desc->name, werr.text);
-            return 500;
-        }
-        return 0;
     }
     return status;
+}
+
+//  The same call in two halves, so the caller can work while the request
+//  travels: s_call_start sends, s_call_ready says whether the answer is
+//  there, s_call_finish waits for it. A call whose first attempt fails
+//  (5xx, or no answer in time) goes on as s_call does.
+static int
+s_call_start (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc, const void *msg)
+{
+    zmsg_t *body = s_body (g, to_cloud, service, desc, msg);
+    if (!body)
+        return 500;
+    mdp_client_t *client = to_cloud ? g->cloud : g->dev;
+    return mdp_client_send (client, service, &body) ? 500 : 0;
+}
+
+static bool
+s_call_ready (gen_t *g, bool to_cloud)
+{
+    zsock_t *sock = mdp_client_sock (to_cloud ? g->cloud : g->dev);
+    return (zsock_events (sock) & ZMQ_POLLIN) != 0;
+}
+
+static int
+s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
+               const void *msg, const wire_desc_t *reply_desc, void *reply, int n_pos,
+               int64_t started_ms)
+{
+    mdp_client_t *client = to_cloud ? g->cloud : g->dev;
+    int64_t deadline = started_ms + s_timeout (g, n_pos);
+    while (true) {
+        int64_t left = deadline - zclock_mono ();
+        int command = 0;
+        char *name = NULL;
+        zmsg_t *rep = left > 0 ? mdp_client_recv (client, (int) left, &command, &name) : NULL;
+        bool ours = rep && name && streq (name, service);
+        zstr_free (&name);
+        if (!rep)
+            break;
+        if (!ours || command != MDPC_FINAL) {
+            zmsg_destroy (&rep);        //  a PARTIAL, or a stray late reply
+            continue;
+        }
+        int status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
+        if (status < 500)
+            return status;
+        break;
+    }
+    //  No answer in time, or 5xx: drop whatever may still come on this
+    //  socket and do it the synchronous way.
+    mdp_client_reconnect (client);
+    return s_call (g, to_cloud, service, desc, msg, reply_desc, reply, n_pos);
 }
 
 //  Best-effort session_close to one service (short timeout, no retries).
@@ -176,7 +278,6 @@ s_close (gen_t *g, bool to_cloud, const char *service)
     if (rep && to_cloud)
         g->down += zmsg_content_size (rep) + strlen (service) + S_MDP_OVERHEAD;
     zmsg_destroy (&rep);
-    mdp_client_set_timeout (client, g->sh->timeout_ms);
     mdp_client_set_retries (client, S_MDP_RETRIES);
 }
 
@@ -307,8 +408,12 @@ s_emit (gen_t *g, int32_t tok)
         return;
     }
     int64_t now = zclock_usecs ();
-    if (!g->n_out)
+    if (!g->n_out) {
         g->t_first = now;
+        metrics_observe (g->sh->metrics, "ttft_seconds", NULL, (now - g->t_start) / 1e6);
+    }
+    else
+        metrics_observe (g->sh->metrics, "inter_token_seconds", NULL, (now - g->t_last) / 1e6);
     g->t_last = now;
     g->out [g->n_out++] = tok;
     g->ctx [g->n_ctx++] = tok;
@@ -371,8 +476,19 @@ s_partial (gen_t *g)
 }
 
 static void
+s_count_request (gen_t *g, int status)
+{
+    char label [32];
+    snprintf (label, sizeof label, "status=%d", status);
+    metrics_count (g->sh->metrics, "requests_total", label, 1);
+    if (status >= 400)
+        metrics_count (g->sh->metrics, "errors_total", label, 1);
+}
+
+static void
 s_reply_error (gen_t *g, int status, const char *text)
 {
+    s_count_request (g, status);
     zframe_t *frame = wire_error_frame (status, text, -1);
     zmsg_t *msg = zmsg_new ();
     zmsg_append (msg, &frame);
@@ -431,6 +547,11 @@ s_reply_final (gen_t *g)
     zmsg_t *msg = zmsg_new ();
     zmsg_append (msg, &frame);
     mdp_worker_send_final (g->worker, g->client, &msg);
+    s_count_request (g, g->err_status ? g->err_status : 200);
+    metrics_count (g->sh->metrics, "prompt_tokens_total", NULL, g->n_prompt);
+    metrics_count (g->sh->metrics, "tokens_generated_total", NULL, g->n_out);
+    metrics_count (g->sh->metrics, "link_bytes_total", "direction=up", (double) g->up);
+    metrics_count (g->sh->metrics, "link_bytes_total", "direction=down", (double) g->down);
 }
 
 //  ---------------------------------------------------------------------
@@ -459,7 +580,7 @@ s_prefill (gen_t *g, int n, int32_t *next)
         pp.session = g->session;
         pp.tokens = g->ctx;
         pp.tokens_count = (size_t) n;
-        status = s_call (g, false, "prefix", &wire_prefill_desc, &pp, &wire_activations_reply_desc, &ar);
+        status = s_call (g, false, "prefix", &wire_prefill_desc, &pp, &wire_activations_reply_desc, &ar, n);
         if (status)
             return status;
         pf.activations = ar.activations;
@@ -469,7 +590,7 @@ s_prefill (gen_t *g, int n, int32_t *next)
         pf.tokens_count = (size_t) n;
     }
     wire_prefill_reply_t pr;
-    status = s_call (g, true, "target", &wire_prefill_desc, &pf, &wire_prefill_reply_desc, &pr);
+    status = s_call (g, true, "target", &wire_prefill_desc, &pf, &wire_prefill_reply_desc, &pr, n);
     if (g->use_prefix)
         wire_msg_free (&wire_activations_reply_desc, &ar);
     if (status)
@@ -488,6 +609,29 @@ s_prefill (gen_t *g, int n, int32_t *next)
         *next = pr.next_token;
     wire_msg_free (&wire_prefill_reply_desc, &pr);
     return status;
+}
+
+//  Drafts e_1, e_2, ... after ctx + d_1..d_k until the verify reply is
+//  there or enough for the next round are ready. The tokens go into
+//  g->ctx beyond n_ctx (scratch: emission overwrites them) and g->ahead.
+static void
+s_lookahead (gen_t *g, int k)
+{
+    int limit = drafter_adapt_k (g->k, k, k, g->sh->k_max) + 1;
+    if (limit > DRAFTER_MAX_K + 1)
+        limit = DRAFTER_MAX_K + 1;
+    if (limit > g->cap - g->n_ctx - k)
+        limit = g->cap - g->n_ctx - k;
+    for (int i = 0; i < k; i++)
+        g->ctx [g->n_ctx + i] = g->prop->d [i];
+    char err [256];
+    while (g->n_ahead < limit && !s_call_ready (g, true)) {
+        int n = g->n_ctx + k + g->n_ahead;
+        if (drafter_propose (g->drafter, g->ctx, n, 1, NULL, g->prop2, err, sizeof err) || g->prop2->k != 1)
+            break;      //  only an optimisation: the round goes on without it
+        g->ctx [n] = g->prop2->d [0];
+        g->ahead [g->n_ahead++] = g->prop2->d [0];
+    }
 }
 
 //  One verification of prop (k drafts) after ctx. Returns 0 with
@@ -540,7 +684,9 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
         e.pos = (uint32_t) pos;
         e.tokens = rows;
         e.tokens_count = (size_t) k + 1;
-        status = s_call (g, false, "prefix", &wire_extend_desc, &e, &wire_activations_reply_desc, &ar);
+        int64_t t_ext = zclock_usecs ();
+        status = s_call (g, false, "prefix", &wire_extend_desc, &e, &wire_activations_reply_desc, &ar, k + 1);
+        g->us_extend = zclock_usecs () - t_ext;
         if (status)
             return status;
         if (!ar.activations || ar.activations->n_pos != (uint32_t) k + 1 || ar.pos != (uint32_t) pos) {
@@ -555,7 +701,25 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
         v.tokens_count = (size_t) k + 1;
     }
     wire_verify_reply_t vr;
-    status = s_call (g, true, "target", &wire_verify_desc, &v, &wire_verify_reply_desc, &vr);
+    int64_t t0 = zclock_usecs ();
+    g->n_ahead = 0;
+    if (g->lookahead && k > 0) {
+        //  While the verify travels, draft on as if all k drafts and the
+        //  draft's own guess of the bonus token were accepted (greedy only:
+        //  the guesses use no randomness, so timing cannot change output).
+        int64_t started = zclock_mono ();
+        status = s_call_start (g, true, "target", &wire_verify_desc, &v);
+        if (status == 0) {
+            s_lookahead (g, k);
+            status = s_call_finish (g, true, "target", &wire_verify_desc, &v,
+                                    &wire_verify_reply_desc, &vr, k + 1, started);
+        }
+    }
+    else
+        status = s_call (g, true, "target", &wire_verify_desc, &v, &wire_verify_reply_desc, &vr, k + 1);
+    g->us_verify = zclock_usecs () - t0;
+    if (status == 0)
+        metrics_observe (g->sh->metrics, "verify_seconds", NULL, g->us_verify / 1e6);
     if (g->use_prefix)
         wire_msg_free (&wire_activations_reply_desc, &ar);
     if (status)
@@ -579,7 +743,7 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
 static bool
 s_degrade (gen_t *g, int status)
 {
-    if (status < 500 || !g->sh->draft || g->edge_only)
+    if ((status != 503 && status != 504) || !g->sh->draft || g->edge_only)
         return false;
     zsys_warning ("edge-draft: session %s: %s; continuing with the draft model alone (degraded)",
                   g->session, g->err);
@@ -641,12 +805,39 @@ s_round (gen_t *g)
     if (k > g->cap - g->n_ctx)
         k = g->cap - g->n_ctx;
     g->prop->k = 0;
-    if (k > 0 && drafter_propose (g->drafter, g->ctx, g->n_ctx, k, g->dsampler, g->prop,
-                                  g->err, sizeof g->err)) {
-        s_fail (g, 500);
-        return;
+    g->us_extend = 0;
+    int64_t t_draft = zclock_usecs ();
+    //  Drafts made during the last verify, when that verify accepted
+    //  everything and its next token was the draft's guess.
+    int p = 0;
+    if (g->n_pre > 0 && g->pre_at == g->n_ctx && g->ctx [g->n_ctx - 1] == g->pre_last && k > 0) {
+        p = g->n_pre < k ? g->n_pre : k;
+        for (int i = 0; i < p; i++) {
+            g->prop->d [i] = g->pre [i];
+            g->ctx [g->n_ctx + i] = g->pre [i];
+            g->prop->q [i][0].token = g->pre [i];
+            g->prop->q [i][0].prob = 1.0f;
+            g->prop->q_n [i] = 1;
+        }
+        g->prop->k = p;
+        g->n_ahead_used += p;
+    }
+    g->n_pre = 0;
+    if (k > p) {
+        if (drafter_propose (g->drafter, g->ctx, g->n_ctx + p, k - p, g->dsampler, g->prop2,
+                             g->err, sizeof g->err)) {
+            s_fail (g, 500);
+            return;
+        }
+        for (int i = 0; i < g->prop2->k; i++) {
+            g->prop->d [p + i] = g->prop2->d [i];
+            g->prop->q_n [p + i] = g->prop2->q_n [i];
+            memcpy (g->prop->q [p + i], g->prop2->q [i], (size_t) g->prop2->q_n [i] * sizeof (sampler_prob_t));
+        }
+        g->prop->k = p + g->prop2->k;
     }
     k = g->prop->k;
+    g->us_draft = zclock_usecs () - t_draft;
     int accepted = 0;
     int32_t next = -1;
     int status = 0;
@@ -654,7 +845,11 @@ s_round (gen_t *g)
         status = s_verify (g, k, &accepted, &next);
         if (status != 404 || attempt >= S_REPREFILLS)
             break;
-        //  The session is gone on some replica: rebuild both caches.
+        //  The session is gone on some replica: rebuild both caches. When
+        //  that keeps happening (sessions evicting each other on a full
+        //  replica), back off a random while so one of them gets through.
+        if (attempt > 0)
+            zclock_sleep (S_REPREFILL_MS * (1 << (attempt - 1)) + (int) (s_random64 () % S_REPREFILL_MS));
         if (g->sh->verbose)
             zsys_info ("edge-draft: session %s: %s; re-prefilling %d positions",
                        g->session, g->err, g->n_ctx - 1);
@@ -669,12 +864,27 @@ s_round (gen_t *g)
         return;
     }
     if (g->sh->verbose)
-        zsys_info ("edge-draft: session %s pos %d: %d/%d accepted, next %d",
-                   g->session, g->n_ctx - 1, accepted, k, next);
+        zsys_info ("edge-draft: session %s pos %d: %d/%d accepted, next %d "
+                   "(draft %.1f ms, extend %.1f ms, verify %.1f ms, %d drafted ahead)",
+                   g->session, g->n_ctx - 1, accepted, k, next,
+                   g->us_draft / 1e3, g->us_extend / 1e3, g->us_verify / 1e3, g->n_ahead);
+    if (accepted == k && g->n_ahead >= 2 && next == g->ahead [0]) {
+        g->n_pre = g->n_ahead - 1;
+        memcpy (g->pre, g->ahead + 1, (size_t) g->n_pre * sizeof *g->pre);
+        g->pre_at = g->n_ctx + k + 1;
+        g->pre_last = next;
+    }
     g->proposed += (uint64_t) k;
     g->accepted += (uint64_t) accepted;
     for (int i = 0; i < accepted; i++)
         g->by_pos [i]++;
+    for (int i = 0; i < k; i++) {
+        char label [32];
+        snprintf (label, sizeof label, "pos=%d", i);
+        metrics_count (g->sh->metrics, "drafts_proposed_total", label, 1);
+        if (i < accepted)
+            metrics_count (g->sh->metrics, "drafts_accepted_total", label, 1);
+    }
     if (k > g->max_pos_used)
         g->max_pos_used = k;
     for (int i = 0; i < accepted && !g->done; i++)
@@ -704,7 +914,7 @@ s_tokenize (gen_t *g)
     }
     t.add_special = true;
     wire_tokenize_reply_t r;
-    int status = s_call (g, false, "tokenizer", &wire_tokenize_desc, &t, &wire_tokenize_reply_desc, &r);
+    int status = s_call (g, false, "tokenizer", &wire_tokenize_desc, &t, &wire_tokenize_reply_desc, &r, 0);
     if (status)
         return status;
     if (r.tokens_count == 0) {
@@ -743,6 +953,17 @@ s_validate (gen_t *g)
         snprintf (g->err, sizeof g->err, "field 'prompt': empty");
         return 422;
     }
+    if (r->model) {
+        bool known = false;
+        for (int i = 0; i < 3; i++)
+            if (streq (r->model, g->sh->model_names [i]))
+                known = true;
+        if (!known) {
+            snprintf (g->err, sizeof g->err, "unknown model '%.200s': this edge-draft serves '%.200s'",
+                      r->model, g->sh->model_names [1]);
+            return 404;
+        }
+    }
     if (r->privacy == WIRE_PRIVACY_FULL) {
         snprintf (g->err, sizeof g->err, "field 'privacy': 'full' is not implemented by this edge-draft (use prefix or none)");
         return 422;
@@ -767,6 +988,7 @@ s_gen_free (gen_t *g)
     free (g->out);
     free (g->text);
     free (g->prop);
+    free (g->prop2);
     free (g->q_tokens);
     free (g->q_probs);
     tokenizer_stream_destroy (&g->stream);
@@ -852,6 +1074,7 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
     }
     g->out = malloc ((size_t) r->max_tokens * sizeof *g->out);
     g->prop = malloc (sizeof *g->prop);
+    g->prop2 = malloc (sizeof *g->prop2);
     g->q_tokens = malloc ((size_t) DRAFTER_MAX_K * DRAFTER_MAX_CANDIDATES * sizeof *g->q_tokens);
     g->q_probs = malloc ((size_t) DRAFTER_MAX_K * DRAFTER_MAX_CANDIDATES * sizeof *g->q_probs);
     g->stream = tokenizer_stream_new (sh->tok, false);
@@ -872,12 +1095,14 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
         g->drafter = drafter_new_model (sh->draft, &sh->draft_lock, g->cap, err, sizeof err);
     else
         g->drafter = drafter_new_ngram ();
-    if (!g->out || !g->prop || !g->q_tokens || !g->q_probs || !g->stream || !g->esampler
+    if (!g->out || !g->prop || !g->prop2 || !g->q_tokens || !g->q_probs || !g->stream || !g->esampler
     ||  (g->temperature > 0 && !g->dsampler) || !g->drafter) {
         snprintf (g->err, sizeof g->err, "edge-draft: %s", err);
         s_reply_error (g, 500, g->err);
         goto done;
     }
+
+    g->lookahead = sh->lookahead && g->temperature <= 0 && drafter_kind (g->drafter) == DRAFTER_MODEL;
 
     //  3. Prefill, and the first token from the target.
     if (!g->edge_only) {
@@ -910,9 +1135,10 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
         s_close (g, true, "target");
     s_reply_final (g);
     if (sh->verbose)
-        zsys_info ("edge-draft: session %s: %d prompt + %d tokens, %llu/%llu drafts accepted, finish %s",
+        zsys_info ("edge-draft: session %s: %d prompt + %d tokens, %llu/%llu drafts accepted "
+                   "(%d drafted during a verify), finish %s",
                    g->session, g->n_prompt, g->n_out, (unsigned long long) g->accepted,
-                   (unsigned long long) g->proposed, wire_finish_reason_names [g->finish]);
+                   (unsigned long long) g->proposed, g->n_ahead_used, wire_finish_reason_names [g->finish]);
 done:
     s_gen_free (g);
     free (g);

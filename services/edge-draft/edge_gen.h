@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include "drafter.h"
+#include "edge_metrics.h"
 #include "mdp_client.h"
 #include "mdp_worker.h"
 #include "model.h"
@@ -34,10 +35,12 @@ typedef struct {
     int ctx;                    //  context limit, tokens
     int k_max;                  //  cap on draft length
     bool fixed_k;               //  no adaptation
+    bool lookahead;             //  greedy: draft the next round during verify
     int timeout_ms;             //  per attempt of one call
     int heartbeat_ms;           //  MDP heartbeat
     bool verbose;               //  log each round
     atomic_bool stopping;       //  set when the actor ends
+    metrics_t *metrics;         //  publisher (NULL: none); thread-safe
 } edge_shared_t;
 
 //  Handles one request body from `client`: validates, runs the generation,

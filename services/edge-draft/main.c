@@ -29,6 +29,7 @@ s_usage (FILE *out)
         "  --draft-k N          most drafts per round; a request's draft_k starts there\n"
         "                       and adapts within [1, N] (default %d)  [SPLITMESH_DRAFT_K]\n"
         "  --fixed-k            keep the request's draft_k every round\n"
+        "  --no-lookahead       greedy: do not draft the next round while a verify travels\n"
         "  --threads N          draft model threads (default 1)        [SPLITMESH_THREADS]\n"
         "  --workers N          concurrent generations (default %d)    [SPLITMESH_WORKERS]\n"
         "  --ctx N              context limit (default min(model's, %d))\n"
@@ -75,6 +76,7 @@ main (int argc, char **argv)
         { "drafter", required_argument, 0, 'D' },
         { "draft-k", required_argument, 0, 'k' },
         { "fixed-k", no_argument, 0, 'K' },
+        { "no-lookahead", no_argument, 0, 'A' },
         { "threads", required_argument, 0, 't' },
         { "workers", required_argument, 0, 'w' },
         { "ctx", required_argument, 0, 'C' },
@@ -117,6 +119,7 @@ main (int argc, char **argv)
             case 'D': a.drafter = optarg; break;
             case 'k': a.draft_k_max = s_number ("draft-k", optarg); break;
             case 'K': a.fixed_k = true; break;
+            case 'A': a.no_lookahead = true; break;
             case 't': a.threads = s_number ("threads", optarg); break;
             case 'w': a.workers = s_number ("workers", optarg); break;
             case 'C': a.ctx = s_number ("ctx", optarg); break;

@@ -18,6 +18,7 @@
 typedef struct {
     kvcache_t *kv;              //  layers [0, L)
     int n_pos;                  //  positions held
+    long *total;                //  the service's positions over all sessions
 } s_session_t;
 
 typedef struct {
@@ -28,13 +29,25 @@ typedef struct {
     int split;                  //  L
     int dim;                    //  hidden size
     int vocab;                  //  vocabulary size
+    long positions;             //  KV positions held over all sessions
+    service_metrics_t *metrics; //  telemetry (may be disabled)
 } s_state_t;
+
+//  Sets a session's position count, keeping the service's total.
+static void
+s_set_pos (s_session_t *session, int n_pos)
+{
+    *session->total += n_pos - session->n_pos;
+    session->n_pos = n_pos;
+}
 
 static void
 s_session_free (void **item_p)
 {
     s_session_t *session = (s_session_t *) *item_p;
     if (session) {
+        if (session->total)
+            *session->total -= session->n_pos;
         kvcache_destroy (&session->kv);
         free (session);
         *item_p = NULL;
@@ -63,7 +76,7 @@ s_run (s_state_t *self, const char *id, s_session_t *session, uint32_t pos,
         return service_error (500, "out of memory for %zu positions", n);
     zframe_t *reply = NULL;
     kvcache_truncate (session->kv, (int) pos);
-    session->n_pos = (int) pos;
+    s_set_pos (session, (int) pos);
     for (size_t p = 0; p < n; p += S_CHUNK) {
         int k = (int) (n - p < S_CHUNK? n - p: S_CHUNK);
         float *xp = x + p * (size_t) self->dim;
@@ -72,8 +85,9 @@ s_run (s_state_t *self, const char *id, s_session_t *session, uint32_t pos,
             reply = service_error (500, "forward pass: %s", model_error (self->model));
             goto done;
         }
-        session->n_pos = (int) (pos + p) + k;
+        s_set_pos (session, (int) (pos + p) + k);
     }
+    service_metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
     wire_activations_reply_t out;
     wire_activations_t acts;
     char err [256];
@@ -114,8 +128,10 @@ s_prefill (s_state_t *self, zframe_t *body)
             goto done;
         }
         session = calloc (1, sizeof *session);
-        if (session)
+        if (session) {
             session->kv = kvcache_new (self->model, self->ctx);
+            session->total = &self->positions;
+        }
         if (!session || !session->kv) {
             s_session_free ((void **) &session);
             reply = service_error (500, "out of memory for a session of %d positions", self->ctx);
@@ -239,7 +255,9 @@ split_prefix_actor (zsock_t *pipe, void *args)
                        model_weight_bytes (state.model) / 1e6, state.ctx, config->max_sessions,
                        activations_dtype_name (config->act_dtype));
     }
-    service_actor_run (pipe, config, "prefix", setup, s_handler, &state);
+    state.metrics = *setup? NULL: service_metrics_new ("split-prefix", config);
+    service_actor_run (pipe, config, "prefix", setup, s_handler, &state, state.metrics);
     session_store_destroy (&state.sessions);
+    service_metrics_destroy (&state.metrics);
     model_destroy (&state.model);
 }

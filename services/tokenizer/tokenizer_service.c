@@ -190,7 +190,9 @@ tokenizer_service_actor (zsock_t *pipe, void *args)
         snprintf (setup, sizeof setup, "%s: %s", config->model, err);
     //  The config's strings stay valid while the creator lives (tests keep
     //  it; main's argv outlives the actor).
-    service_actor_run (pipe, &copy, "tokenizer", setup, s_handler, &state);
+    service_metrics_t *metrics = *setup? NULL: service_metrics_new ("tokenizer", &copy);
+    service_actor_run (pipe, &copy, "tokenizer", setup, s_handler, &state, metrics);
+    service_metrics_destroy (&metrics);
     tokenizer_destroy (&state.tok);
     free (state.default_system);
 }
