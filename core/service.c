@@ -9,6 +9,7 @@
 #include "activations.h"
 #include "mdp_worker.h"
 #include "service.h"
+#include "session_store.h"
 #if defined (__has_include)
 #   if __has_include ("metrics.h")
 #       include "metrics.h"
@@ -269,6 +270,34 @@ service_encode (const wire_desc_t *desc, const void *msg)
         frame = service_error (500, "encoding %s: %s", desc->name,
                                err.status? err.text: "out of memory");
     return frame;
+}
+
+zframe_t *
+service_session_close (session_store_t *sessions, zframe_t *body)
+{
+    wire_session_close_t req;
+    wire_err_t err = { 0 };
+    if (wire_decode_frame (&wire_session_close_desc, body, &req, &err))
+        return wire_error_frame_from (&err);
+    session_store_remove (sessions, req.session);
+    wire_ack_t out;
+    wire_msg_init (&wire_ack_desc, &out);
+    out.session = req.session;
+    zframe_t *reply = service_encode (&wire_ack_desc, &out);
+    wire_msg_free (&wire_session_close_desc, &req);
+    return reply;
+}
+
+int
+service_session_insert (session_store_t *sessions, const char *service, const char *id, void *item)
+{
+    char evicted [WIRE_MAX_SESSION_BYTES + 1];
+    if (session_store_insert (sessions, id, item, evicted, sizeof evicted))
+        return -1;
+    if (*evicted)
+        zsys_info ("%s: evicted session '%s' (least recently used; max %zu sessions)",
+                   service, evicted, session_store_max (sessions));
+    return 0;
 }
 
 //  Answers one request: exactly one reply frame, whatever the body.

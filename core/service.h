@@ -107,6 +107,20 @@ int service_main_run (zactor_fn *actor, void *args, const char *name);
 zframe_t *service_error (int status, const char *format, ...)
     __attribute__ ((format (printf, 2, 3)));
 
+//  --- sessions (split-prefix, cloud-target) ----------------------------
+typedef struct _session_store_t session_store_t;
+
+//  Answers a `session_close` body: drops the session from sessions (an
+//  unknown one is not an error) and returns the `ack` frame, or the 400 of
+//  a malformed body. Caller owns the frame.
+zframe_t *service_session_close (session_store_t *sessions, zframe_t *body);
+
+//  Stores a new session's item under id (session_store_insert), logging
+//  the least recently used session it evicted, if any, as `service`.
+//  Returns 0, or -1 when out of memory (the item is destroyed).
+int service_session_insert (session_store_t *sessions, const char *service, const char *id,
+                            void *item);
+
 //  Encodes msg or, if the encoder refuses it, a 500 naming the reason.
 //  Caller owns the frame.
 zframe_t *service_encode (const wire_desc_t *desc, const void *msg);

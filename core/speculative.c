@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "rng.h"
 #include "speculative.h"
 
 struct _speculative_t {
@@ -75,15 +76,14 @@ s_argmax (const float *logits, int n)
     return best;
 }
 
-//  PRNG key of (seed, pos): one splitmix64-style mix, so neighbouring
-//  positions get unrelated streams (the sampler mixes again when seeding).
+//  PRNG key of (seed, pos): one splitmix64 step (core/rng.h) over the seed
+//  offset by the position, so neighbouring positions get unrelated streams
+//  (the sampler mixes again when seeding).
 static uint64_t
 s_key (uint64_t seed, uint32_t pos)
 {
-    uint64_t z = seed ^ ((uint64_t) pos * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    uint64_t state = seed ^ ((uint64_t) pos * 0xd1b54a32d192ed03ULL);
+    return rng_next (&state);
 }
 
 //  Computes p for one logits row into self->p (sorted list) and self->dense.

@@ -142,8 +142,12 @@ Test (services_smollm, split_l15_equals_single_process, .fini = s_fini, .timeout
     cr_assert_gt (sm_spawn (log, "splitmesh-cloud-target", "--broker", s_broker, "--model", s_path,
                             "--split", "15", "--format", "w8", "--stage-only", "--threads", "1",
                             NULL), 0);
+    snprintf (log, sizeof log, "%s/tokenizer.log", s_dir);
+    cr_assert_gt (sm_spawn (log, "splitmesh-tokenizer", "--broker", s_broker, "--model", s_path,
+                            NULL), 0);
     s_start_prefix ("fp32");
     cr_assert (sm_mdp_wait_workers (s_broker, "target", 1, S_TIMEOUT));
+    cr_assert (sm_mdp_wait_workers (s_broker, "tokenizer", 1, S_TIMEOUT));
 
     //  The reference: the whole model at w8 in this process, greedy.
     char err [256];
@@ -157,6 +161,29 @@ Test (services_smollm, split_l15_equals_single_process, .fini = s_fini, .timeout
     int32_t *prompt;
     size_t n;
     cr_assert_eq (tokenizer_encode (tok, text, strlen (text), true, true, &prompt, &n, err, sizeof err), 0);
+    //  The tokenizer service renders a one-message chat as `splitmesh run
+    //  --chat` does: SmolLM2's default system prompt, then the turn.
+    wire_chat_message_t chat [1] = { { .role = WIRE_ROLE_USER, .content = "What is the capital of France?" } };
+    wire_tokenize_t treq;
+    wire_msg_init (&wire_tokenize_desc, &treq);
+    treq.chat = chat;
+    treq.chat_count = 1;
+    zframe_t *tf = s_call ("tokenizer", &wire_tokenize_desc, &treq);
+    wire_tokenize_reply_t tr;
+    cr_assert_eq (wire_decode_frame (&wire_tokenize_reply_desc, tf, &tr, NULL), 0);
+    zframe_destroy (&tf);
+    const char *chatml = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+                         "Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?"
+                         "<|im_end|>\n<|im_start|>assistant\n";
+    int32_t *chat_ids;
+    size_t n_chat;
+    cr_assert_eq (tokenizer_encode (tok, chatml, strlen (chatml), true, true, &chat_ids, &n_chat,
+                                    err, sizeof err), 0);
+    cr_assert_eq (tr.tokens_count, n_chat);
+    cr_assert_arr_eq (tr.tokens, chat_ids, n_chat * sizeof *chat_ids);
+    free (chat_ids);
+    wire_msg_free (&wire_tokenize_reply_desc, &tr);
+
     const model_config_t *c = model_config (model);
     kvcache_t *kv = kvcache_new (model, 256);
     float *x = malloc (n * c->dim * sizeof *x);

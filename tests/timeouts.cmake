@@ -1,3 +1,7 @@
 set(TIMEOUT_forward_ref 300)
 set(TIMEOUT_model 120)
+# e2e_greedy: 20 prompts x 128 tokens x k {1,4,8} x L {1,2,15} through real meshes
+# with the real model (skips without it); see tests/test_e2e_greedy.c.
+set(TIMEOUT_e2e_greedy 3000)
+set(TIMEOUT_e2e_sampling 300)
 set(TIMEOUT_services_smollm 120)

@@ -137,14 +137,10 @@ s_prefill (s_state_t *self, zframe_t *body)
             reply = service_error (500, "out of memory for a session of %d positions", self->ctx);
             goto done;
         }
-        char evicted [WIRE_MAX_SESSION_BYTES + 1];
-        if (session_store_insert (self->sessions, req.session, session, evicted, sizeof evicted)) {
+        if (service_session_insert (self->sessions, "split-prefix", req.session, session)) {
             reply = service_error (500, "out of memory");
             goto done;
         }
-        if (*evicted)
-            zsys_info ("split-prefix: evicted session '%s' (least recently used; max %zu sessions)",
-                       evicted, session_store_max (self->sessions));
     }
     else
     if (!session) {
@@ -185,22 +181,6 @@ s_extend (s_state_t *self, zframe_t *body)
 }
 
 static zframe_t *
-s_close (s_state_t *self, zframe_t *body)
-{
-    wire_session_close_t req;
-    wire_err_t werr = { 0 };
-    if (wire_decode_frame (&wire_session_close_desc, body, &req, &werr))
-        return wire_error_frame_from (&werr);
-    session_store_remove (self->sessions, req.session);
-    wire_ack_t out;
-    wire_msg_init (&wire_ack_desc, &out);
-    out.session = req.session;
-    zframe_t *reply = service_encode (&wire_ack_desc, &out);
-    wire_msg_free (&wire_session_close_desc, &req);
-    return reply;
-}
-
-static zframe_t *
 s_handler (void *state, zframe_t *body, const wire_peek_t *peek)
 {
     s_state_t *self = (s_state_t *) state;
@@ -209,7 +189,7 @@ s_handler (void *state, zframe_t *body, const wire_peek_t *peek)
     if (streq (peek->tag, "extend"))
         return s_extend (self, body);
     if (streq (peek->tag, "session_close"))
-        return s_close (self, body);
+        return service_session_close (self->sessions, body);
     return service_error (400, "prefix: expected 'prefill', 'extend' or 'session_close', got '%s'",
                           peek->tag);
 }

@@ -3,63 +3,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "chat_template.h"
 #include "gguf.h"
 #include "tokenizer.h"
 #include "tokenizer_service.h"
 
 typedef struct {
     tokenizer_t *tok;           //  the model's vocabulary
-    char *default_system;       //  system message the template inserts, or NULL
+    chat_template_t *chat;      //  the model's chat format, or NULL if unsupported
+    char chat_err [256];        //  why chat is NULL
 } s_state_t;
-
-//  Finds the default system message in a ChatML template of the SmolLM2
-//  kind: the literal after "!= 'system'" between "<|im_start|>system\n" and
-//  "<|im_end|>". Returns a fresh string, or NULL when there is none.
-static char *
-s_default_system (const char *tmpl, size_t len)
-{
-    static const char cond [] = "!= 'system'";
-    static const char head [] = "<|im_start|>system\n";
-    static const char tail [] = "<|im_end|>";
-    char *copy = strndup (tmpl, len);
-    char *result = NULL;
-    char *at = copy? strstr (copy, cond): NULL;
-    at = at? strstr (at, head): NULL;
-    if (at) {
-        at += strlen (head);
-        char *end = strstr (at, tail);
-        if (end && end > at)
-            result = strndup (at, (size_t) (end - at));
-    }
-    free (copy);
-    return result;
-}
-
-char *
-tokenizer_service_render_chat (const wire_chat_message_t *messages, size_t count,
-                               const char *default_system,
-                               bool add_generation_prompt, size_t *len_p)
-{
-    static const char *const roles [] = { "system", "user", "assistant", "tool" };
-    size_t size = 64 + (default_system? strlen (default_system) + 32: 0);
-    for (size_t i = 0; i < count; i++)
-        size += strlen (messages [i].content) + 32;
-    char *text = malloc (size);
-    if (!text)
-        return NULL;
-    size_t n = 0;
-    if (default_system && (count == 0 || messages [0].role != WIRE_ROLE_SYSTEM))
-        n += (size_t) snprintf (text + n, size - n, "<|im_start|>system\n%s<|im_end|>\n", default_system);
-    for (size_t i = 0; i < count; i++) {
-        int role = (int) messages [i].role;
-        n += (size_t) snprintf (text + n, size - n, "<|im_start|>%s\n%s<|im_end|>\n",
-                                role >= 0 && role < 4? roles [role]: "user", messages [i].content);
-    }
-    if (add_generation_prompt)
-        n += (size_t) snprintf (text + n, size - n, "<|im_start|>assistant\n");
-    *len_p = n;
-    return text;
-}
 
 static zframe_t *
 s_tokenize (s_state_t *self, zframe_t *body)
@@ -70,16 +23,29 @@ s_tokenize (s_state_t *self, zframe_t *body)
         return wire_error_frame_from (&werr);
     zframe_t *reply = NULL;
     char *rendered = NULL;
+    chat_message_t *messages = NULL;
+    size_t *ranges = NULL, n_ranges = 0;
     int32_t *ids = NULL;
     size_t n_ids = 0, len = 0;
     char err [256] = "";
-    const char *text = req.text;
-    bool parse_special = req.parse_special;
     if (req.chat) {
-        rendered = tokenizer_service_render_chat (req.chat, req.chat_count, self->default_system,
-                                                  req.add_generation_prompt, &len);
-        if (!rendered) {
+        if (!self->chat) {
+            reply = service_error (422, "tokenize: this model's chat template is not supported "
+                                   "(%s); send `text`", self->chat_err);
+            goto done;
+        }
+        messages = calloc (req.chat_count, sizeof *messages);
+        if (!messages) {
             reply = service_error (500, "tokenize: out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < req.chat_count; i++) {
+            messages [i].role = wire_role_names [req.chat [i].role];
+            messages [i].content = req.chat [i].content;
+        }
+        if (chat_template_render (self->chat, messages, req.chat_count, req.add_generation_prompt,
+                                  &rendered, &len, &ranges, &n_ranges, err, sizeof err)) {
+            reply = service_error (422, "tokenize: %s", err);
             goto done;
         }
         if (len > WIRE_MAX_STRING_BYTES) {
@@ -87,13 +53,21 @@ s_tokenize (s_state_t *self, zframe_t *body)
                                    "max_string_bytes %d", len, WIRE_MAX_STRING_BYTES);
             goto done;
         }
-        text = rendered;
-        parse_special = true;
+        //  The template's markers always become control tokens; marker text
+        //  inside a message stays text unless the caller asks otherwise.
+        int rc = req.parse_special
+            ? tokenizer_encode (self->tok, rendered, len, req.add_special, true,
+                                &ids, &n_ids, err, sizeof err)
+            : tokenizer_encode_protected (self->tok, rendered, len, req.add_special,
+                                          ranges, n_ranges, &ids, &n_ids, err, sizeof err);
+        if (rc) {
+            reply = service_error (413, "tokenize: %s", err);
+            goto done;
+        }
     }
     else
-        len = strlen (text);
-    if (tokenizer_encode (self->tok, text, len, req.add_special, parse_special,
-                          &ids, &n_ids, err, sizeof err)) {
+    if (tokenizer_encode (self->tok, req.text, strlen (req.text), req.add_special,
+                          req.parse_special, &ids, &n_ids, err, sizeof err)) {
         reply = service_error (413, "tokenize: %s", err);
         goto done;
     }
@@ -110,6 +84,8 @@ s_tokenize (s_state_t *self, zframe_t *body)
 done:
     free (ids);
     free (rendered);
+    free (ranges);
+    free (messages);
     wire_msg_free (&wire_tokenize_desc, &req);
     return reply;
 }
@@ -179,10 +155,9 @@ tokenizer_service_actor (zsock_t *pipe, void *args)
     gguf_t *gguf = gguf_open (config->model, err, sizeof err);
     if (gguf) {
         state.tok = tokenizer_new_from_gguf (gguf, err, sizeof err);
-        const char *tmpl;
-        size_t len;
-        if (state.tok && gguf_get_str (gguf, "tokenizer.chat_template", &tmpl, &len))
-            state.default_system = s_default_system (tmpl, len);
+        state.chat = chat_template_new_from_gguf (gguf, state.chat_err, sizeof state.chat_err);
+        if (state.tok && !state.chat)
+            zsys_warning ("tokenizer: chat requests will be refused: %s", state.chat_err);
         gguf_destroy (&gguf);
     }
     char setup [640] = "";
@@ -194,5 +169,5 @@ tokenizer_service_actor (zsock_t *pipe, void *args)
     service_actor_run (pipe, &copy, "tokenizer", setup, s_handler, &state, metrics);
     service_metrics_destroy (&metrics);
     tokenizer_destroy (&state.tok);
-    free (state.default_system);
+    chat_template_destroy (&state.chat);
 }

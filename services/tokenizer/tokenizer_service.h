@@ -7,13 +7,13 @@
     `splitmesh run` and llama.cpp produce. Stateless: any replica serves any
     request. Only the GGUF metadata is read; no weights are loaded.
 
-    Chat rendering follows the ChatML template SmolLM2 ships:
-    "<|im_start|>ROLE\nCONTENT<|im_end|>\n" per message, a default system
-    message first when the template has one and the chat does not start with
-    a system message, and "<|im_start|>assistant\n" with
-    add_generation_prompt. The rendered text is tokenized with special-token
-    parsing on (the template's markers are special tokens), as llama.cpp
-    does; `parse_special` applies to plain `text` requests.
+    Chats are rendered by core/chat_template from the model's own
+    tokenizer.chat_template (ChatML with the template's default system
+    message; unsupported templates make chat requests answer 422 while text
+    requests still work). The template's role markers always become control
+    tokens; marker text typed inside a message stays text
+    (tokenizer_encode_protected) unless the request sets parse_special, in
+    which case the whole rendering is parsed as llama.cpp does.
 
     The file is named tokenizer_service.* so that it does not shadow
     core/tokenizer.h.
@@ -32,14 +32,6 @@ extern "C" {
 //  only: the caller may free it once service_actor_new returns). Uses
 //  broker, model, heartbeat_ms, verbose.
 void tokenizer_service_actor (zsock_t *pipe, void *args);
-
-//  Renders a chat (count messages) with the ChatML template; default_system
-//  (NULL: none) is inserted when the first message is not a system one.
-//  Returns a NUL-terminated string the caller must free(), NULL when out
-//  of memory; *len_p gets its length.
-char *tokenizer_service_render_chat (const wire_chat_message_t *messages, size_t count,
-                                     const char *default_system,
-                                     bool add_generation_prompt, size_t *len_p);
 
 #ifdef __cplusplus
 }
