@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include "codec.h"
 #include "kvcache.h"
 #include "mdp_client.h"
@@ -777,4 +778,39 @@ Test (edge, unreachable_cloud_without_draft_model_is_an_error)
     s_generate (&req, r);
     cr_assert_eq (r->status, 422, "%d %s", r->status, r->error);
     free (r);
+}
+
+//  The process: --help, bad options and unloadable models are reported on
+//  stderr with a non-zero exit, never a hang.
+Test (edge, process_options)
+{
+    s_tiny ();
+    char cmd [1500], out [500];
+    snprintf (out, sizeof out, "%s/opts.log", s_dir);
+    struct { const char *args; int rc; const char *says; } cases [] = {
+        { "--help", 0, "usage: splitmesh-edge-draft" },
+        { "--bogus", 2, "usage" },
+        { "--broker ipc:///tmp/x --model /nonexistent.gguf", 1, "/nonexistent.gguf" },
+        { "--broker ipc:///tmp/x --drafter magic", 1, "--drafter must be model or ngram" },
+        { "--broker ipc:///tmp/x --draft-format w3", 1, "--draft-format" },
+        { "--broker ipc:///tmp/x --link rtt=abc", 1, "--link" },
+        { "--model x.gguf", 1, "no broker" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        bool with_model = !strstr (cases [i].args, "--model");
+        snprintf (cmd, sizeof cmd, "timeout 30 '%s/splitmesh-edge-draft' %s %s%s >'%s' 2>&1",
+                  sm_bin_dir (), cases [i].args, with_model ? "--model " : "",
+                  with_model ? s_model : "", out);
+        int rc = system (cmd);
+        rc = WIFEXITED (rc) ? WEXITSTATUS (rc) : -1;
+        char text [4096] = "";
+        FILE *f = fopen (out, "r");
+        if (f) {
+            size_t n = fread (text, 1, sizeof text - 1, f);
+            text [n] = 0;
+            fclose (f);
+        }
+        cr_assert_eq (rc, cases [i].rc, "'%s': exit %d, want %d: %s", cases [i].args, rc, cases [i].rc, text);
+        cr_assert (strstr (text, cases [i].says), "'%s' does not say '%s': %s", cases [i].args, cases [i].says, text);
+    }
 }
