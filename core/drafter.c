@@ -213,6 +213,38 @@ s_draw (drafter_t *self, sampler_t *sampler, drafter_proposal_t *out, int i)
     return 0;
 }
 
+//  Rolls the cache back to its common prefix with ctx, keeping at most
+//  `limit` positions. Returns the positions kept.
+static int
+s_common (drafter_t *self, const int32_t *ctx, int limit)
+{
+    if (limit > self->n_cached)
+        limit = self->n_cached;
+    int common = 0;
+    while (common < limit && self->cached [common] == ctx [common])
+        common++;
+    drafter_rollback (self, common);
+    return common;
+}
+
+int
+drafter_prefill (drafter_t *self, const int32_t *ctx, int n_ctx, char *err, size_t err_size)
+{
+    if (self->kind != DRAFTER_MODEL)
+        return 0;
+    if (!ctx || n_ctx < 1 || n_ctx > self->max_ctx) {
+        snprintf (err, err_size, "drafter: cannot prefill %d positions into %d", n_ctx, self->max_ctx);
+        return -1;
+    }
+    int common = s_common (self, ctx, n_ctx);
+    if (common == n_ctx)
+        return 0;
+    s_lock (self);
+    int rc = s_feed (self, ctx + common, n_ctx - common, err, err_size);
+    s_unlock (self);
+    return rc;
+}
+
 static int
 s_propose_model (drafter_t *self, const int32_t *ctx, int n_ctx, int k,
                  sampler_t *sampler, drafter_proposal_t *out, char *err, size_t err_size)
@@ -223,11 +255,7 @@ s_propose_model (drafter_t *self, const int32_t *ctx, int n_ctx, int k,
         return -1;
     }
     //  Roll back to the common prefix, keeping one token to feed.
-    int common = 0;
-    int limit = self->n_cached < n_ctx - 1 ? self->n_cached : n_ctx - 1;
-    while (common < limit && self->cached [common] == ctx [common])
-        common++;
-    drafter_rollback (self, common);
+    int common = s_common (self, ctx, n_ctx - 1);
 
     int rc = -1;
     s_lock (self);

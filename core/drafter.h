@@ -95,6 +95,13 @@ int drafter_propose (drafter_t *self, const int32_t *ctx, int n_ctx, int k,
                      sampler_t *sampler, drafter_proposal_t *out,
                      char *err, size_t err_size);
 
+//  Feeds ctx[0..n_ctx) into the model drafter's cache now (rolling back to
+//  the common prefix first), so that the next drafter_propose on a context
+//  extending it only feeds what is new: edge-draft does this while the
+//  target's prefill travels. Nothing for n-gram. Returns 0, or -1 with the
+//  reason in err.
+int drafter_prefill (drafter_t *self, const int32_t *ctx, int n_ctx, char *err, size_t err_size);
+
 //  Forgets every cached position from n_pos on (the model drafter's KV
 //  cache; nothing for n-gram). drafter_propose does this by itself when
 //  the context diverges from the cache; this is for callers that know.

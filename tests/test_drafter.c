@@ -209,13 +209,27 @@ Test (drafter, model_greedy_matches_reference_and_rollback, .fini = s_cleanup)
     for (int i = 0; i < 4; i++)
         cr_assert_eq (p->d[i], want[i], "after rollback, draft %d: %d, fresh %d", i, p->d[i], want[i]);
 
-    //  3. Explicit rollback to the middle of the prompt, then continue.
+    //  3. Prefill ahead of time: the next proposal is the same and feeds
+    //     only the last token.
+    drafter_t *dr3 = drafter_new_model (draft, NULL, 200, err, sizeof err);
+    cr_assert_eq (drafter_prefill (dr3, ctx, n_ctx - 1, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (drafter_cached (dr3), n_ctx - 1);
+    cr_assert_eq (drafter_prefill (dr3, ctx, n_ctx - 1, err, sizeof err), 0);     //  nothing new
+    cr_assert_eq (drafter_cached (dr3), n_ctx - 1);
+    cr_assert_eq (drafter_propose (dr3, ctx, n_ctx, 4, NULL, p, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq (p->d[i], want[i], "after prefill, draft %d: %d, fresh %d", i, p->d[i], want[i]);
+    cr_assert_eq (drafter_cached (dr3), n_ctx + 3);
+    cr_assert_eq (drafter_prefill (dr3, ctx, 999, err, sizeof err), -1);
+    drafter_destroy (&dr3);
+
+    //  4. Explicit rollback to the middle of the prompt, then continue.
     drafter_rollback (dr, 3);
     cr_assert_eq (drafter_cached (dr), 3);
     cr_assert_eq (drafter_propose (dr, ctx, n_ctx, 2, NULL, p, err, sizeof err), 0, "%s", err);
     cr_assert (p->d[0] == want[0] && p->d[1] == want[1]);
 
-    //  4. A context that does not fit is an error.
+    //  5. A context that does not fit is an error.
     int32_t big[256] = { 0 };
     cr_assert_eq (drafter_propose (dr, big, 199, 4, NULL, p, err, sizeof err), -1);
     cr_assert (strstr (err, "exceeds"), "%s", err);

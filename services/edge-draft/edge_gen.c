@@ -42,6 +42,7 @@
 static uint64_t s_random64 (void);
 
 #define S_MS_PER_POSITION 20     //  added to a call's timeout per position it evaluates
+#define S_DRAFT_PREFILL_CHUNK 32 //  prompt positions the draft reads between looks at the reply
 #define S_MDP_RETRIES   1       //  mdp_client_request retries after a timeout
 #define S_MDP_OVERHEAD  8       //  bytes of MDP header frames ("MDPC02", command, empty)
 
@@ -592,7 +593,28 @@ s_prefill (gen_t *g, int n, int32_t *next)
         pf.tokens_count = (size_t) n;
     }
     wire_prefill_reply_t pr;
-    status = s_call (g, true, "target", &wire_prefill_desc, &pf, &wire_prefill_reply_desc, &pr, n);
+    if (g->drafter && drafter_kind (g->drafter) == DRAFTER_MODEL) {
+        //  The draft model reads the prompt while the prefill travels, so
+        //  the first round only feeds t0; in chunks, stopping when the
+        //  reply is there so the first token is not held up (the first
+        //  propose feeds whatever is left).
+        int64_t started = zclock_mono ();
+        status = s_call_start (g, true, "target", &wire_prefill_desc, &pf);
+        if (status == 0) {
+            char err [256];
+            for (int upto = 0; upto < n && !s_call_ready (g, true); ) {
+                upto = upto + S_DRAFT_PREFILL_CHUNK < n ? upto + S_DRAFT_PREFILL_CHUNK : n;
+                if (drafter_prefill (g->drafter, g->ctx, upto, err, sizeof err)) {
+                    zsys_warning ("edge-draft: session %s: draft prefill: %s", g->session, err);
+                    break;
+                }
+            }
+            status = s_call_finish (g, true, "target", &wire_prefill_desc, &pf,
+                                    &wire_prefill_reply_desc, &pr, n, started);
+        }
+    }
+    else
+        status = s_call (g, true, "target", &wire_prefill_desc, &pf, &wire_prefill_reply_desc, &pr, n);
     if (g->use_prefix)
         wire_msg_free (&wire_activations_reply_desc, &ar);
     if (status)
