@@ -734,3 +734,81 @@ Test (services, least_recently_used_session_is_evicted)
     fclose (f);
     cr_assert (logged, "no eviction log line in %s", path);
 }
+
+Test (services, sampled_verify_replays_identically)
+{
+    int32_t *prompt;
+    size_t n;
+    s_tokenize ("the cat and the world", &prompt, &n);
+    //  Two sessions with the same history stand for two replicas: the same
+    //  (seed, pos) must give the same verdict, whatever else was served.
+    const char *ids [2] = { "replay-a", "replay-b" };
+    uint32_t accepted [2][6];
+    int32_t next [2][6];
+    for (int s = 0; s < 2; s++) {
+        s_open (ids [s], prompt, n);
+        int32_t rows [4] = { 7, 8, 9, 10 };
+        int32_t qt [3][2] = { { 8, 11 }, { 9, 12 }, { 10, 13 } };
+        float qp [3][2] = { { 0.6f, 0.4f }, { 0.5f, 0.5f }, { 0.9f, 0.1f } };
+        wire_draft_t drafts [3];
+        for (int i = 0; i < 3; i++)
+            drafts [i] = (wire_draft_t) { qt [i], 2, qp [i], 2 };
+        wire_activations_reply_t e;
+        s_prefix ("extend", ids [s], (uint32_t) n, rows, 4, &e);
+        for (int r = 0; r < 6; r++) {
+            wire_verify_t req;
+            wire_msg_init (&wire_verify_desc, &req);
+            req.session = (char *) ids [s];
+            req.pos = (uint32_t) n;
+            req.activations = e.activations;
+            req.draft_tokens = rows + 1;
+            req.draft_tokens_count = 3;
+            req.drafts = drafts;
+            req.drafts_count = 3;
+            req.temperature = 1.5;
+            req.seed = 1000 + (uint64_t) r;
+            req.has_seed = true;
+            zframe_t *reply = s_call ("target", &wire_verify_desc, &req);
+            wire_verify_reply_t v;
+            s_decode (reply, &wire_verify_reply_desc, &v);
+            zframe_destroy (&reply);
+            accepted [s][r] = v.accepted;
+            next [s][r] = v.next_token;
+            cr_assert_eq (v.n_pos, n + 1 + v.accepted);
+            wire_msg_free (&wire_verify_reply_desc, &v);
+            if (s == 0) {
+                //  Other traffic in between on replica a only.
+                wire_verify_t other = req;
+                other.seed = 77;
+                other.temperature = 0.3;
+                reply = s_call ("target", &wire_verify_desc, &other);
+                cr_assert_eq (s_status (reply, NULL, 0), 200);
+                zframe_destroy (&reply);
+            }
+        }
+        //  A q that gives its own drafted token no probability: 422, and the
+        //  session is left at pos (a retry works).
+        int32_t wrong [2] = { 11, 12 };
+        drafts [0] = (wire_draft_t) { wrong, 2, qp [0], 2 };
+        wire_verify_t bad;
+        wire_msg_init (&wire_verify_desc, &bad);
+        bad.session = (char *) ids [s];
+        bad.pos = (uint32_t) n;
+        bad.activations = e.activations;
+        bad.draft_tokens = rows + 1;
+        bad.draft_tokens_count = 3;
+        bad.drafts = drafts;
+        bad.drafts_count = 3;
+        bad.temperature = 1.0;
+        s_expect ("target", &wire_verify_desc, &bad, 422, "no probability");
+        wire_msg_free (&wire_activations_reply_desc, &e);
+    }
+    cr_assert_arr_eq (accepted [0], accepted [1], sizeof accepted [0]);
+    cr_assert_arr_eq (next [0], next [1], sizeof next [0]);
+    //  Different seeds do not all give the same answer (the seed is used).
+    bool varies = false;
+    for (int r = 1; r < 6; r++)
+        varies |= accepted [0][r] != accepted [0][0] || next [0][r] != next [0][0];
+    cr_assert (varies, "six seeds gave one identical verdict");
+    free (prompt);
+}

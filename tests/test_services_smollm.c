@@ -4,12 +4,14 @@
 
     Both services run at w8 with the split at L = 15 (of 30). With fp32
     activations on the wire the split decoding must equal the single-process
-    model at the same format token for token (what `splitmesh run --format
-    w8` prints); with the default int8 activations the test reports how
+    model at the same format token for token, and its text what `splitmesh
+    run --format w8` prints; the tokenizer service renders the chat exactly
+    as `splitmesh run --chat` does; with the default int8 activations the test reports how
     many of the tokens agree (the quantisation of the residual stream may
     flip a near-tie) and requires the first ones to.
 */
 #include <criterion/criterion.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,6 +211,33 @@ Test (services_smollm, split_l15_equals_single_process, .fini = s_fini, .timeout
     int32_t got [S_COUNT];
     s_generate ("fp32", prompt, n, got);
     cr_assert_arr_eq (got, ref, sizeof ref, "fp32 split at L=15 differs from the whole model");
+
+    //  And the text is what `splitmesh run --format w8` prints.
+    char run_log [600], count [16];
+    snprintf (run_log, sizeof run_log, "%s/run.log", s_dir);
+    snprintf (count, sizeof count, "%d", S_COUNT);
+    pid_t run = sm_spawn (run_log, "splitmesh", "run", "-p", text, "-n", count, "--format", "w8",
+                          "--threads", "1", "--ignore-eos", "--model", s_path, NULL);
+    int status = -1;
+    cr_assert_eq (sm_wait (run, 60000, &status), 0);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "splitmesh run failed: %s", run_log);
+    char *split_text;
+    size_t split_len;
+    cr_assert_eq (tokenizer_decode (tok, got, S_COUNT, false, false, &split_text, &split_len,
+                                    err, sizeof err), 0);
+    FILE *f = fopen (run_log, "r");
+    cr_assert_not_null (f);
+    char printed [4096];
+    size_t len = fread (printed, 1, sizeof printed - 1, f);
+    printed [len] = 0;
+    fclose (f);
+    //  The text comes first, then the statistics (stderr, unbuffered, may
+    //  overtake stdout's final newline, which is still in its buffer).
+    cr_assert (len > split_len && memcmp (printed, split_text, split_len) == 0
+               && (printed [split_len] == '\n' || strncmp (printed + split_len, "model:", 6) == 0),
+               "splitmesh run printed '%.*s', the split services gave '%s'",
+               (int) (split_len + 1), printed, split_text);
+    free (split_text);
 
     //  int8 activations (the default).
     sm_kill (s_prefix_pid, SIGTERM, 5000);

@@ -107,6 +107,10 @@ s_input (s_state_t *self, const wire_activations_t *acts, const int32_t *tokens,
         *n_p = n_tokens;
         *mode = S_MODE_TOKENS;
     }
+    //  Bound the buffer by the context before allocating it.
+    if (*n_p > (size_t) self->ctx)
+        return service_error (422, "prompt longer than the context: %zu positions, ctx %d",
+                              *n_p, self->ctx);
     float *x = malloc (*n_p * (size_t) b->dim * sizeof *x);
     if (!x)
         return service_error (500, "out of memory for %zu rows", *n_p);
@@ -192,11 +196,6 @@ s_prefill (s_state_t *self, zframe_t *body)
         goto done;
     }
     if (!session) {
-        if (n > (size_t) self->ctx) {
-            reply = service_error (422, "prompt longer than the context: %zu positions, ctx %d",
-                                   n, self->ctx);
-            goto done;
-        }
         session = calloc (1, sizeof *session);
         if (session) {
             session->kv_destroy = b->ops->kv_destroy;
