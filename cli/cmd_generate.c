@@ -316,8 +316,18 @@ cmd_generate (int argc, char **argv)
         if (!state)
             return 1;
         int loaded = mesh_state_load (run_dir, state, err, sizeof err);
-        if (loaded == 0)
+        if (loaded == 0) {
             snprintf (endpoint, sizeof endpoint, "%s", state->device_broker);
+            //  A dead mesh would only show as a timeout much later.
+            for (int i = 0; i < state->n_procs; i++)
+                if (!strcmp (state->procs [i].name, "broker-device")
+                &&  !mesh_proc_alive (&state->procs [i])) {
+                    fprintf (stderr, "splitmesh generate: the mesh in %s is not running (its device "
+                                     "broker exited); `splitmesh down`, then `splitmesh up`\n", run_dir);
+                    free (state);
+                    return 1;
+                }
+        }
         free (state);
         if (loaded == 1) {
             fprintf (stderr, "splitmesh generate: no mesh in %s (start one with `splitmesh up`)\n", run_dir);

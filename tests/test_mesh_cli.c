@@ -265,3 +265,36 @@ Test (mesh_cli, usage_errors)
     cr_assert_eq (r->status, 2);
     sm_cli_result_destroy (&r);
 }
+
+Test (mesh_cli, dead_mesh_is_reported_and_down_cleans_up)
+{
+    sm_cli_result_t *r = s_up (NULL, NULL);
+    cr_assert_eq (r->status, 0, "up failed (%d):\n%s\n%s", r->status, r->out, r->err);
+    sm_cli_result_destroy (&r);
+    s_procs_t procs;
+    cr_assert (s_read_procs (&procs));
+    cr_assert_str_eq (procs.names [0], "broker-device");
+    //  The device broker dies: generate says so at once instead of waiting.
+    cr_assert_eq (kill (procs.pids [0], SIGKILL), 0);
+    for (int i = 0; i < 100 && s_pid_alive (procs.pids [0]); i++)
+        usleep (20000);
+    r = SM_SPLITMESH (20, "generate", "--run-dir", s_run, "hello");
+    cr_assert_eq (r->status, 1, "%s", r->err);
+    cr_assert (strstr (r->err, "is not running"), "%s", r->err);
+    cr_assert_lt (r->seconds, 5.0);
+    sm_cli_result_destroy (&r);
+    //  down stops the rest and removes the state and the stale socket.
+    r = SM_SPLITMESH (30, "down", "--run-dir", s_run);
+    cr_assert_eq (r->status, 0, "%s", r->err);
+    cr_assert (strstr (r->out, "stopped 6 processes"), "%s", r->out);
+    sm_cli_result_destroy (&r);
+    for (int i = 0; i < procs.n; i++)
+        cr_assert_not (s_pid_alive (procs.pids [i]), "%s survived down", procs.names [i]);
+    char path [PATH_MAX];
+    snprintf (path, sizeof path, "%s/device.ipc", s_run);
+    cr_assert_neq (access (path, F_OK), 0, "stale socket left behind");
+    //  And a new mesh can start in the same run dir.
+    r = s_up (NULL, NULL);
+    cr_assert_eq (r->status, 0, "second up failed:\n%s\n%s", r->out, r->err);
+    sm_cli_result_destroy (&r);
+}

@@ -67,9 +67,11 @@ set ylabel 'speedup in tokens/s over cloud-only'
 set key top left
 set grid
 set yrange [0:*]
+set xrange [-5:*]
 plot '$dat' using 1:2 with linespoints lw 2 pt 7 title 'draft model (W4)', \
      '$dat' using 1:3 with linespoints lw 2 pt 5 title 'n-gram prompt lookup', \
-     1 with lines dt 2 lc rgb 'gray' title 'cloud-only'
+     1 with lines dt 2 lc rgb 'gray' title 'cloud-only', \
+     2.5 with lines dt 3 lc rgb 'red' title 'goal at 50 ms (2.5x)'
 GP
 rm -f "$dat"
 /usr/bin/python3 - bench/results/e2e.json > bench/results/e2e.md <<'PY'
