@@ -13,6 +13,7 @@
 #include "drafter.h"
 #include "kvcache.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@ struct _drafter_t {
     int max_ctx;                //  cache size, positions
     float *x;                   //  (S_CHUNK, dim) activations
     float *logits;              //  (vocab) logits of the last position
+    float min_p;                //  confidence stop threshold (0: off)
 };
 
 static void
@@ -104,6 +106,12 @@ drafter_destroy (drafter_t **self_p)
     free (self->logits);
     free (self);
     *self_p = NULL;
+}
+
+void
+drafter_set_min_p (drafter_t *self, float min_p)
+{
+    self->min_p = min_p > 0 && min_p <= 1 ? min_p : 0;
 }
 
 drafter_kind_t
@@ -200,15 +208,29 @@ s_draw (drafter_t *self, sampler_t *sampler, drafter_proposal_t *out, int i)
     out->d [i] = tok;
     int n = 0;
     const sampler_prob_t *q = sampler ? sampler_dist (sampler, &n) : NULL;
+    out->conf [i] = 1.0f;
     if (q && n >= 1 && n <= DRAFTER_MAX_CANDIDATES) {
         memcpy (out->q [i], q, (size_t) n * sizeof *q);
         out->q_n [i] = n;
+        for (int j = 0; j < n; j++)
+            if (q [j].token == tok)
+                out->conf [i] = q [j].prob;
     }
     else {
         //  Greedy: the point mass on the argmax.
         out->q [i][0].token = tok;
         out->q [i][0].prob = 1.0f;
         out->q_n [i] = 1;
+        if (self->min_p > 0) {
+            //  Its softmax probability: 1 / sum exp (l - l_max).
+            int vocab = model_config (self->model)->vocab_size;
+            float top = self->logits [tok];
+            double sum = 0;
+            for (int v = 0; v < vocab; v++)
+                if (self->logits [v] == self->logits [v])
+                    sum += exp ((double) self->logits [v] - top);
+            out->conf [i] = sum > 0 ? (float) (1.0 / sum) : 1.0f;
+        }
     }
     return 0;
 }
@@ -267,6 +289,8 @@ s_propose_model (drafter_t *self, const int32_t *ctx, int n_ctx, int k,
             goto done;
         }
         out->k = i + 1;
+        if (out->conf [i] < self->min_p)
+            break;              //  unlikely to be accepted: stop here
         if (i + 1 < k && s_feed (self, &out->d [i], 1, err, err_size))
             goto done;
     }
@@ -319,6 +343,7 @@ drafter_propose (drafter_t *self, const int32_t *ctx, int n_ctx, int k,
         out->q [i][0].token = out->d [i];
         out->q [i][0].prob = 1.0f;
         out->q_n [i] = 1;
+        out->conf [i] = 1.0f;
     }
     return 0;
 }

@@ -64,6 +64,7 @@ typedef struct {
     int k;                                          //  drafts proposed (may be < asked)
     int32_t d [DRAFTER_MAX_K];                      //  d_1..d_k
     int q_n [DRAFTER_MAX_K];                        //  pairs in q[i]
+    float conf [DRAFTER_MAX_K];                     //  model: p(d_i) (softmax / q); ngram: 1
     sampler_prob_t q [DRAFTER_MAX_K][DRAFTER_MAX_CANDIDATES];
 } drafter_proposal_t;
 
@@ -79,6 +80,13 @@ drafter_t *drafter_new_model (model_t *model, pthread_mutex_t *lock, int max_ctx
 
 //  An n-gram prompt-lookup drafter. Caller owns the result and must destroy it.
 drafter_t *drafter_new_ngram (void);
+
+//  Confidence stop (model drafter): a round ends early after a draft whose
+//  probability under the draft (softmax of its logits at greedy, q(d_i)
+//  when sampling) is below min_p, since the target is then unlikely to
+//  accept the drafts after it and each costs a forward pass. 0 (default)
+//  drafts all k.
+void drafter_set_min_p (drafter_t *self, float min_p);
 
 //  Frees the drafter (and its KV cache); sets *self_p to NULL. Safe on NULL.
 void drafter_destroy (drafter_t **self_p);

@@ -437,3 +437,35 @@ Test (drafter, kv_cache_after_rejections_equals_fresh_prefill, .fini = s_cleanup
     drafter_destroy (&dr2);
     model_destroy (&m);
 }
+
+//  The confidence stop ends a round after a draft whose probability is
+//  under min_p, and conf holds that probability.
+Test (drafter, confidence_stop, .fini = s_cleanup)
+{
+    const char *path = s_tiny ();
+    model_t *m = s_load (path, QFMT_W4);
+    char err[256];
+    drafter_t *dr = drafter_new_model (m, NULL, 128, err, sizeof err);
+    cr_assert_not_null (dr, "%s", err);
+    drafter_proposal_t *p = calloc (1, sizeof *p);
+    int32_t ctx[] = { 5, 10, 15, 20, 25 };
+    drafter_set_min_p (dr, 1e-9f);
+    cr_assert_eq (drafter_propose (dr, ctx, 5, 6, NULL, p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (p->k, 6);
+    float first = p->conf[0];
+    cr_assert (first > 0 && first < 1, "conf %g", first);
+    for (int i = 0; i < 6; i++)
+        cr_assert (p->conf[i] > 0 && p->conf[i] <= 1);
+    //  A threshold above the first draft's probability: one draft only.
+    drafter_set_min_p (dr, first + (1 - first) / 2);
+    cr_assert_eq (drafter_propose (dr, ctx, 5, 6, NULL, p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (p->k, 1);
+    cr_assert_float_eq (p->conf[0], first, 1e-6);
+    //  Off again: all k.
+    drafter_set_min_p (dr, 0);
+    cr_assert_eq (drafter_propose (dr, ctx, 5, 6, NULL, p, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (p->k, 6);
+    free (p);
+    drafter_destroy (&dr);
+    model_destroy (&m);
+}

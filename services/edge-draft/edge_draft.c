@@ -188,6 +188,11 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
         sh->k_max = DRAFTER_MAX_K;
     sh->fixed_k = a->fixed_k;
     sh->lookahead = !a->no_lookahead;
+    if (a->draft_min_p < 0 || a->draft_min_p > 1) {
+        snprintf (self->start_error, sizeof self->start_error, "--draft-min-p must be in [0, 1], got %g", a->draft_min_p);
+        return -1;
+    }
+    sh->draft_min_p = (float) a->draft_min_p;
     sh->timeout_ms = a->timeout_ms > 0 ? a->timeout_ms : EDGE_DRAFT_TIMEOUT_DEFAULT;
     sh->heartbeat_ms = a->heartbeat_ms;
     sh->verbose = a->verbose;

@@ -39,6 +39,7 @@ extern "C" {
 
 #define EDGE_DRAFT_WORKERS_DEFAULT  4
 #define EDGE_DRAFT_KMAX_DEFAULT     16
+#define EDGE_DRAFT_MIN_P_DEFAULT    0.0     //  see --draft-min-p
 #define EDGE_DRAFT_TIMEOUT_DEFAULT  5000    //  ms per attempt of one call, + 20 ms per position
 #define EDGE_DRAFT_CTX_DEFAULT      2048    //  as the split-prefix and cloud-target services
 
@@ -55,6 +56,7 @@ typedef struct {
     int draft_k_max;            //  cap on k per round (0: EDGE_DRAFT_KMAX_DEFAULT)
     bool fixed_k;               //  keep the request's draft_k (no adaptation)
     bool no_lookahead;          //  do not draft ahead while a verify travels
+    double draft_min_p;         //  end a round after a draft with p below this (0: never)
     int threads;                //  draft model threads (0: 1)
     int workers;                //  concurrent generations (0: EDGE_DRAFT_WORKERS_DEFAULT)
     int ctx;                    //  context limit, tokens (0: min(model's, 4096))

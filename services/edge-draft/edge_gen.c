@@ -1115,8 +1115,11 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
         g->dsampler = sampler_new (&dsp, vocab);
     }
     char err [256] = "out of memory";
-    if (sh->draft && (r->drafter == WIRE_DRAFTER_MODEL || g->edge_only))
+    if (sh->draft && (r->drafter == WIRE_DRAFTER_MODEL || g->edge_only)) {
         g->drafter = drafter_new_model (sh->draft, &sh->draft_lock, g->cap, err, sizeof err);
+        if (g->drafter)
+            drafter_set_min_p (g->drafter, sh->draft_min_p);
+    }
     else
         g->drafter = drafter_new_ngram ();
     if (!g->out || !g->prop || !g->prop2 || !g->q_tokens || !g->q_probs || !g->stream || !g->esampler

@@ -30,6 +30,8 @@ s_usage (FILE *out)
         "                       and adapts within [1, N] (default %d)  [SPLITMESH_DRAFT_K]\n"
         "  --fixed-k            keep the request's draft_k every round\n"
         "  --no-lookahead       greedy: do not draft the next round while a verify travels\n"
+        "  --draft-min-p P      end a round after a draft the draft model gives p < P\n"
+        "                       (default %.2f; 0: always draft k)\n"
         "  --threads N          draft model threads (default 1)        [SPLITMESH_THREADS]\n"
         "  --workers N          concurrent generations (default %d)    [SPLITMESH_WORKERS]\n"
         "  --ctx N              context limit (default min(model's, %d))\n"
@@ -38,7 +40,7 @@ s_usage (FILE *out)
         "  --heartbeat-ms N     MDP heartbeat\n"
         "  -v, --verbose        log every round\n"
         "  -h, --help\n",
-        EDGE_DRAFT_KMAX_DEFAULT, EDGE_DRAFT_WORKERS_DEFAULT, EDGE_DRAFT_CTX_DEFAULT,
+        EDGE_DRAFT_KMAX_DEFAULT, EDGE_DRAFT_MIN_P_DEFAULT, EDGE_DRAFT_WORKERS_DEFAULT, EDGE_DRAFT_CTX_DEFAULT,
         EDGE_DRAFT_TIMEOUT_DEFAULT);
 }
 
@@ -77,6 +79,7 @@ main (int argc, char **argv)
         { "draft-k", required_argument, 0, 'k' },
         { "fixed-k", no_argument, 0, 'K' },
         { "no-lookahead", no_argument, 0, 'A' },
+        { "draft-min-p", required_argument, 0, 'P' },
         { "threads", required_argument, 0, 't' },
         { "workers", required_argument, 0, 'w' },
         { "ctx", required_argument, 0, 'C' },
@@ -97,7 +100,8 @@ main (int argc, char **argv)
         .draft_format = s_env ("SPLITMESH_DRAFT_FORMAT") ? s_env ("SPLITMESH_DRAFT_FORMAT")
                                                          : s_env ("SPLITMESH_FORMAT"),
         .drafter = s_env ("SPLITMESH_DRAFTER"),
-        .instance = s_env ("SPLITMESH_INSTANCE")
+        .instance = s_env ("SPLITMESH_INSTANCE"),
+        .draft_min_p = EDGE_DRAFT_MIN_P_DEFAULT
     };
     if (s_env ("SPLITMESH_DRAFT_K"))
         a.draft_k_max = s_number ("draft-k", s_env ("SPLITMESH_DRAFT_K"));
@@ -120,6 +124,15 @@ main (int argc, char **argv)
             case 'k': a.draft_k_max = s_number ("draft-k", optarg); break;
             case 'K': a.fixed_k = true; break;
             case 'A': a.no_lookahead = true; break;
+            case 'P': {
+                char *end = NULL;
+                a.draft_min_p = strtod (optarg, &end);
+                if (!end || *end) {
+                    fprintf (stderr, "splitmesh-edge-draft: --draft-min-p needs a number in [0, 1], got '%s'\n", optarg);
+                    return 2;
+                }
+                break;
+            }
             case 't': a.threads = s_number ("threads", optarg); break;
             case 'w': a.workers = s_number ("workers", optarg); break;
             case 'C': a.ctx = s_number ("ctx", optarg); break;
