@@ -18,6 +18,7 @@
 #include <msgpack.h>
 #include "mdp_common.h"
 #include "mdp_session.h"
+#include "metrics.h"
 #include "broker.h"
 #include "codec.h"
 
@@ -100,8 +101,49 @@ typedef struct {
     size_t queued;              //  requests queued over all services
     int64_t heartbeat_at;       //  next heartbeat round
     broker_stats_t stats;       //  counters
+    metrics_t *metrics;         //  telemetry publisher, NULL without telemetry
+    int64_t metrics_at;         //  next gauge round
     bool terminated;
 } broker_t;
+
+//  ---------------------------------------------------------------------
+//  Metrics published on the telemetry bus (core/metrics.h; the list is in
+//  docs/metrics.md). Kept to two call sites: s_send_client (every FINAL to
+//  a client) and s_broker_tick (gauges once a second).
+
+//  Counts a FINAL to a client: splitmesh_broker_requests_total{mdp_service,
+//  status}; the status is the body's `status` key (wire_peek), 200 when the
+//  body is a map without one, "unknown" when it is not a MessagePack map.
+static void
+s_metrics_final (broker_t *self, const char *service, zmsg_t *body)
+{
+    //  mmi.* queries are the broker answering about itself, not requests.
+    if (!metrics_enabled (self->metrics) || strncmp (service, "mmi.", 4) == 0)
+        return;
+    zframe_t *frame = zmsg_first (body);
+    wire_peek_t peek;
+    wire_err_t err;
+    char status [16] = "unknown";
+    if (frame && wire_peek (zframe_data (frame), zframe_size (frame), &peek, &err) == 0)
+        snprintf (status, sizeof status, "%d", peek.status? peek.status: 200);
+    char labels [320];
+    snprintf (labels, sizeof labels, "mdp_service=%s,status=%s", service, status);
+    metrics_count (self->metrics, "broker_requests_total", labels, 1);
+}
+
+//  Gauges per service: splitmesh_broker_workers, splitmesh_broker_queue_depth.
+static void
+s_metrics_gauges (broker_t *self)
+{
+    char labels [300];
+    for (service_t *service = (service_t *) zhashx_first (self->services);
+         service; service = (service_t *) zhashx_next (self->services)) {
+        snprintf (labels, sizeof labels, "mdp_service=%s", service->name);
+        metrics_gauge (self->metrics, "broker_workers", labels, (double) service->workers);
+        metrics_gauge (self->metrics, "broker_queue_depth", labels,
+                       (double) zlistx_size (service->requests));
+    }
+}
 
 //  ---------------------------------------------------------------------
 //  Sending
@@ -116,6 +158,8 @@ s_send_client (broker_t *self, zframe_t *client, int command,
         *body_p = NULL;
     if (zmsg_size (msg) == 0)
         zmsg_pushmem (msg, "", 0);
+    if (command == MDPC_FINAL)
+        s_metrics_final (self, service, msg);
     uint8_t cmd = (uint8_t) command;
     zmsg_pushstr (msg, service);
     zmsg_pushmem (msg, &cmd, 1);
@@ -741,6 +785,10 @@ s_broker_tick (broker_t *self)
         }
         self->heartbeat_at = now + self->config.heartbeat_ms;
     }
+    if (self->metrics && now >= self->metrics_at) {
+        s_metrics_gauges (self);
+        self->metrics_at = now + 1000;
+    }
 }
 
 //  ---------------------------------------------------------------------
@@ -752,6 +800,13 @@ s_telemetry_actor (zsock_t *pipe, void *args)
     char **endpoints = (char **) args;
     zsock_t *xsub = zsock_new (ZMQ_XSUB);
     zsock_t *xpub = zsock_new (ZMQ_XPUB);
+    //  Metric events come in bursts (every publisher flushes every 250 ms;
+    //  one event per histogram observation): the default HWM of 1000
+    //  dropped events in bench/metrics, so queue up to 100000 per peer.
+    if (xsub && xpub) {
+        zsock_set_rcvhwm (xsub, 100000);
+        zsock_set_sndhwm (xpub, 100000);
+    }
     bool ok = xsub && xpub
            && zsock_bind (xsub, "%s", endpoints [0]) >= 0
            && zsock_bind (xpub, "%s", endpoints [1]) >= 0;
@@ -858,6 +913,7 @@ s_broker_new (zsock_t *pipe, const broker_config_t *config)
         char *endpoints [2] = { (char *) config->telemetry_xsub, (char *) config->telemetry_xpub };
         self->telemetry = zactor_new (s_telemetry_actor, endpoints);
         zsys_info ("broker: telemetry proxy %s -> %s", endpoints [0], endpoints [1]);
+        self->metrics = metrics_new ("broker", NULL, config->telemetry_xsub);
     }
     self->heartbeat_at = zclock_mono () + c->heartbeat_ms;
     return self;
@@ -895,6 +951,7 @@ s_broker_destroy (broker_t **self_p)
     }
     zhashx_destroy (&self->sessions);
     zlistx_destroy (&self->session_fifo);
+    metrics_destroy (&self->metrics);     //  last flush, while the proxy runs
     zactor_destroy (&self->telemetry);
     zsock_destroy (&self->router);
     zstr_free (&self->bound);

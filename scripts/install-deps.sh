@@ -12,7 +12,7 @@ PKGS=(
   libzmq3-dev libczmq-dev libsodium-dev libmsgpack-dev
   libcriterion-dev libpcre2-dev libmicrohttpd-dev
   python3 python3-venv python3-msgpack python3-zmq python3-numpy
-  tshark
+  tshark prometheus chromium
 )
 # Fuzzing (scripts/fuzz.sh sets SPLITMESH_FUZZ=1): clang and libFuzzer's runtime.
 FUZZ_PKGS=(clang libclang-rt-14-dev)
