@@ -29,6 +29,7 @@
 #include "sampler.h"
 #include "sm_mdp.h"
 #include "sm_proc.h"
+#include "sm_telemetry.h"
 #include "tokenizer.h"
 
 #define S_MAX_OUT 512
@@ -79,6 +80,8 @@ typedef struct {
     const char *link;               //  edge-draft --link (with separate_cloud)
     bool no_target;                 //  start no cloud-target (unreachable cloud)
     const char *expiry_ms;          //  brokers' --expiry-ms
+    const char *broker;             //  use this running broker instead of starting one
+    const char *telemetry;          //  edge-draft --telemetry
 } s_mesh_opts_t;
 
 static void
@@ -87,13 +90,16 @@ s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
     if (!s_dir)
         s_dir = sm_tmpdir_new ("splitmesh_edge");
     snprintf (s_ep, sizeof s_ep, "ipc://%s/broker", s_dir);
+    if (o->broker)
+        snprintf (s_ep, sizeof s_ep, "%s", o->broker);
     snprintf (s_cloud_ep, sizeof s_cloud_ep, "%s", s_ep);
     char log [500], split [16];
     snprintf (split, sizeof split, "%d", L);
     const char *sessions = o->max_sessions ? o->max_sessions : "16";
     const char *expiry = o->expiry_ms ? o->expiry_ms : "5000";
     s_log_path (log, sizeof log, "broker");
-    cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, "--expiry-ms", expiry, NULL) > 0);
+    if (!o->broker)
+        cr_assert (sm_spawn (log, "splitmesh-broker", "-e", s_ep, "--expiry-ms", expiry, NULL) > 0);
     if (o->separate_cloud) {
         int port = sm_free_tcp_port ();
         cr_assert (port > 0);
@@ -118,6 +124,10 @@ s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
         argv [argc++] = "--link";
         argv [argc++] = (char *) o->link;
     }
+    if (o->telemetry) {
+        argv [argc++] = "--telemetry";
+        argv [argc++] = (char *) o->telemetry;
+    }
     const char *const *edge_extra = o->edge_extra;
     for (int i = 0; edge_extra && edge_extra [i] && argc < 30; i++)
         argv [argc++] = (char *) edge_extra [i];
@@ -134,7 +144,7 @@ s_mesh_ex (const char *model, int L, const s_mesh_opts_t *o)
 static void
 s_mesh (const char *model, int L, const char *const *edge_extra)
 {
-    s_mesh_opts_t o = { edge_extra, NULL, false, NULL, false, NULL };
+    s_mesh_opts_t o = { .edge_extra = edge_extra };
     s_mesh_ex (model, L, &o);
 }
 
@@ -609,7 +619,7 @@ Test (edge, evicted_sessions_are_reprefilled)
     const char *extra [] = { "--fixed-k", "-v", NULL };
     //  A 10 ms link RTT makes each generation last many round trips, so
     //  the two overlap whatever the machine's load.
-    s_mesh_opts_t o = { extra, "1", true, "rtt=10", false, NULL };
+    s_mesh_opts_t o = { .edge_extra = extra, .max_sessions = "1", .separate_cloud = true, .link = "rtt=10" };
     s_mesh_ex (s_model, 2, &o);
     const char *prompts [2] = { s_prompts [0], s_prompts [2] };
     int32_t want [2][S_MAX_OUT];
@@ -654,7 +664,7 @@ Test (edge, cloud_behind_link_emulator)
 {
     s_tiny ();
     const char *extra [] = { "-v", NULL };
-    s_mesh_opts_t o = { extra, NULL, true, "rtt=40", false, NULL };
+    s_mesh_opts_t o = { .edge_extra = extra, .separate_cloud = true, .link = "rtt=40" };
     s_mesh_ex (s_model, 1, &o);
     int32_t want [S_MAX_OUT];
     int n_want = s_reference (s_model, QFMT_W8, s_prompts [1], 24, want);
@@ -747,7 +757,7 @@ Test (edge, real_model_short_check, .timeout = 180)
 Test (edge, unreachable_cloud_degrades_to_edge_only)
 {
     s_tiny ();
-    s_mesh_opts_t o = { NULL, NULL, false, NULL, true, "300" };
+    s_mesh_opts_t o = { .no_target = true, .expiry_ms = "300" };
     s_mesh_ex (s_model, 1, &o);
     int32_t want_w4 [S_MAX_OUT];
     int n_w4 = s_reference (s_model, QFMT_W4, s_prompts [2], 20, want_w4);
@@ -766,7 +776,7 @@ Test (edge, unreachable_cloud_without_draft_model_is_an_error)
 {
     s_tiny ();
     const char *extra [] = { "--drafter", "ngram", NULL };
-    s_mesh_opts_t o = { extra, NULL, false, NULL, true, "300" };
+    s_mesh_opts_t o = { .edge_extra = extra, .no_target = true, .expiry_ms = "300" };
     s_mesh_ex (s_model, 1, &o);
     s_result_t *r = calloc (1, sizeof *r);
     wire_generate_t req = s_req (s_prompts [2], 20, 4);
@@ -795,6 +805,7 @@ Test (edge, process_options)
         { "--broker ipc:///tmp/x --draft-format w3", 1, "--draft-format" },
         { "--broker ipc:///tmp/x --link rtt=abc", 1, "--link" },
         { "--model x.gguf", 1, "no broker" },
+        { "--broker ipc:///tmp/x --drafter ngram --telemetry bogus://x", 1, "--telemetry" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         bool with_model = !strstr (cases [i].args, "--model");
@@ -813,4 +824,55 @@ Test (edge, process_options)
         cr_assert_eq (rc, cases [i].rc, "'%s': exit %d, want %d: %s", cases [i].args, rc, cases [i].rc, text);
         cr_assert (strstr (text, cases [i].says), "'%s' does not say '%s': %s", cases [i].args, cases [i].says, text);
     }
+}
+
+//  With --telemetry, the generation's numbers reach splitmesh-telemetry
+//  (docs/metrics.md's edge-draft rows) and equal the FINAL's statistics.
+static sm_telemetry_mesh_t s_tel;
+
+static void
+s_tel_fini (void)
+{
+    sm_proc_kill_all ();
+    sm_telemetry_mesh_stop (&s_tel);
+    s_fini ();
+}
+
+Test (edge, metrics_reach_telemetry, .fini = s_tel_fini)
+{
+    s_tiny ();
+    memset (&s_tel, 0, sizeof s_tel);
+    cr_assert_eq (sm_telemetry_mesh_start (&s_tel, "splitmesh_edge_tel", 0, 0), 0);
+    const char *extra [] = { "--instance", "edge-1", NULL };
+    s_mesh_opts_t o = { .edge_extra = extra, .broker = s_tel.mdp, .telemetry = s_tel.xsub };
+    s_mesh_ex (s_model, 1, &o);
+    s_result_t *r = calloc (1, sizeof *r);
+    wire_generate_t req = s_req (s_prompts [1], 24, 4);
+    s_generate (&req, r);
+    cr_assert_eq (r->status, 0, "%s", r->error);
+    cr_assert (r->n_tokens > 0);
+    req = s_req ("", 4, 4);
+    s_result_t *bad = calloc (1, sizeof *bad);
+    s_generate (&req, bad);
+    cr_assert_eq (bad->status, 422);
+    #define S_LABELS "{service=\"edge-draft\",instance=\"edge-1\""
+    double last = 0;
+    cr_assert (sm_telemetry_wait_sample (s_tel.http_port, "splitmesh_tokens_generated_total" S_LABELS "}",
+               r->n_tokens, 10000, &last), "tokens: %g, FINAL says %d", last, r->n_tokens);
+    cr_assert (sm_telemetry_wait_sample (s_tel.http_port, "splitmesh_prompt_tokens_total" S_LABELS "}",
+               r->stats.prompt_tokens, 5000, &last), "prompt tokens: %g", last);
+    cr_assert (sm_telemetry_wait_sample (s_tel.http_port, "splitmesh_requests_total" S_LABELS ",status=\"200\"}",
+               1, 5000, &last), "requests 200: %g", last);
+    cr_assert (sm_telemetry_wait_sample (s_tel.http_port, "splitmesh_errors_total" S_LABELS ",status=\"422\"}",
+               1, 5000, &last), "errors 422: %g", last);
+    cr_assert (sm_telemetry_wait_sample (s_tel.http_port, "splitmesh_link_bytes_total" S_LABELS ",direction=\"up\"}",
+               (double) r->stats.link_bytes_up, 5000, &last), "link up: %g, FINAL %llu",
+               last, (unsigned long long) r->stats.link_bytes_up);
+    if (r->stats.accept_by_pos_count > 0 && r->stats.accept_by_pos [0] > 0)
+        cr_assert (sm_telemetry_wait_sample (s_tel.http_port,
+                   "splitmesh_drafts_accepted_total" S_LABELS ",pos=\"0\"}",
+                   (double) r->stats.accept_by_pos [0], 5000, &last), "accepted at 0: %g", last);
+    #undef S_LABELS
+    free (r);
+    free (bad);
 }

@@ -15,6 +15,7 @@
 #include "link_proxy.h"
 #include "mdp_client.h"
 #include "mdp_worker.h"
+#include "metrics.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -222,8 +223,10 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
     }
 
     sh->metrics = metrics_new ("edge-draft", sh->instance, a->telemetry);
-    if (a->telemetry && *a->telemetry && !EDGE_METRICS_AVAILABLE)
-        zsys_warning ("edge-draft: --telemetry given, but this build has no core/metrics yet");
+    if (a->telemetry && *a->telemetry && !sh->metrics) {
+        snprintf (self->start_error, sizeof self->start_error, "--telemetry %s: cannot publish there", a->telemetry);
+        return -1;
+    }
     self->n_workers = a->workers > 0 ? a->workers : EDGE_DRAFT_WORKERS_DEFAULT;
     self->workers = calloc ((size_t) self->n_workers, sizeof *self->workers);
     self->wargs = calloc ((size_t) self->n_workers, sizeof *self->wargs);

@@ -15,7 +15,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include "drafter.h"
-#include "edge_metrics.h"
+#include "metrics.h"
 #include "mdp_client.h"
 #include "mdp_worker.h"
 #include "model.h"
