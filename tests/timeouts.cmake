@@ -11,4 +11,3 @@ set(TIMEOUT_prometheus 110)
 set(TIMEOUT_dashboard 150)
 set(TIMEOUT_gpu_model 900)
 # services: the real-model split check loads SmolLM2 in four processes.
-# telemetry: a real Prometheus and headless Chromium start slowly on a busy machine.
