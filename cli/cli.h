@@ -6,6 +6,9 @@
 #ifndef SPLITMESH_CLI_H
 #define SPLITMESH_CLI_H
 
+//  splitmesh health: container health probe, MDP MMI or HTTP (cmd_health.c).
+int cmd_health (int argc, char **argv);
+
 //  cmd_keygen.c: writes a CurveZMQ key pair (zcert format) for crypt-proxy.
 int cmd_keygen (int argc, char **argv);
 

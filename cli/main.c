@@ -16,6 +16,7 @@ typedef struct {
 
 static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
+    { "health", cmd_health, "probe a broker/service (MMI) or an HTTP /health: exit 0 if healthy" },
     { "keygen", cmd_keygen, "write a CurveZMQ key pair for crypt-proxy (zcert format)" },
     { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
     { NULL, NULL, NULL }
