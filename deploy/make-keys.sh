@@ -5,7 +5,8 @@
 # writes (git-ignored, existing keys kept):
 #   overlays/datacenter/keys/cloud_secret, overlays/fog/keys/cloud_secret
 #                                       each cloud site's own certificate
-#   overlays/device/keys/device_secret  the device sites' certificate
+#   overlays/device/keys/device_secret  the device sites' certificate (device:
+#                                       its public half, for the allow lists)
 #   overlays/device/keys/cloud          the datacenter proxy's public key
 #   overlays/{datacenter,fog}/keys/allow/device   the device public key
 # Uses $SPLITMESH_CLI, else build/bin/splitmesh (`splitmesh keygen`).
@@ -26,5 +27,4 @@ done
 # Devices talk to the datacenter; point overlays/device at fog instead by
 # copying overlays/fog/keys/cloud here.
 cp "$DIR/overlays/datacenter/keys/cloud" "$DIR/overlays/device/keys/cloud"
-rm -f "$DIR/overlays/device/keys/device"     # the public half lives in the allow lists
 echo "make-keys: keys under $DIR/overlays/*/keys"
