@@ -250,6 +250,7 @@ static int
 s_check (const char *log, const char *compose_name, const char *datacenter_name)
 {
     return s_sh (log, "%s tests/deploy/check_consistency.py --bin-dir %s --compose %s/%s "
+                      "--dockerfile docker/Dockerfile "
                       "--overlay device=%s/device.yaml --overlay fog=%s/fog.yaml "
                       "--overlay datacenter=%s/%s",
                  S_PY, S_BIN, s_tmp, compose_name, s_tmp, s_tmp, s_tmp, datacenter_name);
@@ -274,6 +275,7 @@ Test (deploy, code_compose_and_kubernetes_agree)
     cr_assert_eq (rc, 0, "code, compose.yaml and deploy/ disagree (FAIL lines above)");
     cr_assert (s_file_has (log, "splitmesh-broker: 11 options from --options-json"));
     cr_assert (s_file_has (log, "summary: 0 failures"));
+    cr_assert (s_file_has (log, "runtime packages cover splitmesh-broker"));
 }
 
 Test (deploy, consistency_check_catches_disagreements)

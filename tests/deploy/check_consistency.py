@@ -26,6 +26,8 @@ Then it checks:
      ask about the MDP service the container registers, and HTTP probes
      hit a port the container listens on; crypt-proxy bridges only MDP
      services some binary of the deployment registers;
+  6. (--dockerfile) the runtime image's packages provide every shared
+     library the built binaries link;
   5. names agree: every Kubernetes workload has a compose service of the
      same name (or name-device / name-cloud / name-cpu) running the same
      binary, and the reverse; CURVE key volumes are read-only, Secrets are
@@ -462,11 +464,57 @@ def check_kubernetes(checker, overlay, path):
     return {w: c[3] for c in containers for w in [c[0]]}
 
 
+# Packages every debian:12-slim image already has (apt itself needs them).
+SLIM_BASE = {"libc6", "libgcc-s1", "libstdc++6"}
+
+
+def check_runtime_packages(dockerfile, bin_dir):
+    """The runtime stage's apt packages provide every shared library the
+    built binaries link directly (readelf NEEDED -> ldd path -> dpkg -S)."""
+    text = open(dockerfile).read()
+    stage = re.search(r"FROM debian:12-slim AS runtime\n(.*?)\nFROM ", text, re.S)
+    if not stage:
+        say("FAIL", f"{dockerfile}: no `FROM debian:12-slim AS runtime` stage")
+        return
+    #  The words of the `apt-get install` command, up to the next `&&`.
+    install = re.search(r"apt-get install((?:[^&])*)", stage.group(1))
+    words = (install.group(1) if install else "").replace("\\\n", " ").split()
+    packages = {w for w in words if not w.startswith("-")}
+    say("info", f"{dockerfile}: runtime packages {sorted(packages)}")
+    for tool in ("readelf", "ldd", "dpkg"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
+            say("note", f"runtime packages not checked: {tool} is missing")
+            return
+    binaries = sorted(b for b in os.listdir(bin_dir)
+                      if b.startswith("splitmesh") and not b.startswith("splitmesh-test-"))
+    for binary in binaries:
+        path = os.path.join(bin_dir, binary)
+        needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]",
+                            subprocess.run(["readelf", "-d", path], capture_output=True,
+                                           text=True).stdout)
+        resolved = dict(re.findall(r"^\s*(\S+) => (\S+)", subprocess.run(
+            ["ldd", path], capture_output=True, text=True).stdout, re.M))
+        missing = []
+        for lib in needed:
+            owner = subprocess.run(["dpkg", "-S", os.path.realpath(resolved.get(lib, lib))],
+                                   capture_output=True, text=True).stdout.split(":")[0]
+            if not owner:
+                owner = subprocess.run(["dpkg", "-S", resolved.get(lib, lib)],
+                                       capture_output=True, text=True).stdout.split(":")[0]
+            if owner not in packages and owner not in SLIM_BASE:
+                missing.append(f"{lib} ({owner or 'no package'})")
+        if missing:
+            say("FAIL", f"{dockerfile}: runtime stage lacks what {binary} links: {', '.join(missing)}")
+        else:
+            say("ok", f"{dockerfile}: runtime packages cover {binary} ({len(needed)} libraries)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin-dir", required=True)
     parser.add_argument("--compose", required=True, help="output of docker-compose config")
     parser.add_argument("--overlay", action="append", default=[], metavar="NAME=RENDERED.yaml")
+    parser.add_argument("--dockerfile", help="check its runtime stage's packages")
     args = parser.parse_args()
     checker = Checker(args.bin_dir)
     if not checker.table("splitmesh").source:
@@ -494,6 +542,8 @@ def main():
                 say("note", f"names: compose {name} is compose-only: {COMPOSE_ONLY[name]}")
             else:
                 say("FAIL", f"names: compose {name} ({binary}) runs in no Kubernetes overlay")
+    if args.dockerfile:
+        check_runtime_packages(args.dockerfile, args.bin_dir)
     not_built = sorted(b for b, t in checker.tables.items() if t.source is None)
     fallback = sorted(b for b, t in checker.tables.items() if t.source == "help")
     print(f"summary: {failures} failures; fallback to --help: {fallback or 'none'}; "
