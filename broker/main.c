@@ -39,14 +39,13 @@ static const options_spec_t s_options [] = {
 int
 main (int argc, char **argv)
 {
-    options_t *opts = options_new ("splitmesh-broker", "[options]",
+    int status;
+    options_t *opts = options_new_from_args ("splitmesh-broker", "[options]",
         "The MDP/0.2 broker (session-affine routing) and telemetry XSUB/XPUB proxy.",
-        s_options, OPTIONS_COUNT (s_options));
-    int status = 2;
-    if (!opts || options_parse (opts, argc, argv, &status)) {
-        options_destroy (&opts);
+        s_options, OPTIONS_COUNT (s_options),
+        argc, argv, &status);
+    if (!opts)
         return status;
-    }
     broker_config_t config = {
         .telemetry_xsub = options_string (opts, "telemetry-xsub"),
         .telemetry_xpub = options_string (opts, "telemetry-xpub"),

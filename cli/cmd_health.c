@@ -137,15 +137,14 @@ done:
 int
 cmd_health (int argc, char **argv)
 {
-    options_t *opts = options_new ("splitmesh health",
+    int status;
+    options_t *opts = options_new_from_args ("splitmesh health",
         "--broker EP [--service NAME] | --http URL [options]",
         "Exit 0 when healthy, 1 when not, 2 on a usage error (for HEALTHCHECK and probes).",
-        s_options, OPTIONS_COUNT (s_options));
-    int status = 2;
-    if (!opts || options_parse (opts, argc, argv, &status)) {
-        options_destroy (&opts);
+        s_options, OPTIONS_COUNT (s_options),
+        argc, argv, &status);
+    if (!opts)
         return status;
-    }
     const char *broker = options_string (opts, "broker");
     const char *http = options_string (opts, "http");
     int timeout_ms = options_int (opts, "timeout-ms");

@@ -335,6 +335,19 @@ done:
     return rc;
 }
 
+options_t *
+options_new_from_args (const char *program, const char *synopsis, const char *summary,
+                       const options_spec_t *specs, size_t count,
+                       int argc, char **argv, int *status)
+{
+    assert (status);
+    *status = 2;
+    options_t *self = options_new (program, synopsis, summary, specs, count);
+    if (self && options_parse (self, argc, argv, status))
+        options_destroy (&self);
+    return self;
+}
+
 static size_t
 s_find (options_t *self, const char *name)
 {

@@ -28,13 +28,12 @@
             { "verbose", 'v', "SPLITMESH_VERBOSE", OPTIONS_BOOL, .help = "log" },
         };
         int main (int argc, char **argv) {
-            options_t *opts = options_new ("splitmesh-foo", "[options]",
-                "What the foo service does.", s_options, OPTIONS_COUNT (s_options));
             int status;
-            if (options_parse (opts, argc, argv, &status)) {
-                options_destroy (&opts);
+            options_t *opts = options_new_from_args ("splitmesh-foo", "[options]",
+                "What the foo service does.", s_options, OPTIONS_COUNT (s_options),
+                argc, argv, &status);
+            if (!opts)
                 return status;                  //  0 after --help, 2 on error
-            }
             config.broker = options_string (opts, "broker");
             config.threads = options_int (opts, "threads");
             ...run the actor...
@@ -97,6 +96,16 @@ typedef struct _options_t options_t;
 options_t *
     options_new (const char *program, const char *synopsis, const char *summary,
                  const options_spec_t *specs, size_t count);
+
+//  What a main calls: options_new, then options_parse. Returns the parser
+//  when the program should run (caller owns it and destroys it with
+//  options_destroy once the strings are no longer used); otherwise returns
+//  NULL and sets *status to the exit status: 0 after --help or
+//  --options-json, 2 after a usage error or a malformed table.
+options_t *
+    options_new_from_args (const char *program, const char *synopsis, const char *summary,
+                           const options_spec_t *specs, size_t count,
+                           int argc, char **argv, int *status);
 
 //  Destroys the parser and every string it returned; nullifies *self_p.
 void

@@ -226,3 +226,23 @@ Test (options, h_is_left_to_a_table_that_uses_it)
     cr_assert_str_eq (options_string (own, "host"), "example.org");
     options_destroy (&own);
 }
+
+Test (options, new_from_args_runs_or_gives_the_exit_status, .init = cr_redirect_stdout)
+{
+    char *run [] = { "smtest", "--name", "n", "-t", "3", NULL };
+    int status = -1;
+    options_t *own = options_new_from_args ("smtest", NULL, NULL, s_specs,
+                                            OPTIONS_COUNT (s_specs), 5, run, &status);
+    cr_assert_not_null (own);
+    cr_assert_eq (options_int (own, "threads"), 3);
+    options_destroy (&own);
+
+    char *help [] = { "smtest", "--help", NULL };
+    cr_assert_null (options_new_from_args ("smtest", NULL, NULL, s_specs,
+                                           OPTIONS_COUNT (s_specs), 2, help, &status));
+    cr_assert_eq (status, 0);
+    char *bad [] = { "smtest", "--threads", "x", NULL };
+    cr_assert_null (options_new_from_args ("smtest", NULL, NULL, s_specs,
+                                           OPTIONS_COUNT (s_specs), 3, bad, &status));
+    cr_assert_eq (status, 2);
+}

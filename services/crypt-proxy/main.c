@@ -46,19 +46,18 @@ static const options_spec_t s_options [] = {
 int
 main (int argc, char **argv)
 {
-    options_t *opts = options_new ("splitmesh-crypt-proxy", "--role device|cloud [options]",
+    int status;
+    options_t *opts = options_new_from_args ("splitmesh-crypt-proxy", "--role device|cloud [options]",
         "device role (MDP worker on the device broker, CURVE client of the cloud proxy):\n"
         "  splitmesh-crypt-proxy --role device --broker EP --services a[,b] --connect tcp://HOST:7100\n"
         "        --server-key SERVER_PUBLIC_CERT --cert DEVICE_CERT [--link delay=25,jitter=2,bw=100,loss=0]\n"
         "cloud role (CURVE server with a ZAP allowlist, MDP client of the cloud broker):\n"
         "  splitmesh-crypt-proxy --role cloud --bind tcp://*:7100 --cert SERVER_CERT\n"
         "        --allow DIR_OF_DEVICE_PUBLIC_CERTS --broker EP",
-        s_options, OPTIONS_COUNT (s_options));
-    int status = 2;
-    if (!opts || options_parse (opts, argc, argv, &status)) {
-        options_destroy (&opts);
+        s_options, OPTIONS_COUNT (s_options),
+        argc, argv, &status);
+    if (!opts)
         return status;
-    }
     const char *role = options_string (opts, "role");
     crypt_proxy_config_t config = {
         .role = streq (role, "device")? CRYPT_ROLE_DEVICE: CRYPT_ROLE_CLOUD,

@@ -27,14 +27,13 @@ static const options_spec_t s_options [] = {
 int
 main (int argc, char **argv)
 {
-    options_t *opts = options_new ("splitmesh-telemetry", "-s ENDPOINT [options]",
+    int status;
+    options_t *opts = options_new_from_args ("splitmesh-telemetry", "-s ENDPOINT [options]",
         "Subscribes to the telemetry bus; serves Prometheus /metrics, /health and a dashboard.",
-        s_options, OPTIONS_COUNT (s_options));
-    int status = 2;
-    if (!opts || options_parse (opts, argc, argv, &status)) {
-        options_destroy (&opts);
+        s_options, OPTIONS_COUNT (s_options),
+        argc, argv, &status);
+    if (!opts)
         return status;
-    }
     telemetry_config_t config = {
         .subscribe = options_string (opts, "subscribe"),
         .http_port = options_int (opts, "http-port"),

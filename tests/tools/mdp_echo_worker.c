@@ -39,13 +39,12 @@ static const options_spec_t s_options [] = {
 int
 main (int argc, char **argv)
 {
-    options_t *opts = options_new ("splitmesh-test-echo-worker", "-e ENDPOINT [options]",
-        "An MDP echo worker for integration tests.", s_options, OPTIONS_COUNT (s_options));
-    int status = 2;
-    if (!opts || options_parse (opts, argc, argv, &status)) {
-        options_destroy (&opts);
+    int status;
+    options_t *opts = options_new_from_args ("splitmesh-test-echo-worker", "-e ENDPOINT [options]",
+        "An MDP echo worker for integration tests.", s_options, OPTIONS_COUNT (s_options),
+        argc, argv, &status);
+    if (!opts)
         return status;
-    }
     sm_echo_config_t config = {
         .endpoint = options_string (opts, "endpoint"),
         .service = options_string (opts, "service"),
