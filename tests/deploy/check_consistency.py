@@ -27,7 +27,9 @@ Then it checks:
      hit a port the container listens on; crypt-proxy bridges only MDP
      services some binary of the deployment registers;
   6. (--dockerfile) the runtime image's packages provide every shared
-     library the built binaries link;
+     library the built binaries link, and each service stage of the
+     Dockerfiles runs splitmesh-<stage> with a valid HEALTHCHECK and sets
+     only variables its binary reads;
   5. names agree: every Kubernetes workload has a compose service of the
      same name (or name-device / name-cloud / name-cpu) running the same
      binary, and the reverse; CURVE key volumes are read-only, Secrets are
@@ -82,10 +84,11 @@ class Table:
             return
         argv = [path] if binary != "splitmesh" else [path, "health"]
         run = subprocess.run(argv + ["--options-json"], capture_output=True, text=True, timeout=20)
-        if run.returncode == 0:
+        if run.returncode == 0 and run.stdout.lstrip().startswith("{"):
             try:
                 table = json.loads(run.stdout)
-            except ValueError:
+            except ValueError as error:
+                say("FAIL", f"{binary} --options-json is not valid JSON: {error}")
                 table = None
             if table and "options" in table:
                 self.source = "options-json"
@@ -509,6 +512,46 @@ def check_runtime_packages(dockerfile, bin_dir):
             say("ok", f"{dockerfile}: runtime packages cover {binary} ({len(needed)} libraries)")
 
 
+def check_dockerfile_stages(checker, dockerfile):
+    """Each service stage `FROM ... AS NAME` runs splitmesh-NAME (compose
+    relies on target NAME -> binary splitmesh-NAME), copies that binary,
+    and has a HEALTHCHECK that is a valid `splitmesh health` asking for the
+    MDP service the binary registers."""
+    text = open(dockerfile).read().replace("\\\n", " ")
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    stage_env = {}
+    for stage in stages:
+        head = stage.split("\n", 1)[0]
+        name = head.split(" AS ")[-1].strip() if " AS " in head else None
+        parent = head.split()[0]
+        env = dict(stage_env.get(parent, {}))
+        for line in re.findall(r"^ENV (.*)$", stage, re.M):
+            env.update(item.split("=", 1) for item in shlex.split(line) if "=" in item)
+        stage_env[name] = env
+        entry = re.search(r"^ENTRYPOINT (\[.*\])", stage, re.M)
+        if not name or not entry:
+            continue            # builder and the shared runtime stage
+        where = f"{dockerfile} target {name}"
+        binary = json.loads(entry.group(1))[0]
+        checker.table(binary).check_env(env, where + " ENV")
+        if binary != f"splitmesh-{name}":
+            say("FAIL", f"{where}: runs {binary}, but compose expects splitmesh-{name}")
+            continue
+        if not re.search(rf"^COPY .*/{re.escape(binary)}\b", stage, re.M):
+            say("FAIL", f"{where}: does not copy {binary} into the image")
+        health = re.search(r"^HEALTHCHECK .*? CMD (.*)$", stage, re.M)
+        if not health:
+            say("FAIL", f"{where}: no HEALTHCHECK")
+            continue
+        command = health.group(1).strip()
+        command = json.loads(command) if command.startswith("[") else ["sh", "-c", command]
+        # Variables the image expects from compose/Kubernetes: any endpoint will do.
+        env = {var: "tcp://127.0.0.1:5555" for var in re.findall(r"\$(SPLITMESH_[A-Z_]+)", str(command))}
+        checker.check_health(command, env, binary, MDP_SERVICE.get(binary), where,
+                             lambda endpoint, what: None)
+        say("ok", f"{where}: runs {binary}, HEALTHCHECK {' '.join(command)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bin-dir", required=True)
@@ -544,6 +587,9 @@ def main():
                 say("FAIL", f"names: compose {name} ({binary}) runs in no Kubernetes overlay")
     if args.dockerfile:
         check_runtime_packages(args.dockerfile, args.bin_dir)
+        for dockerfile in (args.dockerfile, args.dockerfile + ".cuda"):
+            if os.path.exists(dockerfile):
+                check_dockerfile_stages(checker, dockerfile)
     not_built = sorted(b for b, t in checker.tables.items() if t.source is None)
     fallback = sorted(b for b, t in checker.tables.items() if t.source == "help")
     print(f"summary: {failures} failures; fallback to --help: {fallback or 'none'}; "
