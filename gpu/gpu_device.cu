@@ -127,3 +127,59 @@ cleanup:
     cudaFree (d_a); cudaFree (d_b); cudaFree (d_y); cudaFree (d_c);
     return rc;
 }
+
+static __global__ void
+s_fill_random (uint32_t *p, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
+         i += (size_t) gridDim.x * blockDim.x) {
+        uint32_t z = (uint32_t) i * 2654435761u + 0x9e3779b9u;
+        z ^= z >> 16;
+        z *= 0x85ebca6bu;
+        z ^= z >> 13;
+        p[i] = z;
+    }
+}
+
+static int
+s_cmp_float (const void *a, const void *b)
+{
+    float x = *(const float *) a, y = *(const float *) b;
+    return x < y ? -1 : x > y;
+}
+
+extern "C" double
+gpu_copy_bandwidth (size_t bytes, int reps)
+{
+    if (gpu_device_count () == 0 || reps < 1 || bytes < 1024)
+        return 0;
+    bytes &= ~(size_t) 15;
+    void *src = NULL, *dst = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    double result = 0;
+    float *ms = (float *) calloc (reps, sizeof (float));
+    if (!ms || cudaMalloc (&src, bytes) != cudaSuccess || cudaMalloc (&dst, bytes) != cudaSuccess
+        || cudaEventCreate (&e0) != cudaSuccess || cudaEventCreate (&e1) != cudaSuccess)
+        goto cleanup;
+    s_fill_random<<<1024, 256>>> ((uint32_t *) src, bytes / 4);
+    if (cudaMemcpy (dst, src, bytes, cudaMemcpyDeviceToDevice) != cudaSuccess)
+        goto cleanup;
+    for (int r = 0; r < reps; r++) {
+        cudaEventRecord (e0);
+        cudaMemcpyAsync (dst, src, bytes, cudaMemcpyDeviceToDevice);
+        cudaEventRecord (e1);
+        if (cudaEventSynchronize (e1) != cudaSuccess || cudaEventElapsedTime (&ms[r], e0, e1) != cudaSuccess)
+            goto cleanup;
+    }
+    qsort (ms, reps, sizeof (float), s_cmp_float);
+    if (ms[reps / 2] > 0)
+        result = 2.0 * bytes / (ms[reps / 2] * 1e-3);
+cleanup:
+    cudaGetLastError ();
+    if (e0) cudaEventDestroy (e0);
+    if (e1) cudaEventDestroy (e1);
+    cudaFree (src);
+    cudaFree (dst);
+    free (ms);
+    return result;
+}

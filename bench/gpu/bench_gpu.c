@@ -1,0 +1,341 @@
+/*  bench_gpu.c: the CUDA backend's verify latency and throughput.
+
+    Prints one JSON object (stdout) with, in one run:
+      1. the device's copy bandwidth (large device-to-device copy, bytes
+         read + written), which sets the floor of a weight-bound step:
+         floor = bytes the forward must read / bandwidth;
+      2. for a Llama-3-8B-shaped model with synthetic weights generated on
+         the device, per format (w8a8, fp16): the latency of one verify step
+         (1 session, k+1 = 5 positions at context CTX) and its ratio to the
+         floor, and one batched forward over S sessions' 5 positions each
+         for S = 1, 8, 32, 64 (verified tokens/s = 5 S / latency);
+      3. for SmolLM2-135M (--model), verify and decode latency with and
+         without CUDA graphs, and 10,000 verify calls with device memory
+         read before and after.
+    Latencies are host-clock medians of complete gpu_forward_batch calls
+    (inputs uploaded, argmax downloaded, synchronized), after warm-up;
+    every step is rolled back with gpu_session_truncate so each repetition
+    has the same shape. Inputs are pseudo-random tokens, never zeros.
+
+    usage: bench_gpu [--model PATH] [--ctx 256] [--reps 30] [--skip-8b] [--formats w8a8,fp16]
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "gpu.h"
+#include "model.h"
+
+#define K1 5                    //  verify positions: k = 4 drafts + 1
+
+static double
+s_now (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int
+s_cmp (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y ? -1 : x > y;
+}
+
+static double
+s_median (double *v, int n)
+{
+    qsort (v, n, sizeof *v, s_cmp);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void
+s_tokens (int32_t *t, int n, int vocab, unsigned seed)
+{
+    unsigned s = seed * 2654435761u + 1;
+    for (int i = 0; i < n; i++) {
+        s = s * 1103515245u + 12345u;
+        t[i] = (int32_t) ((s >> 8) % (unsigned) vocab);
+    }
+}
+
+static void
+s_die (const char *what, const char *msg)
+{
+    fprintf (stderr, "bench_gpu: %s: %s\n", what, msg);
+    exit (1);
+}
+
+//  Prefills sessions ids[0..n) to ctx positions, batches of up to max_tokens.
+static void
+s_prefill (gpu_model_t *g, const int *ids, int n, int ctx)
+{
+    const gpu_options_t *o = gpu_model_options (g);
+    int vocab = gpu_model_config (g)->vocab_size;
+    int per = o->max_tokens / ctx;
+    if (per < 1)
+        s_die ("prefill", "max_tokens below ctx");
+    int32_t *tok = malloc ((size_t) per * ctx * sizeof (int32_t));
+    int32_t *am = malloc ((size_t) o->max_tokens * sizeof (int32_t));
+    gpu_seq_t *q = calloc (per, sizeof *q);
+    for (int i = 0; i < n; i += per) {
+        int m = n - i < per ? n - i : per;
+        for (int j = 0; j < m; j++) {
+            s_tokens (tok + (size_t) j * ctx, ctx, vocab, 17 + i + j);
+            q[j] = (gpu_seq_t) { ids[i + j], 0, ctx, tok + (size_t) j * ctx, NULL };
+        }
+        gpu_out_t out = { .argmax = am };
+        if (gpu_forward_batch (g, q, m, &out))
+            s_die ("prefill", gpu_model_error (g));
+    }
+    free (tok); free (am); free (q);
+}
+
+//  Median seconds of one forward over n sessions' K1 positions at ctx.
+static double
+s_verify (gpu_model_t *g, const int *ids, int n, int ctx, int reps)
+{
+    int vocab = gpu_model_config (g)->vocab_size;
+    int32_t *tok = malloc ((size_t) n * K1 * sizeof (int32_t));
+    int32_t *am = malloc ((size_t) n * K1 * sizeof (int32_t));
+    gpu_seq_t *q = calloc (n, sizeof *q);
+    double *t = malloc ((reps + 3) * sizeof (double));
+    for (int r = 0; r < reps + 3; r++) {
+        for (int s = 0; s < n; s++) {
+            s_tokens (tok + (size_t) s * K1, K1, vocab, 1000 + r * 131 + s);
+            q[s] = (gpu_seq_t) { ids[s], ctx, K1, tok + (size_t) s * K1, NULL };
+        }
+        gpu_out_t out = { .argmax = am };
+        double t0 = s_now ();
+        if (gpu_forward_batch (g, q, n, &out))
+            s_die ("verify", gpu_model_error (g));
+        double dt = s_now () - t0;
+        if (r >= 3)
+            t[r - 3] = dt;      //  first 3: warm-up (plans, graph capture)
+        for (int s = 0; s < n; s++)
+            gpu_session_truncate (g, ids[s], ctx);
+    }
+    double m = s_median (t, reps);
+    free (tok); free (am); free (q); free (t);
+    return m;
+}
+
+static void
+s_bench_8b (gpu_fmt_t fmt, int ctx, int reps, double bw, bool first)
+{
+    model_config_t c;
+    memset (&c, 0, sizeof c);
+    c.dim = 4096; c.hidden_dim = 14336; c.n_layers = 32; c.n_heads = 32; c.n_kv_heads = 8;
+    c.head_dim = 128; c.kv_dim = 1024; c.vocab_size = 128256; c.context_length = 8192;
+    c.norm_eps = 1e-5f; c.rope_freq_base = 500000.0f; c.rope_freq_scale = 1.0f;
+    enum { MAX_S = 64 };
+    gpu_options_t o = gpu_options_default ();
+    o.format = fmt;
+    o.max_sessions = MAX_S;
+    o.max_ctx = ctx + 16;
+    o.max_tokens = MAX_S * K1 > 2 * ctx ? MAX_S * K1 : 2 * ctx;
+    o.graph_max_tokens = 64;
+    char err[512];
+    double t0 = s_now ();
+    gpu_model_t *g = gpu_model_new_synthetic (&c, &o, 42, err, sizeof err);
+    if (!g)
+        s_die ("8B model", err);
+    double gen_s = s_now () - t0;
+    int ids[MAX_S];
+    for (int s = 0; s < MAX_S; s++)
+        if ((ids[s] = gpu_session_open (g)) < 0)
+            s_die ("session", gpu_model_error (g));
+    s_prefill (g, ids, MAX_S, ctx);
+    size_t bytes = gpu_model_stream_bytes (g);
+    double floor_s = bytes / bw;
+    double v1 = s_verify (g, ids, 1, ctx, reps);
+    gpu_model_set_graphs (g, false);
+    double v1_nograph = s_verify (g, ids, 1, ctx, reps);
+    gpu_model_set_graphs (g, true);
+    gpu_model_set_skinny (g, false);
+    double v1_cublaslt = s_verify (g, ids, 1, ctx, reps);
+    gpu_model_set_skinny (g, true);
+    const char *f = gpu_fmt_name (fmt);
+    printf ("%s\"%s_8b\": {\"weight_bytes_read\": %zu, \"floor_ms\": %.4f, \"generate_s\": %.2f, "
+            "\"ctx\": %d, \"verify_ms\": %.4f, \"verify_ms_no_graphs\": %.4f, \"verify_ms_cublaslt\": %.4f, \"verify_ratio_to_floor\": %.4f, "
+            "\"sessions\": {",
+            first ? "" : ", ", f, bytes, floor_s * 1e3, gen_s, ctx, v1 * 1e3, v1_nograph * 1e3, v1_cublaslt * 1e3, v1 / floor_s);
+    int counts[] = { 1, 8, 32, 64 };
+    for (int i = 0; i < 4; i++) {
+        double m = s_verify (g, ids, counts[i], ctx, reps);
+        printf ("%s\"%d\": {\"ms\": %.4f, \"verified_tps\": %.1f}", i ? ", " : "", counts[i],
+                m * 1e3, counts[i] * K1 / m);
+        fprintf (stderr, "8B %s: %d sessions x %d positions: %.3f ms, %.0f tokens/s\n", f,
+                 counts[i], K1, m * 1e3, counts[i] * K1 / m);
+    }
+    printf ("}}");
+    fflush (stdout);
+    fprintf (stderr, "8B %s: verify %.3f ms (no graphs %.3f, cuBLASLt for every GEMM %.3f), floor %.3f ms "
+             "(%zu bytes), ratio %.3f\n", f, v1 * 1e3, v1_nograph * 1e3, v1_cublaslt * 1e3, floor_s * 1e3,
+             bytes, v1 / floor_s);
+    gpu_model_destroy (&g);
+}
+
+static void
+s_bench_small (const char *path, int reps, double bw)
+{
+    model_options_t mo = model_options_default ();
+    mo.format = QFMT_F32;
+    char err[512];
+    model_t *cpu = model_load (path, &mo, err, sizeof err);
+    if (!cpu)
+        s_die ("model", err);
+    printf (", \"smollm2\": {");
+    for (int f = 0; f < 2; f++) {
+        gpu_options_t o = gpu_options_default ();
+        o.format = f ? GPU_FMT_W8A8 : GPU_FMT_FP16;
+        o.max_sessions = 4;
+        o.max_ctx = 512;
+        o.max_tokens = 256;
+        gpu_model_t *g = gpu_model_new_from_cpu (cpu, &o, err, sizeof err);
+        if (!g)
+            s_die ("SmolLM2 upload", err);
+        int id = gpu_session_open (g);
+        int ctx = 128;
+        s_prefill (g, &id, 1, ctx);
+        double on = s_verify (g, &id, 1, ctx, reps * 4);
+        gpu_model_set_graphs (g, false);
+        double off = s_verify (g, &id, 1, ctx, reps * 4);
+        gpu_model_set_graphs (g, true);
+        //  Decode: one position.
+        double dec[2];
+        for (int gr = 0; gr < 2; gr++) {
+            gpu_model_set_graphs (g, gr == 0);
+            double *t = malloc (reps * 4 * sizeof (double));
+            int32_t tok = 7, am;
+            for (int r = 0; r < reps * 4 + 3; r++) {
+                gpu_seq_t q = { id, ctx, 1, &tok, NULL };
+                gpu_out_t out = { .argmax = &am };
+                double t0 = s_now ();
+                if (gpu_forward_batch (g, &q, 1, &out))
+                    s_die ("decode", gpu_model_error (g));
+                if (r >= 3)
+                    t[r - 3] = s_now () - t0;
+                gpu_session_truncate (g, id, ctx);
+                tok = am;
+            }
+            dec[gr] = s_median (t, reps * 4);
+            free (t);
+        }
+        gpu_model_set_graphs (g, true);
+        //  10,000 verify calls: 4 sessions, random acceptance, rollback.
+        int ids[4] = { id, gpu_session_open (g), gpu_session_open (g), gpu_session_open (g) };
+        size_t mem0 = 0;
+        int errors = 0;
+        unsigned r = 9;
+        double t0 = s_now ();
+        for (int call = 0; call < 10000; call++) {
+            int32_t tok[4][K1], am[4 * K1];
+            gpu_seq_t q[4];
+            for (int s = 0; s < 4; s++) {
+                int pos = gpu_session_pos (g, ids[s]);
+                if (pos + K1 > o.max_ctx) {
+                    gpu_session_truncate (g, ids[s], 0);
+                    pos = 0;
+                }
+                s_tokens (tok[s], K1, gpu_model_config (g)->vocab_size, call * 4 + s);
+                q[s] = (gpu_seq_t) { ids[s], pos, K1, tok[s], NULL };
+            }
+            gpu_out_t out = { .argmax = am };
+            if (gpu_forward_batch (g, q, 4, &out))
+                errors++;
+            for (int s = 0; s < 4; s++) {
+                r = r * 1103515245u + 12345u;
+                gpu_session_truncate (g, ids[s], q[s].pos + 1 + (int) ((r >> 10) % K1));
+            }
+            if (call == 99)
+                mem0 = gpu_memory_used ();
+        }
+        double loop_s = s_now () - t0;
+        size_t mem1 = gpu_memory_used ();
+        //  Bad requests in the same model: errors, then it keeps serving.
+        int32_t bad_tok = 1, am1;
+        gpu_seq_t unknown = { 99, 0, 1, &bad_tok, NULL };
+        gpu_seq_t beyond = { ids[0], gpu_session_pos (g, ids[0]), o.max_ctx, &bad_tok, NULL };
+        gpu_out_t out1 = { .argmax = &am1 };
+        int bad1 = gpu_forward_batch (g, &unknown, 1, &out1);
+        char msg1[256];
+        snprintf (msg1, sizeof msg1, "%s", gpu_model_error (g));
+        int bad2 = gpu_forward_batch (g, &beyond, 1, &out1);
+        char msg2[256];
+        snprintf (msg2, sizeof msg2, "%s", gpu_model_error (g));
+        gpu_seq_t fine = { ids[0], gpu_session_pos (g, ids[0]), 1, &bad_tok, NULL };
+        int ok = gpu_forward_batch (g, &fine, 1, &out1);
+        const char *fn = gpu_fmt_name (o.format);
+        printf ("%s\"%s\": {\"verify_ms_graphs\": %.4f, \"verify_ms_no_graphs\": %.4f, "
+                "\"decode_ms_graphs\": %.4f, \"decode_ms_no_graphs\": %.4f, \"floor_ms\": %.4f, "
+                "\"calls_10000\": {\"errors\": %d, \"seconds\": %.2f, \"mem_after_100\": %zu, "
+                "\"mem_after_10000\": %zu, \"unknown_session_rc\": %d, \"unknown_session_msg\": \"%s\", "
+                "\"beyond_ctx_rc\": %d, \"beyond_ctx_msg\": \"%s\", \"serves_after_rc\": %d}}",
+                f ? ", " : "", fn, on * 1e3, off * 1e3, dec[0] * 1e3, dec[1] * 1e3,
+                gpu_model_stream_bytes (g) / bw * 1e3, errors, loop_s, mem0, mem1, bad1, msg1,
+                bad2, msg2, ok);
+        fprintf (stderr, "SmolLM2 %s: verify %.3f ms graphs / %.3f ms direct; decode %.3f / %.3f; "
+                 "10000 calls %.1f s, %d errors, memory %zu -> %zu\n", fn, on * 1e3, off * 1e3,
+                 dec[0] * 1e3, dec[1] * 1e3, loop_s, errors, mem0, mem1);
+        gpu_model_destroy (&g);
+    }
+    printf ("}");
+    model_destroy (&cpu);
+}
+
+int
+main (int argc, char **argv)
+{
+    const char *model = NULL;
+    const char *formats = "w8a8,fp16";
+    int ctx = 256, reps = 30;
+    bool skip_8b = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp (argv[i], "--model") && i + 1 < argc)
+            model = argv[++i];
+        else if (!strcmp (argv[i], "--ctx") && i + 1 < argc)
+            ctx = atoi (argv[++i]);
+        else if (!strcmp (argv[i], "--reps") && i + 1 < argc)
+            reps = atoi (argv[++i]);
+        else if (!strcmp (argv[i], "--formats") && i + 1 < argc)
+            formats = argv[++i];
+        else if (!strcmp (argv[i], "--skip-8b"))
+            skip_8b = true;
+        else {
+            fprintf (stderr, "usage: bench_gpu [--model PATH] [--ctx 256] [--reps 30] [--skip-8b] "
+                     "[--formats w8a8,fp16]\n");
+            return 2;
+        }
+    }
+    if (ctx < 8 || reps < 1)
+        s_die ("options", "ctx >= 8 and reps >= 1 needed");
+    char desc[256];
+    if (gpu_describe (desc, sizeof desc))
+        s_die ("device", "no CUDA device");
+    char err[256];
+    if (gpu_selftest (err, sizeof err))
+        s_die ("selftest", err);
+    double bw = gpu_copy_bandwidth ((size_t) 4 << 30, 20);
+    if (bw <= 0)
+        s_die ("bandwidth", "copy measurement failed");
+    fprintf (stderr, "%s; copy bandwidth %.0f GB/s\n", desc, bw / 1e9);
+    printf ("{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f", desc, bw / 1e9);
+    fflush (stdout);
+    if (!skip_8b) {
+        printf (", ");
+        bool first = true;
+        for (int f = 0; f < GPU_FMT_COUNT; f++)
+            if (strstr (formats, gpu_fmt_name ((gpu_fmt_t) f)) && f != 0) {
+                s_bench_8b ((gpu_fmt_t) f, ctx, reps, bw, first);
+                first = false;
+            }
+        if (strstr (formats, "fp16"))
+            s_bench_8b (GPU_FMT_FP16, ctx, reps, bw, first);
+    }
+    if (model)
+        s_bench_small (model, reps, bw);
+    printf ("}\n");
+    return 0;
+}

@@ -1,0 +1,85 @@
+"""report.py: merges bench_gpu's and torch_ref.py's JSON into
+bench/results/gpu.json (headline keys first, full numbers under "raw") and
+gpu.md (a short table), and prints the table.
+
+usage: python3 report.py BENCH.json TORCH.json TESTS.txt OUT.json OUT.md
+"""
+import json, sys
+
+bench = json.load(open(sys.argv[1]))
+try:
+    torch = json.load(open(sys.argv[2]))
+except Exception as e:          # torch run failed: report without it
+    torch = {"error": str(e), "sessions": {}}
+tests = open(sys.argv[3]).read() if len(sys.argv) > 3 else ""
+w8, f16 = bench.get("w8a8_8b", {}), bench.get("fp16_8b", {})
+t1 = torch.get("sessions", {}).get("1", {}).get("ms")
+import os
+out = {
+    "device": bench.get("device"),
+    "commit": os.environ.get("GPU_COMMIT", "unknown"),
+    "command": os.environ.get("GPU_COMMAND", "bench/gpu/device.sh"),
+    "copy_bandwidth_gbs": bench.get("copy_bandwidth_gbs"),
+    "w8a8_8b_verify_ms": w8.get("verify_ms"),
+    "w8a8_8b_floor_ms": w8.get("floor_ms"),
+    "w8a8_8b_verify_ratio_to_floor": w8.get("verify_ratio_to_floor"),
+    "fp16_8b_verify_ms": f16.get("verify_ms"),
+    "fp16_8b_floor_ms": f16.get("floor_ms"),
+    "fp16_8b_verify_ratio_to_floor": f16.get("verify_ratio_to_floor"),
+    "torch_fp16_8b_verify_ms": t1,
+    "speedup_vs_torch_fp16": (t1 / f16["verify_ms"]) if t1 and f16.get("verify_ms") else None,
+    "speedup_w8a8_vs_torch_fp16": (t1 / w8["verify_ms"]) if t1 and w8.get("verify_ms") else None,
+}
+for s in ("1", "8", "32", "64"):
+    for name, d in (("w8a8", w8), ("fp16", f16)):
+        out[f"verified_tps_{s}_sessions_{name}"] = d.get("sessions", {}).get(s, {}).get("verified_tps")
+    out[f"verified_tps_{s}_sessions_torch_fp16"] = torch.get("sessions", {}).get(s, {}).get("verified_tps")
+best = [out.get(f"verified_tps_64_sessions_{n}") for n in ("w8a8", "fp16")]
+best = [b for b in best if b]
+out["verified_tps_64_sessions"] = max(best) if best else None
+sm = bench.get("smollm2", {})
+for n in ("fp16", "w8a8"):
+    d = sm.get(n, {})
+    out[f"smollm2_{n}_verify_ms_graphs"] = d.get("verify_ms_graphs")
+    out[f"smollm2_{n}_verify_ms_no_graphs"] = d.get("verify_ms_no_graphs")
+for line in tests.splitlines():
+    if line.startswith("SMOLLM2 "):
+        out.setdefault("smollm2_gpu_vs_cpu", []).append(line[8:].strip())
+out["raw"] = {"bench": bench, "torch": torch}
+json.dump(out, open(sys.argv[4], "w"), indent=2)
+
+
+def f(v, spec=".3f"):
+    return "-" if v is None else format(v, spec)
+
+
+md = [f"# GPU backend (bench/gpu) on {bench.get('device')}", "",
+      f"Commit {out['commit']}, `{out['command']}`.", "",
+      f"Copy bandwidth {f(bench.get('copy_bandwidth_gbs'), '.0f')} GB/s (read + write); "
+      f"floor = weight bytes read per step / that bandwidth. torch {torch.get('torch', '-')}.", "",
+      "| Llama-3-8B shape, ctx %s | w8a8 | fp16 | torch fp16 eager |" % bench.get("w8a8_8b", {}).get("ctx", "-"),
+      "| --- | --- | --- | --- |",
+      f"| verify 1 session x 5 positions, ms | {f(w8.get('verify_ms'))} | {f(f16.get('verify_ms'))} | {f(t1)} |",
+      f"| floor, ms | {f(w8.get('floor_ms'))} | {f(f16.get('floor_ms'))} | |",
+      f"| ratio to floor | {f(w8.get('verify_ratio_to_floor'), '.2f')} | {f(f16.get('verify_ratio_to_floor'), '.2f')} | |",
+      f"| verify without CUDA graphs, ms | {f(w8.get('verify_ms_no_graphs'))} | {f(f16.get('verify_ms_no_graphs'))} | |",
+      f"| verify with cuBLASLt for every GEMM, ms | {f(w8.get('verify_ms_cublaslt'))} | {f(f16.get('verify_ms_cublaslt'))} | |"]
+for s in ("1", "8", "32", "64"):
+    md.append(f"| verified tokens/s, {s} sessions | {f(out[f'verified_tps_{s}_sessions_w8a8'], '.0f')} | "
+              f"{f(out[f'verified_tps_{s}_sessions_fp16'], '.0f')} | {f(out[f'verified_tps_{s}_sessions_torch_fp16'], '.0f')} |")
+md += ["", "| SmolLM2-135M | fp16 | w8a8 |", "| --- | --- | --- |"]
+for k, label in (("verify_ms_graphs", "verify 5 positions, graphs, ms"),
+                 ("verify_ms_no_graphs", "verify 5 positions, no graphs, ms"),
+                 ("decode_ms_graphs", "decode 1 position, graphs, ms"),
+                 ("decode_ms_no_graphs", "decode 1 position, no graphs, ms")):
+    md.append(f"| {label} | {f(sm.get('fp16', {}).get(k))} | {f(sm.get('w8a8', {}).get(k))} |")
+for n in ("fp16", "w8a8"):
+    c = sm.get(n, {}).get("calls_10000")
+    if c:
+        md.append(f"\n{n}: 10,000 verify calls in {c['seconds']:.1f} s, {c['errors']} errors, device memory "
+                  f"{c['mem_after_100']} -> {c['mem_after_10000']} bytes; unknown session rc {c['unknown_session_rc']} "
+                  f"('{c['unknown_session_msg']}'), beyond context rc {c['beyond_ctx_rc']}, serves after: rc {c['serves_after_rc']}.")
+for l in out.get("smollm2_gpu_vs_cpu", []):
+    md.append(f"\nGPU vs CPU on SmolLM2 (same weights): {l}")
+open(sys.argv[5], "w").write("\n".join(md) + "\n")
+print("\n".join(md))

@@ -1,0 +1,49 @@
+/*  cli_args.c: strict option-value parsing for the CLI subcommands.  */
+#include "cli_args.h"
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int
+cli_parse_long (const char *s, long lo, long hi, long *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol (s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int
+cli_parse_double (const char *s, double lo, double hi, double *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    double v = strtod (s, &end);
+    if (errno || *end || !isfinite (v) || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int
+cli_parse_u64 (const char *s, unsigned long long *out)
+{
+    if (!s || !*s || *s == '-')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull (s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,563 @@
+/*  gpu_kernels.cuh: the backend's own CUDA kernels (everything but the
+    GEMMs, which are cuBLASLt's). Private to gpu_model.cu.
+
+    Every kernel that consumes a GEMM product dequantizes it on load, so no
+    separate dequantization pass touches memory: in W8A8 mode a product
+    element is int32 acc * token scale * channel scale, in fp16 mode it is
+    the fp16 value. Every kernel that feeds a GEMM emits its activations in
+    the GEMM's input format: fp16, or int8 with one scale per token
+    (max |x| / 127, round to nearest even), which needs the whole row's
+    maximum: those kernels keep the fp32 row in a scratch row, reduce, then
+    quantize their own elements (one block per token, so no other block
+    touches the row).
+
+    Layout: activations are (token, channel) row-major; products are
+    (token, out channel) row-major (cuBLASLt's column-major N x T). The KV
+    cache of a layer is (page, page_size, kv_dim) fp16; token t of a batch
+    is at position tok_pos[t] of session slot tok_slot[t], whose pages are
+    listed in block_table[slot * max_blocks ...].
+*/
+#ifndef SPLITMESH_GPU_KERNELS_CUH
+#define SPLITMESH_GPU_KERNELS_CUH
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#define K_THREADS 256
+
+//  Product element (t, n) of a GEMM with N outputs, dequantized.
+template <int W8>
+static __device__ __forceinline__ float
+k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int N)
+{
+    size_t i = (size_t) t * N + n;
+    if (W8)
+        return (float) ((const int32_t *) raw)[i] * x_scale * w_scale[n];
+    return __half2float (((const __half *) raw)[i]);
+}
+
+static __device__ __forceinline__ float
+k_warp_sum (float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync (0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float
+k_warp_max (float v)
+{
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, o));
+    return v;
+}
+
+//  Sum / max over the block (blockDim.x a multiple of 32, <= 1024); every
+//  thread gets the result. sh holds 32 floats.
+static __device__ float
+k_block_sum (float v, float *sh)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = k_warp_sum (v);
+    __syncthreads ();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads ();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return k_warp_sum (v);
+}
+
+static __device__ float
+k_block_max (float v, float *sh)
+{
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = k_warp_max (v);
+    __syncthreads ();
+    if (lane == 0)
+        sh[warp] = v;
+    __syncthreads ();
+    v = lane < nw ? sh[lane] : 0.0f;
+    return k_warp_max (v);
+}
+
+//  Emits row t (K values, already in xf's row when W8, or given by the
+//  caller as fp16 otherwise) as int8 with a per-token scale. amax is the
+//  thread's share of max |v|. Called by the whole block.
+static __device__ void
+k_emit_int8 (const float *xf, int8_t *act, float *xs, int t, int K, float amax, float *sh)
+{
+    amax = k_block_max (amax, sh);
+    float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+    float inv = 1.0f / scale;
+    const float *row = xf + (size_t) t * K;
+    int8_t *out = act + (size_t) t * K;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        int q = __float2int_rn (row[i] * inv);
+        out[i] = (int8_t) max (-127, min (127, q));
+    }
+    if (threadIdx.x == 0)
+        xs[t] = scale;
+}
+
+//  x[t] = embedding row of tokens[t] (fp16 table).
+static __global__ void
+k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
+{
+    int t = blockIdx.x;
+    const __half *row = emb + (size_t) tokens[t] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        x[(size_t) t * dim + i] = __half2float (row[i]);
+}
+
+//  cos / sin of pos * inv_freq[i] for each token, in double like the CPU
+//  engine (angles reach thousands of radians).
+static __global__ void
+k_rope_table (const int32_t *tok_pos, const float *inv_freq, float *cos_t, float *sin_t, int half_hd)
+{
+    int t = blockIdx.x;
+    for (int i = threadIdx.x; i < half_hd; i += blockDim.x) {
+        double s, c;
+        sincos ((double) tok_pos[t] * (double) inv_freq[i], &s, &c);
+        cos_t[(size_t) t * half_hd + i] = (float) c;
+        sin_t[(size_t) t * half_hd + i] = (float) s;
+    }
+}
+
+//  Optionally x[t] += product (the residual add of the previous GEMM),
+//  then, when norm_w is set, act[t] = rmsnorm (x[t]) * norm_w in the GEMM
+//  input format. One block per token.
+template <int W8>
+static __global__ void
+k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
+               const float *norm_w, float eps, int dim, void *act, float *xf)
+{
+    __shared__ float sh[32];
+    int t = blockIdx.x;
+    float x_scale = W8 && raw ? xs[t] : 1.0f;     //  read before any barrier
+    float *xr = x + (size_t) t * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = xr[i];
+        if (raw) {
+            v += k_load<W8> (raw, w_scale, x_scale, t, i, dim);
+            xr[i] = v;
+        }
+        ss += v * v;
+    }
+    if (!norm_w)
+        return;
+    ss = k_block_sum (ss, sh);
+    float inv = rsqrtf (ss / dim + eps);
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = xr[i] * inv * norm_w[i];
+        if (W8) {
+            xf[(size_t) t * dim + i] = v;
+            amax = fmaxf (amax, fabsf (v));
+        }
+        else
+            ((__half *) act)[(size_t) t * dim + i] = __float2half (v);
+    }
+    if (W8)
+        k_emit_int8 (xf, (int8_t *) act, xs, t, dim, amax, sh);
+}
+
+//  Splits the QKV product: RoPE on q (to q, fp32) and k, and k, v into the
+//  paged cache at the token's position. One block per token.
+template <int W8>
+static __global__ void
+k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
+            __half *kc, __half *vc, const int32_t *block_table, const int32_t *tok_pos,
+            const int32_t *tok_slot, const float *cos_t, const float *sin_t,
+            int q_dim, int kv_dim, int head_dim, int page_size, int max_blocks)
+{
+    int t = blockIdx.x;
+    int N = q_dim + 2 * kv_dim, half_hd = head_dim / 2;
+    float x_scale = W8 ? xs[t] : 1.0f;
+    int pos = tok_pos[t];
+    int page = block_table[(size_t) tok_slot[t] * max_blocks + pos / page_size];
+    size_t cbase = ((size_t) page * page_size + pos % page_size) * kv_dim;
+    int n_pairs = (q_dim + kv_dim) / 2;
+    for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
+        int c = 2 * p;
+        float x0 = k_load<W8> (raw, w_scale, x_scale, t, c, N);
+        float x1 = k_load<W8> (raw, w_scale, x_scale, t, c + 1, N);
+        int i = (c % head_dim) / 2;
+        float co = cos_t[(size_t) t * half_hd + i], si = sin_t[(size_t) t * half_hd + i];
+        float y0 = x0 * co - x1 * si, y1 = x0 * si + x1 * co;
+        if (c < q_dim) {
+            q[(size_t) t * q_dim + c] = y0;
+            q[(size_t) t * q_dim + c + 1] = y1;
+        }
+        else {
+            kc[cbase + c - q_dim] = __float2half (y0);
+            kc[cbase + c - q_dim + 1] = __float2half (y1);
+        }
+    }
+    for (int i = threadIdx.x; i < kv_dim; i += blockDim.x)
+        vc[cbase + i] = __float2half (k_load<W8> (raw, w_scale, x_scale, t, q_dim + kv_dim + i, N));
+}
+
+//  Causal attention of token t's query head h over its session's
+//  positions 0 .. tok_pos[t] (the new keys are already in the cache).
+//  Grid (tokens, heads), 4 warps: each warp runs an online softmax over
+//  every 4th position, lanes holding EPL = head_dim / 32 elements, then the
+//  warps' partial results are merged.
+#define K_ATT_WARPS 4
+template <int EPL>
+static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
+k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *block_table,
+             const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
+             int kv_dim, int page_size, int max_blocks, float scale)
+{
+    const int hd = EPL * 32;
+    __shared__ float s_m[K_ATT_WARPS], s_l[K_ATT_WARPS], s_acc[K_ATT_WARPS][EPL * 32];
+    int t = blockIdx.x, h = blockIdx.y;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int pos = tok_pos[t];
+    const int32_t *bt = block_table + (size_t) tok_slot[t] * max_blocks;
+    int kv_off = (h / group) * hd;
+    const float *qr = q + ((size_t) t * n_heads + h) * hd;
+    float qv[EPL], acc[EPL];
+#pragma unroll
+    for (int e = 0; e < EPL; e++) {
+        qv[e] = qr[lane + 32 * e] * scale;
+        acc[e] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = warp; j <= pos; j += K_ATT_WARPS) {
+        size_t base = ((size_t) bt[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < EPL; e++)
+            s += qv[e] * __half2float (kc[base + lane + 32 * e]);
+        s = k_warp_sum (s);
+        float mn = fmaxf (m, s);
+        float c = __expf (m - mn), p = __expf (s - mn);
+        l = l * c + p;
+#pragma unroll
+        for (int e = 0; e < EPL; e++)
+            acc[e] = acc[e] * c + p * __half2float (vc[base + lane + 32 * e]);
+        m = mn;
+    }
+    if (lane == 0) {
+        s_m[warp] = m;
+        s_l[warp] = l;
+    }
+#pragma unroll
+    for (int e = 0; e < EPL; e++)
+        s_acc[warp][lane + 32 * e] = acc[e];
+    __syncthreads ();
+    if (warp == 0) {
+        //  Warp 0 always saw position 0, so M is finite; warps that saw
+        //  nothing have m = -inf and weigh 0.
+        float M = s_m[0];
+        for (int w = 1; w < K_ATT_WARPS; w++)
+            M = fmaxf (M, s_m[w]);
+        float L = 0.0f, f[K_ATT_WARPS];
+        for (int w = 0; w < K_ATT_WARPS; w++) {
+            f[w] = s_l[w] > 0.0f ? __expf (s_m[w] - M) : 0.0f;
+            L += s_l[w] * f[w];
+        }
+        float invL = 1.0f / L;
+        float *out = att + ((size_t) t * n_heads + h) * hd;
+#pragma unroll
+        for (int e = 0; e < EPL; e++) {
+            float o = 0.0f;
+            for (int w = 0; w < K_ATT_WARPS; w++)
+                o += s_acc[w][lane + 32 * e] * f[w];
+            out[lane + 32 * e] = o * invL;
+        }
+    }
+}
+
+//  act[t] = x[t] (fp32 rows of K) in the GEMM input format.
+template <int W8>
+static __global__ void
+k_emit (const float *x, int K, void *act, float *xs)
+{
+    __shared__ float sh[32];
+    int t = blockIdx.x;
+    const float *row = x + (size_t) t * K;
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        if (W8)
+            amax = fmaxf (amax, fabsf (row[i]));
+        else
+            ((__half *) act)[(size_t) t * K + i] = __float2half (row[i]);
+    }
+    if (W8)
+        k_emit_int8 (x, (int8_t *) act, xs, t, K, amax, sh);
+}
+
+//  act[t] = silu (gate) * up from the stacked gate|up product (2 * hidden).
+template <int W8>
+static __global__ void
+k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf)
+{
+    __shared__ float sh[32];
+    int t = blockIdx.x;
+    float x_scale = W8 ? xs[t] : 1.0f;
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+        float g = k_load<W8> (raw, w_scale, x_scale, t, i, 2 * hidden);
+        float u = k_load<W8> (raw, w_scale, x_scale, t, hidden + i, 2 * hidden);
+        float v = g / (1.0f + __expf (-g)) * u;
+        if (W8) {
+            xf[(size_t) t * hidden + i] = v;
+            amax = fmaxf (amax, fabsf (v));
+        }
+        else
+            ((__half *) act)[(size_t) t * hidden + i] = __float2half (v);
+    }
+    if (W8)
+        k_emit_int8 (xf, (int8_t *) act, xs, t, hidden, amax, sh);
+}
+
+//  logits[t] = head product (rows of ld, vocab used), dequantized; argmax[t] = its largest entry
+//  (lowest index on ties). One block (1024 threads) per token.
+template <int W8>
+static __global__ void
+k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int ld, float *logits,
+        int32_t *argmax)
+{
+    __shared__ float s_v[32];
+    __shared__ int s_i[32];
+    int t = blockIdx.x;
+    float x_scale = W8 ? xs[t] : 1.0f;
+    float best = -INFINITY;
+    int best_i = 0x7fffffff;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        float v = k_load<W8> (raw, w_scale, x_scale, t, i, ld);
+        logits[(size_t) t * vocab + i] = v;
+        if (v > best) {         //  i increases per thread: first max kept
+            best = v;
+            best_i = i;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync (0xffffffffu, best, o);
+        int oi = __shfl_xor_sync (0xffffffffu, best_i, o);
+        if (ov > best || (ov == best && oi < best_i)) {
+            best = ov;
+            best_i = oi;
+        }
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) {
+        s_v[warp] = best;
+        s_i[warp] = best_i;
+    }
+    __syncthreads ();
+    if (warp == 0) {
+        best = lane < nw ? s_v[lane] : -INFINITY;
+        best_i = lane < nw ? s_i[lane] : 0x7fffffff;
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync (0xffffffffu, best, o);
+            int oi = __shfl_xor_sync (0xffffffffu, best_i, o);
+            if (ov > best || (ov == best && oi < best_i)) {
+                best = ov;
+                best_i = oi;
+            }
+        }
+        if (lane == 0)
+            argmax[t] = best_i == 0x7fffffff ? 0 : best_i;
+    }
+}
+
+//  probs[t] = softmax (logits[t] * inv_temp). One block per token.
+static __global__ void
+k_softmax (const float *logits, float *probs, int vocab, float inv_temp)
+{
+    __shared__ float sh[32];
+    int t = blockIdx.x;
+    const float *row = logits + (size_t) t * vocab;
+    float *out = probs + (size_t) t * vocab;
+    float mx = -INFINITY;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+        mx = fmaxf (mx, row[i] * inv_temp);
+    mx = k_block_max (mx, sh);
+    float sum = 0.0f;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        float e = expf (row[i] * inv_temp - mx);
+        out[i] = e;
+        sum += e;
+    }
+    sum = k_block_sum (sum, sh);
+    float inv = 1.0f / sum;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+        out[i] *= inv;
+}
+
+//  --- skinny GEMMs for verify-sized batches --------------------------------
+//
+//  raw (t x n) = act (t x K) W^T for t <= 8 tokens, where the product is a
+//  pass over the weights: cuBLASLt's tiles leave most of the chip idle at
+//  such widths (measured: 2 to 3x the bandwidth floor on Llama-3-8B
+//  shapes). Each warp owns K_SK_ROWS rows and walks them in 16-byte
+//  chunks (lane-strided, so a warp reads 512 contiguous bytes per row per
+//  step); each activation chunk, read once per step for all T tokens, is
+//  reused for the warp's rows. Partial sums are reduced across the warp at
+//  the end. The products are the same as cuBLASLt's: int32 sums (exact, so
+//  identical) or fp16 results of fp32 accumulation. Needs K % 16 == 0.
+#define K_SK_WARPS 8
+#define K_SK_ROWS 4
+
+template <int T>
+static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
+k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t *__restrict__ Y,
+             int N, int K)
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    if (row0 >= N)
+        return;
+    const int4 *w[K_SK_ROWS];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+        w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
+    int acc[K_SK_ROWS][T];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++)
+            acc[r][t] = 0;
+    int nk = K / 16;
+#pragma unroll 2
+    for (int c = lane; c < nk; c += 32) {
+        int4 wv[K_SK_ROWS];
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++)
+            wv[r] = __ldcs (w[r] + c);      //  streamed once: evict first
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            int4 xv = __ldg ((const int4 *) (X + (size_t) t * K) + c);
+#pragma unroll
+            for (int r = 0; r < K_SK_ROWS; r++) {
+                acc[r][t] = __dp4a (wv[r].x, xv.x, acc[r][t]);
+                acc[r][t] = __dp4a (wv[r].y, xv.y, acc[r][t]);
+                acc[r][t] = __dp4a (wv[r].z, xv.z, acc[r][t]);
+                acc[r][t] = __dp4a (wv[r].w, xv.w, acc[r][t]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            int v = acc[r][t];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                v += __shfl_xor_sync (0xffffffffu, v, o);
+            if (lane == ((r * T + t) & 31) && row0 + r < N)
+                Y[(size_t) t * N + row0 + r] = v;
+        }
+}
+
+template <int T>
+static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
+k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half *__restrict__ Y,
+              int N, int K)
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    if (row0 >= N)
+        return;
+    const int4 *w[K_SK_ROWS];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+        w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
+    float acc[K_SK_ROWS][T];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++)
+            acc[r][t] = 0.0f;
+    int nk = K / 8;             //  8 halves per 16 bytes
+#pragma unroll 2
+    for (int c = lane; c < nk; c += 32) {
+        float wf[K_SK_ROWS][8];
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++) {
+            int4 v = __ldcs (w[r] + c);
+            const __half2 *h = (const __half2 *) &v;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 f = __half22float2 (h[j]);
+                wf[r][2 * j] = f.x;
+                wf[r][2 * j + 1] = f.y;
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            int4 v = __ldg ((const int4 *) (X + (size_t) t * K) + c);
+            const __half2 *h = (const __half2 *) &v;
+            float xf[8];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                float2 f = __half22float2 (h[j]);
+                xf[2 * j] = f.x;
+                xf[2 * j + 1] = f.y;
+            }
+#pragma unroll
+            for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    acc[r][t] = fmaf (wf[r][j], xf[j], acc[r][t]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            float v = k_warp_sum (acc[r][t]);
+            if (lane == ((r * T + t) & 31) && row0 + r < N)
+                Y[(size_t) t * N + row0 + r] = __float2half (v);
+        }
+}
+
+#define K_SKINNY_MAX_T 8
+
+//  --- synthetic weights -------------------------------------------------
+
+static __device__ __forceinline__ uint64_t
+k_mix (uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+//  Uniform in [-1, 1) from (seed, index).
+static __device__ __forceinline__ float
+k_uniform (uint64_t seed, uint64_t i)
+{
+    return (float) ((k_mix (seed ^ k_mix (i)) >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static __global__ void
+k_fill_half (__half *w, size_t n, uint64_t seed, float amp)
+{
+    for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
+         i += (size_t) gridDim.x * blockDim.x)
+        w[i] = __float2half (k_uniform (seed, i) * amp);
+}
+
+static __global__ void
+k_fill_int8 (int8_t *w, size_t n, uint64_t seed)
+{
+    for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
+         i += (size_t) gridDim.x * blockDim.x)
+        w[i] = (int8_t) __float2int_rn (k_uniform (seed, i) * 127.0f);
+}
+
+static __global__ void
+k_fill_const (float *w, size_t n, float v)
+{
+    for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
+         i += (size_t) gridDim.x * blockDim.x)
+        w[i] = v;
+}
+
+#endif

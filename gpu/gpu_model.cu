@@ -1,0 +1,1201 @@
+/*  gpu_model.cu: the CUDA cloud-target backend (gpu.h's model API).
+
+    Why it is built this way:
+      1. The rest of the mesh is C and must build without CUDA, so this file
+         hides every CUDA type behind gpu_model_t.
+      2. A verify step is a handful of positions per session, so the forward
+         pass is bound by reading the weights once: all sessions' positions
+         go through each GEMM together (one weight read for the batch), and
+         everything between GEMMs is one small fused kernel per step
+         (gpu_kernels.cuh), with the dequantization of int8 products folded
+         into the kernel that consumes them.
+      3. Small models are launch-bound (30 layers x 9 launches), so batches of
+         up to graph_max_tokens positions are captured once per size as a
+         CUDA graph and replayed; all per-batch inputs (tokens, positions,
+         session slots, page tables) live in fixed device buffers that the
+         graph reads.
+      4. Sessions come and go and roll back rejected drafts, so the KV cache
+         is paged: a pool of fixed-size pages per layer, handed out on
+         append and returned on truncate or close; the page table is
+         uploaded when it changes.
+
+    Matrices are (out, in) row-major as in the engine, so for activations
+    X (T x K) the product Y = X W^T is, in cuBLASLt's column-major terms,
+    Y^T (N x T) = op_T(W as K x N) * X^T (K x T): the "TN" layout that the
+    int8 tensor-core path requires.
+*/
+#include "gpu.h"
+#include "gpu_kernels.cuh"
+#include <cuda_runtime.h>
+#include <cublasLt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+
+extern "C" {
+#include "model_impl.h"
+}
+
+//  One weight matrix on the device.
+typedef struct {
+    int rows, cols;             //  (out, in)
+    int n;                      //  rows allocated and multiplied: rows rounded up to 8
+    void *data;                 //  (n, cols) fp16 or int8; rows past `rows` are zero
+    float *scale;               //  (n) per output channel (W8A8), else NULL
+} s_mat_t;
+
+typedef struct {
+    float *attn_norm, *ffn_norm;    //  (dim)
+    s_mat_t wqkv, wo, wgu, wdown;
+} s_layer_t;
+
+//  A cached cuBLASLt plan for one GEMM shape.
+typedef struct {
+    int n, k, t;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} s_plan_t;
+
+typedef struct {
+    bool open;
+    int pos;                    //  positions held
+    std::vector<int> *pages;    //  page ids, in position order
+} s_session_t;
+
+struct _gpu_model_t {
+    model_config_t config;
+    gpu_options_t opts;
+    int first, last;            //  loaded layers
+    bool has_embed, has_head;
+    int run_first;              //  this call's first layer, relative to `first`
+    bool run_tokens;            //  this call's inputs are tokens (else activations)
+    size_t stream_bytes;
+    char error[512];
+
+    //  Weights.
+    std::vector<s_layer_t> *layers;     //  (last - first)
+    __half *embed;              //  (vocab, dim) or NULL
+    float *output_norm;         //  (dim) or NULL
+    s_mat_t output;             //  (vocab, dim)
+    float *inv_freq;            //  (head_dim / 2)
+
+    //  KV pool: per layer (n_pages, page_size, kv_dim) fp16.
+    __half *kcache, *vcache;
+    size_t layer_stride;        //  elements per layer
+    int max_blocks;             //  pages per session at max_ctx
+    std::vector<int> *free_pages;
+    s_session_t *sessions;      //  (max_sessions)
+    int32_t *h_block_table;     //  (max_sessions, max_blocks), host mirror
+    bool table_dirty;
+
+    //  Batch buffers, for up to cap positions (cap = max_tokens rounded up to 4).
+    int cap;
+    int max_k;                  //  widest GEMM input
+    float *x;                   //  (cap, dim) residual stream
+    void *act;                  //  (cap, max_k) GEMM input, int8 or fp16
+    float *xs;                  //  (cap) per-token activation scale
+    float *xf;                  //  (cap, max_k) fp32 rows before int8 quantization
+    void *raw;                  //  (cap, widest GEMM output) product, int32 or fp16
+    float *q, *att;             //  (cap, q_dim)
+    float *cos_t, *sin_t;       //  (cap, head_dim / 2)
+    float *logits;              //  (cap, vocab) when the head is loaded
+    float *probs;               //  (cap, vocab)
+    int32_t *argmax;            //  (cap)
+    int32_t *d_meta;            //  tokens | tok_pos | tok_slot, 3 x cap
+    int32_t *d_block_table;     //  (max_sessions, max_blocks)
+    int32_t *h_meta;            //  pinned staging for d_meta
+    float *h_x;                 //  pinned staging for input activations (cap, dim)
+
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *workspace;
+    size_t workspace_size;
+    std::vector<s_plan_t> *plans;
+    cudaGraphExec_t *graphs;    //  (graph_max_tokens + 1) by batch size, NULL until captured
+};
+
+static int
+s_fail (gpu_model_t *self, const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (self->error, sizeof self->error, fmt, args);
+    va_end (args);
+    return -1;
+}
+
+#define S_CUDA(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) \
+    return s_fail (self, "%s: %s", #call, cudaGetErrorString (e_)); } while (0)
+#define S_LT(call) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) \
+    return s_fail (self, "%s: cublasLt status %d", #call, (int) s_); } while (0)
+#define S_LAUNCH() do { cudaError_t e_ = cudaGetLastError (); if (e_ != cudaSuccess) \
+    return s_fail (self, "kernel launch (line %d): %s", __LINE__, cudaGetErrorString (e_)); } while (0)
+
+static bool
+s_w8 (const gpu_model_t *self)
+{
+    return self->opts.format == GPU_FMT_W8A8;
+}
+
+extern "C" size_t
+gpu_memory_used (void)
+{
+    size_t free_b = 0, total_b = 0;
+    if (gpu_device_count () == 0 || cudaMemGetInfo (&free_b, &total_b) != cudaSuccess)
+        return 0;
+    return total_b - free_b;
+}
+
+//  --- weights ------------------------------------------------------------
+
+static size_t
+s_mat_bytes (const gpu_model_t *self, const s_mat_t *m)
+{
+    size_t n = (size_t) m->rows * m->cols;
+    return s_w8 (self) ? n + (size_t) m->rows * sizeof (float) : n * 2;
+}
+
+static int
+s_mat_alloc (gpu_model_t *self, s_mat_t *m, int rows, int cols)
+{
+    m->rows = rows;
+    m->cols = cols;
+    m->n = (rows + 7) / 8 * 8;
+    size_t n = (size_t) m->n * cols;
+    S_CUDA (cudaMalloc (&m->data, s_w8 (self) ? n : n * 2));
+    S_CUDA (cudaMemset (m->data, 0, s_w8 (self) ? n : n * 2));
+    if (s_w8 (self)) {
+        S_CUDA (cudaMalloc (&m->scale, (size_t) m->n * sizeof (float)));
+        S_CUDA (cudaMemset (m->scale, 0, (size_t) m->n * sizeof (float)));
+    }
+    self->stream_bytes += s_mat_bytes (self, m);
+    return 0;
+}
+
+static void
+s_mat_free (s_mat_t *m)
+{
+    cudaFree (m->data);
+    cudaFree (m->scale);
+    m->data = NULL;
+    m->scale = NULL;
+}
+
+//  Uploads a CPU matrix: each row dequantized, then to fp16, or to int8
+//  with scale max |w| / 127 (round to nearest even).
+static int
+s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
+{
+    int rows = qmatrix_rows (src), cols = qmatrix_cols (src);
+    if (s_mat_alloc (self, m, rows, cols))
+        return -1;
+    //  Converted in slabs of rows to bound host memory.
+    int slab = 1024;
+    std::vector<float> row (cols);
+    std::vector<__half> hbuf (s_w8 (self) ? 0 : (size_t) slab * cols);
+    std::vector<int8_t> qbuf (s_w8 (self) ? (size_t) slab * cols : 0);
+    std::vector<float> sbuf (slab);
+    for (int r0 = 0; r0 < rows; r0 += slab) {
+        int nr = rows - r0 < slab ? rows - r0 : slab;
+        for (int r = 0; r < nr; r++) {
+            qmatrix_get_row (src, r0 + r, row.data ());
+            if (s_w8 (self)) {
+                float amax = 0.0f;
+                for (int c = 0; c < cols; c++)
+                    amax = fmaxf (amax, fabsf (row[c]));
+                float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+                for (int c = 0; c < cols; c++) {
+                    float v = nearbyintf (row[c] / scale);
+                    qbuf[(size_t) r * cols + c] = (int8_t) (v > 127 ? 127 : v < -127 ? -127 : v);
+                }
+                sbuf[r] = scale;
+            }
+            else
+                for (int c = 0; c < cols; c++)
+                    hbuf[(size_t) r * cols + c] = __float2half (row[c]);
+        }
+        if (s_w8 (self)) {
+            S_CUDA (cudaMemcpy ((int8_t *) m->data + (size_t) r0 * cols, qbuf.data (),
+                                (size_t) nr * cols, cudaMemcpyHostToDevice));
+            S_CUDA (cudaMemcpy (m->scale + r0, sbuf.data (), nr * sizeof (float), cudaMemcpyHostToDevice));
+        }
+        else
+            S_CUDA (cudaMemcpy ((__half *) m->data + (size_t) r0 * cols, hbuf.data (),
+                                (size_t) nr * cols * 2, cudaMemcpyHostToDevice));
+    }
+    return 0;
+}
+
+static int
+s_upload_floats (gpu_model_t *self, float **dst, const float *src, size_t n)
+{
+    S_CUDA (cudaMalloc (dst, n * sizeof (float)));
+    S_CUDA (cudaMemcpy (*dst, src, n * sizeof (float), cudaMemcpyHostToDevice));
+    return 0;
+}
+
+//  Synthetic matrix: uniform values of amplitude sqrt (3 / cols), so a
+//  unit-variance input gives unit-variance outputs.
+static int
+s_mat_synth (gpu_model_t *self, s_mat_t *m, int rows, int cols, uint64_t seed)
+{
+    if (s_mat_alloc (self, m, rows, cols))
+        return -1;
+    size_t n = (size_t) rows * cols;
+    float amp = sqrtf (3.0f / cols);
+    if (s_w8 (self)) {
+        k_fill_int8<<<1024, 256, 0, self->stream>>> ((int8_t *) m->data, n, seed);
+        S_LAUNCH ();
+        k_fill_const<<<64, 256, 0, self->stream>>> (m->scale, rows, amp / 127.0f);
+    }
+    else
+        k_fill_half<<<1024, 256, 0, self->stream>>> ((__half *) m->data, n, seed, amp);
+    S_LAUNCH ();
+    return 0;
+}
+
+static int
+s_const_floats (gpu_model_t *self, float **dst, size_t n, float v)
+{
+    S_CUDA (cudaMalloc (dst, n * sizeof (float)));
+    k_fill_const<<<64, 256, 0, self->stream>>> (*dst, n, v);
+    S_LAUNCH ();
+    self->stream_bytes += n * sizeof (float);
+    return 0;
+}
+
+//  --- creation -----------------------------------------------------------
+
+static gpu_model_t *
+s_new (const model_config_t *config, const gpu_options_t *opts, int first, int last,
+       bool embed, bool head, char *err, size_t err_size)
+{
+    if (gpu_device_count () == 0) {
+        snprintf (err, err_size, "no CUDA device");
+        return NULL;
+    }
+    const gpu_options_t *o = opts;
+    const model_config_t *c = config;
+    if (!o || o->format < 0 || o->format >= GPU_FMT_COUNT || o->max_sessions < 1
+        || o->max_ctx < 1 || o->max_ctx > c->context_length || o->max_tokens < 1
+        || o->page_size < 1 || o->n_pages < 0 || o->graph_max_tokens < 0) {
+        snprintf (err, err_size, "bad GPU options (sessions %d, ctx %d of %d, tokens %d, page %d)",
+                  o ? o->max_sessions : 0, o ? o->max_ctx : 0, c->context_length,
+                  o ? o->max_tokens : 0, o ? o->page_size : 0);
+        return NULL;
+    }
+    //  Matrices other than the head are not padded: their widths must
+    //  suit the int8 tensor-core GEMM (multiples of 8).
+    if (c->head_dim % 32 || c->head_dim > 256 || c->dim % 8 || c->hidden_dim % 8 || c->kv_dim % 8
+        || c->n_heads % c->n_kv_heads) {
+        snprintf (err, err_size, "unsupported shape for the GPU backend: head_dim %d (needs a "
+                  "multiple of 32 up to 256), dim %d, hidden %d, kv_dim %d (need multiples of 8)",
+                  c->head_dim, c->dim, c->hidden_dim, c->kv_dim);
+        return NULL;
+    }
+    gpu_model_t *self = (gpu_model_t *) calloc (1, sizeof *self);
+    if (!self) {
+        snprintf (err, err_size, "out of memory");
+        return NULL;
+    }
+    self->config = *c;
+    self->opts = *o;
+    if (self->opts.graph_max_tokens > self->opts.max_tokens)
+        self->opts.graph_max_tokens = self->opts.max_tokens;
+    self->first = first;
+    self->last = last;
+    self->has_embed = embed;
+    self->has_head = head;
+    self->layers = new std::vector<s_layer_t> (last - first);
+    memset (self->layers->data (), 0, sizeof (s_layer_t) * (last - first));
+    self->plans = new std::vector<s_plan_t> ();
+    self->free_pages = new std::vector<int> ();
+    self->max_blocks = (self->opts.max_ctx + self->opts.page_size - 1) / self->opts.page_size;
+    if (self->opts.n_pages == 0)
+        self->opts.n_pages = self->opts.max_sessions * self->max_blocks;
+    self->sessions = (s_session_t *) calloc (self->opts.max_sessions, sizeof (s_session_t));
+    self->h_block_table = (int32_t *) calloc ((size_t) self->opts.max_sessions * self->max_blocks,
+                                              sizeof (int32_t));
+    self->graphs = (cudaGraphExec_t *) calloc (self->opts.graph_max_tokens + 1, sizeof (cudaGraphExec_t));
+    if (!self->sessions || !self->h_block_table || !self->graphs) {
+        snprintf (err, err_size, "out of memory");
+        gpu_model_destroy (&self);
+        return NULL;
+    }
+    for (int s = 0; s < self->opts.max_sessions; s++)
+        self->sessions[s].pages = new std::vector<int> ();
+    //  Lowest page ids handed out first.
+    for (int p = self->opts.n_pages - 1; p >= 0; p--)
+        self->free_pages->push_back (p);
+    return self;
+}
+
+//  Device buffers, stream, cuBLASLt; after the weights' shapes are known.
+static int
+s_alloc_run (gpu_model_t *self)
+{
+    const model_config_t *c = &self->config;
+    int q_dim = c->n_heads * c->head_dim;
+    int n_layers = self->last - self->first;
+    self->cap = (self->opts.max_tokens + 3) / 4 * 4;
+    size_t cap = self->cap;
+    self->max_k = c->dim > q_dim ? c->dim : q_dim;
+    if (c->hidden_dim > self->max_k)
+        self->max_k = c->hidden_dim;
+    size_t max_n = (size_t) q_dim + 2 * c->kv_dim;
+    if ((size_t) 2 * c->hidden_dim > max_n)
+        max_n = 2 * c->hidden_dim;
+    if (self->has_head && (size_t) self->output.n > max_n)
+        max_n = self->output.n;
+    if ((size_t) c->dim > max_n)
+        max_n = c->dim;
+    size_t ebytes = s_w8 (self) ? 4 : 2;
+
+    self->layer_stride = (size_t) self->opts.n_pages * self->opts.page_size * c->kv_dim;
+    size_t kv_bytes = self->layer_stride * (n_layers > 0 ? n_layers : 1) * sizeof (__half);
+    S_CUDA (cudaMalloc (&self->kcache, kv_bytes));
+    S_CUDA (cudaMalloc (&self->vcache, kv_bytes));
+    S_CUDA (cudaMemset (self->kcache, 0, kv_bytes));
+    S_CUDA (cudaMemset (self->vcache, 0, kv_bytes));
+
+    S_CUDA (cudaMalloc (&self->x, cap * c->dim * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->act, cap * self->max_k * 2));
+    S_CUDA (cudaMalloc (&self->xs, cap * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->xf, cap * self->max_k * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->raw, cap * max_n * ebytes));
+    S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->cos_t, cap * (c->head_dim / 2) * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->sin_t, cap * (c->head_dim / 2) * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->argmax, cap * sizeof (int32_t)));
+    S_CUDA (cudaMalloc (&self->d_meta, 3 * cap * sizeof (int32_t)));
+    S_CUDA (cudaMalloc (&self->d_block_table,
+                        (size_t) self->opts.max_sessions * self->max_blocks * sizeof (int32_t)));
+    if (self->has_head) {
+        S_CUDA (cudaMalloc (&self->logits, cap * c->vocab_size * sizeof (float)));
+        S_CUDA (cudaMalloc (&self->probs, cap * c->vocab_size * sizeof (float)));
+    }
+    //  Padding rows of the GEMM inputs are read (batch sizes are rounded up
+    //  to 4) but their products ignored: zero them once.
+    S_CUDA (cudaMemset (self->act, 0, cap * self->max_k * 2));
+    S_CUDA (cudaMemset (self->xs, 0, cap * sizeof (float)));
+    S_CUDA (cudaMemset (self->d_meta, 0, 3 * cap * sizeof (int32_t)));
+    S_CUDA (cudaMemset (self->d_block_table, 0,
+                        (size_t) self->opts.max_sessions * self->max_blocks * sizeof (int32_t)));
+    S_CUDA (cudaMallocHost (&self->h_meta, 3 * cap * sizeof (int32_t)));
+    S_CUDA (cudaMallocHost (&self->h_x, cap * c->dim * sizeof (float)));
+
+    if (!self->stream)
+        S_CUDA (cudaStreamCreateWithFlags (&self->stream, cudaStreamNonBlocking));
+    S_LT (cublasLtCreate (&self->lt));
+    self->workspace_size = 32u << 20;
+    S_CUDA (cudaMalloc (&self->workspace, self->workspace_size));
+    return 0;
+}
+
+//  The GEMM plan for an (n outputs, k inputs, t tokens) product.
+static s_plan_t *
+s_plan (gpu_model_t *self, int n, int k, int t)
+{
+    for (size_t i = 0; i < self->plans->size (); i++) {
+        s_plan_t *p = &(*self->plans)[i];
+        if (p->n == n && p->k == k && p->t == t)
+            return p;
+    }
+    s_plan_t p;
+    memset (&p, 0, sizeof p);
+    p.n = n;
+    p.k = k;
+    p.t = t;
+    bool w8 = s_w8 (self);
+    cudaDataType_t in_t = w8 ? CUDA_R_8I : CUDA_R_16F, out_t = w8 ? CUDA_R_32I : CUDA_R_16F;
+    cublasComputeType_t ct = w8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F;
+    cudaDataType_t st = w8 ? CUDA_R_32I : CUDA_R_32F;
+    cublasOperation_t trans_a = CUBLAS_OP_T;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t s = cublasLtMatmulDescCreate (&p.op, ct, st);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulDescSetAttribute (p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate (&p.la, in_t, k, n, k);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate (&p.lb, in_t, k, t, k);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatrixLayoutCreate (&p.lc, out_t, n, t, n);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceCreate (&pref);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulPreferenceSetAttribute (pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &self->workspace_size, sizeof self->workspace_size);
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulAlgoGetHeuristic (self->lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &found);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy (pref);
+    if (s != CUBLAS_STATUS_SUCCESS || found == 0) {
+        s_fail (self, "no cuBLASLt %s GEMM for n %d, k %d, t %d (status %d)",
+                w8 ? "int8" : "fp16", n, k, t, (int) s);
+        if (p.la) cublasLtMatrixLayoutDestroy (p.la);
+        if (p.lb) cublasLtMatrixLayoutDestroy (p.lb);
+        if (p.lc) cublasLtMatrixLayoutDestroy (p.lc);
+        if (p.op) cublasLtMatmulDescDestroy (p.op);
+        return NULL;
+    }
+    p.algo = res.algo;
+    self->plans->push_back (p);
+    return &self->plans->back ();
+}
+
+//  Launches the skinny GEMM for t <= K_SKINNY_MAX_T tokens.
+template <int T>
+static void
+s_skinny (gpu_model_t *self, const s_mat_t *W)
+{
+    int rows_per_block = K_SK_WARPS * K_SK_ROWS;
+    int blocks = (W->n + rows_per_block - 1) / rows_per_block;
+    if (s_w8 (self))
+        k_skinny_i8<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
+            (const int8_t *) W->data, (const int8_t *) self->act, (int32_t *) self->raw, W->n, W->cols);
+    else
+        k_skinny_f16<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
+            (const __half *) W->data, (const __half *) self->act, (__half *) self->raw, W->n, W->cols);
+}
+
+//  raw (t x W.n) = act (t x W.cols) W^T, in the model's format: the
+//  skinny kernel for verify-sized batches, cuBLASLt otherwise (its batch
+//  rounded up to 4 tokens; the padding rows of act are finite).
+static int
+s_gemm (gpu_model_t *self, const s_mat_t *W, int t)
+{
+    if (self->opts.skinny_gemm && t <= K_SKINNY_MAX_T && W->cols % 16 == 0) {
+        switch (t) {
+            case 1: s_skinny<1> (self, W); break;
+            case 2: s_skinny<2> (self, W); break;
+            case 3: s_skinny<3> (self, W); break;
+            case 4: s_skinny<4> (self, W); break;
+            case 5: s_skinny<5> (self, W); break;
+            case 6: s_skinny<6> (self, W); break;
+            case 7: s_skinny<7> (self, W); break;
+            default: s_skinny<8> (self, W); break;
+        }
+        S_LAUNCH ();
+        return 0;
+    }
+    t = (t + 3) / 4 * 4;
+    s_plan_t *p = s_plan (self, W->n, W->cols, t);
+    if (!p)
+        return -1;
+    if (s_w8 (self)) {
+        int32_t alpha = 1, beta = 0;
+        S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, self->act, p->lb, &beta,
+                              self->raw, p->lc, self->raw, p->lc, &p->algo,
+                              self->workspace, self->workspace_size, self->stream));
+    }
+    else {
+        float alpha = 1.0f, beta = 0.0f;
+        S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, self->act, p->lb, &beta,
+                              self->raw, p->lc, self->raw, p->lc, &p->algo,
+                              self->workspace, self->workspace_size, self->stream));
+    }
+    return 0;
+}
+
+static void
+s_free_all (gpu_model_t *self)
+{
+    if (self->layers) {
+        for (size_t i = 0; i < self->layers->size (); i++) {
+            s_layer_t *L = &(*self->layers)[i];
+            cudaFree (L->attn_norm);
+            cudaFree (L->ffn_norm);
+            s_mat_free (&L->wqkv);
+            s_mat_free (&L->wo);
+            s_mat_free (&L->wgu);
+            s_mat_free (&L->wdown);
+        }
+        delete self->layers;
+    }
+    cudaFree (self->embed);
+    cudaFree (self->output_norm);
+    s_mat_free (&self->output);
+    cudaFree (self->inv_freq);
+    cudaFree (self->kcache);
+    cudaFree (self->vcache);
+    cudaFree (self->x);
+    cudaFree (self->act);
+    cudaFree (self->xs);
+    cudaFree (self->xf);
+    cudaFree (self->raw);
+    cudaFree (self->q);
+    cudaFree (self->att);
+    cudaFree (self->cos_t);
+    cudaFree (self->sin_t);
+    cudaFree (self->logits);
+    cudaFree (self->probs);
+    cudaFree (self->argmax);
+    cudaFree (self->d_meta);
+    cudaFree (self->d_block_table);
+    cudaFree (self->workspace);
+    if (self->h_meta)
+        cudaFreeHost (self->h_meta);
+    if (self->h_x)
+        cudaFreeHost (self->h_x);
+    if (self->plans) {
+        for (size_t i = 0; i < self->plans->size (); i++) {
+            s_plan_t *p = &(*self->plans)[i];
+            cublasLtMatrixLayoutDestroy (p->la);
+            cublasLtMatrixLayoutDestroy (p->lb);
+            cublasLtMatrixLayoutDestroy (p->lc);
+            cublasLtMatmulDescDestroy (p->op);
+        }
+        delete self->plans;
+    }
+    if (self->graphs) {
+        for (int i = 0; i <= self->opts.graph_max_tokens; i++)
+            if (self->graphs[i])
+                cudaGraphExecDestroy (self->graphs[i]);
+        free (self->graphs);
+    }
+    if (self->lt)
+        cublasLtDestroy (self->lt);
+    if (self->stream)
+        cudaStreamDestroy (self->stream);
+    if (self->sessions) {
+        for (int s = 0; s < self->opts.max_sessions; s++)
+            delete self->sessions[s].pages;
+        free (self->sessions);
+    }
+    delete self->free_pages;
+    free (self->h_block_table);
+}
+
+extern "C" void
+gpu_model_destroy (gpu_model_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    gpu_model_t *self = *self_p;
+    if (self->stream)
+        cudaStreamSynchronize (self->stream);
+    s_free_all (self);
+    free (self);
+    *self_p = NULL;
+}
+
+//  Fails creation: copies the message, destroys the half-built model.
+static gpu_model_t *
+s_abort (gpu_model_t **self_p, char *err, size_t err_size)
+{
+    snprintf (err, err_size, "%s", (*self_p)->error);
+    gpu_model_destroy (self_p);
+    return NULL;
+}
+
+extern "C" gpu_model_t *
+gpu_model_new_from_cpu (const model_t *cpu, const gpu_options_t *opts, char *err, size_t err_size)
+{
+    if (!cpu) {
+        snprintf (err, err_size, "no CPU model given");
+        return NULL;
+    }
+    const model_options_t *mo = model_options (cpu);
+    const model_weights_t *w = &cpu->w;
+    bool embed = w->token_embd != NULL, head = w->output != NULL;
+    gpu_model_t *self = s_new (model_config (cpu), opts, mo->first_layer, mo->last_layer,
+                               embed, head, err, err_size);
+    if (!self)
+        return NULL;
+    const model_config_t *c = &self->config;
+    if (cudaStreamCreateWithFlags (&self->stream, cudaStreamNonBlocking) != cudaSuccess) {
+        s_fail (self, "cannot create a CUDA stream");
+        return s_abort (&self, err, err_size);
+    }
+    for (int l = self->first; l < self->last; l++) {
+        const model_layer_t *src = &w->layers[l];
+        s_layer_t *L = &(*self->layers)[l - self->first];
+        if (s_upload_floats (self, &L->attn_norm, src->attn_norm, c->dim)
+            || s_upload_floats (self, &L->ffn_norm, src->ffn_norm, c->dim)
+            || s_mat_upload (self, &L->wqkv, src->wqkv)
+            || s_mat_upload (self, &L->wo, src->wo)
+            || s_mat_upload (self, &L->wgu, src->w_gate_up)
+            || s_mat_upload (self, &L->wdown, src->w_down))
+            return s_abort (&self, err, err_size);
+        self->stream_bytes += 2 * (size_t) c->dim * sizeof (float);
+    }
+    if (embed) {
+        std::vector<__half> table ((size_t) c->vocab_size * c->dim);
+        std::vector<float> row (c->dim);
+        for (int r = 0; r < c->vocab_size; r++) {
+            qmatrix_get_row (w->token_embd, r, row.data ());
+            for (int i = 0; i < c->dim; i++)
+                table[(size_t) r * c->dim + i] = __float2half (row[i]);
+        }
+        if (cudaMalloc (&self->embed, table.size () * 2) != cudaSuccess
+            || cudaMemcpy (self->embed, table.data (), table.size () * 2, cudaMemcpyHostToDevice) != cudaSuccess) {
+            s_fail (self, "cannot upload the embeddings (%zu bytes)", table.size () * 2);
+            return s_abort (&self, err, err_size);
+        }
+    }
+    if (head) {
+        if (s_upload_floats (self, &self->output_norm, w->output_norm, c->dim)
+            || s_mat_upload (self, &self->output, w->output))
+            return s_abort (&self, err, err_size);
+        self->stream_bytes += (size_t) c->dim * sizeof (float);
+    }
+    if (s_upload_floats (self, &self->inv_freq, w->rope_inv_freq, c->head_dim / 2)
+        || s_alloc_run (self))
+        return s_abort (&self, err, err_size);
+    return self;
+}
+
+extern "C" gpu_model_t *
+gpu_model_new_synthetic (const model_config_t *config, const gpu_options_t *opts, uint64_t seed,
+                         char *err, size_t err_size)
+{
+    if (!config || config->dim < 1 || config->n_layers < 0 || config->n_heads < 1
+        || config->n_kv_heads < 1 || config->vocab_size < 1 || config->hidden_dim < 1
+        || config->head_dim * config->n_heads != config->dim
+        || config->kv_dim != config->n_kv_heads * config->head_dim) {
+        snprintf (err, err_size, "bad synthetic model config");
+        return NULL;
+    }
+    gpu_model_t *self = s_new (config, opts, 0, config->n_layers, true, true, err, err_size);
+    if (!self)
+        return NULL;
+    const model_config_t *c = &self->config;
+    self->config.tied_head = false;
+    self->config.has_rope_factors = false;
+    if (cudaStreamCreateWithFlags (&self->stream, cudaStreamNonBlocking) != cudaSuccess) {
+        s_fail (self, "cannot create a CUDA stream");
+        return s_abort (&self, err, err_size);
+    }
+    int q_dim = c->n_heads * c->head_dim;
+    uint64_t id = seed * 1000003ull;
+    for (int l = 0; l < c->n_layers; l++) {
+        s_layer_t *L = &(*self->layers)[l];
+        if (s_const_floats (self, &L->attn_norm, c->dim, 1.0f)
+            || s_const_floats (self, &L->ffn_norm, c->dim, 1.0f)
+            || s_mat_synth (self, &L->wqkv, q_dim + 2 * c->kv_dim, c->dim, ++id)
+            || s_mat_synth (self, &L->wo, c->dim, q_dim, ++id)
+            || s_mat_synth (self, &L->wgu, 2 * c->hidden_dim, c->dim, ++id)
+            || s_mat_synth (self, &L->wdown, c->dim, c->hidden_dim, ++id))
+            return s_abort (&self, err, err_size);
+    }
+    size_t n_embed = (size_t) c->vocab_size * c->dim;
+    if (cudaMalloc (&self->embed, n_embed * 2) != cudaSuccess) {
+        s_fail (self, "out of device memory for the embeddings");
+        return s_abort (&self, err, err_size);
+    }
+    k_fill_half<<<1024, 256, 0, self->stream>>> (self->embed, n_embed, ++id, 1.0f);
+    std::vector<float> inv (c->head_dim / 2);
+    for (int i = 0; i < c->head_dim / 2; i++)
+        inv[i] = (float) (1.0 / pow ((double) c->rope_freq_base, 2.0 * i / c->head_dim));
+    if (s_const_floats (self, &self->output_norm, c->dim, 1.0f)
+        || s_mat_synth (self, &self->output, c->vocab_size, c->dim, ++id)
+        || s_upload_floats (self, &self->inv_freq, inv.data (), inv.size ())
+        || s_alloc_run (self))
+        return s_abort (&self, err, err_size);
+    if (cudaStreamSynchronize (self->stream) != cudaSuccess) {
+        s_fail (self, "generating weights failed: %s", cudaGetErrorString (cudaGetLastError ()));
+        return s_abort (&self, err, err_size);
+    }
+    return self;
+}
+
+extern "C" const model_config_t *
+gpu_model_config (const gpu_model_t *self)
+{
+    return &self->config;
+}
+
+extern "C" const gpu_options_t *
+gpu_model_options (const gpu_model_t *self)
+{
+    return &self->opts;
+}
+
+extern "C" void
+gpu_model_range (const gpu_model_t *self, int *first, int *last, bool *embeddings, bool *head)
+{
+    if (first) *first = self->first;
+    if (last) *last = self->last;
+    if (embeddings) *embeddings = self->has_embed;
+    if (head) *head = self->has_head;
+}
+
+extern "C" size_t
+gpu_model_stream_bytes (const gpu_model_t *self)
+{
+    return self->stream_bytes;
+}
+
+extern "C" const char *
+gpu_model_error (const gpu_model_t *self)
+{
+    return self->error;
+}
+
+extern "C" int
+gpu_model_set_graphs (gpu_model_t *self, bool on)
+{
+    self->opts.use_graphs = on;
+    return 0;
+}
+
+extern "C" int
+gpu_model_set_skinny (gpu_model_t *self, bool on)
+{
+    if (self->opts.skinny_gemm != on) {
+        //  Captured graphs hold the other GEMMs: capture again.
+        cudaStreamSynchronize (self->stream);
+        for (int i = 0; i <= self->opts.graph_max_tokens; i++)
+            if (self->graphs[i]) {
+                cudaGraphExecDestroy (self->graphs[i]);
+                self->graphs[i] = NULL;
+            }
+    }
+    self->opts.skinny_gemm = on;
+    return 0;
+}
+
+extern "C" int
+gpu_model_free_pages (const gpu_model_t *self)
+{
+    return (int) self->free_pages->size ();
+}
+
+extern "C" int
+gpu_model_total_pages (const gpu_model_t *self)
+{
+    return self->opts.n_pages;
+}
+
+//  --- sessions -------------------------------------------------------------
+
+static s_session_t *
+s_session (const gpu_model_t *self, int id)
+{
+    if (id < 0 || id >= self->opts.max_sessions || !self->sessions[id].open)
+        return NULL;
+    return &self->sessions[id];
+}
+
+extern "C" int
+gpu_session_open (gpu_model_t *self)
+{
+    for (int s = 0; s < self->opts.max_sessions; s++)
+        if (!self->sessions[s].open) {
+            self->sessions[s].open = true;
+            self->sessions[s].pos = 0;
+            self->sessions[s].pages->clear ();
+            return s;
+        }
+    return s_fail (self, "all %d session slots are in use", self->opts.max_sessions);
+}
+
+//  Returns the session's pages beyond those n_pos positions need.
+static void
+s_release_pages (gpu_model_t *self, s_session_t *s, int n_pos)
+{
+    size_t keep = (size_t) (n_pos + self->opts.page_size - 1) / self->opts.page_size;
+    while (s->pages->size () > keep) {
+        self->free_pages->push_back (s->pages->back ());
+        s->pages->pop_back ();
+    }
+}
+
+extern "C" int
+gpu_session_close (gpu_model_t *self, int session)
+{
+    s_session_t *s = s_session (self, session);
+    if (!s)
+        return s_fail (self, "unknown session %d", session);
+    s_release_pages (self, s, 0);
+    s->open = false;
+    s->pos = 0;
+    return 0;
+}
+
+extern "C" int
+gpu_session_truncate (gpu_model_t *self, int session, int n_pos)
+{
+    s_session_t *s = s_session (self, session);
+    if (!s)
+        return s_fail (self, "unknown session %d", session);
+    if (n_pos < 0)
+        n_pos = 0;
+    if (n_pos < s->pos) {
+        s->pos = n_pos;
+        s_release_pages (self, s, n_pos);
+    }
+    return 0;
+}
+
+extern "C" int
+gpu_session_pos (const gpu_model_t *self, int session)
+{
+    const s_session_t *s = s_session (self, session);
+    return s ? s->pos : -1;
+}
+
+//  --- the forward pass -----------------------------------------------------
+
+//  Enqueues the whole forward pass for t positions whose inputs are in the
+//  device buffers (x or tokens, tok_pos, tok_slot, block table).
+template <int W8>
+static int
+s_enqueue (gpu_model_t *self, int t, bool want_head)
+{
+    const model_config_t *c = &self->config;
+    cudaStream_t st = self->stream;
+    int q_dim = c->n_heads * c->head_dim, half_hd = c->head_dim / 2;
+    const int32_t *tokens = self->d_meta, *tok_pos = self->d_meta + self->cap;
+    const int32_t *tok_slot = self->d_meta + 2 * self->cap;
+    int l0 = self->run_first, n_layers = self->last - self->first;
+
+    k_rope_table<<<t, 64, 0, st>>> (tok_pos, self->inv_freq, self->cos_t, self->sin_t, half_hd);
+    S_LAUNCH ();
+    if (self->run_tokens) {
+        k_embed<<<t, K_THREADS, 0, st>>> (tokens, self->embed, self->x, c->dim);
+        S_LAUNCH ();
+    }
+    const float *first_norm = l0 < n_layers ? (*self->layers)[l0].attn_norm
+                              : want_head ? self->output_norm : NULL;
+    if (first_norm) {
+        k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, NULL, NULL, self->xs, first_norm,
+                                                    c->norm_eps, c->dim, self->act, self->xf);
+        S_LAUNCH ();
+    }
+    for (int l = l0; l < n_layers; l++) {
+        const s_layer_t *L = &(*self->layers)[l];
+        __half *kc = self->kcache + (size_t) l * self->layer_stride;
+        __half *vc = self->vcache + (size_t) l * self->layer_stride;
+
+        if (s_gemm (self, &L->wqkv, t))
+            return -1;
+        k_qkv_rope<W8><<<t, K_THREADS, 0, st>>> (self->raw, L->wqkv.scale, self->xs, self->q, kc, vc,
+                                                 self->d_block_table, tok_pos, tok_slot,
+                                                 self->cos_t, self->sin_t, q_dim, c->kv_dim,
+                                                 c->head_dim, self->opts.page_size, self->max_blocks);
+        S_LAUNCH ();
+        dim3 grid (t, c->n_heads);
+        float scale = 1.0f / sqrtf ((float) c->head_dim);
+        int group = c->n_heads / c->n_kv_heads;
+#define S_ATT(E) k_attention<E><<<grid, K_ATT_WARPS * 32, 0, st>>> (self->q, kc, vc, \
+            self->d_block_table, tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, \
+            self->opts.page_size, self->max_blocks, scale)
+        switch (c->head_dim / 32) {
+            case 1: S_ATT (1); break;
+            case 2: S_ATT (2); break;
+            case 3: S_ATT (3); break;
+            case 4: S_ATT (4); break;
+            case 5: S_ATT (5); break;
+            case 6: S_ATT (6); break;
+            case 7: S_ATT (7); break;
+            default: S_ATT (8); break;
+        }
+#undef S_ATT
+        S_LAUNCH ();
+        k_emit<W8><<<t, K_THREADS, 0, st>>> (self->att, q_dim, self->act, self->xs);
+        S_LAUNCH ();
+        if (s_gemm (self, &L->wo, t))
+            return -1;
+        k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, self->raw, L->wo.scale, self->xs,
+                                                    L->ffn_norm, c->norm_eps, c->dim, self->act, self->xf);
+        S_LAUNCH ();
+        if (s_gemm (self, &L->wgu, t))
+            return -1;
+        k_swiglu<W8><<<t, K_THREADS, 0, st>>> (self->raw, L->wgu.scale, self->xs, c->hidden_dim,
+                                               self->act, self->xf);
+        S_LAUNCH ();
+        if (s_gemm (self, &L->wdown, t))
+            return -1;
+        const float *next_norm = l + 1 < n_layers ? (*self->layers)[l + 1].attn_norm
+                                 : want_head ? self->output_norm : NULL;
+        k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, self->raw, L->wdown.scale, self->xs,
+                                                    next_norm, c->norm_eps, c->dim, self->act, self->xf);
+        S_LAUNCH ();
+    }
+    if (want_head) {
+        if (s_gemm (self, &self->output, t))
+            return -1;
+        k_head<W8><<<t, 1024, 0, st>>> (self->raw, self->output.scale, self->xs, c->vocab_size,
+                                        self->output.n, self->logits, self->argmax);
+        S_LAUNCH ();
+    }
+    return 0;
+}
+
+static int
+s_enqueue_any (gpu_model_t *self, int t, bool want_head)
+{
+    return s_w8 (self) ? s_enqueue<1> (self, t, want_head) : s_enqueue<0> (self, t, want_head);
+}
+
+//  Runs the pass for t positions: a replayed graph for small batches with
+//  the head (the usual verify step), direct launches otherwise.
+static int
+s_run (gpu_model_t *self, int t, bool want_head)
+{
+    //  Graphs are captured for the usual call only: every loaded layer,
+    //  tokens when the embeddings are loaded, the head when loaded.
+    bool graph = self->opts.use_graphs && t <= self->opts.graph_max_tokens
+                 && want_head == self->has_head && self->run_first == 0
+                 && self->run_tokens == self->has_embed;
+    if (!graph)
+        return s_enqueue_any (self, t, want_head);
+    if (!self->graphs[t]) {
+        //  Plans are made before capture, so that the capture holds only
+        //  device work and a missing GEMM algorithm fails outside it.
+        const model_config_t *c = &self->config;
+        int tg = (t + 3) / 4 * 4;
+        bool skinny = self->opts.skinny_gemm && t <= K_SKINNY_MAX_T;
+        for (size_t l = 0; !skinny && l < self->layers->size (); l++) {
+            const s_layer_t *L = &(*self->layers)[l];
+            if (!s_plan (self, L->wqkv.n, L->wqkv.cols, tg) || !s_plan (self, L->wo.n, L->wo.cols, tg)
+                || !s_plan (self, L->wgu.n, L->wgu.cols, tg)
+                || !s_plan (self, L->wdown.n, L->wdown.cols, tg))
+                return -1;
+        }
+        if (!skinny && want_head && !s_plan (self, self->output.n, c->dim, tg))
+            return -1;
+        cudaGraph_t g = NULL;
+        S_CUDA (cudaStreamBeginCapture (self->stream, cudaStreamCaptureModeThreadLocal));
+        int rc = s_enqueue_any (self, t, want_head);
+        cudaError_t e = cudaStreamEndCapture (self->stream, &g);
+        if (rc) {
+            if (g)
+                cudaGraphDestroy (g);
+            return -1;
+        }
+        if (e != cudaSuccess)
+            return s_fail (self, "graph capture: %s", cudaGetErrorString (e));
+        e = cudaGraphInstantiate (&self->graphs[t], g, 0);
+        cudaGraphDestroy (g);
+        if (e != cudaSuccess) {
+            self->graphs[t] = NULL;
+            return s_fail (self, "graph instantiate: %s", cudaGetErrorString (e));
+        }
+    }
+    S_CUDA (cudaGraphLaunch (self->graphs[t], self->stream));
+    return 0;
+}
+
+extern "C" int
+gpu_forward_batch (gpu_model_t *self, const gpu_seq_t *seqs, int n_seqs, const gpu_out_t *out)
+{
+    return gpu_forward_batch_from (self, self->first, seqs, n_seqs, out);
+}
+
+extern "C" int
+gpu_forward_batch_from (gpu_model_t *self, int first_layer, const gpu_seq_t *seqs, int n_seqs,
+                        const gpu_out_t *out)
+{
+    const model_config_t *c = &self->config;
+    self->error[0] = '\0';
+    if (!seqs || n_seqs < 1 || !out)
+        return s_fail (self, "bad arguments to gpu_forward_batch (%d sequences)", n_seqs);
+    if (first_layer < self->first || first_layer > self->last)
+        return s_fail (self, "layer %d is outside the loaded range [%d, %d)", first_layer,
+                       self->first, self->last);
+    //  Tokens (embedded on the GPU) only from the first loaded layer with
+    //  the embeddings; activations otherwise. One kind per batch.
+    bool tokens_in = seqs[0].tokens != NULL;
+    if (tokens_in && (!self->has_embed || first_layer != self->first))
+        return s_fail (self, "tokens given but the embeddings are not loaded%s",
+                       self->has_embed ? " for this first layer" : "");
+    bool want_head = out->logits || out->argmax || out->probs;
+    if (want_head && !self->has_head)
+        return s_fail (self, "logits asked for but the head is not loaded on the GPU");
+    if (out->probs && !(out->temperature > 0.0f))
+        return s_fail (self, "probabilities need a temperature > 0 (got %g)", out->temperature);
+    if (!want_head && !out->x)
+        return s_fail (self, "no output asked for");
+    if (out->x && want_head)
+        return s_fail (self, "ask for activations or head outputs, not both");
+
+    //  Validate everything before touching any state.
+    int total = 0;
+    size_t pages_needed = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const gpu_seq_t *q = &seqs[i];
+        const s_session_t *s = s_session (self, q->session);
+        if (!s)
+            return s_fail (self, "unknown session %d (sequence %d)", q->session, i);
+        for (int j = 0; j < i; j++)
+            if (seqs[j].session == q->session)
+                return s_fail (self, "session %d appears twice in one batch", q->session);
+        if (q->n < 1)
+            return s_fail (self, "sequence %d has %d positions", i, q->n);
+        if (q->pos != s->pos)
+            return s_fail (self, "session %d holds %d positions, not %d (truncate first)",
+                           q->session, s->pos, q->pos);
+        if (q->pos + q->n > self->opts.max_ctx)
+            return s_fail (self, "session %d: positions %d..%d are beyond the context (%d)",
+                           q->session, q->pos, q->pos + q->n - 1, self->opts.max_ctx);
+        if (q->n > self->opts.max_tokens - total)
+            return s_fail (self, "batch holds more than %d positions", self->opts.max_tokens);
+        if ((q->tokens != NULL) != tokens_in)
+            return s_fail (self, "sequence %d mixes tokens and activations in one batch", i);
+        if (!q->tokens && !q->x)
+            return s_fail (self, "sequence %d has no tokens and no input activations", i);
+        if (tokens_in) {
+            for (int j = 0; j < q->n; j++)
+                if (q->tokens[j] < 0 || q->tokens[j] >= c->vocab_size)
+                    return s_fail (self, "token %d at index %d of sequence %d is outside the vocabulary [0, %d)",
+                                   (int) q->tokens[j], j, i, c->vocab_size);
+        }
+        size_t need = (size_t) (q->pos + q->n + self->opts.page_size - 1) / self->opts.page_size;
+        pages_needed += need - s->pages->size ();
+        total += q->n;
+    }
+    if (pages_needed > self->free_pages->size ())
+        return s_fail (self, "KV pool exhausted: %zu pages needed, %zu free",
+                       pages_needed, self->free_pages->size ());
+
+    //  Allocate pages and fill the per-token inputs.
+    int32_t *h_tok = self->h_meta, *h_pos = self->h_meta + self->cap, *h_slot = self->h_meta + 2 * self->cap;
+    int t = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const gpu_seq_t *q = &seqs[i];
+        s_session_t *s = &self->sessions[q->session];
+        size_t need = (size_t) (q->pos + q->n + self->opts.page_size - 1) / self->opts.page_size;
+        while (s->pages->size () < need) {
+            int p = self->free_pages->back ();
+            self->free_pages->pop_back ();
+            self->h_block_table[(size_t) q->session * self->max_blocks + s->pages->size ()] = p;
+            s->pages->push_back (p);
+            self->table_dirty = true;
+        }
+        for (int j = 0; j < q->n; j++, t++) {
+            h_tok[t] = tokens_in ? q->tokens[j] : 0;
+            h_pos[t] = q->pos + j;
+            h_slot[t] = q->session;
+        }
+        if (!tokens_in)
+            memcpy (self->h_x + (size_t) (t - q->n) * c->dim, q->x, (size_t) q->n * c->dim * sizeof (float));
+    }
+    cudaStream_t st = self->stream;
+    int rc = -1;
+    cudaError_t e;
+    //  Each third of the meta buffer is cap entries: copy all three.
+    e = cudaMemcpyAsync (self->d_meta, self->h_meta, 3 * self->cap * sizeof (int32_t),
+                         cudaMemcpyHostToDevice, st);
+    if (e == cudaSuccess && self->table_dirty) {
+        e = cudaMemcpyAsync (self->d_block_table, self->h_block_table,
+                             (size_t) self->opts.max_sessions * self->max_blocks * sizeof (int32_t),
+                             cudaMemcpyHostToDevice, st);
+    }
+    if (e == cudaSuccess && !tokens_in)
+        e = cudaMemcpyAsync (self->x, self->h_x, (size_t) total * c->dim * sizeof (float),
+                             cudaMemcpyHostToDevice, st);
+    if (e != cudaSuccess) {
+        s_fail (self, "upload: %s", cudaGetErrorString (e));
+        goto rollback;
+    }
+    //  The staging buffers must not change before the copies ran.
+    e = cudaStreamSynchronize (st);
+    if (e != cudaSuccess) {
+        s_fail (self, "upload: %s", cudaGetErrorString (e));
+        goto rollback;
+    }
+    self->table_dirty = false;
+    self->run_first = first_layer - self->first;
+    self->run_tokens = tokens_in;
+    if (s_run (self, total, want_head))
+        goto rollback;
+    if (out->probs) {
+        k_softmax<<<total, 1024, 0, st>>> (self->logits, self->probs, c->vocab_size, 1.0f / out->temperature);
+        if ((e = cudaGetLastError ()) != cudaSuccess) {
+            s_fail (self, "softmax: %s", cudaGetErrorString (e));
+            goto rollback;
+        }
+    }
+    e = cudaSuccess;
+    if (out->logits)
+        e = cudaMemcpyAsync (out->logits, self->logits, (size_t) total * c->vocab_size * sizeof (float),
+                             cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess && out->argmax)
+        e = cudaMemcpyAsync (out->argmax, self->argmax, (size_t) total * sizeof (int32_t),
+                             cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess && out->probs)
+        e = cudaMemcpyAsync (out->probs, self->probs, (size_t) total * c->vocab_size * sizeof (float),
+                             cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess && out->x)
+        e = cudaMemcpyAsync (out->x, self->x, (size_t) total * c->dim * sizeof (float),
+                             cudaMemcpyDeviceToHost, st);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize (st);
+    if (e != cudaSuccess) {
+        s_fail (self, "forward pass: %s", cudaGetErrorString (e));
+        goto rollback;
+    }
+    for (int i = 0; i < n_seqs; i++)
+        self->sessions[seqs[i].session].pos = seqs[i].pos + seqs[i].n;
+    rc = 0;
+    return rc;
+rollback:
+    //  Sessions keep their positions; pages taken for this batch go back.
+    for (int i = 0; i < n_seqs; i++) {
+        s_session_t *s = &self->sessions[seqs[i].session];
+        s_release_pages (self, s, s->pos);
+    }
+    return rc;
+}
+
+//  The head alone: final RMSNorm, output projection, argmax / softmax.
+template <int W8>
+static int
+s_enqueue_head (gpu_model_t *self, int n)
+{
+    const model_config_t *c = &self->config;
+    k_add_rmsnorm<W8><<<n, K_THREADS, 0, self->stream>>> (self->x, NULL, NULL, self->xs, self->output_norm,
+                                                          c->norm_eps, c->dim, self->act, self->xf);
+    S_LAUNCH ();
+    if (s_gemm (self, &self->output, n))
+        return -1;
+    k_head<W8><<<n, 1024, 0, self->stream>>> (self->raw, self->output.scale, self->xs, c->vocab_size,
+                                              self->output.n, self->logits, self->argmax);
+    S_LAUNCH ();
+    return 0;
+}
+
+extern "C" int
+gpu_model_head (gpu_model_t *self, const float *x, int n, const gpu_out_t *out)
+{
+    const model_config_t *c = &self->config;
+    self->error[0] = '\0';
+    if (!self->has_head)
+        return s_fail (self, "the output head is not loaded on the GPU");
+    if (!x || !out || n < 1 || n > self->opts.max_tokens)
+        return s_fail (self, "bad arguments to gpu_model_head (n %d, at most %d)", n, self->opts.max_tokens);
+    if (out->x || !(out->logits || out->argmax || out->probs))
+        return s_fail (self, "gpu_model_head gives logits, argmax or probabilities");
+    if (out->probs && !(out->temperature > 0.0f))
+        return s_fail (self, "probabilities need a temperature > 0 (got %g)", out->temperature);
+    cudaStream_t st = self->stream;
+    memcpy (self->h_x, x, (size_t) n * c->dim * sizeof (float));
+    S_CUDA (cudaMemcpyAsync (self->x, self->h_x, (size_t) n * c->dim * sizeof (float),
+                             cudaMemcpyHostToDevice, st));
+    if (s_w8 (self) ? s_enqueue_head<1> (self, n) : s_enqueue_head<0> (self, n))
+        return -1;
+    if (out->probs) {
+        k_softmax<<<n, 1024, 0, st>>> (self->logits, self->probs, c->vocab_size, 1.0f / out->temperature);
+        S_LAUNCH ();
+        S_CUDA (cudaMemcpyAsync (out->probs, self->probs, (size_t) n * c->vocab_size * sizeof (float),
+                                 cudaMemcpyDeviceToHost, st));
+    }
+    if (out->logits)
+        S_CUDA (cudaMemcpyAsync (out->logits, self->logits, (size_t) n * c->vocab_size * sizeof (float),
+                                 cudaMemcpyDeviceToHost, st));
+    if (out->argmax)
+        S_CUDA (cudaMemcpyAsync (out->argmax, self->argmax, (size_t) n * sizeof (int32_t),
+                                 cudaMemcpyDeviceToHost, st));
+    S_CUDA (cudaStreamSynchronize (st));
+    return 0;
+}
