@@ -499,6 +499,13 @@ def check_runtime_packages(dockerfile, bin_dir):
             ["ldd", path], capture_output=True, text=True).stdout, re.M))
         missing = []
         for lib in needed:
+            if re.match(r"lib(cu|nv)", lib) and binary == "splitmesh-cloud-target":
+                # This build has CUDA on: the GPU image (docker/Dockerfile.cuda)
+                # runs on nvidia/cuda's runtime, which carries these; the CPU
+                # image builds with SPLITMESH_CUDA=OFF and does not link them.
+                say("note", f"{dockerfile}: {binary} links {lib} here (a CUDA build); "
+                            f"the CPU image builds without CUDA, the GPU image has it from nvidia/cuda")
+                continue
             owner = subprocess.run(["dpkg", "-S", os.path.realpath(resolved.get(lib, lib))],
                                    capture_output=True, text=True).stdout.split(":")[0]
             if not owner:
