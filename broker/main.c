@@ -1,102 +1,69 @@
 /*  main.c: `splitmesh-broker`, the MDP/0.2 broker and telemetry proxy.
 
-    Parses options and runs broker_actor (broker.c) until SIGINT or SIGTERM;
+    Parses options (core/options.c: flags, SPLITMESH_BROKER_* variables)
+    and runs broker_actor (broker.c) until SIGINT or SIGTERM;
     tests run the same actor in-process over inproc://.
 */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "broker.h"
+#include "options.h"
 
-static void
-s_usage (FILE *out)
-{
-    fprintf (out,
-        "usage: splitmesh-broker [options]\n"
-        "  -e, --endpoint EP        MDP ROUTER endpoint; repeat or comma-separate\n"
-        "                           (default tcp://*:5555)\n"
-        "      --telemetry-xsub EP  telemetry proxy: publishers connect here\n"
-        "      --telemetry-xpub EP  telemetry proxy: subscribers connect here\n"
-        "      --heartbeat-ms N     heartbeat interval (default 2500)\n"
-        "      --liveness N         missed heartbeats before a worker is dead (3..5, default 3)\n"
-        "      --expiry-ms N        queued request expires after N ms (default 5000)\n"
-        "      --max-queue-service N  requests queued per service (default 1000)\n"
-        "      --max-queue-total N  requests queued in all (default 10000)\n"
-        "      --max-sessions N     session bindings kept (default 65536)\n"
-        "      --max-msg-bytes N    bigger messages drop the peer (default 512 MiB)\n"
-        "  -v, --verbose            log every command\n"
-        "  -h, --help\n");
-}
+#define S_MAX 1000000000L
 
-//  Parses a positive int option or exits with a usage error.
-static int
-s_positive (const char *name, const char *text)
-{
-    char *end = NULL;
-    long value = strtol (text, &end, 10);
-    if (!end || *end || value <= 0 || value > 1000000000L) {
-        fprintf (stderr, "splitmesh-broker: --%s needs a positive number, got '%s'\n", name, text);
-        exit (2);
-    }
-    return (int) value;
-}
+static const options_spec_t s_options [] = {
+    { "endpoint", 'e', "SPLITMESH_BROKER_ENDPOINT", OPTIONS_STRING, .arg = "EP",
+      .def = "tcp://*:5555", .flags = OPTIONS_REPEAT,
+      .help = "MDP ROUTER endpoint to bind" },
+    { "telemetry-xsub", 0, "SPLITMESH_BROKER_TELEMETRY_XSUB", OPTIONS_STRING, .arg = "EP",
+      .help = "telemetry proxy: publishers connect here" },
+    { "telemetry-xpub", 0, "SPLITMESH_BROKER_TELEMETRY_XPUB", OPTIONS_STRING, .arg = "EP",
+      .help = "telemetry proxy: subscribers connect here" },
+    { "heartbeat-ms", 0, "SPLITMESH_BROKER_HEARTBEAT_MS", OPTIONS_INT, .def = "2500",
+      .min = 1, .max = S_MAX, .help = "heartbeat interval" },
+    { "liveness", 0, "SPLITMESH_BROKER_LIVENESS", OPTIONS_INT, .def = "3",
+      .min = 1, .max = S_MAX, .help = "missed heartbeats before a worker is dead (3..5)" },
+    { "expiry-ms", 0, "SPLITMESH_BROKER_EXPIRY_MS", OPTIONS_INT, .def = "5000",
+      .min = 1, .max = S_MAX, .help = "queued request expires after N ms" },
+    { "max-queue-service", 0, "SPLITMESH_BROKER_MAX_QUEUE_SERVICE", OPTIONS_INT, .def = "1000",
+      .min = 1, .max = S_MAX, .help = "requests queued per service" },
+    { "max-queue-total", 0, "SPLITMESH_BROKER_MAX_QUEUE_TOTAL", OPTIONS_INT, .def = "10000",
+      .min = 1, .max = S_MAX, .help = "requests queued in all" },
+    { "max-sessions", 0, "SPLITMESH_BROKER_MAX_SESSIONS", OPTIONS_INT, .def = "65536",
+      .min = 1, .max = S_MAX, .help = "session bindings kept" },
+    { "max-msg-bytes", 0, "SPLITMESH_BROKER_MAX_MSG_BYTES", OPTIONS_INT, .def = "536870912",
+      .min = 1, .max = S_MAX, .help = "bigger messages drop the peer (512 MiB)" },
+    { "verbose", 'v', "SPLITMESH_BROKER_VERBOSE", OPTIONS_BOOL, .help = "log every command" },
+};
 
 int
 main (int argc, char **argv)
 {
-    static struct option options [] = {
-        { "endpoint", required_argument, 0, 'e' },
-        { "telemetry-xsub", required_argument, 0, 'X' },
-        { "telemetry-xpub", required_argument, 0, 'P' },
-        { "heartbeat-ms", required_argument, 0, 'H' },
-        { "liveness", required_argument, 0, 'L' },
-        { "expiry-ms", required_argument, 0, 'E' },
-        { "max-queue-service", required_argument, 0, 'q' },
-        { "max-queue-total", required_argument, 0, 'Q' },
-        { "max-sessions", required_argument, 0, 'S' },
-        { "max-msg-bytes", required_argument, 0, 'M' },
-        { "verbose", no_argument, 0, 'v' },
-        { "help", no_argument, 0, 'h' },
-        { 0, 0, 0, 0 }
+    int status;
+    options_t *opts = options_new_from_args ("splitmesh-broker", "[options]",
+        "The MDP/0.2 broker (session-affine routing) and telemetry XSUB/XPUB proxy.",
+        s_options, OPTIONS_COUNT (s_options),
+        argc, argv, &status);
+    if (!opts)
+        return status;
+    broker_config_t config = {
+        .telemetry_xsub = options_string (opts, "telemetry-xsub"),
+        .telemetry_xpub = options_string (opts, "telemetry-xpub"),
+        .heartbeat_ms = options_int (opts, "heartbeat-ms"),
+        .liveness = options_int (opts, "liveness"),
+        .request_expiry_ms = options_int (opts, "expiry-ms"),
+        .max_queue_service = options_int (opts, "max-queue-service"),
+        .max_queue_total = options_int (opts, "max-queue-total"),
+        .max_sessions = options_int (opts, "max-sessions"),
+        .max_msg_bytes = options_int (opts, "max-msg-bytes"),
+        .verbose = options_bool (opts, "verbose")
     };
-    broker_config_t config = { 0 };
-    char endpoints [4096] = "";
-    int opt;
-    while ((opt = getopt_long (argc, argv, "e:vh", options, NULL)) != -1) {
-        switch (opt) {
-            case 'e':
-                if (strlen (endpoints) + strlen (optarg) + 2 > sizeof endpoints) {
-                    fprintf (stderr, "splitmesh-broker: too many endpoints\n");
-                    return 2;
-                }
-                if (*endpoints)
-                    strcat (endpoints, ",");
-                strcat (endpoints, optarg);
-                break;
-            case 'X': config.telemetry_xsub = optarg; break;
-            case 'P': config.telemetry_xpub = optarg; break;
-            case 'H': config.heartbeat_ms = s_positive ("heartbeat-ms", optarg); break;
-            case 'L': config.liveness = s_positive ("liveness", optarg); break;
-            case 'E': config.request_expiry_ms = s_positive ("expiry-ms", optarg); break;
-            case 'q': config.max_queue_service = s_positive ("max-queue-service", optarg); break;
-            case 'Q': config.max_queue_total = s_positive ("max-queue-total", optarg); break;
-            case 'S': config.max_sessions = s_positive ("max-sessions", optarg); break;
-            case 'M': config.max_msg_bytes = s_positive ("max-msg-bytes", optarg); break;
-            case 'v': config.verbose = true; break;
-            case 'h': s_usage (stdout); return 0;
-            default:  s_usage (stderr); return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf (stderr, "splitmesh-broker: unexpected argument '%s'\n", argv [optind]);
-        s_usage (stderr);
-        return 2;
-    }
     if ((config.telemetry_xsub == NULL) != (config.telemetry_xpub == NULL)) {
         fprintf (stderr, "splitmesh-broker: --telemetry-xsub and --telemetry-xpub go together\n");
+        options_destroy (&opts);
         return 2;
     }
-    config.endpoints = *endpoints? endpoints: "tcp://*:5555";
+    config.endpoints = options_string (opts, "endpoint");
 
     zactor_t *broker = zactor_new (broker_actor, &config);
     char *bound = broker? broker_endpoint (broker): NULL;
@@ -117,5 +84,6 @@ main (int argc, char **argv)
     }
     zstr_free (&bound);
     zactor_destroy (&broker);
+    options_destroy (&opts);
     return rc;
 }

@@ -10,6 +10,9 @@
 int cmd_down (int argc, char **argv);
 //  splitmesh generate: one request to the running mesh (cmd_generate.c).
 int cmd_generate (int argc, char **argv);
+//  splitmesh health: container health probe, MDP MMI or HTTP (cmd_health.c).
+int cmd_health (int argc, char **argv);
+
 //  cmd_keygen.c: writes a CurveZMQ key pair (zcert format) for crypt-proxy.
 int cmd_keygen (int argc, char **argv);
 

@@ -18,6 +18,7 @@ static const s_command_t s_commands[] = {
     //  Subcommands register here, one line each (keep alphabetical).
     { "down", cmd_down, "stop the local mesh that `splitmesh up` started" },
     { "generate", cmd_generate, "generate text with the running mesh (streams; stats on stderr)" },
+    { "health", cmd_health, "probe a broker/service (MMI) or an HTTP /health: exit 0 if healthy" },
     { "keygen", cmd_keygen, "write a CurveZMQ key pair for crypt-proxy (zcert format)" },
     { "perplexity", cmd_perplexity, "perplexity of a weight format on a text file" },
     { "run", cmd_run, "generate text in one process (the reference path)" },

