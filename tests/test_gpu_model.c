@@ -6,6 +6,11 @@
     (SPLITMESH_MODEL) are loaded on the CPU, uploaded to the GPU as fp16 and
     as W8A8, and both backends evaluate the same tokens: fp16 logits must be
     within 1e-2 relative error of the CPU's, W8A8 greedy tokens must agree.
+    W8A8 is also held to a plain-C reference of the same int8 arithmetic:
+    on the tiny model for the whole pass, on SmolLM2 layer by layer and at
+    the head (the whole pass there is chaotic under rounding differences,
+    see s_smollm2_w8a8_vs_reference; w8a8_reference_amplifies_rounding
+    shows it without a GPU).
     The rest checks what only the GPU backend has: several sessions in one
     batch (each as if alone), paged KV rollback, CUDA graphs giving the same
     results as direct launches, bad requests answered with an error while
@@ -39,8 +44,21 @@ s_need_device (void)
 
 //  Writes a tiny f32 model (dim 128, 4 heads of 32, 2 KV heads) into a
 //  fresh temp dir; returns its path.
+static const char *s_write_model (const char *args);
+
 static const char *
 s_tiny (void)
+{
+    char args[256];
+    snprintf (args, sizeof args, "--layers %d --dim 128 --heads 4 --kv-heads 2 --ff 256 --ctx 256 "
+              "--type f32 --seed 11", TINY_LAYERS);
+    return s_write_model (args);
+}
+
+//  Writes a random-weight model (`splitmesh tiny-model` with args) into a
+//  fresh temp dir; returns its path.
+static const char *
+s_write_model (const char *args)
 {
     const char *bin = getenv ("SPLITMESH_BIN_DIR");
     if (!bin)
@@ -49,10 +67,7 @@ s_tiny (void)
     cr_assert_not_null (mkdtemp (s_dir));
     snprintf (s_path, sizeof s_path, "%s/tiny.gguf", s_dir);
     char cmd[1024];
-    snprintf (cmd, sizeof cmd,
-              "'%s/splitmesh' tiny-model --out '%s' --layers %d --dim 128 --heads 4 --kv-heads 2 "
-              "--ff 256 --ctx 256 --type f32 --seed 11 >/dev/null",
-              bin, s_path, TINY_LAYERS);
+    snprintf (cmd, sizeof cmd, "'%s/splitmesh' tiny-model --out '%s' %s >/dev/null", bin, s_path, args);
     int rc = system (cmd);
     cr_assert_eq (rc, 0, "tiny-model failed (%d): %s", rc, cmd);
     return s_path;
@@ -216,11 +231,31 @@ s_i8_free (s_i8_t *w)
     free (w->s);
 }
 
+//  Relative perturbation of the reference's quantizer inputs (0: none),
+//  to measure how much the W8A8 arithmetic itself amplifies differences
+//  of rounding (see the SmolLM2 test).
+static double s_ref_eps;
+static unsigned s_ref_seed;
+
+static float
+s_perturb (float v)
+{
+    if (s_ref_eps == 0)
+        return v;
+    s_ref_seed = s_ref_seed * 1103515245u + 12345u;
+    double r = ((s_ref_seed >> 8) & 0xffff) / 32768.0 - 1.0;
+    return (float) (v * (1.0 + s_ref_eps * r));
+}
+
 //  y = W x for one token, x quantized per token like the GPU's emit.
 static void
-s_i8_mv (const s_i8_t *W, const float *x, float *y)
+s_i8_mv (const s_i8_t *W, const float *x_in, float *y)
 {
     int8_t *xq = malloc ((size_t) W->cols);
+    float *x = malloc ((size_t) W->cols * sizeof (float));
+    cr_assert (xq && x);
+    for (int c = 0; c < W->cols; c++)
+        x[c] = s_perturb (x_in[c]);
     float amax = 0;
     for (int c = 0; c < W->cols; c++)
         amax = fmaxf (amax, fabsf (x[c]));
@@ -237,6 +272,7 @@ s_i8_mv (const s_i8_t *W, const float *x, float *y)
         y[r] = (float) acc * xs * W->s[r];
     }
     free (xq);
+    free (x);
 }
 
 static float
@@ -256,97 +292,163 @@ s_ref_rmsnorm (float *out, const float *x, const float *w, int dim, float eps)
         out[i] = x[i] * inv * w[i];
 }
 
-//  Logits (n x vocab) of the W8A8 arithmetic for tokens at positions 0..n-1.
-static float *
-s_w8a8_ref_logits (const model_t *cpu, const int32_t *tokens, int n)
+//  The reference's int8 weights: every layer's matrices and the head.
+typedef struct {
+    int L;
+    s_i8_t *qkv, *wo, *gu, *down;
+    s_i8_t head;
+} s_w8ref_t;
+
+static s_w8ref_t
+s_w8ref_new (const model_t *cpu)
+{
+    const model_weights_t *w = &cpu->w;
+    s_w8ref_t R = { model_config (cpu)->n_layers, NULL, NULL, NULL, NULL, { 0 } };
+    R.qkv = calloc (R.L, sizeof *R.qkv);
+    R.wo = calloc (R.L, sizeof *R.wo);
+    R.gu = calloc (R.L, sizeof *R.gu);
+    R.down = calloc (R.L, sizeof *R.down);
+    cr_assert (R.qkv && R.wo && R.gu && R.down);
+    for (int l = 0; l < R.L; l++) {
+        R.qkv[l] = s_i8_new (w->layers[l].wqkv);
+        R.wo[l] = s_i8_new (w->layers[l].wo);
+        R.gu[l] = s_i8_new (w->layers[l].w_gate_up);
+        R.down[l] = s_i8_new (w->layers[l].w_down);
+    }
+    R.head = s_i8_new (w->output);
+    return R;
+}
+
+static void
+s_w8ref_free (s_w8ref_t *R)
+{
+    for (int l = 0; l < R->L; l++) {
+        s_i8_free (&R->qkv[l]); s_i8_free (&R->wo[l]); s_i8_free (&R->gu[l]); s_i8_free (&R->down[l]);
+    }
+    s_i8_free (&R->head);
+    free (R->qkv); free (R->wo); free (R->gu); free (R->down);
+}
+
+//  Layer l of the W8A8 arithmetic on X (n x dim, positions 0..n-1 of a
+//  fresh cache), in place, token by token.
+static void
+s_w8ref_layer (const model_t *cpu, const s_w8ref_t *R, int l, float *X, int n)
 {
     const model_config_t *c = model_config (cpu);
     const model_weights_t *w = &cpu->w;
-    int dim = c->dim, hd = c->head_dim, kvd = c->kv_dim, hid = c->hidden_dim, V = c->vocab_size;
-    int qd = c->n_heads * hd, L = c->n_layers, group = c->n_heads / c->n_kv_heads;
-    s_i8_t *qkv = calloc (L, sizeof *qkv), *wo = calloc (L, sizeof *wo);
-    s_i8_t *gu = calloc (L, sizeof *gu), *down = calloc (L, sizeof *down);
-    for (int l = 0; l < L; l++) {
-        qkv[l] = s_i8_new (w->layers[l].wqkv);
-        wo[l] = s_i8_new (w->layers[l].wo);
-        gu[l] = s_i8_new (w->layers[l].w_gate_up);
-        down[l] = s_i8_new (w->layers[l].w_down);
-    }
-    s_i8_t head = s_i8_new (w->output);
-    float *kc = malloc ((size_t) L * n * kvd * sizeof (float));
-    float *vc = malloc ((size_t) L * n * kvd * sizeof (float));
-    float *x = malloc (dim * sizeof (float)), *xb = malloc (dim * sizeof (float));
+    const model_layer_t *ly = &w->layers[l];
+    int dim = c->dim, hd = c->head_dim, kvd = c->kv_dim, hid = c->hidden_dim;
+    int qd = c->n_heads * hd, group = c->n_heads / c->n_kv_heads;
+    float *kc = malloc ((size_t) n * kvd * sizeof (float));
+    float *vc = malloc ((size_t) n * kvd * sizeof (float));
+    float *xb = malloc (dim * sizeof (float));
     float *buf = malloc ((size_t) (qd + 2 * kvd + 2 * hid) * sizeof (float));
     float *att = malloc (qd * sizeof (float)), *hb = malloc (hid * sizeof (float));
     float *sc = malloc (n * sizeof (float)), *tmp = malloc (dim * sizeof (float));
-    float *logits = malloc ((size_t) n * V * sizeof (float));
-    cr_assert (kc && vc && x && xb && buf && att && hb && sc && tmp && logits);
+    cr_assert (kc && vc && xb && buf && att && hb && sc && tmp);
     for (int p = 0; p < n; p++) {
-        qmatrix_get_row (w->token_embd, tokens[p], x);
-        for (int i = 0; i < dim; i++)
-            x[i] = s_h (x[i]);
-        for (int l = 0; l < L; l++) {
-            const model_layer_t *ly = &w->layers[l];
-            s_ref_rmsnorm (xb, x, ly->attn_norm, dim, c->norm_eps);
-            s_i8_mv (&qkv[l], xb, buf);
-            for (int i = 0; i < hd / 2; i++) {
-                double ang = (double) p * w->rope_inv_freq[i];
-                float co = (float) cos (ang), si = (float) sin (ang);
-                for (int h = 0; h < c->n_heads + c->n_kv_heads; h++) {
-                    float *v = buf + h * hd + 2 * i;
-                    float x0 = v[0], x1 = v[1];
-                    v[0] = x0 * co - x1 * si;
-                    v[1] = x0 * si + x1 * co;
-                }
+        float *x = X + (size_t) p * dim;
+        s_ref_rmsnorm (xb, x, ly->attn_norm, dim, c->norm_eps);
+        s_i8_mv (&R->qkv[l], xb, buf);
+        for (int i = 0; i < hd / 2; i++) {
+            double ang = (double) p * w->rope_inv_freq[i];
+            float co = (float) cos (ang), si = (float) sin (ang);
+            for (int h = 0; h < c->n_heads + c->n_kv_heads; h++) {
+                float *v = buf + h * hd + 2 * i;
+                float x0 = v[0], x1 = v[1];
+                v[0] = x0 * co - x1 * si;
+                v[1] = x0 * si + x1 * co;
             }
-            float *kl = kc + ((size_t) l * n + p) * kvd, *vl = vc + ((size_t) l * n + p) * kvd;
-            for (int i = 0; i < kvd; i++) {
-                kl[i] = s_h (buf[qd + i]);
-                vl[i] = s_h (buf[qd + kvd + i]);
-            }
-            float scale = 1.0f / sqrtf ((float) hd);
-            for (int h = 0; h < c->n_heads; h++) {
-                const float *q = buf + h * hd;
-                int ko = (h / group) * hd;
-                float mx = -INFINITY, sum = 0;
-                for (int j = 0; j <= p; j++) {
-                    const float *k = kc + ((size_t) l * n + j) * kvd + ko;
-                    float d = 0;
-                    for (int i = 0; i < hd; i++)
-                        d += q[i] * scale * k[i];
-                    sc[j] = d;
-                    mx = fmaxf (mx, d);
-                }
-                for (int j = 0; j <= p; j++)
-                    sum += (sc[j] = expf (sc[j] - mx));
-                for (int i = 0; i < hd; i++) {
-                    float o = 0;
-                    for (int j = 0; j <= p; j++)
-                        o += sc[j] * vc[((size_t) l * n + j) * kvd + ko + i];
-                    att[h * hd + i] = o / sum;
-                }
-            }
-            s_i8_mv (&wo[l], att, tmp);
-            for (int i = 0; i < dim; i++)
-                x[i] += tmp[i];
-            s_ref_rmsnorm (xb, x, ly->ffn_norm, dim, c->norm_eps);
-            s_i8_mv (&gu[l], xb, buf);
-            for (int i = 0; i < hid; i++)
-                hb[i] = buf[i] / (1.0f + expf (-buf[i])) * buf[hid + i];
-            s_i8_mv (&down[l], hb, tmp);
-            for (int i = 0; i < dim; i++)
-                x[i] += tmp[i];
         }
-        s_ref_rmsnorm (xb, x, w->output_norm, dim, c->norm_eps);
-        s_i8_mv (&head, xb, logits + (size_t) p * V);
+        float *kl = kc + (size_t) p * kvd, *vl = vc + (size_t) p * kvd;
+        for (int i = 0; i < kvd; i++) {
+            kl[i] = s_h (buf[qd + i]);
+            vl[i] = s_h (buf[qd + kvd + i]);
+        }
+        float scale = 1.0f / sqrtf ((float) hd);
+        for (int h = 0; h < c->n_heads; h++) {
+            const float *q = buf + h * hd;
+            int ko = (h / group) * hd;
+            float mx = -INFINITY, sum = 0;
+            for (int j = 0; j <= p; j++) {
+                const float *k = kc + (size_t) j * kvd + ko;
+                float d = 0;
+                for (int i = 0; i < hd; i++)
+                    d += q[i] * scale * k[i];
+                sc[j] = d;
+                mx = fmaxf (mx, d);
+            }
+            for (int j = 0; j <= p; j++)
+                sum += (sc[j] = expf (sc[j] - mx));
+            for (int i = 0; i < hd; i++) {
+                float o = 0;
+                for (int j = 0; j <= p; j++)
+                    o += sc[j] * vc[(size_t) j * kvd + ko + i];
+                att[h * hd + i] = o / sum;
+            }
+        }
+        s_i8_mv (&R->wo[l], att, tmp);
+        for (int i = 0; i < dim; i++)
+            x[i] += tmp[i];
+        s_ref_rmsnorm (xb, x, ly->ffn_norm, dim, c->norm_eps);
+        s_i8_mv (&R->gu[l], xb, buf);
+        for (int i = 0; i < hid; i++)
+            hb[i] = buf[i] / (1.0f + expf (-buf[i])) * buf[hid + i];
+        s_i8_mv (&R->down[l], hb, tmp);
+        for (int i = 0; i < dim; i++)
+            x[i] += tmp[i];
     }
-    for (int l = 0; l < L; l++) {
-        s_i8_free (&qkv[l]); s_i8_free (&wo[l]); s_i8_free (&gu[l]); s_i8_free (&down[l]);
+    free (kc); free (vc); free (xb); free (buf); free (att); free (hb); free (sc); free (tmp);
+}
+
+//  The head of the W8A8 arithmetic: logits (n x vocab) of X (n x dim).
+static void
+s_w8ref_head (const model_t *cpu, const s_w8ref_t *R, const float *X, int n, float *logits)
+{
+    const model_config_t *c = model_config (cpu);
+    float *xb = malloc (c->dim * sizeof (float));
+    cr_assert_not_null (xb);
+    for (int p = 0; p < n; p++) {
+        s_ref_rmsnorm (xb, X + (size_t) p * c->dim, cpu->w.output_norm, c->dim, c->norm_eps);
+        s_i8_mv (&R->head, xb, logits + (size_t) p * c->vocab_size);
     }
-    s_i8_free (&head);
-    free (qkv); free (wo); free (gu); free (down);
-    free (kc); free (vc); free (x); free (xb); free (buf); free (att); free (hb); free (sc); free (tmp);
+    free (xb);
+}
+
+//  Logits (n x vocab) of the W8A8 arithmetic for tokens at positions
+//  0..n-1; when xs is given, it receives the activations entering each
+//  layer and, last, those entering the head: (L + 1) x n x dim.
+static float *
+s_w8a8_ref_logits_x (const model_t *cpu, const int32_t *tokens, int n, float *xs)
+{
+    const model_config_t *c = model_config (cpu);
+    int dim = c->dim;
+    s_w8ref_t R = s_w8ref_new (cpu);
+    float *X = malloc ((size_t) n * dim * sizeof (float));
+    float *logits = malloc ((size_t) n * c->vocab_size * sizeof (float));
+    cr_assert (X && logits);
+    for (int p = 0; p < n; p++) {
+        qmatrix_get_row (cpu->w.token_embd, tokens[p], X + (size_t) p * dim);
+        for (int i = 0; i < dim; i++)
+            X[(size_t) p * dim + i] = s_h (X[(size_t) p * dim + i]);
+    }
+    for (int l = 0; l < R.L; l++) {
+        if (xs)
+            memcpy (xs + (size_t) l * n * dim, X, (size_t) n * dim * sizeof (float));
+        s_w8ref_layer (cpu, &R, l, X, n);
+    }
+    if (xs)
+        memcpy (xs + (size_t) R.L * n * dim, X, (size_t) n * dim * sizeof (float));
+    s_w8ref_head (cpu, &R, X, n, logits);
+    s_w8ref_free (&R);
+    free (X);
     return logits;
+}
+
+static float *
+s_w8a8_ref_logits (const model_t *cpu, const int32_t *tokens, int n)
+{
+    return s_w8a8_ref_logits_x (cpu, tokens, n, NULL);
 }
 
 //  Top-1 agreement (fraction of rows) and relative error of a vs ref.
@@ -930,6 +1032,162 @@ Test (gpu_model, ten_thousand_verify_calls_memory_flat, .fini = s_cleanup, .time
     model_destroy (&cpu);
 }
 
+//  Why the SmolLM2 test below compares the W8A8 kernels layer by layer
+//  (runs without a GPU: it is about the arithmetic). On a random-weight
+//  model of SmolLM2's shape (dim 576, 9 heads / 3 KV heads of 64, ffn
+//  1536, rope base 1e5, tied head; 8 layers), perturbing the reference's
+//  quantizer inputs by 1e-7 relative -- less than fp32 rounding, so any
+//  second implementation (another summation order, fast-math expf)
+//  differs by at least that much -- changes the logits by more than 1e-3
+//  (measured 1.4e-2, an amplification of 1e5): an int8 rounding that
+//  flips moves its element by a whole step, and the following layers and
+//  positions carry that on. Each layer alone, on the same input, moves by
+//  no more than the per-layer bound the GPU test uses (1e-2 of the
+//  layer's update), since flips cannot compound within one layer.
+Test (gpu_model, w8a8_reference_amplifies_rounding, .fini = s_cleanup)
+{
+    const char *path = s_write_model ("--layers 8 --dim 576 --heads 9 --kv-heads 3 --ff 1536 --ctx 256 "
+                                      "--type q8_0 --seed 11 --rope-base 100000 --tied");
+    model_t *cpu = s_cpu (path, 0, -1, true, true);
+    const model_config_t *c = model_config (cpu);
+    enum { N = 32 };
+    int32_t tokens[N];
+    s_tokens (tokens, N, c->vocab_size, 5);
+    int L = c->n_layers, dim = c->dim, V = c->vocab_size;
+    size_t nx = (size_t) N * dim;
+    float *xs = malloc ((size_t) (L + 1) * nx * sizeof (float));
+    cr_assert_not_null (xs);
+    s_ref_eps = 0;
+    float *r0 = s_w8a8_ref_logits_x (cpu, tokens, N, xs);
+    s_ref_eps = 1e-7;
+    s_ref_seed = 7;
+    float *r1 = s_w8a8_ref_logits (cpu, tokens, N);
+    s_ref_eps = 0;
+    double e = s_rel_err (r1, r0, (size_t) N * V);
+    cr_log_info ("SmolLM2-shaped random model, 8 layers: W8A8 reference perturbed by 1e-7 vs itself: "
+                 "rel logit err %.3e", e);
+    cr_expect_gt (e, 1e-3, "a 1e-7 perturbation changed the W8A8 logits by only %.3e", e);
+
+    s_w8ref_t R = s_w8ref_new (cpu);
+    float *y = malloc (nx * sizeof (float));
+    float *du = malloc (nx * sizeof (float)), *dr = malloc (nx * sizeof (float));
+    cr_assert (y && du && dr);
+    double worst = 0;
+    for (int l = 0; l < L; l++) {
+        const float *xin = xs + (size_t) l * nx, *xref = xs + (size_t) (l + 1) * nx;
+        memcpy (y, xin, nx * sizeof (float));
+        s_ref_eps = 1e-7;
+        s_ref_seed = 7 + l;
+        s_w8ref_layer (cpu, &R, l, y, N);
+        s_ref_eps = 0;
+        for (size_t i = 0; i < nx; i++) {
+            du[i] = y[i] - xin[i];
+            dr[i] = xref[i] - xin[i];
+        }
+        worst = fmax (worst, s_rel_err (du, dr, nx));
+    }
+    cr_log_info ("each layer alone, perturbed by 1e-7: worst rel err of the update %.3e", worst);
+    cr_expect_leq (worst, 1e-2, "one layer alone moved by %.3e under a 1e-7 perturbation", worst);
+    s_w8ref_free (&R);
+    free (y); free (du); free (dr); free (xs); free (r0); free (r1);
+    model_destroy (&cpu);
+}
+
+//  The W8A8 kernels against the W8A8 arithmetic on SmolLM2 (got: the
+//  GPU's logits for ids).
+//
+//  The whole forward pass cannot be held to the reference: on this model
+//  the W8A8 arithmetic is chaotic. A rounding decision that flips (a value
+//  within an ulp of a .5 boundary, e.g. from another summation order or
+//  fast-math expf) changes that element by one int8 step, which is of the
+//  size of the quantization noise itself; the next layers' roundings then
+//  differ wherever that reaches, and after 30 layers and the KV cache the
+//  two runs differ by as much as each differs from f32. Measured on the
+//  CPU: the reference against itself with its quantizer inputs perturbed
+//  by 1e-7 relative (below fp32 rounding) differs by rel 1.07e-1, top-1
+//  0.87 (70 tokens) -- the same as GPU vs reference (9.6e-2, 0.85) and as
+//  either vs f32. So the kernels are checked where flips cannot compound:
+//  each layer alone on the reference's own input activations (the layer's
+//  update x_out - x_in, with the skinny GEMM in chunks of 5 positions and
+//  with cuBLASLt in one batch), and the head alone on the reference's final
+//  activations; the whole pass is held only to the reference's own
+//  sensitivity.
+static void
+s_smollm2_w8a8_vs_reference (const char *path, const model_t *cpu, gpu_model_t *g,
+                             const float *got, const int32_t *ids, int N)
+{
+    const model_config_t *c = model_config (cpu);
+    int L = c->n_layers, dim = c->dim, V = c->vocab_size;
+    size_t nx = (size_t) N * dim;
+    float *xs = malloc ((size_t) (L + 1) * nx * sizeof (float));
+    cr_assert_not_null (xs);
+    s_ref_eps = 0;
+    float *wref = s_w8a8_ref_logits_x (cpu, ids, N, xs);
+    double ew = s_rel_err (got, wref, (size_t) N * V), aw = s_agree (got, wref, N, V);
+    s_ref_eps = 1e-7;
+    s_ref_seed = 7;
+    float *pref = s_w8a8_ref_logits (cpu, ids, N);
+    s_ref_eps = 0;
+    double ep = s_rel_err (pref, wref, (size_t) N * V), ap = s_agree (pref, wref, N, V);
+    printf ("SMOLLM2 w8a8 vs W8A8 reference, whole pass: rel logit err %.3e, top-1 agreement %.4f\n", ew, aw);
+    printf ("SMOLLM2 W8A8 reference perturbed by 1e-7 vs itself: rel logit err %.3e, top-1 agreement %.4f\n",
+            ep, ap);
+    //  GPU vs reference within the reference's own sensitivity.
+    cr_expect_leq (ew, fmax (1.5 * ep, 1e-2), "w8a8 whole pass: rel err %.3e vs the reference, "
+                   "whose own 1e-7 sensitivity is %.3e", ew, ep);
+
+    //  Each layer alone, on the reference's inputs.
+    float *y = malloc (nx * sizeof (float));
+    float *du = malloc (nx * sizeof (float)), *dr = malloc (nx * sizeof (float));
+    cr_assert (y && du && dr);
+    double worst[2] = { 0, 0 };
+    for (int l = 0; l < L; l++) {
+        const float *xin = xs + (size_t) l * nx, *xref = xs + (size_t) (l + 1) * nx;
+        model_t *cl = s_cpu (path, l, l + 1, false, false);
+        gpu_model_t *gl = s_gpu (cl, GPU_FMT_W8A8, 2, 512);
+        for (int k = 0; k < 2; k++) {
+            int chunk = k == 0 ? 5 : N;
+            int s = gpu_session_open (gl);
+            cr_assert_geq (s, 0, "%s", gpu_model_error (gl));
+            for (int p = 0; p < N; p += chunk) {
+                int m = N - p < chunk ? N - p : chunk;
+                gpu_seq_t q = { s, p, m, NULL, xin + (size_t) p * dim };
+                gpu_out_t out = { .x = y + (size_t) p * dim };
+                cr_assert_eq (gpu_forward_batch_from (gl, l, &q, 1, &out), 0, "%s", gpu_model_error (gl));
+            }
+            gpu_session_close (gl, s);
+            for (size_t i = 0; i < nx; i++) {
+                du[i] = y[i] - xin[i];
+                dr[i] = xref[i] - xin[i];
+            }
+            double e = s_rel_err (du, dr, nx);
+            worst[k] = fmax (worst[k], e);
+            if (l % 5 == 0 || e > 1e-2)
+                printf ("SMOLLM2 w8a8 layer %d alone (chunks of %d): rel err of the update %.3e\n", l, chunk, e);
+            cr_expect_leq (e, 1e-2, "w8a8 layer %d alone, chunks of %d: relative error %.3e of the "
+                           "layer's update vs the W8A8 reference", l, chunk, e);
+        }
+        gpu_model_destroy (&gl);
+        model_destroy (&cl);
+    }
+    printf ("SMOLLM2 w8a8 each layer alone vs W8A8 reference: worst rel err of the update %.3e "
+            "(skinny, chunks of 5), %.3e (cuBLASLt, one batch)\n", worst[0], worst[1]);
+
+    //  The head alone on the reference's final activations.
+    s_w8ref_t R = s_w8ref_new (cpu);
+    float *hl = malloc ((size_t) N * V * sizeof (float)), *hg = malloc ((size_t) N * V * sizeof (float));
+    cr_assert (hl && hg);
+    s_w8ref_head (cpu, &R, xs + (size_t) L * nx, N, hl);
+    gpu_out_t ho = { .logits = hg };
+    cr_assert_eq (gpu_model_head (g, xs + (size_t) L * nx, N, &ho), 0, "%s", gpu_model_error (g));
+    double eh = s_rel_err (hg, hl, (size_t) N * V), ah = s_agree (hg, hl, N, V);
+    printf ("SMOLLM2 w8a8 head alone vs W8A8 reference: rel logit err %.3e, top-1 agreement %.4f\n", eh, ah);
+    cr_expect_leq (eh, 1e-3, "w8a8 head alone: relative error %.3e vs the W8A8 reference", eh);
+    cr_expect_geq (ah, 0.995, "w8a8 head alone: top-1 agreement %.4f with the W8A8 reference", ah);
+    s_w8ref_free (&R);
+    free (hl); free (hg); free (y); free (du); free (dr); free (xs); free (wref); free (pref);
+}
+
 //  SmolLM2-135M on the same weights: fp16 logits within 1e-2, W8A8 greedy
 //  tokens agreeing on >= 99.5% of positions of an English text.
 Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
@@ -983,13 +1241,7 @@ Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
             //  bound here only catches broken kernels. The kernels are held
             //  to the W8A8 arithmetic below.
             cr_expect_geq (rate, 0.8, "w8a8 top-1 agreement with f32 %.4f < 0.8", rate);
-            float *wref = s_w8a8_ref_logits (cpu, ids, N);
-            double ew = s_rel_err (got, wref, (size_t) N * c->vocab_size);
-            double aw = s_agree (got, wref, N, c->vocab_size);
-            printf ("SMOLLM2 w8a8 vs W8A8 reference: rel logit err %.3e, top-1 agreement %.4f\n", ew, aw);
-            cr_expect_geq (aw, 0.995, "w8a8 top-1 agreement with the W8A8 reference %.4f < 0.995", aw);
-            cr_expect_leq (ew, 1e-2, "w8a8 relative error vs the W8A8 reference %.3e", ew);
-            free (wref);
+            s_smollm2_w8a8_vs_reference (path, cpu, g, got, ids, N);
         }
         free (got);
         gpu_model_destroy (&g);
