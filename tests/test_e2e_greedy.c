@@ -117,6 +117,7 @@ s_refs_thread (void *arg)
 //  `splitmesh generate --json`. Results are checked in the main thread
 //  (Criterion asserts belong there).
 typedef struct {
+    const char *splitmesh;      //  full path: sm_bin_dir is not thread-safe
     const char *run_dir, *k, *n_tokens;
     int first, step, n_prompts;
     sm_cli_result_t *results [S_PROMPTS];
@@ -127,9 +128,9 @@ s_client_thread (void *arg)
 {
     s_client_t *c = (s_client_t *) arg;
     for (int p = c->first; p < c->n_prompts; p += c->step)
-        c->results [p] = SM_SPLITMESH (600, "generate", "--run-dir", c->run_dir, "--json",
-                                       "-n", c->n_tokens, "--temperature", "0", "--draft-k", c->k,
-                                       s_prompts [p]);
+        c->results [p] = sm_cli_run (c->splitmesh, 600, NULL, (const char *const []) {
+            "", "generate", "--run-dir", c->run_dir, "--json", "-n", c->n_tokens,
+            "--temperature", "0", "--draft-k", c->k, s_prompts [p], NULL });
     return NULL;
 }
 
@@ -152,6 +153,8 @@ Test (e2e_greedy, mesh_equals_target_only_greedy, .timeout = 3000)
     pthread_t ref_thread;
     cr_assert_eq (pthread_create (&ref_thread, NULL, s_refs_thread, &refs), 0);
 
+    char splitmesh [PATH_MAX];
+    snprintf (splitmesh, sizeof splitmesh, "%s/splitmesh", sm_bin_dir ());
     const int splits [] = { 1, 2, 15 };
     const char *ks [] = { "1", "4", "8" };
     char n_buf [16];
@@ -172,7 +175,8 @@ Test (e2e_greedy, mesh_equals_target_only_greedy, .timeout = 3000)
             s_client_t clients [S_CLIENTS];
             pthread_t threads [S_CLIENTS];
             for (int c = 0; c < S_CLIENTS; c++) {
-                clients [c] = (s_client_t) { .run_dir = s_run_dir, .k = ks [ki], .n_tokens = n_buf,
+                clients [c] = (s_client_t) { .splitmesh = splitmesh, .run_dir = s_run_dir,
+                                             .k = ks [ki], .n_tokens = n_buf,
                                              .first = c, .step = S_CLIENTS, .n_prompts = n_prompts };
                 cr_assert_eq (pthread_create (&threads [c], NULL, s_client_thread, &clients [c]), 0);
             }

@@ -128,13 +128,17 @@ def main():
             generate(sm, run_dir, "Hello", 8, "speculative", "model", args.draft_k)
             generate(sm, run_dir, "Hello", 4, "cloud_only", "model", args.draft_k)
             tokens_by = {}
-            for name, mode, drafter in CONFIGS:
-                reqs = []
-                for i, prompt in enumerate(prompts):
+            reqs_by = {name: [] for name, _, _ in CONFIGS}
+            # Interleaved (prompt outer, path inner): the machine is shared,
+            # and a load change during the run then hits every path alike.
+            for i, prompt in enumerate(prompts):
+                for name, mode, drafter in CONFIGS:
                     r = generate(sm, run_dir, prompt, args.tokens, mode, drafter, args.draft_k)
-                    reqs.append(r)
+                    reqs_by[name].append(r)
                     raw.append({"rtt_ms": rtt, "config": name, "prompt": i, "final": r})
                     tokens_by.setdefault(name, []).append(r["tokens"])
+            for name, mode, drafter in CONFIGS:
+                reqs = reqs_by[name]
                 cell = {"rtt_ms": rtt, "config": name, "mode": mode, "drafter": drafter}
                 cell.update(summarize(reqs))
                 cells.append(cell)

@@ -16,23 +16,24 @@ PROMPTS=${E2E_PROMPTS:-6}
 TOKENS=${E2E_TOKENS:-64}
 DRAFT_K=${E2E_DRAFT_K:-4}
 SPLIT=${E2E_SPLIT:-2}
+OUT=${E2E_OUT:-e2e}               # results file prefix in bench/results/
 # gnuplot draws the PNG; install-deps' extras keep the package list in one place.
 command -v gnuplot >/dev/null || SPLITMESH_EXTRA_PKGS=gnuplot-nox bash scripts/install-deps.sh >/dev/null
 cmake --build "$BUILD_DIR" -j2 --target splitmesh splitmesh-broker splitmesh-tokenizer \
   splitmesh-split-prefix splitmesh-cloud-target splitmesh-edge-draft >/dev/null
 MODEL=${SPLITMESH_MODEL:-$PWD/$(bash scripts/fetch-model.sh)}
 mkdir -p bench/results
-command_line="bench/e2e/run.sh $BUILD_DIR (E2E_RTTS=$RTTS E2E_PROMPTS=$PROMPTS E2E_TOKENS=$TOKENS E2E_DRAFT_K=$DRAFT_K E2E_SPLIT=$SPLIT)"
+command_line="bench/e2e/run.sh $BUILD_DIR (E2E_OUT=$OUT E2E_RTTS=$RTTS E2E_PROMPTS=$PROMPTS E2E_TOKENS=$TOKENS E2E_DRAFT_K=$DRAFT_K E2E_SPLIT=$SPLIT)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$(date +%s)
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 /usr/bin/python3 bench/e2e/e2e.py --splitmesh "$BUILD_DIR/bin/splitmesh" --model "$MODEL" \
   --rtts "$RTTS" --prompts "$PROMPTS" --tokens "$TOKENS" --draft-k "$DRAFT_K" --split "$SPLIT" \
-  --json "$tmp" --raw bench/results/e2e_requests.json
+  --json "$tmp" --raw bench/results/${OUT}_requests.json
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- core services cli bench/e2e || echo "-dirty")
-/usr/bin/python3 - "$tmp" bench/results/e2e.json <<PY
+/usr/bin/python3 - "$tmp" bench/results/$OUT.json <<PY
 import json, sys
 r = json.load(open(sys.argv[1]))
 meta = {
@@ -52,7 +53,7 @@ json.dump(meta, open(sys.argv[2], "w"), indent=1)
 PY
 # The speedup plot.
 dat=$(mktemp)
-/usr/bin/python3 - bench/results/e2e.json > "$dat" <<'PY'
+/usr/bin/python3 - bench/results/$OUT.json > "$dat" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 for rtt, s in sorted(d["speedup_vs_cloud_only"].items(), key=lambda kv: int(kv[0])):
@@ -60,7 +61,7 @@ for rtt, s in sorted(d["speedup_vs_cloud_only"].items(), key=lambda kv: int(kv[0
 PY
 gnuplot <<GP
 set terminal pngcairo size 800,500 noenhanced
-set output 'bench/results/e2e_speedup.png'
+set output 'bench/results/${OUT}_speedup.png'
 set title 'Split speculative vs cloud-only decoding (SmolLM2-135M, greedy, $(nproc) shared cores)'
 set xlabel 'emulated edge-cloud round trip (ms)'
 set ylabel 'speedup in tokens/s over cloud-only'
@@ -74,7 +75,7 @@ plot '$dat' using 1:2 with linespoints lw 2 pt 7 title 'draft model (W4)', \
      2.5 with lines dt 3 lc rgb 'red' title 'goal at 50 ms (2.5x)'
 GP
 rm -f "$dat"
-/usr/bin/python3 - bench/results/e2e.json > bench/results/e2e.md <<'PY'
+/usr/bin/python3 - bench/results/$OUT.json "$OUT" > bench/results/$OUT.md <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 c = d["config"]
@@ -113,6 +114,6 @@ print(f"int8 activations vs the cloud-only path (the whole target in one process
       f"{a['identical_prefix_tokens']} of {a['compared_tokens']} tokens ({a['fraction']}) agree before "
       f"the first difference. (With fp32 activations the mesh equals target-only greedy exactly: "
       f"tests/test_e2e_greedy.c.)\n")
-print("![speedup](e2e_speedup.png)")
+print(f"![speedup]({sys.argv[2]}_speedup.png)")
 PY
-echo "bench/e2e: wrote bench/results/e2e.json, e2e.md, e2e_speedup.png, e2e_requests.json" >&2
+echo "bench/e2e: wrote bench/results/$OUT.json, $OUT.md, ${OUT}_speedup.png, ${OUT}_requests.json" >&2
