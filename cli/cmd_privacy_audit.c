@@ -15,6 +15,10 @@
         the device, then encoded as --dtype (int8: what the mesh sends).
       - attack "nn": token = argmax_v cos (a, E[v]) over the whole
         vocabulary, E = the model's input embedding table (as loaded).
+      - attack "nn_centred": the same after subtracting from a the mean
+        link activation of the calibration text (same L and sigma): the
+        residual stream carries a large shared offset (outlier dimensions)
+        that hides the token in plain cosine.
       - attack "probe": ridge regression (with intercept, ridge --ridge x
         mean eigenvalue) from the same kind of link activations (same L,
         same sigma, fresh noise) of the calibration text to the embedding
@@ -470,6 +474,7 @@ cmd_privacy_audit (int argc, char **argv)
                   "  \"ridge\": %g,\n  \"seed\": %ld,\n"
                   "  \"noise\": \"N(0, (sigma * row RMS)^2) per element, added before the link encoding\",\n"
                   "  \"attacks\": {\"nn\": \"argmax_v cos(a, E[v]) over the input embedding table\", "
+                  "\"nn_centred\": \"nn of a minus the mean calib link activation (same L, sigma)\", "
                   "\"probe\": \"ridge regression a -> E[token] fitted on calib (same L, sigma), then nn\"},\n"
                   "  \"clean_perplexity\": %.4f,\n  \"results\": [\n",
              s_base (model_path), qfmt_name (mo.format), activations_dtype_name (dtype), N, dim, vocab,
@@ -503,6 +508,22 @@ cmd_privacy_audit (int argc, char **argv)
             long nn_hits = 0;
             for (long i = 0; i < eval_n; i++)
                 nn_hits += pred [i] == eval_ids [i];
+            //  (a') nearest neighbour after removing the calibration mean
+            for (int k = 0; k < dim; k++)
+                b [k] = 0;
+            for (long i = 0; i < fit_n; i++)
+                for (int k = 0; k < dim; k++)
+                    b [k] += fit_link [(size_t) i * dim + k] / (float) fit_n;
+            for (long i = 0; i < eval_n; i++)
+                for (int k = 0; k < dim; k++)
+                    probe_out [(size_t) i * dim + k] = link [(size_t) i * dim + k] - b [k];
+            if (privacy_nn (table, vocab, dim, probe_out, (int) eval_n, pred, pool)) {
+                fprintf (stderr, "splitmesh privacy-audit: out of memory\n");
+                goto done;
+            }
+            long nnc_hits = 0;
+            for (long i = 0; i < eval_n; i++)
+                nnc_hits += pred [i] == eval_ids [i];
             //  (b) linear probe
             if (privacy_ridge_fit (fit_link, y, (int) fit_n, dim, dim, ridge, w, b, err, sizeof err)) {
                 fprintf (stderr, "splitmesh privacy-audit: probe: %s\n", err);
@@ -528,11 +549,14 @@ cmd_privacy_audit (int argc, char **argv)
             double nn_rate = (double) nn_hits / eval_n, probe_rate = (double) probe_hits / eval_n;
             double ppl = exp (nll / scored_n), top1 = (double) agree / eval_n;
             fprintf (out, "%s    {\"L\": %d, \"sigma\": %g, \"act_rms\": %.4f, \"nn_recovery\": %.4f, "
-                          "\"probe_recovery\": %.4f, \"top1_agreement\": %.4f, \"perplexity\": %.4f}",
-                     first? "": ",\n", L, sigmas [s], rms, nn_rate, probe_rate, top1, ppl);
+                          "\"nn_centred_recovery\": %.4f, \"probe_recovery\": %.4f, \"top1_agreement\": %.4f, "
+                          "\"perplexity\": %.4f}",
+                     first? "": ",\n", L, sigmas [s], rms, nn_rate, (double) nnc_hits / eval_n,
+                     probe_rate, top1, ppl);
             first = false;
-            fprintf (stderr, "L %2d sigma %-5g: nn %.3f probe %.3f | top-1 %.3f ppl %.2f (clean %.2f) "
-                     "[%.1f s]\n", L, sigmas [s], nn_rate, probe_rate, top1, ppl, clean_ppl, s_now () - t0);
+            fprintf (stderr, "L %2d sigma %-5g: nn %.3f nn-centred %.3f probe %.3f | top-1 %.3f ppl %.2f (clean %.2f) "
+                     "[%.1f s]\n", L, sigmas [s], nn_rate, (double) nnc_hits / eval_n, probe_rate, top1, ppl, clean_ppl,
+                     s_now () - t0);
         }
     }
     fprintf (out, "\n  ],\n  \"seconds\": %.1f\n}\n", s_now () - t_start);
