@@ -60,7 +60,7 @@ def main():
         plots = lambda col: ", ".join(
             f"'{tmp}/L{L}.dat' using 1:{col} with linespoints lw 2 title 'L={L}'" for L in depths)
         script = f"""
-set terminal pngcairo size 1500,480 font ',10'
+set terminal pngcairo size 1500,480 font ',10' noenhanced
 set output '{prefix}.png'
 set multiplot layout 1,3 title 'splitmesh privacy audit: {r["model"]}, {r["link_dtype"]} link, {r["eval"]["tokens"]} eval tokens (sigma 0 drawn at 0.003)'
 set logscale x
