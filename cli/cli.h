@@ -18,6 +18,8 @@ int cmd_keygen (int argc, char **argv);
 
 //  splitmesh perplexity: perplexity of a weight format on a text file.
 int cmd_perplexity (int argc, char **argv);
+//  splitmesh privacy-audit: token recovery from link activations (cmd_privacy_audit.c).
+int cmd_privacy_audit (int argc, char **argv);
 //  splitmesh run: single-process generation, the reference path.
 int cmd_run (int argc, char **argv);
 //  splitmesh tiny-model: writes a tiny random-weight llama GGUF (cmd_tiny_model.c).

@@ -104,6 +104,19 @@ wire_check_verify (const void *msg, wire_err_t *err)
         return s_invalid (err, 422, text);
     }
     size_t rows = self->activations? self->activations->n_pos: self->tokens_count;
+    if (self->return_hidden) {
+        //  Privacy full: the cloud only runs the rows and returns hidden
+        //  states; the edge verifies, so no token id travels.
+        if (k != 0 || self->drafts_count != 0)
+            return s_invalid (err, 422, "return_hidden: send no draft_tokens or drafts "
+                              "(the edge verifies locally)");
+        if (!self->activations || rows < 1 || rows > (size_t) WIRE_MAX_DRAFT_K + 1) {
+            snprintf (text, sizeof (text), "return_hidden needs activations of 1..%d rows",
+                      WIRE_MAX_DRAFT_K + 1);
+            return s_invalid (err, 422, text);
+        }
+        return 0;
+    }
     if (rows != k + 1) {
         snprintf (text, sizeof (text), "%zu input rows for %zu draft_tokens (need k+1 = %zu)",
                   rows, k, k + 1);

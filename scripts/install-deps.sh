@@ -14,6 +14,7 @@ PKGS=(
   python3 python3-venv python3-msgpack python3-zmq python3-numpy
   tshark prometheus chromium
   docker-compose python3-yaml
+  gnuplot-nox
 )
 # Fuzzing (scripts/fuzz.sh sets SPLITMESH_FUZZ=1): clang and libFuzzer's runtime.
 FUZZ_PKGS=(clang libclang-rt-14-dev)

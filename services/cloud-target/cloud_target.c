@@ -12,6 +12,7 @@
 #include "activations.h"
 #include "cloud_target.h"
 #include "gpu.h"
+#include "privacy_record.h"
 #include "session_store.h"
 #include "speculative.h"
 #include "target_backend.h"
@@ -39,6 +40,7 @@ typedef struct {
     int split;                  //  L
     long positions;             //  KV positions held over all sessions
     metrics_t *metrics;         //  telemetry (disabled without --telemetry)
+    privacy_record_t *record;   //  SPLITMESH_TARGET_RECORD: every body in and out
 } s_state_t;
 
 //  Sets a session's position count, keeping the service's total.
@@ -290,7 +292,13 @@ s_verify (s_state_t *self, zframe_t *body)
     }
     if ((reply = s_input (self, req.activations, req.tokens, req.tokens_count, &x, &n, &mode)))
         goto done;
-    int k = (int) req.draft_tokens_count;
+    //  Privacy full (return_hidden): no draft ids travel; the rows are t0
+    //  and the drafts as activations, and the edge verifies.
+    int k = req.return_hidden? (int) n - 1: (int) req.draft_tokens_count;
+    if (req.return_hidden && (mode != S_MODE_ACTIVATIONS || req.draft_tokens_count || req.drafts_count)) {
+        reply = service_error (422, "return_hidden takes activations and no draft_tokens or drafts");
+        goto done;
+    }
     if (n != (size_t) k + 1) {
         //  The codec's check enforces this too; a hand-built request may not.
         reply = service_error (422, "verify needs %d rows (t0 and %d drafts), got %zu", k + 1, k, n);
@@ -301,7 +309,7 @@ s_verify (s_state_t *self, zframe_t *body)
     if (req.has_seed)
         session->seed = req.seed;
     //  Validate the drafts before touching the cache.
-    for (int i = 0; i < k; i++)
+    for (int i = 0; i < (int) req.draft_tokens_count; i++)
         if (req.draft_tokens [i] < 0 || req.draft_tokens [i] >= b->vocab) {
             reply = service_error (422, "draft_tokens[%d] = %d is outside the vocabulary (%d)",
                                    i, req.draft_tokens [i], b->vocab);
@@ -375,9 +383,8 @@ done:
 }
 
 static zframe_t *
-s_handler (void *state, zframe_t *body, const wire_peek_t *peek)
+s_dispatch (s_state_t *self, zframe_t *body, const wire_peek_t *peek)
 {
-    s_state_t *self = (s_state_t *) state;
     if (streq (peek->tag, "prefill"))
         return s_prefill (self, body);
     if (streq (peek->tag, "verify"))
@@ -386,6 +393,21 @@ s_handler (void *state, zframe_t *body, const wire_peek_t *peek)
         return service_session_close (self->sessions, body);
     return service_error (400, "target: expected 'prefill', 'verify' or 'session_close', got '%s'",
                           peek->tag);
+}
+
+//  Serves one request; with a recorder (privacy audit), the request and
+//  reply bodies go to it first.
+static zframe_t *
+s_handler (void *state, zframe_t *body, const wire_peek_t *peek)
+{
+    s_state_t *self = (s_state_t *) state;
+    if (self->record && privacy_record_append (self->record, 'Q', zframe_data (body), zframe_size (body)))
+        zsys_warning ("cloud-target: recording a request failed");
+    zframe_t *reply = s_dispatch (self, body, peek);
+    if (self->record && reply
+    &&  privacy_record_append (self->record, 'R', zframe_data (reply), zframe_size (reply)))
+        zsys_warning ("cloud-target: recording a reply failed");
+    return reply;
 }
 
 void
@@ -432,9 +454,11 @@ cloud_target_actor (zsock_t *pipe, void *args)
                        config->split, state.ctx, config->max_sessions);
     }
     state.metrics = *setup? NULL: metrics_new ("cloud-target", config->instance, config->telemetry);
+    state.record = privacy_record_open_env (PRIVACY_RECORD_ENV);
     service_actor_run (pipe, config, "target", setup, s_handler, &state, state.metrics);
     session_store_destroy (&state.sessions);
     metrics_destroy (&state.metrics);
+    privacy_record_destroy (&state.record);
     speculative_destroy (&state.verifier);
     free (state.logits);
     if (state.backend)

@@ -170,6 +170,7 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
 {
     edge_shared_t *sh = &self->shared;
     pthread_mutex_init (&sh->draft_lock, NULL);
+    pthread_mutex_init (&sh->head_lock, NULL);
     atomic_init (&sh->stopping, false);
     if (!a->broker || !*a->broker) {
         snprintf (self->start_error, sizeof self->start_error, "no broker endpoint (--broker)");
@@ -269,7 +270,9 @@ s_stop (s_self_t *self)
     metrics_destroy (&sh->metrics);
     tokenizer_destroy (&sh->tok);
     model_destroy (&sh->draft);
+    model_destroy (&sh->head);
     pthread_mutex_destroy (&sh->draft_lock);
+    pthread_mutex_destroy (&sh->head_lock);
 }
 
 void

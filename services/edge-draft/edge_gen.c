@@ -30,6 +30,8 @@
 #include "codec.h"
 #include "mdp_common.h"
 #include "sampler.h"
+#include "activations.h"
+#include "speculative.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -55,6 +57,10 @@ typedef struct {
     bool have_req;              //  req must be freed
     char session [40];          //  hex id
     bool use_prefix;            //  privacy prefix: split-prefix holds [0, L)
+    bool full;                  //  privacy full: the cloud returns hidden states,
+                                //  the edge applies the head and verifies
+    speculative_t *verifier;    //  full: local verification
+    float *logits;              //  full: (DRAFTER_MAX_K + 1) x vocab
     bool use_target;            //  a cloud session exists
     bool edge_only;             //  mode edge_only, or degraded
     float temperature, top_p;
@@ -81,6 +87,7 @@ typedef struct {
     int err_status;             //  0, or the failure
     char err [512];
     uint64_t proposed, accepted, by_pos [DRAFTER_MAX_K];
+    int last_accepted;          //  full: accepted count of the last local verify
     int max_pos_used;           //  longest round, for accept_by_pos
     uint64_t up, down;          //  link bytes
     bool degraded;
@@ -558,6 +565,108 @@ s_reply_final (gen_t *g)
 }
 
 //  ---------------------------------------------------------------------
+//  Privacy full: the target's head and verification, here on the edge
+
+//  Loads the head (final norm + output, no layers) once for the process.
+//  Returns 0, or 500 with g->err set.
+static int
+s_full_head (gen_t *g)
+{
+    edge_shared_t *sh = g->sh;
+    pthread_mutex_lock (&sh->head_lock);
+    if (!sh->head && !sh->head_error [0]) {
+        model_options_t mo = model_options_default ();
+        //  The head as cloud-target holds it: W8 for --format w8 and w4
+        //  (W4 keeps the head at W8); SPLITMESH_HEAD_FORMAT=f32 for f32.
+        mo.format = QFMT_W8;
+        const char *hf = getenv ("SPLITMESH_HEAD_FORMAT");
+        if (hf && *hf && qfmt_parse (hf, &mo.format))
+            mo.format = QFMT_W8;
+        mo.first_layer = 0;
+        mo.last_layer = 0;              //  no layers: the head alone
+        mo.load_embeddings = false;
+        mo.load_head = true;
+        mo.n_threads = 1;
+        char err [256];
+        sh->head = model_load (sh->model_path, &mo, err, sizeof err);
+        if (!sh->head)
+            snprintf (sh->head_error, sizeof sh->head_error, "%.255s", err);
+        else
+        if (model_config (sh->head)->vocab_size != tokenizer_n_tokens (sh->tok)) {
+            snprintf (sh->head_error, sizeof sh->head_error, "head has %d rows, vocabulary %d",
+                      model_config (sh->head)->vocab_size, (int) tokenizer_n_tokens (sh->tok));
+            model_destroy (&sh->head);
+        }
+    }
+    int status = 0;
+    if (!sh->head) {
+        snprintf (g->err, sizeof g->err, "privacy full: cannot load the head of %.200s: %.250s",
+                  sh->model_path, sh->head_error);
+        status = 500;
+    }
+    pthread_mutex_unlock (&sh->head_lock);
+    return status;
+}
+
+//  Applies the head to the k+1 hidden rows and verifies the k drafts of
+//  g->prop exactly as cloud-target would (speculative_verify, keyed by
+//  pos and the session seed). q: the drafts' distributions or NULL. Sets
+//  *next and g->last_accepted. Returns 0, or a status with g->err set.
+static int
+s_full_verify (gen_t *g, const wire_activations_t *hidden, int k, int pos,
+               const wire_draft_t *q, int32_t *next)
+{
+    edge_shared_t *sh = g->sh;
+    int status = s_full_head (g);
+    if (status)
+        return status;
+    int dim = model_config (sh->head)->dim;
+    if ((int) hidden->dim != dim) {
+        snprintf (g->err, sizeof g->err, "privacy full: hidden rows of %u values, the head takes %d",
+                  hidden->dim, dim);
+        return 500;
+    }
+    float *x = malloc ((size_t) (k + 1) * dim * sizeof *x);
+    char err [256];
+    if (!x) {
+        snprintf (g->err, sizeof g->err, "privacy full: out of memory");
+        return 500;
+    }
+    if (activations_unpack (hidden, x, (size_t) (k + 1) * dim, err, sizeof err)) {
+        snprintf (g->err, sizeof g->err, "privacy full: %s", err);
+        free (x);
+        return 500;
+    }
+    pthread_mutex_lock (&sh->head_lock);
+    int rc = model_head (sh->head, x, k + 1, g->logits);
+    pthread_mutex_unlock (&sh->head_lock);
+    free (x);
+    if (rc) {
+        snprintf (g->err, sizeof g->err, "privacy full: head: %s", model_error (sh->head));
+        return 500;
+    }
+    speculative_q_t sq [DRAFTER_MAX_K];
+    for (int i = 0; q && i < k; i++) {
+        sq [i].tokens = q [i].tokens;
+        sq [i].probs = q [i].probs;
+        sq [i].n = (int) q [i].tokens_count;
+    }
+    sampler_params_t sp = sampler_params_default ();
+    sp.temperature = g->temperature;
+    sp.top_k = g->top_k;
+    sp.top_p = g->top_p;
+    sp.seed = g->seed;
+    int accepted = 0;
+    if (speculative_verify (g->verifier, g->logits, k, g->prop->d, q? sq: NULL, &sp,
+                            (uint32_t) pos, &accepted, next, err, sizeof err)) {
+        snprintf (g->err, sizeof g->err, "privacy full: verify: %s", err);
+        return 500;
+    }
+    g->last_accepted = accepted;
+    return 0;
+}
+
+//  ---------------------------------------------------------------------
 //  The protocol steps
 
 //  Prefills split-prefix and cloud-target with ctx[0..n). *next gets the
@@ -574,6 +683,7 @@ s_prefill (gen_t *g, int n, int32_t *next)
     pf.top_p = g->top_p;
     pf.seed = g->seed;
     pf.has_seed = true;
+    pf.return_hidden = g->full;
     wire_activations_reply_t ar;
     memset (&ar, 0, sizeof ar);
     int status;
@@ -620,6 +730,25 @@ s_prefill (gen_t *g, int n, int32_t *next)
     if (status)
         return status;
     g->use_target = true;
+    if (g->full && status == 0) {
+        //  Privacy full: the reply carries the last hidden state only.
+        int32_t t = -1;
+        if (pr.has_next_token || !pr.hidden || pr.hidden->n_pos != 1) {
+            snprintf (g->err, sizeof g->err, "target prefill: privacy full expects one hidden row "
+                      "and no next_token in the reply");
+            status = 500;
+        }
+        else
+            status = s_full_verify (g, pr.hidden, 0, n - 1, NULL, &t);
+        if (status == 0 && (int) pr.n_pos != n) {
+            snprintf (g->err, sizeof g->err, "target prefill: cache holds %u positions, expected %d", pr.n_pos, n);
+            status = 500;
+        }
+        if (status == 0)
+            *next = t;
+        wire_msg_free (&wire_prefill_reply_desc, &pr);
+        return status;
+    }
     if (!pr.has_next_token || pr.next_token >= tokenizer_n_tokens (g->sh->tok)) {
         snprintf (g->err, sizeof g->err, "target prefill: no valid next_token in the reply");
         status = 500;
@@ -673,8 +802,9 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
     wire_msg_init (&wire_verify_desc, &v);
     v.session = g->session;
     v.pos = (uint32_t) pos;
-    v.draft_tokens = g->prop->d;
-    v.draft_tokens_count = (size_t) k;
+    v.draft_tokens = g->full? NULL: g->prop->d;
+    v.draft_tokens_count = g->full? 0: (size_t) k;
+    v.return_hidden = g->full;
     v.temperature = g->temperature;
     v.top_k = (uint32_t) g->top_k;
     v.top_p = g->top_p;
@@ -682,6 +812,7 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
     v.has_seed = true;
     wire_draft_t drafts [DRAFTER_MAX_K];
     if (g->temperature > 0 && k > 0) {
+        //  (privacy full: the q lists stay here, for the local verifier)
         for (int i = 0; i < k; i++) {
             int32_t *tk = g->q_tokens + (size_t) i * DRAFTER_MAX_CANDIDATES;
             float *pr = g->q_probs + (size_t) i * DRAFTER_MAX_CANDIDATES;
@@ -695,8 +826,10 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
             drafts [i].probs = pr;
             drafts [i].probs_count = (size_t) n;
         }
-        v.drafts = drafts;
-        v.drafts_count = (size_t) k;
+        if (!g->full) {
+            v.drafts = drafts;
+            v.drafts_count = (size_t) k;
+        }
     }
     wire_activations_reply_t ar;
     memset (&ar, 0, sizeof ar);
@@ -748,6 +881,20 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
         wire_msg_free (&wire_activations_reply_desc, &ar);
     if (status)
         return status;
+    if (g->full) {
+        if (vr.has_next_token || !vr.hidden || vr.hidden->n_pos != (uint32_t) k + 1) {
+            snprintf (g->err, sizeof g->err, "target verify: privacy full expects %d hidden rows "
+                      "and no next_token in the reply", k + 1);
+            status = 500;
+        }
+        else
+            status = s_full_verify (g, vr.hidden, k, pos,
+                                    g->temperature > 0 && k > 0? drafts: NULL, next);
+        if (status == 0)
+            *accepted = g->last_accepted;
+        wire_msg_free (&wire_verify_reply_desc, &vr);
+        return status;
+    }
     if (vr.accepted > (uint32_t) k || !vr.has_next_token
     ||  vr.next_token >= tokenizer_n_tokens (g->sh->tok)) {
         snprintf (g->err, sizeof g->err, "target verify: bad reply (accepted %u of %d, next %s)",
@@ -988,10 +1135,6 @@ s_validate (gen_t *g)
             return 404;
         }
     }
-    if (r->privacy == WIRE_PRIVACY_FULL) {
-        snprintf (g->err, sizeof g->err, "field 'privacy': 'full' is not implemented by this edge-draft (use prefix or none)");
-        return 422;
-    }
     if (r->mode == WIRE_MODE_EDGE_ONLY && !g->sh->draft) {
         snprintf (g->err, sizeof g->err, "field 'mode': edge_only needs a draft model (edge-draft runs with --drafter ngram)");
         return 422;
@@ -1015,6 +1158,8 @@ s_gen_free (gen_t *g)
     free (g->prop2);
     free (g->q_tokens);
     free (g->q_probs);
+    free (g->logits);
+    speculative_destroy (&g->verifier);
     tokenizer_stream_destroy (&g->stream);
     drafter_destroy (&g->drafter);
     sampler_destroy (&g->dsampler);
@@ -1086,6 +1231,7 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
     g->edge_only = r->mode == WIRE_MODE_EDGE_ONLY;
     bool privacy_none = r->privacy == WIRE_PRIVACY_NONE || r->mode == WIRE_MODE_CLOUD_ONLY;
     g->use_prefix = !g->edge_only && !privacy_none;
+    g->full = g->use_prefix && r->privacy == WIRE_PRIVACY_FULL;
     g->k = r->mode == WIRE_MODE_CLOUD_ONLY ? 0 : (int) r->draft_k;
     if (g->k > sh->k_max)
         g->k = sh->k_max;
@@ -1122,7 +1268,12 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
     }
     else
         g->drafter = drafter_new_ngram ();
-    if (!g->out || !g->prop || !g->prop2 || !g->q_tokens || !g->q_probs || !g->stream || !g->esampler
+    if (g->full) {
+        g->verifier = speculative_new (vocab);
+        g->logits = malloc ((size_t) (DRAFTER_MAX_K + 1) * vocab * sizeof *g->logits);
+    }
+    if ((g->full && (!g->verifier || !g->logits))
+    ||  !g->out || !g->prop || !g->prop2 || !g->q_tokens || !g->q_probs || !g->stream || !g->esampler
     ||  (g->temperature > 0 && !g->dsampler) || !g->drafter) {
         snprintf (g->err, sizeof g->err, "edge-draft: %s", err);
         s_reply_error (g, 500, g->err);

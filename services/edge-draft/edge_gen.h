@@ -42,6 +42,11 @@ typedef struct {
     bool verbose;               //  log each round
     atomic_bool stopping;       //  set when the actor ends
     metrics_t *metrics;         //  publisher (NULL: none); thread-safe
+    //  Privacy full: the target's final norm + head, loaded from model_path
+    //  (W8, as cloud-target's default) on the first full request.
+    model_t *head;              //  NULL until then; owned, freed at stop
+    pthread_mutex_t head_lock;  //  held around loading and model_head calls
+    char head_error [256];      //  why loading failed (then every full request is 500)
 } edge_shared_t;
 
 //  Handles one request body from `client`: validates, runs the generation,
