@@ -10,7 +10,7 @@ SUDO=$(need_root)
 PKGS=(
   build-essential cmake pkg-config git ca-certificates curl unzip
   libzmq3-dev libczmq-dev libsodium-dev libmsgpack-dev
-  libcriterion-dev libpcre2-dev libmicrohttpd-dev
+  libcriterion-dev libpcre2-dev libmicrohttpd-dev libjansson-dev
   python3 python3-venv python3-msgpack python3-zmq python3-numpy
   tshark prometheus chromium
   docker-compose python3-yaml
