@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include "codec.h"
 #include "mdp_client.h"
@@ -147,6 +148,20 @@ s_respond_error (struct MHD_Connection *connection, unsigned int status,
     vsnprintf (message, sizeof message, fmt, args);
     va_end (args);
     return s_respond_json (connection, status, s_error_json (status, param, code, message));
+}
+
+//  True once draining has begun, or a SIGTERM/SIGINT is pending for the
+//  process: main.c keeps them blocked and takes them itself, so between
+//  kill() and main's wake-up the signal is pending, and readiness must
+//  already fail then (an orchestrator probes right after it signals).
+static bool
+s_draining (gateway_t *self)
+{
+    if (atomic_load (&self->draining))
+        return true;
+    sigset_t pending;
+    return sigpending (&pending) == 0
+        && (sigismember (&pending, SIGTERM) == 1 || sigismember (&pending, SIGINT) == 1);
 }
 
 //  ---------------------------------------------------------------------
@@ -793,7 +808,7 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
 {
     gateway_t *self = request->gateway;
     request->chat = chat;
-    if (atomic_load (&self->draining))
+    if (s_draining (self))
         return s_respond_error (connection, 503, NULL, "shutting_down",
                                 "the gateway is shutting down; retry on another instance");
     if (request->too_large)
@@ -933,7 +948,7 @@ s_http_handler (void *cls, struct MHD_Connection *connection, const char *url,
     if (streq (url, "/health")) {
         if (!get)
             return s_respond_error (connection, 405, NULL, NULL, "use GET for /health");
-        if (atomic_load (&self->draining))
+        if (s_draining (self))
             return s_respond_json (connection, 503, json_pack ("{s:s, s:s}", "status", "draining",
                                    "reason", "the gateway is shutting down"));
         if (!s_mesh_ready (self))

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <czmq.h>
 #include "gateway.h"
 #include "options.h"
@@ -70,13 +71,19 @@ main (int argc, char **argv)
             gateway_port (gateway), config.model_name, config.broker);
     fflush (stdout);
 
-    int sig = -1;
-    while (sig < 0) {
-        struct timespec wait = { 1, 0 };
-        sig = sigtimedwait (&signals, NULL, &wait);
+    //  Drain before taking the signal: while it is pending the gateway
+    //  already answers as draining (gateway.c), so there is no moment in
+    //  between when /health could say ok.
+    sigset_t pending;
+    while (sigpending (&pending) == 0
+       &&  !sigismember (&pending, SIGTERM) && !sigismember (&pending, SIGINT)) {
+        struct timespec nap = { 0, 20 * 1000 * 1000 };
+        nanosleep (&nap, NULL);
     }
     gateway_drain (gateway);
-    zsys_info ("gateway: %s: draining (%d requests running)", strsignal (sig),
+    struct timespec now = { 0, 0 };
+    int sig = sigtimedwait (&signals, NULL, &now);
+    zsys_info ("gateway: %s: draining (%d requests running)", sig > 0? strsignal (sig): "signal",
                gateway_in_flight (gateway));
     int64_t deadline = zclock_mono () + drain_ms;
     while (gateway_in_flight (gateway) > 0 && zclock_mono () < deadline) {
