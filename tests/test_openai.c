@@ -291,3 +291,46 @@ Test (openai, health_and_sigterm_drain)
     cr_assert_eq (sm_wait (pid, 20000, &status), 0, "the gateway did not exit after its stream");
     cr_expect (WIFEXITED (status) && WEXITSTATUS (status) == 0, "exit status %d", status);
 }
+
+//  One check on the real model (skipped without it): the streamed chat
+//  text from the openai package equals `splitmesh generate --chat`.
+Test (openai, real_model_stream_equals_generate)
+{
+    s_skip_unless_built ();
+    const char *model = sm_model_path ();
+    if (!model)
+        cr_skip_test ("no model file (set SPLITMESH_MODEL or run scripts/fetch-model.sh)");
+    s_mesh.dir = sm_tmpdir_new ("openai_real");
+    cr_assert (s_mesh.dir);
+    snprintf (s_mesh.run_dir, sizeof s_mesh.run_dir, "%s/run", s_mesh.dir);
+    snprintf (s_mesh.model, sizeof s_mesh.model, "%s", model);
+    char err [4096] = "";
+    cr_assert_eq (sm_mesh_up (&s_mesh, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_gt (s_mesh.gateway_port, 0);
+    const char *question = "What is the capital of France?";
+    sm_cli_result_t *r = SM_SPLITMESH (60, "generate", "--run-dir", s_mesh.run_dir, "--chat",
+                                       "--json", "-n", "24", question);
+    cr_assert_eq (r->status, 0, "%s", r->err);
+    json_error_t jerr;
+    json_t *expected = json_loads (r->out, 0, &jerr);
+    cr_assert (expected, "%s", r->out);
+    sm_cli_result_destroy (&r);
+    char base [128];
+    snprintf (base, sizeof base, "http://127.0.0.1:%d/v1", s_mesh.gateway_port);
+    r = sm_cli_run (SPLITMESH_PYTHON, 60, NULL, (const char *const []) { "", "-c",
+        "import sys, openai\n"
+        "c = openai.OpenAI(base_url=sys.argv[1], api_key='unused', max_retries=0)\n"
+        "s = c.chat.completions.create(model='splitmesh', temperature=0, max_tokens=24, stream=True,\n"
+        "    messages=[{'role': 'user', 'content': sys.argv[2]}])\n"
+        "sys.stdout.write(''.join(ch.choices[0].delta.content or '' for ch in s if ch.choices))\n",
+        base, question, NULL });
+    if (r->status != 0 && strstr (r->err, "No module named 'openai'"))
+        cr_skip_test ("the openai package is missing from %s (scripts/install-deps.sh)", SPLITMESH_PYTHON);
+    cr_assert_eq (r->status, 0, "%s", r->err);
+    const char *want = json_string_value (json_object_get (expected, "text"));
+    cr_expect_gt (strlen (want), 0);
+    cr_expect_str_eq (r->out, want);
+    fprintf (stderr, "openai: real model streamed \"%s\"\n", r->out);
+    sm_cli_result_destroy (&r);
+    json_decref (expected);
+}
