@@ -51,8 +51,8 @@ typedef struct {
     const char *act_dtype;
     const char *drafter;
     long split, threads, targets, timeout_s, heartbeat_ms, draft_k, ctx, max_sessions;
-    long telemetry_port;
-    bool telemetry, verbose, fixed_k;
+    long telemetry_port, gateway_port;
+    bool telemetry, gateway, verbose, fixed_k;
 } s_options_t;
 
 //  One child's argument vector, built up with s_arg.
@@ -85,6 +85,8 @@ s_usage (FILE *out)
         "                      else $XDG_RUNTIME_DIR/splitmesh, else /tmp/splitmesh-$UID)\n"
         "  --no-telemetry      do not start splitmesh-telemetry\n"
         "  --telemetry-port N  HTTP port of splitmesh-telemetry (default: a free one)\n"
+        "  --no-gateway        do not start splitmesh-gateway (the OpenAI API)\n"
+        "  --gateway-port N    HTTP port of splitmesh-gateway (default: a free one)\n"
         "  --timeout S         seconds to wait for every service (default 120)\n"
         "  -v, --verbose       services log verbosely\n"
         "Stop the mesh with `splitmesh down`.\n");
@@ -366,6 +368,8 @@ s_wait_ready (mesh_state_t *state, const s_options_t *o)
         }
         if (!missing && state->telemetry_port > 0 && !s_port_open (state->telemetry_port))
             missing = "telemetry (HTTP)";
+        if (!missing && o->gateway_port > 0 && !s_port_open ((int) o->gateway_port))
+            missing = "gateway (HTTP)";
         if (!missing) {
             rc = 0;
             break;
@@ -383,7 +387,8 @@ s_wait_ready (mesh_state_t *state, const s_options_t *o)
             const char *proc = !strcmp (missing, "tokenizer") ? "tokenizer"
                              : !strcmp (missing, "prefix") ? "split-prefix"
                              : !strcmp (missing, "generate") ? "edge-draft"
-                             : !strcmp (missing, "target") ? "cloud-target-1" : "telemetry";
+                             : !strcmp (missing, "target") ? "cloud-target-1"
+                             : !strcmp (missing, "gateway (HTTP)") ? "gateway" : "telemetry";
             char log [PATH_MAX];
             snprintf (log, sizeof log, "%s/logs/%s.log", state->run_dir, proc);
             s_print_log_tail (log, 20);
@@ -402,7 +407,7 @@ cmd_up (int argc, char **argv)
 {
     s_options_t o = {
         .format = "w8", .draft_format = "w4", .split = 2, .threads = 1, .targets = 1,
-        .timeout_s = 120, .telemetry = true, .telemetry_port = 0
+        .timeout_s = 120, .telemetry = true, .telemetry_port = 0, .gateway = true
     };
     const char *run_dir_opt = NULL;
     static const struct option longopts [] = {
@@ -424,6 +429,8 @@ cmd_up (int argc, char **argv)
         { "run-dir", required_argument, NULL, 'r' },
         { "no-telemetry", no_argument, NULL, 'N' },
         { "telemetry-port", required_argument, NULL, 'P' },
+        { "no-gateway", no_argument, NULL, 'G' },
+        { "gateway-port", required_argument, NULL, 'g' },
         { "timeout", required_argument, NULL, 'T' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -455,6 +462,8 @@ cmd_up (int argc, char **argv)
             case 'x': o.fixed_k = true; break;
             case 'N': o.telemetry = false; break;
             case 'P': bad = cli_parse_long (optarg, 1, 65535, &o.telemetry_port); break;
+            case 'G': o.gateway = false; break;
+            case 'g': bad = cli_parse_long (optarg, 1, 65535, &o.gateway_port); break;
             case 'T': bad = cli_parse_long (optarg, 1, 3600, &o.timeout_s); break;
             case 'v': o.verbose = true; break;
             case 'h': s_usage (stdout); return 0;
@@ -518,7 +527,8 @@ cmd_up (int argc, char **argv)
         return 1;
     }
     char bin_broker [PATH_MAX], bin_tokenizer [PATH_MAX], bin_prefix [PATH_MAX],
-         bin_target [PATH_MAX], bin_edge [PATH_MAX], bin_telemetry [PATH_MAX];
+         bin_target [PATH_MAX], bin_edge [PATH_MAX], bin_telemetry [PATH_MAX],
+         bin_gateway [PATH_MAX];
     if (s_binary (bin_dir, "splitmesh-broker", bin_broker, sizeof bin_broker)
     ||  s_binary (bin_dir, "splitmesh-tokenizer", bin_tokenizer, sizeof bin_tokenizer)
     ||  s_binary (bin_dir, "splitmesh-split-prefix", bin_prefix, sizeof bin_prefix)
@@ -528,6 +538,9 @@ cmd_up (int argc, char **argv)
     int n_path = snprintf (bin_telemetry, sizeof bin_telemetry, "%s/splitmesh-telemetry", bin_dir);
     bool telemetry = o.telemetry && n_path > 0 && (size_t) n_path < sizeof bin_telemetry
                   && access (bin_telemetry, X_OK) == 0;
+    n_path = snprintf (bin_gateway, sizeof bin_gateway, "%s/splitmesh-gateway", bin_dir);
+    bool gateway = o.gateway && n_path > 0 && (size_t) n_path < sizeof bin_gateway
+                && access (bin_gateway, X_OK) == 0;
 
     //  The run dir, its lock, and no live mesh in it.
     mesh_state_t *state = calloc (1, sizeof *state);
@@ -725,6 +738,24 @@ cmd_up (int argc, char **argv)
         goto fail;
     s_args_free (&a);
 
+    //  The OpenAI-compatible API, a client of the device broker.
+    if (gateway) {
+        if (o.gateway_port == 0)
+            o.gateway_port = s_free_port ();
+        s_arg (&a, "%s", bin_gateway);
+        s_arg (&a, "--broker");
+        s_arg (&a, "%s", state->device_broker);
+        s_arg (&a, "--http-port");
+        s_arg (&a, "%ld", o.gateway_port);
+        if (o.verbose)
+            s_arg (&a, "--verbose");
+        if (s_start (state, "gateway", &a))
+            goto fail;
+        s_args_free (&a);
+    }
+    else
+        o.gateway_port = 0;
+
     if (s_wait_ready (state, &o))
         goto fail;
 
@@ -737,6 +768,8 @@ cmd_up (int argc, char **argv)
         printf ("  telemetry      http://127.0.0.1:%d/ (metrics: /metrics)\n", state->telemetry_port);
     else
         printf ("  telemetry      off%s\n", o.telemetry ? " (splitmesh-telemetry not built)" : "");
+    if (gateway)
+        printf ("  gateway        http://127.0.0.1:%ld/v1 (OpenAI API; /health)\n", o.gateway_port);
     printf ("  model          %s (target %s, split L=%ld, %ld replica%s)\n", model, o.format,
             o.split, o.targets, o.targets > 1 ? "s" : "");
     printf ("  draft model    %s (%s)\n", draft_model, o.draft_format);

