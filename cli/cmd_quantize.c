@@ -25,8 +25,10 @@ s_usage (FILE *out)
         "usage: splitmesh quantize --model IN.gguf --budget BYTES|RATIO --out OUT.gguf [options]\n"
         "      --model FILE       source llama GGUF (default $SPLITMESH_MODEL)\n"
         "      --budget B         tensor data budget: bytes (90000000, 90MB, 86MiB) or a\n"
-        "                         compression ratio against F32 (6x)\n"
-        "      --out FILE         output GGUF (written atomically)\n"
+        "                         compression ratio against F32 (6x); a comma-separated\n"
+        "                         list writes one file per budget from one measurement\n"
+        "      --out FILE         output GGUF (written atomically); with several budgets\n"
+        "                         it must contain {} (replaced by each budget)\n"
         "      --calib FILE       calibration text (required unless --uniform)\n"
         "      --calib-seqs N     calibration sequences (default 2)\n"
         "      --calib-len N      tokens per sequence (default 128)\n"
@@ -73,6 +75,47 @@ s_progress (void *arg, int done, int total, const char *what)
         fprintf (stderr, "sensitivity %3d%% (%d/%d, %s) %.0fs elapsed, %.0fs left\n",
                  decile * 10, done, total, what, el, eta);
     }
+}
+
+#define S_MAX_BUDGETS 16
+
+static void
+s_report (quantize_plan_t *plan, const char *model_path, const char *out, uint64_t budget,
+          double t_measure, bool json)
+{
+    uint64_t bytes = quantize_plan_bytes (plan), f32 = quantize_plan_f32_bytes (plan);
+    int n_units = quantize_plan_unit_count (plan);
+    int count[QUANTIZE_N_CANDIDATES] = { 0 };
+    for (int u = 0; u < n_units; u++)
+        for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+            count[c] += quantize_plan_unit_type (plan, u) == quantize_candidates[c];
+    if (json) {
+        printf ("{\"model\":\"%s\",\"out\":\"%s\",\"budget_bytes\":%llu,\"bytes\":%llu,"
+                "\"f32_bytes\":%llu,\"compression_vs_f32\":%.4f,\"kl_sum\":%.6g,"
+                "\"calib_tokens\":%d,\"measure_s\":%.2f,\"units\":[",
+                model_path, out, (unsigned long long) budget, (unsigned long long) bytes,
+                (unsigned long long) f32, (double) f32 / (double) bytes, quantize_plan_kl (plan),
+                quantize_plan_calib_tokens (plan), t_measure);
+        for (int u = 0; u < n_units; u++) {
+            printf ("%s{\"name\":\"%s\",\"type\":\"%s\",\"kl\":{", u ? "," : "",
+                    quantize_plan_unit_name (plan, u),
+                    ggml_type_traits (quantize_plan_unit_type (plan, u))->name);
+            for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+                printf ("%s\"%s\":%.6g", c ? "," : "", ggml_type_traits (quantize_candidates[c])->name,
+                        quantize_plan_unit_kl (plan, u, c));
+            printf ("}}");
+        }
+        printf ("]}\n");
+    }
+    else {
+        printf ("wrote %s: %llu bytes of tensors (%.2fx smaller than F32's %llu)", out,
+                (unsigned long long) bytes, (double) f32 / (double) bytes, (unsigned long long) f32);
+        printf (", estimated KL %.4g; units:", quantize_plan_kl (plan));
+        for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+            printf (" %s %d", ggml_type_traits (quantize_candidates[c])->name, count[c]);
+        printf ("\n");
+    }
+    fflush (stdout);
 }
 
 int
@@ -162,8 +205,10 @@ cmd_quantize (int argc, char **argv)
 
     int rc = 1;
     char err[512] = "";
-    uint64_t budget = 0;
-    //  Opening without measurement first checks the file and the budget
+    char list[512], *budget_names[S_MAX_BUDGETS];
+    uint64_t budgets[S_MAX_BUDGETS];
+    int n_budgets = 0;
+    //  Opening without measurement first checks the file and the budgets
     //  cheaply, before the long measurement.
     quantize_options_t probe = qo;
     probe.calib_path = NULL;
@@ -173,14 +218,35 @@ cmd_quantize (int argc, char **argv)
         return 1;
     }
     if (budget_text) {
-        if (quantize_parse_budget (plan, budget_text, &budget, err, sizeof err)) {
-            fprintf (stderr, "splitmesh quantize: %s\n", err);
+        snprintf (list, sizeof list, "%s", budget_text);
+        char *save = NULL;
+        for (char *b = strtok_r (list, ",", &save); b; b = strtok_r (NULL, ",", &save)) {
+            if (n_budgets == S_MAX_BUDGETS) {
+                fprintf (stderr, "splitmesh quantize: at most %d budgets\n", S_MAX_BUDGETS);
+                rc = 2;
+                goto done;
+            }
+            if (quantize_parse_budget (plan, b, &budgets[n_budgets], err, sizeof err)) {
+                fprintf (stderr, "splitmesh quantize: %s\n", err);
+                rc = 2;
+                goto done;
+            }
+            if (budgets[n_budgets] < quantize_plan_min_bytes (plan) && !uniform) {
+                quantize_plan_assign (plan, budgets[n_budgets], err, sizeof err);
+                fprintf (stderr, "splitmesh quantize: %s\n", err);
+                goto done;
+            }
+            budget_names[n_budgets++] = b;
+        }
+        if (n_budgets == 0) {
+            fprintf (stderr, "splitmesh quantize: bad budget '%s': give bytes (90000000, 90MB, "
+                     "86MiB) or a ratio (6x)\n", budget_text);
             rc = 2;
             goto done;
         }
-        if (budget < quantize_plan_min_bytes (plan) && !uniform) {
-            quantize_plan_assign (plan, budget, err, sizeof err);
-            fprintf (stderr, "splitmesh quantize: %s\n", err);
+        if (n_budgets > 1 && !strstr (out, "{}")) {
+            fprintf (stderr, "splitmesh quantize: with several budgets --out must contain {}\n");
+            rc = 2;
             goto done;
         }
     }
@@ -192,56 +258,35 @@ cmd_quantize (int argc, char **argv)
             fprintf (stderr, "splitmesh quantize: %s\n", err);
             goto done;
         }
-        if (quantize_plan_assign (plan, budget, err, sizeof err)) {
+    }
+    double t_measure = s_now () - t0;
+    for (int bi = 0; bi < (n_budgets ? n_budgets : 1); bi++) {
+        uint64_t budget = n_budgets ? budgets[bi] : 0;
+        char path[1024];
+        const char *brace = strstr (out, "{}");
+        if (brace)
+            snprintf (path, sizeof path, "%.*s%s%s", (int) (brace - out), out,
+                      n_budgets ? budget_names[bi] : uniform, brace + 2);
+        else
+            snprintf (path, sizeof path, "%s", out);
+        if (uniform) {
+            quantize_plan_set_uniform (plan, uniform_type);
+            if (n_budgets && quantize_plan_bytes (plan) > budget) {
+                fprintf (stderr, "splitmesh quantize: uniform %s takes %llu bytes, over the budget of %llu\n",
+                         uniform, (unsigned long long) quantize_plan_bytes (plan),
+                         (unsigned long long) budget);
+                goto done;
+            }
+        }
+        else if (quantize_plan_assign (plan, budget, err, sizeof err)) {
             fprintf (stderr, "splitmesh quantize: %s\n", err);
             goto done;
         }
-    }
-    else {
-        quantize_plan_set_uniform (plan, uniform_type);
-        if (budget_text && quantize_plan_bytes (plan) > budget) {
-            fprintf (stderr, "splitmesh quantize: uniform %s takes %llu bytes, over the budget of %llu\n",
-                     uniform, (unsigned long long) quantize_plan_bytes (plan),
-                     (unsigned long long) budget);
+        if (quantize_plan_write (plan, path, err, sizeof err)) {
+            fprintf (stderr, "splitmesh quantize: %s\n", err);
             goto done;
         }
-    }
-    double t_measure = s_now () - t0;
-    if (quantize_plan_write (plan, out, err, sizeof err)) {
-        fprintf (stderr, "splitmesh quantize: %s\n", err);
-        goto done;
-    }
-    uint64_t bytes = quantize_plan_bytes (plan), f32 = quantize_plan_f32_bytes (plan);
-    int n_units = quantize_plan_unit_count (plan);
-    int count[QUANTIZE_N_CANDIDATES] = { 0 };
-    for (int u = 0; u < n_units; u++)
-        for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
-            count[c] += quantize_plan_unit_type (plan, u) == quantize_candidates[c];
-    if (json) {
-        printf ("{\"model\":\"%s\",\"out\":\"%s\",\"budget_bytes\":%llu,\"bytes\":%llu,"
-                "\"f32_bytes\":%llu,\"compression_vs_f32\":%.4f,\"kl_sum\":%.6g,"
-                "\"calib_tokens\":%d,\"measure_s\":%.2f,\"units\":[",
-                model_path, out, (unsigned long long) budget, (unsigned long long) bytes,
-                (unsigned long long) f32, (double) f32 / (double) bytes, quantize_plan_kl (plan),
-                quantize_plan_calib_tokens (plan), t_measure);
-        for (int u = 0; u < n_units; u++) {
-            printf ("%s{\"name\":\"%s\",\"type\":\"%s\",\"kl\":{", u ? "," : "",
-                    quantize_plan_unit_name (plan, u),
-                    ggml_type_traits (quantize_plan_unit_type (plan, u))->name);
-            for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
-                printf ("%s\"%s\":%.6g", c ? "," : "", ggml_type_traits (quantize_candidates[c])->name,
-                        quantize_plan_unit_kl (plan, u, c));
-            printf ("}}");
-        }
-        printf ("]}\n");
-    }
-    else {
-        printf ("wrote %s: %llu bytes of tensors (%.2fx smaller than F32's %llu)", out,
-                (unsigned long long) bytes, (double) f32 / (double) bytes, (unsigned long long) f32);
-        printf (", estimated KL %.4g; units:", quantize_plan_kl (plan));
-        for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
-            printf (" %s %d", ggml_type_traits (quantize_candidates[c])->name, count[c]);
-        printf ("\n");
+        s_report (plan, model_path, path, budget, t_measure, json);
     }
     rc = 0;
 done:
