@@ -19,12 +19,15 @@
       - prefill and decode tokens/s (full speed check).
 
     Prints one JSON object per file (and the baseline) on stdout, one a line.
+    A file that does not exist yet is waited for (up to an hour), so the
+    evaluation can overlap a quantize run that writes the files.
 */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "gguf.h"
 #include "kvcache.h"
 #include "model.h"
@@ -268,6 +271,10 @@ main (int argc, char **argv)
             base_path, base_ppl, n_scored, base_acc, tps, dec);
     fflush (stdout);
     for (int i = first_file; i < argc; i++) {
+        //  Files still being written by a quantize run (renamed into place
+        //  when complete) are waited for, up to an hour.
+        for (int waited = 0; access (argv[i], F_OK) && waited < 3600; waited += 5)
+            sleep (5);
         model_options_t qo = mo;
         qo.file_formats = true;
         model_t *m = model_load (argv[i], &qo, err, sizeof err);
