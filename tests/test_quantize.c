@@ -283,3 +283,13 @@ Test (quantize, bad_input_is_a_clear_error)
     cr_assert_eq (s_quantize (args), 2);
     cr_assert_neq (access (s_out, F_OK), 0);
 }
+
+Test (quantize, file_format_mapping)
+{
+    cr_assert_eq (model_file_format (GGML_TYPE_Q4_0), QFMT_W4);
+    cr_assert_eq (model_file_format (GGML_TYPE_Q4_1), QFMT_W4);
+    cr_assert_eq (model_file_format (GGML_TYPE_Q8_0), QFMT_W8);
+    cr_assert_eq (model_file_format (GGML_TYPE_Q4_K), QFMT_W8);
+    cr_assert_eq (model_file_format (GGML_TYPE_F16), QFMT_F32);
+    cr_assert_eq (model_file_format (GGML_TYPE_F32), QFMT_F32);
+}
