@@ -66,6 +66,8 @@ def main():
         "baseline_ppl": base["ppl"], "baseline_acceptance_self": base["acceptance"],
         "baseline_prefill_tps": base["prefill_tps"], "baseline_decode_tps": base["decode_tps"],
         "calibration": meta["calibration"], "evaluation": meta["evaluation"],
+        "calib_tokens": next(iter(plans.values()))["calib_tokens"] if plans else None,
+        "sensitivity_measure_s": next(iter(plans.values()))["measure_s"] if plans else None,
         "candidates": ["q4_0", "q4_1", "q8_0", "f16"],
         "infeasible_budgets": meta.get("infeasible", {}),
         "best_compression_vs_fp32_at_98pct": best["compression_vs_fp32"] if best else None,
@@ -88,6 +90,10 @@ def main():
     md.append("# Tailored quantization (`splitmesh quantize`)\n")
     md.append("Model: `%s`. Baseline: %s. Baseline perplexity %.3f.\n" % (meta["model"], res["baseline"], base["ppl"]))
     md.append("Calibration (sensitivity): %s. Evaluation: %s.\n" % (meta["calibration"], meta["evaluation"]))
+    if res["sensitivity_measure_s"] is not None:
+        md.append("Sensitivity: %d units x 3 measured formats on %d calibration tokens took %.0f s "
+                  "(one measurement for every budget).\n" % (len(next(iter(plans.values()))["units"]),
+                  res["calib_tokens"], res["sensitivity_measure_s"]))
     md.append("Machine: %s. Commit `%s`. Command: `%s`.\n" % (meta["machine"], meta["commit"], meta["command"]))
     md.append("Quality retained = baseline perplexity / model perplexity. Top-1 = share of positions where "
               "the model's most likely token is the baseline's. Acceptance = greedy draft tokens "

@@ -38,14 +38,19 @@ for t in q4_0 q4_1 q8_0; do
   [ -s "$DIR/uniform_$t.gguf" ] || "$SM" quantize --quiet --model "$MODEL" --uniform $t --out "$DIR/uniform_$t.gguf" >/dev/null
 done
 # The evaluation waits for each mixed file, so it overlaps the measurement.
-"$BUILD_DIR/bin/bench_quant" --base "$MODEL" --text "$TEST" --tokens "$EVAL" --ctx 256 \
-  --prompts 3 --gen 32 --k 4 --threads "$THREADS" $files > "$DIR/bench.jsonl" &
-bench_pid=$!
+# A QUANT_DIR that already holds every result (a resumed run) is reused.
+n_files=$(echo $files | wc -w)
+bench_pid=
+if [ ! -s "$DIR/bench.jsonl" ] || [ "$(wc -l < "$DIR/bench.jsonl")" -lt $((n_files + 1)) ]; then
+  "$BUILD_DIR/bin/bench_quant" --base "$MODEL" --text "$TEST" --tokens "$EVAL" --ctx 256 \
+    --prompts 3 --gen 32 --k 4 --threads "$THREADS" $files > "$DIR/bench.jsonl" &
+  bench_pid=$!
+fi
 if [ ! -s "$DIR/mixed.jsonl" ]; then
   "$SM" quantize --model "$MODEL" --budget "$BUDGETS" --out "$DIR/mixed_{}.gguf" --calib "$CALIB" \
     --calib-seqs "$SEQS" --calib-len "$LEN" --threads "$THREADS" --json > "$DIR/mixed.jsonl"
 fi
-wait $bench_pid
+[ -z "$bench_pid" ] || wait $bench_pid
 infeasible="{}"
 for b in 8x 10x; do
   msg=$("$SM" quantize --model "$MODEL" --budget $b --out "$DIR/never.gguf" --calib "$CALIB" 2>&1 || true)
