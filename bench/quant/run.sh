@@ -34,23 +34,25 @@ files="$DIR/uniform_q8_0.gguf $DIR/uniform_q4_1.gguf $DIR/uniform_q4_0.gguf"
 for b in ${BUDGETS//,/ }; do files="$files $DIR/mixed_$b.gguf"; done
 command_line="bench/quant/run.sh $BUILD_DIR (QUANT_CALIB_SEQS=$SEQS QUANT_CALIB_LEN=$LEN QUANT_EVAL_TOKENS=$EVAL QUANT_THREADS=$THREADS)"
 start=$(date +%s)
+# The measurement (the long part) starts first; the uniform files are
+# written meanwhile, and the evaluation waits for each mixed file, so all
+# three overlap. A QUANT_DIR that already holds results (a resumed run) is reused.
+measure_pid=
+if [ ! -s "$DIR/mixed.jsonl" ]; then
+  "$SM" quantize --model "$MODEL" --budget "$BUDGETS" --out "$DIR/mixed_{}.gguf" --calib "$CALIB" \
+    --calib-seqs "$SEQS" --calib-len "$LEN" --threads "$THREADS" --json > "$DIR/mixed.jsonl" \
+    2> "$DIR/measure.log" &
+  measure_pid=$!
+fi
 for t in q4_0 q4_1 q8_0; do
   [ -s "$DIR/uniform_$t.gguf" ] || "$SM" quantize --quiet --model "$MODEL" --uniform $t --out "$DIR/uniform_$t.gguf" >/dev/null
 done
-# The evaluation waits for each mixed file, so it overlaps the measurement.
-# A QUANT_DIR that already holds every result (a resumed run) is reused.
 n_files=$(echo $files | wc -w)
-bench_pid=
 if [ ! -s "$DIR/bench.jsonl" ] || [ "$(wc -l < "$DIR/bench.jsonl")" -lt $((n_files + 1)) ]; then
   "$BUILD_DIR/bin/bench_quant" --base "$MODEL" --text "$TEST" --tokens "$EVAL" --ctx 256 \
-    --prompts 3 --gen 32 --k 4 --threads "$THREADS" $files > "$DIR/bench.jsonl" &
-  bench_pid=$!
+    --prompts 3 --gen 32 --k 4 --threads "$THREADS" $files > "$DIR/bench.jsonl"
 fi
-if [ ! -s "$DIR/mixed.jsonl" ]; then
-  "$SM" quantize --model "$MODEL" --budget "$BUDGETS" --out "$DIR/mixed_{}.gguf" --calib "$CALIB" \
-    --calib-seqs "$SEQS" --calib-len "$LEN" --threads "$THREADS" --json > "$DIR/mixed.jsonl"
-fi
-[ -z "$bench_pid" ] || wait $bench_pid
+[ -z "$measure_pid" ] || wait $measure_pid
 infeasible="{}"
 for b in 8x 10x; do
   msg=$("$SM" quantize --model "$MODEL" --budget $b --out "$DIR/never.gguf" --calib "$CALIB" 2>&1 || true)
