@@ -85,11 +85,12 @@ set xlabel 'x smaller than fp32 (tensor bytes)'
 set ylabel 'quality retained (baseline ppl / ppl), top-1 agreement'
 set key bottom left
 set grid
+set yrange [0.3:1.02]
 set arrow from 3.5,0.98 to 7.5,0.98 nohead dt 2
 plot '$DIR/plot.dat' index 0 using 2:3 with linespoints lw 2 pt 7 title 'mixed (KL budget): quality', \
      '' index 1 using 2:3 with points pt 5 ps 2 title 'uniform Q8_0 / Q4_1 / Q4_0: quality', \
      '' index 0 using 2:4 with linespoints lw 1 pt 6 title 'mixed: top-1 agreement', \
      '' index 1 using 2:4 with points pt 4 ps 2 title 'uniform: top-1 agreement', \
-     '' index 0 using 2:5 with linespoints lw 1 dt 3 pt 8 title 'mixed: draft acceptance'
+     '' index 0 using 2:5 with linespoints lw 2 dt 3 pt 8 lc rgb 'dark-red' title 'mixed: draft acceptance'
 GP
 echo "bench/quant: wrote bench/results/quant.{json,md,png} (files in $DIR)"
