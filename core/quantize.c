@@ -10,7 +10,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,132 +168,6 @@ s_unit_of (quantize_plan_t *self, const gguf_tensor_t *t)
     return NULL;
 }
 
-//  ---------------------------------------------------------------------
-//  4-bit rounding search
-//
-//  ggml's reference Q4_0/Q4_1 quantizers take the scale from the group's
-//  extremes. The same block formats (so llama.cpp and the engine read them
-//  unchanged) can hold a better fit: for each group of 32 a few clipped
-//  ranges are tried, each refitted by least squares (scale, and min for
-//  Q4_1) to its own quants, and the block with the lowest squared error
-//  after fp16 rounding wins. The reference block is one of the tries, so
-//  the error is never larger; data that already lies on a 4-bit grid (a
-//  dequantized Q4_1 file) comes back exactly.
-
-#define S_QK 32
-
-//  Quants for x with scale d and offset m (x ~ d q + m), q in [0, 15];
-//  returns the squared error.
-static double
-s_q4_fit (const float *x, float d, float m, uint8_t *q)
-{
-    double err = 0;
-    float id = d ? 1.0f / d : 0.0f;
-    for (int j = 0; j < S_QK; j++) {
-        int v = (int) lrintf ((x[j] - m) * id);
-        v = v < 0 ? 0 : v > 15 ? 15 : v;
-        q[j] = (uint8_t) v;
-        double e = x[j] - (d * v + m);
-        err += e * e;
-    }
-    return err;
-}
-
-//  One block of Q4_0 (affine false: m = -8 d) or Q4_1 at dst.
-static void
-s_q4_block (const float *x, bool affine, uint8_t *dst)
-{
-    int type = affine ? GGML_TYPE_Q4_1 : GGML_TYPE_Q4_0;
-    uint8_t ref[20];
-    float back[S_QK];
-    ggml_quantize (type, x, ref, S_QK);
-    ggml_dequantize (type, ref, back, S_QK);
-    double best = 0;
-    for (int j = 0; j < S_QK; j++)
-        best += (double) (x[j] - back[j]) * (x[j] - back[j]);
-    memcpy (dst, ref, affine ? 20 : 18);
-    if (best == 0)
-        return;
-    float mn = x[0], mx = x[0], amax = 0, vmax = 0;
-    for (int j = 0; j < S_QK; j++) {
-        mn = x[j] < mn ? x[j] : mn;
-        mx = x[j] > mx ? x[j] : mx;
-        if (fabsf (x[j]) > amax) {
-            amax = fabsf (x[j]);
-            vmax = x[j];
-        }
-    }
-    static const float shrink[] = { 0.0f, 0.04f, 0.08f, 0.12f, 0.16f };
-    uint8_t q[S_QK];
-    for (int a = 0; a < 5; a++)
-        for (int b = 0; b < (affine ? 5 : 1); b++) {
-            float d, m;
-            if (affine) {
-                float lo = mn + shrink[a] * (mx - mn), hi = mx - shrink[b] * (mx - mn);
-                d = (hi - lo) / 15;
-                m = lo;
-            }
-            else {
-                d = vmax * (1 - shrink[a]) / -8;
-                m = -8 * d;
-            }
-            s_q4_fit (x, d, m, q);
-            //  Least-squares refit to these quants, then once more.
-            for (int it = 0; it < 2; it++) {
-                double sq = 0, sqq = 0, sx = 0, sqx = 0;
-                for (int j = 0; j < S_QK; j++) {
-                    double qq = affine ? q[j] : q[j] - 8.0;
-                    sq += qq;
-                    sqq += qq * qq;
-                    sx += x[j];
-                    sqx += qq * x[j];
-                }
-                if (affine) {
-                    double den = S_QK * sqq - sq * sq;
-                    if (den <= 0)
-                        break;
-                    d = (float) ((S_QK * sqx - sq * sx) / den);
-                    m = (float) ((sx - d * sq) / S_QK);
-                }
-                else {
-                    if (sqq <= 0)
-                        break;
-                    d = (float) (sqx / sqq);
-                    m = -8 * d;
-                }
-                //  The stored (fp16) values decide the error.
-                d = ggml_fp16_to_fp32 (ggml_fp32_to_fp16 (d));
-                m = affine ? ggml_fp16_to_fp32 (ggml_fp32_to_fp16 (m)) : -8 * d;
-                double err = s_q4_fit (x, d, m, q);
-                if (err < best && isfinite (d) && isfinite (m)) {
-                    best = err;
-                    uint16_t hd = ggml_fp32_to_fp16 (d), hm = ggml_fp32_to_fp16 (m);
-                    memcpy (dst, &hd, 2);
-                    if (affine)
-                        memcpy (dst + 2, &hm, 2);
-                    uint8_t *qs = dst + (affine ? 4 : 2);
-                    for (int j = 0; j < S_QK / 2; j++)
-                        qs[j] = (uint8_t) (q[j] | (q[j + S_QK / 2] << 4));
-                }
-            }
-        }
-}
-
-//  quantize_plan's quantizer: the 4-bit search for Q4_0/Q4_1, ggml's
-//  reference otherwise. n is a multiple of 32; dst holds ggml_row_size bytes.
-static void
-s_quantize (int type, const float *src, void *dst, int64_t n)
-{
-    if (type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q4_1) {
-        bool affine = type == GGML_TYPE_Q4_1;
-        size_t bs = affine ? 20 : 18;
-        for (int64_t i = 0; i < n / S_QK; i++)
-            s_q4_block (src + i * S_QK, affine, (uint8_t *) dst + i * bs);
-    }
-    else
-        ggml_quantize (type, src, dst, n);
-}
-
 //  Dequantized rows of all parts of a unit, optionally round-tripped through
 //  ggml type; NULL when out of memory. Caller frees.
 static float *
@@ -318,7 +191,7 @@ s_unit_values (const s_unit_t *u, int type)
                 return NULL;
             }
             q = nq;
-            s_quantize (type, dst, q, n);
+            ggml_quantize (type, dst, q, n);
             ggml_dequantize (type, q, dst, n);
         }
         off += (size_t) n;
@@ -800,18 +673,9 @@ quantize_plan_write (quantize_plan_t *self, const char *out_path, char *err, siz
             goto cleanup;
         }
         ggml_dequantize (t->type, t->data, v, (int64_t) t->n_elements);
-        int type = quantize_candidates[unit->choice];
-        size_t qn = ggml_row_size (type, (int64_t) t->ne[0]) * (t->n_elements / t->ne[0]);
-        void *q = malloc (qn);
-        if (!q) {
-            free (v);
-            snprintf (err, err_size, "out of memory");
-            goto cleanup;
-        }
-        s_quantize (type, v, q, (int64_t) t->n_elements);
+        int r = gguf_writer_add_tensor_f32 (w, t->name, quantize_candidates[unit->choice],
+                                            t->n_dims, t->ne, v);
         free (v);
-        int r = gguf_writer_add_tensor (w, t->name, type, t->n_dims, t->ne, q, qn);
-        free (q);
         if (r)
             goto writer_failed;
     }
