@@ -22,6 +22,9 @@ int cmd_perplexity (int argc, char **argv);
 int cmd_privacy_audit (int argc, char **argv);
 //  splitmesh run: single-process generation, the reference path.
 int cmd_run (int argc, char **argv);
+//  splitmesh quantize: mixed-precision GGUF under a byte budget (cmd_quantize.c).
+int cmd_quantize (int argc, char **argv);
+
 //  splitmesh tiny-model: writes a tiny random-weight llama GGUF (cmd_tiny_model.c).
 int cmd_tiny_model (int argc, char **argv);
 //  splitmesh up: starts the local mesh as daemons (cmd_up.c, mesh_state.h).

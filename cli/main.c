@@ -22,6 +22,7 @@ static const s_command_t s_commands[] = {
     { "keygen", cmd_keygen, "write a CurveZMQ key pair for crypt-proxy (zcert format)" },
     { "perplexity", cmd_perplexity, "perplexity of a weight format on a text file" },
     { "privacy-audit", cmd_privacy_audit, "tokens an attacker recovers from link activations, per L and noise" },
+    { "quantize", cmd_quantize, "mixed-precision GGUF under a byte budget (per-matrix KL)" },
     { "run", cmd_run, "generate text in one process (the reference path)" },
     { "tiny-model", cmd_tiny_model, "write a tiny random-weight GGUF for tests" },
     { "tokenize",   cmd_tokenize,   "text <-> token ids with a model's own vocabulary" },

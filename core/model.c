@@ -265,6 +265,22 @@ s_load_vector (model_t *self, const char *name, int n, char *err, size_t err_siz
     return v;
 }
 
+qfmt_t
+model_file_format (int ggml_type)
+{
+    switch (ggml_type) {
+        case GGML_TYPE_Q4_0:
+        case GGML_TYPE_Q4_1:
+            return QFMT_W4;
+        case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q6_K:
+            return QFMT_W8;
+        default:
+            return QFMT_F32;
+    }
+}
+
 static qmatrix_t *
 s_load_matrix (model_t *self, const char *name, qfmt_t fmt, int rows, int cols,
                char *err, size_t err_size)
@@ -272,6 +288,8 @@ s_load_matrix (model_t *self, const char *name, qfmt_t fmt, int rows, int cols,
     const gguf_tensor_t *t = s_tensor (self->gguf, name, rows, cols, err, err_size);
     if (!t)
         return NULL;
+    if (self->opts.file_formats)
+        fmt = model_file_format ((int) t->type);
     char qerr[160] = "";
     qmatrix_t *m = qmatrix_new_from_ggml (fmt, t->type, t->data, rows, cols, qerr, sizeof qerr);
     if (!m) {
@@ -303,6 +321,16 @@ s_load_stacked (model_t *self, const char *const *names, const int *rows, int n,
         bytes += t[i]->nbytes;
     }
     int type = same ? (int) t[0]->type : GGML_TYPE_F32;
+    qfmt_t fmt = self->opts.format;
+    if (self->opts.file_formats) {
+        //  The widest part decides (f32 < w8 < w4 in the enum: smallest wins).
+        fmt = QFMT_W4;
+        for (int i = 0; i < n; i++) {
+            qfmt_t f = model_file_format ((int) t[i]->type);
+            if (f < fmt)
+                fmt = f;
+        }
+    }
     if (!same)
         bytes = (size_t) total * cols * sizeof (float);
     uint8_t *buf = malloc (bytes);
@@ -327,7 +355,7 @@ s_load_stacked (model_t *self, const char *const *names, const int *rows, int n,
         off += (size_t) rows[i] * cols * sizeof (float);
     }
     char qerr[160] = "";
-    qmatrix_t *m = qmatrix_new_from_ggml (self->opts.format, type, buf, total, cols, qerr, sizeof qerr);
+    qmatrix_t *m = qmatrix_new_from_ggml (fmt, type, buf, total, cols, qerr, sizeof qerr);
     free (buf);
     if (!m) {
         snprintf (err, err_size, "tensor '%s'%s: %s", names[0], n > 1 ? " (stacked)" : "",

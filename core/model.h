@@ -63,6 +63,9 @@ typedef struct {
     bool load_embeddings;       //  token_embd for model_embed
     bool load_head;             //  output_norm + output (or tied token_embd)
     int n_threads;              //  thread pool size (>= 1)
+    bool file_formats;          //  mixed-precision files: each matrix keeps the
+                                //  runtime format nearest its file type
+                                //  (model_file_format); format is ignored
 } model_options_t;
 
 typedef struct _model_t model_t;
@@ -70,6 +73,12 @@ typedef struct _kvcache_t kvcache_t;   //  see kvcache.h
 
 //  Everything, F32 weights, 1 thread.
 model_options_t model_options_default (void);
+
+//  The runtime format a matrix of ggml type gets with file_formats:
+//  Q4_0, Q4_1 -> w4 (lossless); Q8_0, Q4_K, Q6_K -> w8 (Q8_0 lossless);
+//  F32, F16, BF16 -> f32 (lossless). A fused matrix (q|k|v, gate|up) whose
+//  parts differ takes the widest of its parts' formats.
+qfmt_t model_file_format (int ggml_type);
 
 //  Loads a model file. Validates the architecture ("unsupported architecture
 //  'x'"), hyper-parameters, and the presence, type and shape of every tensor
