@@ -47,3 +47,12 @@ cli_parse_u64 (const char *s, unsigned long long *out)
     *out = v;
     return 0;
 }
+
+const char *
+cli_model_path (const char *flag)
+{
+    if (flag && *flag)
+        return flag;
+    const char *env = getenv ("SPLITMESH_MODEL");
+    return env && *env? env: CLI_DEFAULT_MODEL;
+}

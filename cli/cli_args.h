@@ -16,4 +16,12 @@ int cli_parse_double (const char *s, double lo, double hi, double *out);
 //  Whole string is a base-10 unsigned 64-bit integer. Returns 0, or -1.
 int cli_parse_u64 (const char *s, unsigned long long *out);
 
+//  The model every command uses when none is named: the one
+//  scripts/fetch-model.sh caches.
+#define CLI_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+//  The model file a command should load: the --model flag when given, else
+//  $SPLITMESH_MODEL when set and non-empty, else CLI_DEFAULT_MODEL.
+const char *cli_model_path (const char *flag);
+
 #endif

@@ -19,7 +19,6 @@
 #include "model.h"
 #include "tokenizer.h"
 
-#define S_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define S_HEAD_ROWS 64              //  positions per head call (bounds logits memory)
 #define S_MAX_FILE (64u << 20)
 
@@ -29,7 +28,7 @@ s_usage (FILE *out)
     fprintf (out,
         "usage: splitmesh perplexity --file TEXT [options]\n"
         "      --file PATH        text to score (e.g. ../shared/data/wikitext-2-test.txt)\n"
-        "      --model FILE       GGUF model (default $SPLITMESH_MODEL, else " S_DEFAULT_MODEL ")\n"
+        "      --model FILE       GGUF model (default $SPLITMESH_MODEL, else " CLI_DEFAULT_MODEL ")\n"
         "      --format F         weight format: f32, w8, w4 (default w4)\n"
         "      --tokens N         score the first N tokens of the file (default 8192)\n"
         "      --ctx C            window size (default 512)\n"
@@ -114,10 +113,7 @@ cmd_perplexity (int argc, char **argv)
         return 2;
     }
     mo.n_threads = (int) threads;
-    if (!model_path)
-        model_path = getenv ("SPLITMESH_MODEL");
-    if (!model_path || !*model_path)
-        model_path = S_DEFAULT_MODEL;
+    model_path = cli_model_path (model_path);
 
     int rc = 1;
     char err[512] = "";

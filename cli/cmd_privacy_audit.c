@@ -46,7 +46,6 @@
 #include "privacy_audit.h"
 #include "tokenizer.h"
 
-#define S_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define S_MAX_FILE (64u << 20)
 #define S_MAX_LIST 16
 #define S_HEAD_ROWS 64
@@ -58,7 +57,7 @@ s_usage (FILE *out)
         "usage: splitmesh privacy-audit --calib TEXT --eval TEXT [options]\n"
         "      --calib PATH       text the linear probe is fitted on (wikitext-2-valid)\n"
         "      --eval PATH        text the attacks and quality are measured on (wikitext-2-test)\n"
-        "      --model FILE       GGUF model (default $SPLITMESH_MODEL, else " S_DEFAULT_MODEL ")\n"
+        "      --model FILE       GGUF model (default $SPLITMESH_MODEL, else " CLI_DEFAULT_MODEL ")\n"
         "      --format F         weight format: f32, w8, w4 (default w8, the mesh's)\n"
         "      --depths LIST      split depths L, comma-separated (default 1,2,4,8,15)\n"
         "      --sigmas LIST      noise sd as a fraction of the row RMS (default 0,0.01,0.03,0.1,0.3)\n"
@@ -331,10 +330,7 @@ cmd_privacy_audit (int argc, char **argv)
         return 2;
     }
     mo.n_threads = (int) threads;
-    if (!model_path)
-        model_path = getenv ("SPLITMESH_MODEL");
-    if (!model_path || !*model_path)
-        model_path = S_DEFAULT_MODEL;
+    model_path = cli_model_path (model_path);
     //  Whole windows only.
     fit_tokens -= fit_tokens % window;
     eval_tokens -= eval_tokens % window;

@@ -21,7 +21,6 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
-#define S_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define S_PREFILL_CHUNK 512         //  positions per prefill call (bounds scratch)
 
 static void
@@ -32,7 +31,7 @@ s_usage (FILE *out)
         "  -p, --prompt TEXT      prompt (raw; special tokens like <|im_start|> are parsed)\n"
         "  -n, --tokens N         tokens to generate (default 64)\n"
         "      --chat             wrap the prompt in the model's chat template (as a user message)\n"
-        "      --model FILE       GGUF model (default $SPLITMESH_MODEL, else " S_DEFAULT_MODEL ")\n"
+        "      --model FILE       GGUF model (default $SPLITMESH_MODEL, else " CLI_DEFAULT_MODEL ")\n"
         "      --format F         weight format: f32, w8, w4 (default w4)\n"
         "      --threads T        threads (default 2)\n"
         "      --temperature T    0 = greedy (default 0)\n"
@@ -127,10 +126,7 @@ cmd_run (int argc, char **argv)
         return 2;
     }
     mo.n_threads = (int) threads;
-    if (!model_path)
-        model_path = getenv ("SPLITMESH_MODEL");
-    if (!model_path || !*model_path)
-        model_path = S_DEFAULT_MODEL;
+    model_path = cli_model_path (model_path);
 
     int rc = 1;
     char err[512] = "";

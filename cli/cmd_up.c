@@ -38,7 +38,6 @@
 #include "mdp_client.h"
 #include "mesh_state.h"
 
-#define S_DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define S_MAX_ARGS 48
 
 //  Options of one `up`.
@@ -66,7 +65,7 @@ s_usage (FILE *out)
 {
     fprintf (out,
         "usage: splitmesh up [options]\n"
-        "  --model PATH        target GGUF (default $SPLITMESH_MODEL, else " S_DEFAULT_MODEL ")\n"
+        "  --model PATH        target GGUF (default $SPLITMESH_MODEL, else " CLI_DEFAULT_MODEL ")\n"
         "  --draft-model PATH  draft GGUF (default: the target's file)\n"
         "  --split L           split depth: device layers [0, L) (default 2)\n"
         "  --format F          target weights: f32, w8, w4 (default w8)\n"
@@ -504,10 +503,7 @@ cmd_up (int argc, char **argv)
     }
 
     //  The model files, as absolute paths (children may run elsewhere).
-    if (!o.model)
-        o.model = getenv ("SPLITMESH_MODEL");
-    if (!o.model || !*o.model)
-        o.model = S_DEFAULT_MODEL;
+    o.model = cli_model_path (o.model);
     if (!o.draft_model)
         o.draft_model = o.model;
     char model [PATH_MAX], draft_model [PATH_MAX];
