@@ -170,7 +170,8 @@ s_timeout (gen_t *g, int n_pos)
 //  Sends msg (type desc) to service, waits for the reply and decodes it as
 //  reply_desc into reply. Returns 0, or a status (error reply, 504 no
 //  answer, 500 undecodable reply) with g->err set. Counts link bytes when
-//  to_cloud. 5xx replies are retried S_ATTEMPTS times with back-off; an
+//  to_cloud. 5xx and 429 (busy) replies are retried S_ATTEMPTS times with
+//  back-off; an
 //  attempt without answer is retried by mdp_client_request on a fresh
 //  socket.
 static int
@@ -201,7 +202,7 @@ s_call (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
             return 504;
         }
         status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
-        if (status < 500)
+        if (status < 500 && status != 429)     //  429 busy: retry like 5xx
             return status;
     }
     return status;
@@ -249,7 +250,7 @@ s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *
             continue;
         }
         int status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
-        if (status < 500)
+        if (status < 500 && status != 429)
             return status;
         break;
     }
