@@ -19,6 +19,11 @@ SECONDS_=${SOAK_SECONDS:-600}
 TOKENS=${SOAK_TOKENS:-16}
 LINK=${SOAK_LINK:-rtt=10}
 OUT=${SOAK_JSON:-bench/results/soak.json}
+# Sized for the sessions: one edge-draft generation worker per session, and
+# broker queues that hold a request 30 s (not 5) before answering 504, since
+# split-prefix and cloud-target take the 64 sessions' calls one at a time.
+export SPLITMESH_WORKERS=${SOAK_WORKERS:-$SESSIONS}
+export SPLITMESH_BROKER_EXPIRY_MS=${SOAK_EXPIRY_MS:-30000}
 if [ "${SOAK_ASAN:-0}" = 1 ]; then
   BUILD_DIR=${SOAK_ASAN_BUILD_DIR:-build-asan}
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLITMESH_SANITIZE=ON \
@@ -38,7 +43,7 @@ case "${SOAK_MODEL:-real}" in
     MODEL=$SOAK_MODEL ;;
 esac
 mkdir -p "$(dirname "$OUT")"
-command_line="bench/soak/run.sh $BUILD_DIR (SOAK_SESSIONS=$SESSIONS SOAK_SECONDS=$SECONDS_ SOAK_TOKENS=$TOKENS SOAK_LINK=$LINK SOAK_MODEL=${SOAK_MODEL:-real} SOAK_ASAN=${SOAK_ASAN:-0})"
+command_line="bench/soak/run.sh $BUILD_DIR (SOAK_SESSIONS=$SESSIONS SOAK_SECONDS=$SECONDS_ SOAK_TOKENS=$TOKENS SOAK_LINK=$LINK SOAK_MODEL=${SOAK_MODEL:-real} SOAK_ASAN=${SOAK_ASAN:-0} SPLITMESH_WORKERS=$SPLITMESH_WORKERS SPLITMESH_BROKER_EXPIRY_MS=$SPLITMESH_BROKER_EXPIRY_MS)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 status=0
 /usr/bin/python3 bench/soak/soak.py --splitmesh "$BUILD_DIR/bin/splitmesh" --model "$MODEL" \
