@@ -170,20 +170,42 @@ s_send_client (broker_t *self, zframe_t *client, int command,
 
 //  Answers a client with an error FINAL and logs it.
 static void
-s_send_error (broker_t *self, zframe_t *client, const char *service,
-              int status, const char *fmt, ...)
+s_send_error_v (broker_t *self, zframe_t *client, const char *service,
+                int status, int retry_after_ms, const char *fmt, va_list args)
 {
     char error [512];
-    va_list args;
-    va_start (args, fmt);
     vsnprintf (error, sizeof error, fmt, args);
-    va_end (args);
-    zsys_info ("broker: error %d to client: %s", status, error);
+    //  Under a flood every refused request would log a line: log the first
+    //  of each 1000 busy answers only (stats.errors counts all of them).
+    if (status != 429 || self->stats.errors % 1000 == 0)
+        zsys_info ("broker: error %d to client: %s", status, error);
     zmsg_t *body = zmsg_new ();
-    zframe_t *frame = wire_error_frame (status, error, -1);
+    zframe_t *frame = wire_error_frame (status, error, retry_after_ms);
     zmsg_append (body, &frame);
     s_send_client (self, client, MDPC_FINAL, service, &body);
     self->stats.errors++;
+}
+
+static void
+s_send_error (broker_t *self, zframe_t *client, const char *service,
+              int status, const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    s_send_error_v (self, client, service, status, -1, fmt, args);
+    va_end (args);
+}
+
+//  The overload answer: 429 "busy" with a retry_after_ms hint (the schema's
+//  `busy` status), the same one every service gives when it is full.
+static void
+s_send_busy (broker_t *self, zframe_t *client, const char *service,
+             const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    s_send_error_v (self, client, service, 429, BROKER_RETRY_AFTER_MS, fmt, args);
+    va_end (args);
 }
 
 //  Sends [worker][MDPW02][command]([client][""][body...]); takes the body.
@@ -504,8 +526,8 @@ s_client_message (broker_t *self, zframe_t *client, zmsg_t **msg_p)
     if (zlistx_size (target->requests) >= (size_t) self->config.max_queue_service
     ||  self->queued >= (size_t) self->config.max_queue_total) {
         free (request);
-        s_send_error (self, client, service, 503,
-                      "queue for service '%s' is full (%zu waiting)",
+        s_send_busy (self, client, service,
+                     "busy: queue for service '%s' is full (%zu waiting); retry later",
                       service, zlistx_size (target->requests));
         goto cleanup;
     }

@@ -31,7 +31,8 @@
     frames, bad service name, a body map that is truncated, oversized,
     too deeply nested, of an unknown schema version, or with a bad session)
     gets a FINAL whose body is {"v":1,"status":400,"error":"..."}; a full
-    queue gets 503, an expired request 504. Messages with a garbage MDP
+    queue (--max-queue-service / --max-queue-total) gets 429 "busy" with
+    retry_after_ms (BROKER_RETRY_AFTER_MS), an expired request 504. Messages with a garbage MDP
     header are dropped with a log line; a worker that breaks the protocol
     is sent DISCONNECT and forgotten. As RFC 18 requires, clients use
     DEALER sockets and send no empty delimiter; REQ-socket (MDP/0.1 style)
@@ -59,6 +60,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+//  retry_after_ms of the broker's 429 answer to a request it cannot queue.
+#define BROKER_RETRY_AFTER_MS   250
 
 typedef struct {
     const char *endpoints;          //  MDP ROUTER endpoints, comma-separated

@@ -530,7 +530,7 @@ Test (broker, mmi_service_answers_200_404_501)
     }
 }
 
-Test (broker, full_queue_answers_503)
+Test (broker, full_queue_answers_429_busy)
 {
     broker_config_t config = { .max_queue_service = 2, .request_expiry_ms = 5000 };
     s_broker_start (&config);
@@ -543,7 +543,7 @@ Test (broker, full_queue_answers_503)
     }
     int command = 0;
     zmsg_t *reply = mdp_client_recv (clients [2], 2000, &command, NULL);
-    cr_assert_eq (s_status (reply), 503);
+    cr_assert_eq (s_status (reply), 429);
     zmsg_destroy (&reply);
     cr_assert_eq (s_stats ().queued, 2);
     for (int i = 0; i < 3; i++)

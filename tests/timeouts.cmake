@@ -15,3 +15,4 @@ set(TIMEOUT_gpu_model 900)
 # services: the real-model split check loads SmolLM2 in four processes.
 # tokenizer_golden: ~19 s idle (3 MB corpus, every code point, 4 vocabularies); slack for a loaded machine
 set(TIMEOUT_tokenizer_golden 300)
+set(TIMEOUT_offline 300)

@@ -23,7 +23,10 @@
     Then 503 (no worker) and 504 (no answer: the cloud is unreachable) let
     the generation carry on with the draft model alone, gen_stats.degraded
     set, when a draft model is loaded; any other failure ends it with the
-    error. An error before any output is sent as an error reply;
+    error. While degraded it asks the cloud broker every S_RESUME_MS
+    whether a target is back (without waiting for the answer); when one
+    is, it re-prefills both caches and resumes speculative rounds
+    (gen_stats.resumes counts these). An error before any output is sent as an error reply;
     after output, as a FINAL with finish_reason "error" (logged).
 */
 #include "edge_gen.h"
@@ -47,6 +50,8 @@ static uint64_t s_random64 (void);
 #define S_DRAFT_PREFILL_CHUNK 32 //  prompt positions the draft reads between looks at the reply
 #define S_MDP_RETRIES   1       //  mdp_client_request retries after a timeout
 #define S_MDP_OVERHEAD  8       //  bytes of MDP header frames ("MDPC02", command, empty)
+#define S_RESUME_MS     500     //  degraded: ask whether the cloud is back this often
+#define S_PROBE_MS      1000    //  degraded: a probe without answer by then failed
 
 typedef struct {
     edge_shared_t *sh;
@@ -91,6 +96,9 @@ typedef struct {
     int max_pos_used;           //  longest round, for accept_by_pos
     uint64_t up, down;          //  link bytes
     bool degraded;
+    uint32_t resumes;           //  returns to speculative mode after degrading
+    int64_t resume_at;          //  degraded: next cloud probe (mono ms)
+    int64_t probe_sent;         //  degraded: probe in flight since (0: none)
     int64_t t_start, t_first, t_last;  //  usecs
     int64_t us_draft, us_extend, us_verify;    //  this round's parts (verbose log)
     bool lookahead;             //  draft the next round while verify travels
@@ -177,7 +185,8 @@ s_timeout (gen_t *g, int n_pos)
 //  Sends msg (type desc) to service, waits for the reply and decodes it as
 //  reply_desc into reply. Returns 0, or a status (error reply, 504 no
 //  answer, 500 undecodable reply) with g->err set. Counts link bytes when
-//  to_cloud. 5xx replies are retried S_ATTEMPTS times with back-off; an
+//  to_cloud. 5xx and 429 (busy) replies are retried S_ATTEMPTS times with
+//  back-off; an
 //  attempt without answer is retried by mdp_client_request on a fresh
 //  socket.
 static int
@@ -208,7 +217,7 @@ s_call (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
             return 504;
         }
         status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
-        if (status < 500)
+        if (status < 500 && status != 429)     //  429 busy: retry like 5xx
             return status;
     }
     return status;
@@ -256,7 +265,7 @@ s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *
             continue;
         }
         int status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
-        if (status < 500)
+        if (status < 500 && status != 429)
             return status;
         break;
     }
@@ -538,6 +547,7 @@ s_reply_final (gen_t *g)
     st.link_bytes_up = g->up;
     st.link_bytes_down = g->down;
     st.degraded = g->degraded;
+    st.resumes = g->resumes;
 
     wire_generate_final_t f;
     wire_msg_init (&wire_generate_final_desc, &f);
@@ -922,7 +932,71 @@ s_degrade (gen_t *g, int status)
     g->degraded = true;
     g->err_status = 0;
     g->err [0] = 0;
+    g->resume_at = zclock_mono () + S_RESUME_MS;
+    g->probe_sent = 0;
     return true;
+}
+
+//  Degraded (not a requested edge_only): every S_RESUME_MS, asks the cloud
+//  broker whether a "target" worker is there (mmi.service, sent without
+//  waiting; the answer is picked up by a later step, so the draft model
+//  never waits on a dead link). When it says 200, re-prefills split-prefix
+//  and cloud-target with the context minus its last token (which the next
+//  verify feeds, as after a 404) and goes back to speculative rounds; if
+//  that fails the generation stays degraded and probes again later.
+static void
+s_try_resume (gen_t *g)
+{
+    int64_t now = zclock_mono ();
+    if (!g->cloud)
+        return;
+    if (g->probe_sent) {
+        bool answered = s_call_ready (g, true);
+        if (!answered && now - g->probe_sent < S_PROBE_MS)
+            return;
+        bool back = false;
+        if (answered) {
+            int command = 0;
+            char *name = NULL;
+            zmsg_t *rep = mdp_client_recv (g->cloud, 0, &command, &name);
+            char *answer = rep && name && streq (name, "mmi.service") ? zmsg_popstr (rep) : NULL;
+            back = answer && streq (answer, "200");
+            zstr_free (&answer);
+            zstr_free (&name);
+            zmsg_destroy (&rep);        //  a stray late reply: probe again later
+        }
+        g->probe_sent = 0;
+        g->resume_at = now + S_RESUME_MS;
+        if (!back) {
+            if (!answered)
+                mdp_client_reconnect (g->cloud);    //  drop a late answer
+            return;
+        }
+        int32_t ignored;
+        g->edge_only = false;
+        int status = s_prefill (g, g->n_ctx - 1, &ignored);
+        if (status) {
+            zsys_info ("edge-draft: session %s: cloud answers but re-prefill failed (%d: %s); "
+                       "staying degraded", g->session, status, g->err);
+            g->edge_only = true;
+            g->err_status = 0;
+            g->err [0] = 0;
+            g->resume_at = zclock_mono () + S_RESUME_MS;
+            return;
+        }
+        g->resumes++;
+        zsys_warning ("edge-draft: session %s: cloud is back; re-prefilled %d positions, "
+                      "speculative again (resume %u)", g->session, g->n_ctx - 1, g->resumes);
+        return;
+    }
+    if (now < g->resume_at)
+        return;
+    zmsg_t *body = zmsg_new ();
+    zmsg_addstr (body, "target");
+    if (mdp_client_send (g->cloud, "mmi.service", &body) == 0)
+        g->probe_sent = now;
+    else
+        g->resume_at = now + S_RESUME_MS;
 }
 
 static int
@@ -1300,8 +1374,11 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
             s_fail (g, 503);
             break;
         }
-        if (g->edge_only)
+        if (g->edge_only) {
             s_edge_step (g);
+            if (g->degraded && !g->done)
+                s_try_resume (g);
+        }
         else
             s_round (g);
         s_partial (g);

@@ -66,6 +66,12 @@ s_env (const char *name)
 int
 main (int argc, char **argv)
 {
+    //  Every generation worker holds a worker socket and two client sockets
+    //  that it replaces after each call without answer; with many workers
+    //  (--workers 64) under load, ZeroMQ's default of 1024 sockets per
+    //  process ran out and zsock_new asserted (bench/soak found it). Raise
+    //  the limit to the system's before the first socket exists.
+    zsys_set_max_sockets (0);
     static struct option options [] = {
         { "broker", required_argument, 0, 'b' },
         { "cloud", required_argument, 0, 'c' },
