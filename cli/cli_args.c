@@ -56,3 +56,24 @@ cli_model_path (const char *flag)
     const char *env = getenv ("SPLITMESH_MODEL");
     return env && *env? env: CLI_DEFAULT_MODEL;
 }
+
+int
+cli_model_options (const char *command, const char *format, long threads, model_options_t *mo)
+{
+    *mo = model_options_default ();
+    if (qfmt_parse (format, &mo->format)) {
+        fprintf (stderr, "splitmesh %s: unknown format '%s' (f32, w8, w4)\n", command, format);
+        return 2;
+    }
+    mo->n_threads = (int) threads;
+    return 0;
+}
+
+const char *
+cli_option_name (const struct option *longopts, int val)
+{
+    for (const struct option *lo = longopts; lo->name; lo++)
+        if (lo->val == val)
+            return lo->name;
+    return "?";
+}

@@ -7,7 +7,9 @@
 #ifndef SPLITMESH_CLI_ARGS_H
 #define SPLITMESH_CLI_ARGS_H
 
+#include <getopt.h>
 #include <stddef.h>
+#include "model.h"
 
 //  Whole string is a base-10 integer in [lo, hi]. Returns 0, or -1.
 int cli_parse_long (const char *s, long lo, long hi, long *out);
@@ -23,5 +25,14 @@ int cli_parse_u64 (const char *s, unsigned long long *out);
 //  The model file a command should load: the --model flag when given, else
 //  $SPLITMESH_MODEL when set and non-empty, else CLI_DEFAULT_MODEL.
 const char *cli_model_path (const char *flag);
+
+//  Fills *mo with the model defaults, the weight format named by format
+//  ("f32", "w8", "w4") and threads. Returns 0, or 2 (the usage exit status)
+//  after printing "splitmesh <command>: unknown format ..." to stderr.
+int cli_model_options (const char *command, const char *format, long threads, model_options_t *mo);
+
+//  The long name of the option whose getopt value is val, for messages
+//  about a bad value; "?" when no entry has it.
+const char *cli_option_name (const struct option *longopts, int val);
 
 #endif

@@ -107,12 +107,9 @@ cmd_perplexity (int argc, char **argv)
         s_usage (stderr);
         return 2;
     }
-    model_options_t mo = model_options_default ();
-    if (qfmt_parse (format, &mo.format)) {
-        fprintf (stderr, "splitmesh perplexity: unknown format '%s' (f32, w8, w4)\n", format);
+    model_options_t mo;
+    if (cli_model_options ("perplexity", format, threads, &mo))
         return 2;
-    }
-    mo.n_threads = (int) threads;
     model_path = cli_model_path (model_path);
 
     int rc = 1;

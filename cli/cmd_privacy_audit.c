@@ -324,12 +324,9 @@ cmd_privacy_audit (int argc, char **argv)
         fprintf (stderr, "splitmesh privacy-audit: unknown dtype '%s' (int8, fp16, fp32)\n", dtype_name);
         return 2;
     }
-    model_options_t mo = model_options_default ();
-    if (qfmt_parse (format, &mo.format)) {
-        fprintf (stderr, "splitmesh privacy-audit: unknown format '%s' (f32, w8, w4)\n", format);
+    model_options_t mo;
+    if (cli_model_options ("privacy-audit", format, threads, &mo))
         return 2;
-    }
-    mo.n_threads = (int) threads;
     model_path = cli_model_path (model_path);
     //  Whole windows only.
     fit_tokens -= fit_tokens % window;

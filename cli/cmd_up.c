@@ -475,11 +475,8 @@ cmd_up (int argc, char **argv)
                 return 2;
         }
         if (bad) {
-            const char *name = "?";
-            for (const struct option *lo = longopts; lo->name; lo++)
-                if (lo->val == opt)
-                    name = lo->name;
-            fprintf (stderr, "splitmesh up: bad value '%s' for --%s\n", optarg, name);
+            fprintf (stderr, "splitmesh up: bad value '%s' for --%s\n", optarg,
+                     cli_option_name (longopts, opt));
             return 2;
         }
     }
