@@ -62,6 +62,7 @@ typedef struct {
     char session [MDP_SESSION_MAX + 1];  //  "" if none
     int64_t expiry;             //  when a queued request expires
     bool streamed;              //  a PARTIAL went to the client
+    bool cancelled;             //  the client is gone; PARTIALs are dropped
 } request_t;
 
 typedef struct {
@@ -69,6 +70,7 @@ typedef struct {
     zframe_t *identity;         //  ROUTER identity frame
     service_t *service;         //  its service
     int capacity;               //  slots (READY capacity frame, default 1)
+    bool cancel;                //  understands CANCEL (READY frame says so)
     zlistx_t *inflight;         //  request_t * it holds, oldest first
     void *waiting_handle;       //  handle in service->waiting or NULL
     s_worker_state_t state;
@@ -148,8 +150,30 @@ s_metrics_gauges (broker_t *self)
 //  ---------------------------------------------------------------------
 //  Sending
 
+//  Sends [identity][msg...] on the ROUTER; takes msg. The identity goes
+//  first and alone: with ZMQ_ROUTER_MANDATORY that is where a gone peer
+//  (EHOSTUNREACH) or a full one (EAGAIN) is refused, so a refused message
+//  is dropped whole here (zmsg_send would leak the frame it popped).
+//  Returns 0, or -1 with errno.
+static int
+s_router_send (broker_t *self, zframe_t *identity, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    *msg_p = NULL;
+    if (zmq_send (zsock_resolve (self->router), zframe_data (identity), zframe_size (identity),
+                  ZMQ_SNDMORE) == -1) {
+        int error = errno;
+        zmsg_destroy (&msg);
+        errno = error;
+        return -1;
+    }
+    return zmsg_send (&msg, self->router);
+}
+
 //  Sends [client][MDPC02][command][service][body...]; takes the body.
-static void
+//  Returns 0, or -1 when ZeroMQ refused it (errno EHOSTUNREACH: the client
+//  is gone; the message is dropped either way).
+static int
 s_send_client (broker_t *self, zframe_t *client, int command,
                const char *service, zmsg_t **body_p)
 {
@@ -164,8 +188,7 @@ s_send_client (broker_t *self, zframe_t *client, int command,
     zmsg_pushstr (msg, service);
     zmsg_pushmem (msg, &cmd, 1);
     zmsg_pushstr (msg, MDPC_CLIENT);
-    zmsg_pushmem (msg, zframe_data (client), zframe_size (client));
-    zmsg_send (&msg, self->router);
+    return s_router_send (self, client, &msg);
 }
 
 //  Answers a client with an error FINAL and logs it.
@@ -217,10 +240,9 @@ s_send_worker (broker_t *self, worker_t *worker, int command,
     if (body_p)
         *body_p = NULL;
     mdpw_push_header (msg, command, client);
-    zmsg_pushmem (msg, zframe_data (worker->identity), zframe_size (worker->identity));
     if (self->config.verbose)
         zsys_debug ("broker: send %s to worker %s", mdpw_command_name (command), worker->id);
-    zmsg_send (&msg, self->router);
+    s_router_send (self, worker->identity, &msg);
 }
 
 //  DISCONNECT to a peer we have no record of (or are about to forget).
@@ -231,8 +253,7 @@ s_send_disconnect (broker_t *self, zframe_t *identity)
     uint8_t cmd = MDPW_DISCONNECT;
     zmsg_pushmem (msg, &cmd, 1);
     zmsg_pushstr (msg, MDPW_WORKER);
-    zmsg_pushmem (msg, zframe_data (identity), zframe_size (identity));
-    zmsg_send (&msg, self->router);
+    s_router_send (self, identity, &msg);
 }
 
 //  ---------------------------------------------------------------------
@@ -554,6 +575,7 @@ s_worker_ready (broker_t *self, zframe_t *identity, const char *id, zmsg_t *msg)
     char *service = zmsg_popstr (msg);
     zframe_t *capacity_frame = zmsg_pop (msg);
     int capacity = 1;
+    bool cancel = false;
     char reason [160] = "";
     if (!service || !*service || strlen (service) > MDP_SERVICE_MAX
     ||  strncmp (service, "mmi.", 4) == 0)
@@ -563,8 +585,8 @@ s_worker_ready (broker_t *self, zframe_t *identity, const char *id, zmsg_t *msg)
         snprintf (reason, sizeof reason, "READY with more than one extra frame");
     else
     if (capacity_frame)             //  fills in reason when it fails
-        mdp_capacity_parse (zframe_data (capacity_frame), zframe_size (capacity_frame),
-                            &capacity, reason, sizeof reason);
+        mdp_ready_parse (zframe_data (capacity_frame), zframe_size (capacity_frame),
+                         &capacity, &cancel, reason, sizeof reason);
     if (*reason) {
         zsys_warning ("broker: worker %s: %s; sending DISCONNECT", id, reason);
         s_send_disconnect (self, identity);
@@ -576,6 +598,7 @@ s_worker_ready (broker_t *self, zframe_t *identity, const char *id, zmsg_t *msg)
     worker->identity = zframe_dup (identity);
     worker->service = s_service_require (self, service);
     worker->capacity = capacity;
+    worker->cancel = cancel;
     worker->inflight = zlistx_new ();
     worker->expiry = zclock_mono ()
                    + (int64_t) self->config.heartbeat_ms * self->config.liveness;
@@ -588,6 +611,26 @@ s_worker_ready (broker_t *self, zframe_t *identity, const char *id, zmsg_t *msg)
 cleanup:
     zstr_free (&service);
     zframe_destroy (&capacity_frame);
+}
+
+//  The client of request (held by worker) has gone away: stop relaying
+//  its PARTIALs and, if the worker understands it, send it CANCEL.
+static void
+s_request_cancel (broker_t *self, worker_t *worker, request_t *request)
+{
+    request->cancelled = true;
+    self->stats.cancelled++;
+    char labels [300];
+    snprintf (labels, sizeof labels, "mdp_service=%s", worker->service->name);
+    metrics_count (self->metrics, "broker_cancels_total", labels, 1);
+    if (self->config.verbose || self->stats.cancelled % 100 == 1)
+        zsys_info ("broker: a client of '%s' went away; %s worker %s",
+                   worker->service->name, worker->cancel? "cancelling on": "cannot cancel on", worker->id);
+    if (worker->cancel) {
+        zframe_t *client = zframe_dup (request->client);
+        s_send_worker (self, worker, MDPW_CANCEL, client, NULL);
+        zframe_destroy (&client);
+    }
 }
 
 //  PARTIAL or FINAL: msg holds [client][""][body...]; the body is passed
@@ -617,8 +660,14 @@ s_worker_reply (broker_t *self, worker_t *worker, int command, zmsg_t **msg_p)
     zmsg_t *body = msg;
     *msg_p = NULL;
     if (command == MDPW_PARTIAL) {
+        if (request->cancelled) {
+            zmsg_destroy (&body);
+            goto cleanup;
+        }
         request->streamed = true;
-        s_send_client (self, client, MDPC_PARTIAL, worker->service->name, &body);
+        if (s_send_client (self, client, MDPC_PARTIAL, worker->service->name, &body)
+        &&  errno == EHOSTUNREACH)
+            s_request_cancel (self, worker, request);
         goto cleanup;
     }
     s_send_client (self, client, MDPC_FINAL, worker->service->name, &body);
@@ -909,6 +958,12 @@ s_broker_new (zsock_t *pipe, const broker_config_t *config)
     assert (self->router);
     zsock_set_maxmsgsize (self->router, c->max_msg_bytes);
     zsock_set_sndhwm (self->router, 100000);
+    //  Sends to a peer that is gone fail (EHOSTUNREACH) instead of
+    //  vanishing, which is how a departed streaming client is noticed
+    //  (cancel extension, broker.h). Never block on a full peer: drop,
+    //  as a ROUTER without this option does.
+    zsock_set_router_mandatory (self->router, 1);
+    zsock_set_sndtimeo (self->router, 0);
     zsock_set_rcvhwm (self->router, 100000);
     self->bound = strdup ("");
     char *list = strdup (self->endpoints);

@@ -44,6 +44,15 @@
     frees a slot, a PARTIAL does not. Without the frame the capacity is 1,
     so pure RFC 18 workers work unchanged.
 
+    Cancel extension: a worker whose READY map also says "cancel":true is
+    sent CANCEL [client][""] (mdp_common.h) when a PARTIAL of one of its
+    requests cannot be delivered because the client has gone away (the
+    ROUTER is ZMQ_ROUTER_MANDATORY, so the send fails with EHOSTUNREACH).
+    Later PARTIALs of that request are dropped; its FINAL frees the slot
+    as usual. Counted in stats.cancelled and splitmesh_broker_cancels_total.
+    A client that waits for a FINAL only (no PARTIALs) is not noticed
+    before that FINAL: ZeroMQ tells a ROUTER nothing when a peer leaves.
+
     Actor commands on the pipe:
       "$TERM"               stop
       "ENDPOINT"            -> string: the last bound MDP endpoint (resolves
@@ -88,6 +97,7 @@ typedef struct {
     uint64_t replies;               //  FINALs forwarded from workers
     uint64_t errors;                //  error FINALs the broker wrote
     uint64_t dropped;               //  messages dropped (garbage, protocol)
+    uint64_t cancelled;             //  requests cancelled: their client went away
     uint64_t requeued;              //  requests moved off a dead worker
     uint64_t expired;               //  requests answered with 504
     uint64_t workers_lost;          //  workers expired by heartbeat

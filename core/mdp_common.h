@@ -14,8 +14,15 @@
                        HEARTBEAT["MDPW02"][0x05]
                        DISCONNECT["MDPW02"][0x06]
 
-    splitmesh extension (documented in broker.h): READY may carry one more
-    frame, a MessagePack map {"v":1,"capacity":N}, N in 1..1024.
+    splitmesh extensions (documented in broker.h): READY may carry one more
+    frame, a MessagePack map {"v":1,"capacity":N,"cancel":true}, N in
+    1..1024; a worker whose map says "cancel":true may get
+
+    Broker -> worker   CANCEL   ["MDPW02"][0x07][client][""]
+
+    when the broker could not deliver a PARTIAL of that request because
+    the client has gone away: the worker should stop the work and send its
+    FINAL as usual (the broker drops it and frees the slot).
 */
 #ifndef MDP_COMMON_H_INCLUDED
 #define MDP_COMMON_H_INCLUDED
@@ -38,6 +45,7 @@
 #define MDPW_FINAL          0x04
 #define MDPW_HEARTBEAT      0x05
 #define MDPW_DISCONNECT     0x06
+#define MDPW_CANCEL         0x07        //  splitmesh extension, see above
 
 //  Limits the broker and the APIs enforce on what arrives from the wire.
 #define MDP_SERVICE_MAX     255         //  bytes in a service name
@@ -63,9 +71,9 @@ static inline const char *
 mdpw_command_name (int cmd)
 {
     static const char *names [] = {
-        NULL, "READY", "REQUEST", "PARTIAL", "FINAL", "HEARTBEAT", "DISCONNECT"
+        NULL, "READY", "REQUEST", "PARTIAL", "FINAL", "HEARTBEAT", "DISCONNECT", "CANCEL"
     };
-    return cmd > 0 && cmd < 7? names [cmd]: "UNKNOWN";
+    return cmd > 0 && cmd < 8? names [cmd]: "UNKNOWN";
 }
 
 //  Prepends the MDPW02 header to msg, which then reads

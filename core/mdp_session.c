@@ -288,6 +288,15 @@ int
 mdp_capacity_parse (const uint8_t *data, size_t size, int *capacity,
                     char *err, size_t err_size)
 {
+    bool cancel;
+    return mdp_ready_parse (data, size, capacity, &cancel, err, err_size);
+}
+
+int
+mdp_ready_parse (const uint8_t *data, size_t size, int *capacity, bool *cancel,
+                 char *err, size_t err_size)
+{
+    *cancel = false;
     s_cursor_t cursor = { data, data + size, err, err_size };
     s_cursor_t *c = &cursor;
     if (!data || size == 0 || *data < 0x80 || *data > 0x8f)
@@ -311,6 +320,12 @@ mdp_capacity_parse (const uint8_t *data, size_t size, int *capacity,
         if (klen == 8 && memcmp (key, "capacity", 8) == 0) {
             if (s_read_uint (c, &value, "capacity"))
                 return MDP_BODY_MALFORMED;
+        }
+        else
+        if (klen == 6 && memcmp (key, "cancel", 6) == 0) {
+            if (s_left (c) < 1 || (*c->p != 0xc2 && *c->p != 0xc3))
+                return s_fail (c, "wrong type: \"cancel\" must be a boolean");
+            *cancel = *c->p++ == 0xc3;
         }
         else
         if (s_skip_object (c, 1))

@@ -16,6 +16,7 @@
 #ifndef MDP_SESSION_H_INCLUDED
 #define MDP_SESSION_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +46,12 @@ int
 int
     mdp_capacity_parse (const uint8_t *data, size_t size, int *capacity,
                         char *err, size_t err_size);
+
+//  The same frame with the cancel extension (mdp_common.h): also sets
+//  *cancel to the value of its optional "cancel" key (false when absent).
+int
+    mdp_ready_parse (const uint8_t *data, size_t size, int *capacity, bool *cancel,
+                     char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

@@ -8,7 +8,13 @@
     actor -> caller   [client][body...]               a request to serve
     caller -> actor   ["PARTIAL"|"FINAL"][client][body...]
                       ["$TERM"]
+
+    Cancellation (the CANCEL extension of mdp_common.h): the actor puts
+    the client frame of a cancelled request into a list the caller reads
+    under a mutex (mdp_worker_cancelled), so a long computation can look
+    between steps without a round trip; the FINAL takes it out again.
 */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <msgpack.h>
 #include "mdp_common.h"
@@ -17,6 +23,8 @@
 struct _mdp_worker_t {
     zactor_t *actor;            //  background connection keeper
     atomic_int connects;        //  written by the actor, read by the caller
+    pthread_mutex_t lock;       //  guards cancelled
+    zlistx_t *cancelled;        //  client frames the broker cancelled
 };
 
 //  Actor state: the connection to the broker.
@@ -32,6 +40,8 @@ typedef struct {
     int backoff;                //  current back-off, msecs
     zlistx_t *outstanding;      //  client frames of requests in progress
     atomic_int *connects;       //  (re)connections, in the public object
+    pthread_mutex_t *lock;      //  the public object's lock ...
+    zlistx_t *cancelled;        //  ... and cancelled list
     bool terminated;            //  $TERM received
 } s_agent_t;
 
@@ -49,7 +59,7 @@ s_agent_send_to_broker (s_agent_t *self, int command, zframe_t *client, zmsg_t *
     self->heartbeat_at = zclock_mono () + self->opt.heartbeat_ms;
 }
 
-//  Builds the READY capacity frame {"v":1,"capacity":N}.
+//  Builds the READY frame {"v":1,"capacity":N,"cancel":true}.
 static zframe_t *
 s_capacity_frame (int capacity)
 {
@@ -57,11 +67,13 @@ s_capacity_frame (int capacity)
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 2);
+    msgpack_pack_map (&pk, 3);
     msgpack_pack_str_with_body (&pk, "v", 1);
     msgpack_pack_int (&pk, 1);
     msgpack_pack_str_with_body (&pk, "capacity", 8);
     msgpack_pack_int (&pk, capacity);
+    msgpack_pack_str_with_body (&pk, "cancel", 6);
+    msgpack_pack_true (&pk);
     zframe_t *frame = zframe_new (sbuf.data, sbuf.size);
     msgpack_sbuffer_destroy (&sbuf);
     return frame;
@@ -89,10 +101,9 @@ s_agent_connect (s_agent_t *self)
     }
     zmsg_t *ready = zmsg_new ();
     zmsg_addstr (ready, self->service);
-    if (self->opt.capacity > 1) {
-        zframe_t *capacity = s_capacity_frame (self->opt.capacity);
-        zmsg_append (ready, &capacity);
-    }
+    //  Always sent: it also says this worker understands CANCEL.
+    zframe_t *capacity = s_capacity_frame (self->opt.capacity);
+    zmsg_append (ready, &capacity);
     //  READY carries the service name; s_agent_send_to_broker adds headers.
     uint8_t cmd = MDPW_READY;
     zmsg_pushmem (ready, &cmd, 1);
@@ -179,6 +190,20 @@ s_agent_recv_broker (s_agent_t *self)
         zmsg_send (&msg, self->pipe);
     }
     else
+    if (cmd == MDPW_CANCEL) {
+        zframe_t *client = zmsg_pop (msg);
+        if (client && zlistx_find (self->outstanding, client)) {
+            pthread_mutex_lock (self->lock);
+            if (!zlistx_find (self->cancelled, client))
+                zlistx_add_end (self->cancelled, client);
+            pthread_mutex_unlock (self->lock);
+            if (self->opt.verbose)
+                zsys_debug ("mdp_worker %s: a request was cancelled (its client is gone)",
+                            self->service);
+        }
+        zframe_destroy (&client);
+    }
+    else
     if (cmd != MDPW_HEARTBEAT)
         zsys_warning ("mdp_worker %s: dropped unexpected %s from the broker",
                       self->service, mdpw_command_name (cmd));
@@ -210,6 +235,13 @@ s_agent_recv_api (s_agent_t *self)
         //  Only answer requests this connection received: after a reconnect
         //  the broker has handed them elsewhere or is a different broker.
         void *handle = self->dealer? zlistx_find (self->outstanding, client): NULL;
+        if (final) {
+            pthread_mutex_lock (self->lock);
+            void *cancelled = zlistx_find (self->cancelled, client);
+            if (cancelled)
+                zlistx_delete (self->cancelled, cancelled);
+            pthread_mutex_unlock (self->lock);
+        }
         if (handle) {
             if (final)
                 zlistx_delete (self->outstanding, handle);
@@ -324,12 +356,21 @@ mdp_worker_new (const char *endpoint, const char *service,
     agent->service = strdup (service);
     agent->opt = opt;
     agent->connects = &self->connects;
+    pthread_mutex_init (&self->lock, NULL);
+    self->cancelled = zlistx_new ();
+    zlistx_set_duplicator (self->cancelled, s_frame_dup);
+    zlistx_set_destructor (self->cancelled, s_frame_destroy);
+    zlistx_set_comparator (self->cancelled, s_frame_compare);
+    agent->lock = &self->lock;
+    agent->cancelled = self->cancelled;
     //  The actor owns and frees agent.
     self->actor = zactor_new (s_agent_actor, agent);
     if (!self->actor) {
         zstr_free (&agent->endpoint);
         zstr_free (&agent->service);
         free (agent);
+        zlistx_destroy (&self->cancelled);
+        pthread_mutex_destroy (&self->lock);
         free (self);
         return NULL;
     }
@@ -343,6 +384,8 @@ mdp_worker_destroy (mdp_worker_t **self_p)
     if (*self_p) {
         mdp_worker_t *self = *self_p;
         zactor_destroy (&self->actor);
+        zlistx_destroy (&self->cancelled);
+        pthread_mutex_destroy (&self->lock);
         free (self);
         *self_p = NULL;
     }
@@ -407,4 +450,15 @@ mdp_worker_connects (mdp_worker_t *self)
 {
     assert (self);
     return atomic_load (&self->connects);
+}
+
+bool
+mdp_worker_cancelled (mdp_worker_t *self, zframe_t *client)
+{
+    assert (self);
+    assert (client);
+    pthread_mutex_lock (&self->lock);
+    bool cancelled = zlistx_find (self->cancelled, client) != NULL;
+    pthread_mutex_unlock (&self->lock);
+    return cancelled;
 }

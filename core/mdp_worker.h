@@ -78,6 +78,14 @@ int
 zsock_t *
     mdp_worker_sock (mdp_worker_t *self);
 
+//  True when the broker has cancelled the request of `client` (CANCEL,
+//  mdp_common.h: it could not deliver a PARTIAL because the client went
+//  away). Cheap (a mutex and a list lookup): call it between steps of a
+//  long reply, stop the work, and still send the FINAL, which frees the
+//  broker's slot. False again once that FINAL is sent.
+bool
+    mdp_worker_cancelled (mdp_worker_t *self, zframe_t *client);
+
 //  How many times the worker has (re)connected to the broker, the first
 //  connection included. For tests and stats.
 int
