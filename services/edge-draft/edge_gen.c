@@ -23,7 +23,11 @@
     Then 503 (no worker) and 504 (no answer: the cloud is unreachable) let
     the generation carry on with the draft model alone, gen_stats.degraded
     set, when a draft model is loaded; any other failure ends it with the
-    error. While degraded it asks the cloud broker every S_RESUME_MS
+    error. A request whose client went away (the broker sends CANCEL when
+    it cannot deliver a PARTIAL; mdp_worker_cancelled) stops at the next
+    round with status 499, and its sessions are closed as after any end,
+    which frees the KV caches of split-prefix and cloud-target.
+    While degraded it asks the cloud broker every S_RESUME_MS
     whether a target is back (without waiting for the answer); when one
     is, it re-prefills both caches and resumes speculative rounds
     (gen_stats.resumes counts these). An error before any output is sent as an error reply;
@@ -1372,6 +1376,12 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
         if (atomic_load (&sh->stopping)) {
             snprintf (g->err, sizeof g->err, "edge-draft is stopping");
             s_fail (g, 503);
+            break;
+        }
+        if (mdp_worker_cancelled (worker, client)) {
+            snprintf (g->err, sizeof g->err, "cancelled: the client went away");
+            metrics_count (sh->metrics, "generations_cancelled_total", "reason=client_gone", 1);
+            s_fail (g, 499);
             break;
         }
         if (g->edge_only) {
