@@ -389,8 +389,12 @@ s_dispatch (s_state_t *self, zframe_t *body, const wire_peek_t *peek)
         return s_prefill (self, body);
     if (streq (peek->tag, "verify"))
         return s_verify (self, body);
-    if (streq (peek->tag, "session_close"))
-        return service_session_close (self->sessions, body);
+    if (streq (peek->tag, "session_close")) {
+        //  The gauge follows the close, so /metrics shows the cache freed.
+        zframe_t *reply = service_session_close (self->sessions, body);
+        metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+        return reply;
+    }
     return service_error (400, "target: expected 'prefill', 'verify' or 'session_close', got '%s'",
                           peek->tag);
 }

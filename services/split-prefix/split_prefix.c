@@ -188,8 +188,12 @@ s_handler (void *state, zframe_t *body, const wire_peek_t *peek)
         return s_prefill (self, body);
     if (streq (peek->tag, "extend"))
         return s_extend (self, body);
-    if (streq (peek->tag, "session_close"))
-        return service_session_close (self->sessions, body);
+    if (streq (peek->tag, "session_close")) {
+        //  The gauge follows the close, so /metrics shows the cache freed.
+        zframe_t *reply = service_session_close (self->sessions, body);
+        metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+        return reply;
+    }
     return service_error (400, "prefix: expected 'prefill', 'extend' or 'session_close', got '%s'",
                           peek->tag);
 }
