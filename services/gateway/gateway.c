@@ -16,8 +16,20 @@
     jansson is small, packaged everywhere, parses strictly (rejects bad
     UTF-8) and escapes output correctly, which is exactly what a
     hand-rolled writer gets wrong first.
+
+    Metrics (docs/metrics.md), counted once per HTTP request when MHD says
+    it is over: splitmesh_gateway_requests_total{endpoint,status} for every
+    request, splitmesh_requests_total{status} / splitmesh_errors_total{status}
+    for completions, and splitmesh_generations_cancelled_total when a
+    client closed a stream before its end. Closing the request's MDP client
+    then is what tells the mesh: the broker can no longer deliver the next
+    PARTIAL and asks edge-draft to stop (docs/gateway.md, "Cancellation").
 */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE                 //  POLLRDHUP
+#endif
 #include <arpa/inet.h>
+#include <poll.h>
 #include <microhttpd.h>
 #include <jansson.h>
 #include <signal.h>
@@ -25,6 +37,7 @@
 #include "codec.h"
 #include "mdp_client.h"
 #include "mdp_common.h"
+#include "metrics.h"
 #include "gateway.h"
 
 #define S_MAX_BODY      (4 * 1024 * 1024)   //  request bodies above this: 413
@@ -42,7 +55,14 @@ struct _gateway_t {
     atomic_bool draining;       //  SIGTERM seen: refuse new work
     atomic_int in_flight;       //  completions accepted, not yet finished
     atomic_uint_fast64_t next_id;   //  completion id counter
+    metrics_t *metrics;         //  telemetry publisher (no-op without --telemetry)
 };
+
+//  The HTTP status of the last response queued on this thread. MHD runs
+//  each connection's handler on that connection's own thread (thread per
+//  connection), so s_http_handler reads back what the code it called
+//  queued without passing the request down to every responder.
+static __thread unsigned int s_queued_status;
 
 //  One HTTP request, from its first byte to MHD's "completed" notice.
 typedef struct {
@@ -51,6 +71,9 @@ typedef struct {
     size_t size;                //  bytes in body
     bool too_large;             //  body went past S_MAX_BODY (the rest is dropped)
     bool counted;               //  counted in gateway->in_flight
+    const char *endpoint;       //  metrics label: chat, completions, models, health, other
+    unsigned int status;        //  HTTP status queued, 0: none yet
+    bool streaming;             //  an SSE response was queued
     //  Completion state
     bool chat;                  //  chat.completion vs text_completion
     char id [64];               //  "chatcmpl-..." / "cmpl-..."
@@ -111,6 +134,7 @@ s_respond_json (struct MHD_Connection *connection, unsigned int status, json_t *
     }
     MHD_add_response_header (response, "Content-Type", "application/json");
     MHD_add_response_header (response, "Cache-Control", "no-store");
+    s_queued_status = status;
     enum MHD_Result rc = MHD_queue_response (connection, status, response);
     MHD_destroy_response (response);
     return rc;
@@ -719,6 +743,19 @@ s_stream_reader (void *cls, uint64_t pos, char *buf, size_t max)
     return (ssize_t) n;
 }
 
+//  True when the HTTP client has closed its end (it sends nothing after
+//  the request, so a readable hang-up means it left).
+static bool
+s_client_gone (struct MHD_Connection *connection)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info (connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!info)
+        return false;
+    struct pollfd p = { info->connect_fd, POLLRDHUP, 0 };
+    return poll (&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 //  Collects the whole answer (non-streaming) and responds.
 static enum MHD_Result
 s_respond_whole (struct MHD_Connection *connection, s_request_t *request)
@@ -766,6 +803,15 @@ s_respond_whole (struct MHD_Connection *connection, s_request_t *request)
         if (partial) {
             wire_msg_free (&wire_generate_partial_desc, &part);
             zmsg_destroy (&reply);
+            if (s_client_gone (connection)) {
+                //  Nobody to answer: drop the connection; freeing the
+                //  request closes its MDP client, which cancels the work.
+                metrics_count (request->gateway->metrics, "generations_cancelled_total",
+                               "reason=client_gone", 1);
+                s_queued_status = 499;    //  for the metrics: "client closed request"
+                rc = MHD_NO;
+                goto done;
+            }
             reply = mdp_client_recv (request->client, request->gateway->timeout_ms, &command, NULL);
             if (grown)
                 continue;
@@ -833,11 +879,15 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
         goto done;
     }
     wire_err_t err;
+    //  The mesh always streams to us, also when the HTTP client waits for
+    //  the whole answer: PARTIALs let the broker notice (and cancel) when
+    //  we drop a request whose client went away (s_respond_whole).
+    bool stream = parsed.req.stream;
+    parsed.req.stream = true;
     if (wire_encode (&wire_generate_desc, &parsed.req, &data, &size, &err)) {
         rc = s_respond_error (connection, 400, NULL, NULL, "invalid request: %s", err.text);
         goto done;
     }
-    bool stream = parsed.req.stream;
     snprintf (request->id, sizeof request->id, "%s-%" PRIx64 "%08" PRIx64, chat? "chatcmpl": "cmpl",
               (uint64_t) zclock_time (), (uint64_t) atomic_fetch_add (&self->next_id, 1));
     request->created = (int64_t) time (NULL);
@@ -879,6 +929,8 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
     }
     MHD_add_response_header (response, "Content-Type", "text/event-stream");
     MHD_add_response_header (response, "Cache-Control", "no-cache");
+    s_queued_status = MHD_HTTP_OK;
+    request->streaming = true;
     rc = MHD_queue_response (connection, MHD_HTTP_OK, response);
     MHD_destroy_response (response);
 done:
@@ -909,9 +961,9 @@ s_models (struct MHD_Connection *connection, gateway_t *self, const char *id)
 }
 
 static enum MHD_Result
-s_http_handler (void *cls, struct MHD_Connection *connection, const char *url,
-                const char *method, const char *version, const char *upload_data,
-                size_t *upload_data_size, void **con_cls)
+s_http_route (void *cls, struct MHD_Connection *connection, const char *url,
+              const char *method, const char *version, const char *upload_data,
+              size_t *upload_data_size, void **con_cls)
 {
     gateway_t *self = (gateway_t *) cls;
     s_request_t *request = (s_request_t *) *con_cls;
@@ -972,11 +1024,54 @@ s_http_handler (void *cls, struct MHD_Connection *connection, const char *url,
                             "/v1/models or /health)", url);
 }
 
+//  MHD's request handler: routes (s_http_route), then remembers the
+//  endpoint and the status queued, for the metrics.
+static enum MHD_Result
+s_http_handler (void *cls, struct MHD_Connection *connection, const char *url,
+                const char *method, const char *version, const char *upload_data,
+                size_t *upload_data_size, void **con_cls)
+{
+    s_queued_status = 0;
+    enum MHD_Result rc = s_http_route (cls, connection, url, method, version, upload_data,
+                                       upload_data_size, con_cls);
+    s_request_t *request = (s_request_t *) *con_cls;
+    if (request && s_queued_status) {
+        request->status = s_queued_status;
+        request->endpoint = streq (url, "/v1/chat/completions")? "chat"
+                          : streq (url, "/v1/completions")? "completions"
+                          : strncmp (url, "/v1/models", 10) == 0? "models"
+                          : streq (url, "/health")? "health": "other";
+    }
+    return rc;
+}
+
+//  Counts the request (docs/metrics.md) and frees it. A stream that did
+//  not reach [DONE] was cut by the client: destroying the request closes
+//  its MDP client, and the broker then cancels the generation.
 static void
 s_request_completed (void *cls, struct MHD_Connection *connection, void **con_cls,
                      enum MHD_RequestTerminationCode toe)
 {
+    gateway_t *self = (gateway_t *) cls;
     s_request_t *request = (s_request_t *) *con_cls;
+    if (request && request->status) {
+        char labels [64];
+        snprintf (labels, sizeof labels, "endpoint=%s,status=%u", request->endpoint, request->status);
+        metrics_count (self->metrics, "gateway_requests_total", labels, 1);
+        if (streq (request->endpoint, "chat") || streq (request->endpoint, "completions")) {
+            snprintf (labels, sizeof labels, "status=%u", request->status);
+            metrics_count (self->metrics, "requests_total", labels, 1);
+            if (request->status >= 400)
+                metrics_count (self->metrics, "errors_total", labels, 1);
+        }
+        bool cut = request->streaming && !request->finished
+                && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+        if (cut) {
+            metrics_count (self->metrics, "generations_cancelled_total", "reason=client_gone", 1);
+            if (self->verbose)
+                zsys_info ("gateway: %s: the client closed the stream; cancelling", request->id);
+        }
+    }
     s_request_destroy (&request);
     *con_cls = NULL;
 }
@@ -1007,6 +1102,8 @@ gateway_new (const gateway_config_t *config)
     atomic_init (&self->next_id, 1);
     if (!self->broker || !self->http_address || !self->model_name)
         goto fail;
+    self->metrics = metrics_new ("gateway", config->instance,
+                                 config->telemetry && *config->telemetry? config->telemetry: NULL);
     struct sockaddr_in address;
     memset (&address, 0, sizeof address);
     address.sin_family = AF_INET;
@@ -1045,6 +1142,7 @@ gateway_destroy (gateway_t **self_p)
         return;
     if (self->httpd)
         MHD_stop_daemon (self->httpd);      //  joins every connection thread
+    metrics_destroy (&self->metrics);
     free (self->broker);
     free (self->http_address);
     free (self->model_name);

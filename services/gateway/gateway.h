@@ -37,6 +37,8 @@ typedef struct {
     const char *model_name;     //  id in /v1/models, NULL: "splitmesh"
     int timeout_ms;             //  longest wait for one reply of the mesh (default 60000)
     bool verbose;               //  log every request
+    const char *telemetry;      //  metrics XSUB endpoint, NULL/"": no metrics
+    const char *instance;       //  metrics instance label, NULL: host:pid
 } gateway_config_t;
 
 typedef struct _gateway_t gateway_t;

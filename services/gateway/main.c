@@ -30,6 +30,10 @@ static const options_spec_t s_options [] = {
       .min = 100, .max = 3600000, .help = "longest wait for one reply of the mesh" },
     { "drain-ms", 0, "SPLITMESH_GATEWAY_DRAIN_MS", OPTIONS_INT, .arg = "MS", .def = "300000",
       .min = 0, .max = 3600000, .help = "after SIGTERM, longest wait for running requests" },
+    { "telemetry", 'T', "SPLITMESH_TELEMETRY", OPTIONS_STRING, .arg = "EP",
+      .help = "publish metrics to this telemetry XSUB endpoint (docs/metrics.md)" },
+    { "instance", 'i', "SPLITMESH_INSTANCE", OPTIONS_STRING, .arg = "NAME",
+      .help = "instance label of the metrics (default host:pid)" },
     { "verbose", 'v', "SPLITMESH_GATEWAY_VERBOSE", OPTIONS_BOOL, .help = "log every request" },
 };
 
@@ -58,7 +62,9 @@ main (int argc, char **argv)
         .http_address = options_string (opts, "http-address"),
         .model_name = options_string (opts, "model-name"),
         .timeout_ms = options_int (opts, "timeout-ms"),
-        .verbose = options_bool (opts, "verbose")
+        .verbose = options_bool (opts, "verbose"),
+        .telemetry = options_string (opts, "telemetry"),
+        .instance = options_string (opts, "instance")
     };
     int drain_ms = options_int (opts, "drain-ms");
     gateway_t *gateway = gateway_new (&config);
