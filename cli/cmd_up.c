@@ -740,6 +740,10 @@ cmd_up (int argc, char **argv)
         s_arg (&a, "%s", state->device_broker);
         s_arg (&a, "--http-port");
         s_arg (&a, "%ld", o.gateway_port);
+        s_arg (&a, "--telemetry");
+        s_arg (&a, "%s", state->telemetry_xsub);
+        s_arg (&a, "--instance");
+        s_arg (&a, "gateway");
         if (o.verbose)
             s_arg (&a, "--verbose");
         if (s_start (state, "gateway", &a))
