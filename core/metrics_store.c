@@ -858,6 +858,26 @@ metrics_store_series_json (metrics_store_t *self, int64_t now_ms, int64_t down_a
         free (keys);
         zhashx_destroy (&seen);
     }
+    fputs ("},\"totals\":{", out);
+    //  Since splitmesh-telemetry started: what the generations did, for the
+    //  dashboard's totals line (and tests that compare it with the FINALs).
+    double proposed_total = metrics_store_total (self, "splitmesh_drafts_proposed_total", NULL, NULL);
+    double accepted_total = metrics_store_total (self, "splitmesh_drafts_accepted_total", NULL, NULL);
+    const struct { const char *key; double value; } totals [] = {
+        { "tokens", metrics_store_total (self, "splitmesh_tokens_generated_total", NULL, NULL) },
+        { "prompt_tokens", metrics_store_total (self, "splitmesh_prompt_tokens_total", NULL, NULL) },
+        { "drafts_proposed", proposed_total },
+        { "drafts_accepted", accepted_total },
+        { "acceptance", proposed_total > 0? accepted_total / proposed_total: NAN },
+        { "link_bytes_up", metrics_store_total (self, "splitmesh_link_bytes_total", "direction", "up") },
+        { "link_bytes_down", metrics_store_total (self, "splitmesh_link_bytes_total", "direction", "down") },
+        { "generations_cancelled", metrics_store_total (self, "splitmesh_generations_cancelled_total",
+                                                        "service", "edge-draft") },
+    };
+    for (size_t i = 0; i < sizeof totals / sizeof totals [0]; i++) {
+        fprintf (out, "%s\"%s\":", i? ",": "", totals [i].key);
+        s_write_json_num (out, totals [i].value);
+    }
     fputs ("},", out);
     s_write_services (self, out, now_ms, down_after_ms);
     fputs ("}\n", out);

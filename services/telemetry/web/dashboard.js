@@ -158,6 +158,17 @@ function render(data) {
   accEl.dataset.values = JSON.stringify(acc);
   const keys = Object.keys(acc).sort((a, b) => Number(a) - Number(b));
   accEl.textContent = keys.length ? keys.map(k => 'pos ' + k + ': ' + fmt(acc[k], 'ratio')).join(', ') : '-';
+
+  // Totals since splitmesh-telemetry started (nulls: nothing counted yet).
+  const totals = data.totals || {};
+  const totEl = byId('totals');
+  totEl.dataset.values = JSON.stringify(totals);
+  const bytes = v => fmt(v, 'B/s').replace('/s', '');
+  totEl.textContent = totals.tokens === undefined ? '-' :
+    fmt(totals.tokens) + ' tokens generated (' + fmt(totals.prompt_tokens) + ' prompt), ' +
+    'acceptance ' + fmt(totals.acceptance, 'ratio') + ' (' + fmt(totals.drafts_accepted) + ' / ' +
+    fmt(totals.drafts_proposed) + ' drafts), link ' + bytes(totals.link_bytes_up) + ' up, ' +
+    bytes(totals.link_bytes_down) + ' down, ' + fmt(totals.generations_cancelled) + ' cancelled';
 }
 
 async function poll() {
