@@ -1,45 +1,53 @@
-/*  test_dashboard.c: headless Chromium loads the live dashboard under load.
+/*  test_dashboard.c: headless Chromium loads the live dashboard during real
+    generations, and what it draws matches what the generations did.
 
-    Starts splitmesh-broker, splitmesh-telemetry and an echo worker, runs
-    traffic in a background thread, then loads http://.../ in Debian's
-    `chromium --headless` twice: once with --dump-dom, whose output is
-    parsed for every chart's data-count / data-values attributes (what the
-    page's JavaScript drew, written into the DOM), which must be non-empty;
-    once with --screenshot, saved under the build dir
-    (test-artifacts/dashboard.png) for people to look at.
+    `splitmesh up` on a tiny model (sm_gateway.h; the real model's
+    vocabulary when present) WITH splitmesh-telemetry: every service
+    publishes its own metrics. A background thread runs real `generate`
+    requests (greedy, speculative with the draft model)
+    through the device broker and adds up what their FINAL stats say.
+    Meanwhile Debian's `chromium --headless` loads http://.../ twice:
+    --dump-dom, whose output is parsed for every chart's data-count /
+    data-values attributes (what the page's JavaScript drew, written into
+    the DOM), and --screenshot (test-artifacts/dashboard.png under the
+    build dir; docs/dashboard.png is a copy of one).
 
-    The traffic. Until edge-draft's `generate` service exists, the
-    background thread stands in for a generation: each echo round trip
-    through the real broker plays one verify round, and the thread
-    publishes, through core/metrics and the real telemetry bus, what
-    edge-draft will: tokens generated, drafts proposed/accepted per
-    position (a fixed pseudo-random acceptance pattern), time to first
-    token, inter-token and verify latency (the measured round-trip times)
-    and link bytes (the bytes sent and received). The broker publishes its
-    own request counter. To run during a real generation instead, replace
-    s_traffic_round with one `generate` call (and drop the publishing:
-    edge-draft will do it); nothing else changes.
+    Live checks: every chart is non-empty, tokens/s > 0, every acceptance
+    point in (0, 1], link bytes/s > 0, all six services up. Then the
+    traffic stops, and once /metrics has caught up a third load checks the
+    dashboard's totals line against the sum of the FINAL stats: tokens,
+    prompt tokens, drafts proposed and accepted, acceptance ratio, link
+    bytes up and down.
 
-    Skips when chromium is not installed. Children are killed in .fini.
+    Skips when chromium is not installed. The mesh is torn down in .fini.
 */
 #include <criterion/criterion.h>
 #include <czmq.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <math.h>
 #include <sys/stat.h>
-#include "metrics.h"
+#include "sm_cli.h"
+#include "sm_gateway.h"
 #include "sm_http.h"
-#include "sm_mdp.h"
 #include "sm_proc.h"
-#include "sm_telemetry.h"
 
 #define s_CHROMIUM "/usr/bin/chromium"
 
-static sm_telemetry_mesh_t s_mesh;
+static sm_mesh_t s_mesh;
 static pthread_t s_thread;
 static bool s_thread_started;
 static atomic_bool s_stop;
-static atomic_int s_rounds;
+
+//  What the finished generations reported in their FINAL stats.
+typedef struct {
+    pthread_mutex_t lock;
+    int generations, failures;
+    uint64_t tokens, prompt, proposed, accepted, up, down;
+    char last_error [600];
+} s_totals_t;
+
+static s_totals_t s_totals = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static void
 s_fini (void)
@@ -49,60 +57,42 @@ s_fini (void)
         pthread_join (s_thread, NULL);
         s_thread_started = false;
     }
-    sm_proc_kill_all ();
-    sm_telemetry_mesh_stop (&s_mesh);
+    sm_mesh_down (&s_mesh);
 }
 
-TestSuite (dashboard, .fini = s_fini, .timeout = 140);
+TestSuite (dashboard, .fini = s_fini, .timeout = 170);
 
 //  ---------------------------------------------------------------------
-//  Traffic
-
-//  One round of the stand-in generation (see the file comment). `first`
-//  marks the first round of a request (time to first token).
-static void
-s_traffic_round (metrics_t *m, int64_t request_start_us, bool first, unsigned *seed)
-{
-    int64_t start = zclock_usecs ();
-    zmsg_t *body = sm_body_new (NULL, -1, -1);
-    size_t sent = zmsg_content_size (body);
-    zmsg_t *reply = sm_mdp_call (s_mesh.mdp, "echo", &body, 3000);
-    if (!reply)
-        return;
-    double seconds = (double) (zclock_usecs () - start) / 1e6;
-    const int k = 4;
-    int accepted = rand_r (seed) % (k + 1);     //  accepted prefix of k drafts
-    char labels [32];
-    for (int pos = 0; pos < k; pos++) {
-        snprintf (labels, sizeof labels, "pos=%d", pos);
-        metrics_count (m, "drafts_proposed_total", labels, 1);
-        if (pos < accepted)
-            metrics_count (m, "drafts_accepted_total", labels, 1);
-    }
-    metrics_count (m, "tokens_generated_total", NULL, accepted + 1);
-    metrics_observe (m, "verify_seconds", NULL, seconds);
-    metrics_observe (m, "inter_token_seconds", NULL, seconds / (accepted + 1));
-    if (first)
-        metrics_observe (m, "ttft_seconds", NULL, (double) (zclock_usecs () - request_start_us) / 1e6);
-    metrics_count (m, "link_bytes_total", "direction=up", (double) sent);
-    metrics_count (m, "link_bytes_total", "direction=down", (double) zmsg_content_size (reply));
-    zmsg_destroy (&reply);
-    atomic_fetch_add (&s_rounds, 1);
-}
+//  Traffic: real generations, one after another, until told to stop.
 
 static void *
 s_traffic (void *arg)
 {
-    metrics_t *m = metrics_new ("edge-draft", "dashboard-test", s_mesh.xsub);
-    unsigned seed = 7;
-    while (m && !atomic_load (&s_stop)) {
-        //  One "request" of 8 rounds, then a short pause.
-        int64_t request_start = zclock_usecs ();
-        for (int round = 0; round < 8 && !atomic_load (&s_stop); round++)
-            s_traffic_round (m, request_start, round == 0, &seed);
-        zclock_sleep (20);
+    (void) arg;
+    const char *prompts [] = { "The capital of France is", "Once upon a time there was",
+                               "Write a short poem about the sea", "List three colours:" };
+    for (unsigned i = 0; !atomic_load (&s_stop); i++) {
+        sm_gen_result_t *r = sm_generate_simple (s_mesh.broker, prompts [i % 4], 48,
+                                                 0.0, 0, 100 + i, 4, "model",
+                                                 "speculative", 30000);
+        pthread_mutex_lock (&s_totals.lock);
+        if (r && r->status == 0 && r->has_stats) {
+            s_totals.generations++;
+            s_totals.tokens += r->n_tokens;
+            s_totals.prompt += r->prompt_tokens;
+            s_totals.proposed += r->drafts_proposed;
+            s_totals.accepted += r->drafts_accepted;
+            s_totals.up += r->link_bytes_up;
+            s_totals.down += r->link_bytes_down;
+        }
+        else {
+            s_totals.failures++;
+            snprintf (s_totals.last_error, sizeof s_totals.last_error, "%d %s",
+                      r? r->status: -1, r? r->error: "no result");
+        }
+        pthread_mutex_unlock (&s_totals.lock);
+        sm_gen_result_destroy (&r);
     }
-    metrics_destroy (&m);
     return NULL;
 }
 
@@ -180,7 +170,7 @@ static int
 s_chromium (const char *out_path, const char *profile, const char *a1, const char *a2, const char *a3)
 {
     char url [64], profile_arg [600];
-    snprintf (url, sizeof url, "http://127.0.0.1:%d/", s_mesh.http_port);
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/", s_mesh.telemetry_port);
     snprintf (profile_arg, sizeof profile_arg, "--user-data-dir=%s", profile);
     pid_t pid = sm_spawn (out_path, s_CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
                           "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars",
@@ -200,7 +190,7 @@ s_series_has_tokens (void *arg)
 {
     (void) arg;
     sm_http_reply_t reply;
-    bool ok = sm_http_get (s_mesh.http_port, "/api/series", 2000, &reply) == 0
+    bool ok = sm_http_get (s_mesh.telemetry_port, "/api/series", 2000, &reply) == 0
            && reply.status == 200
            && strstr (reply.body, "\"edge-draft\":{");
     //  A point with traffic: a non-zero token rate.
@@ -216,38 +206,84 @@ s_series_has_tokens (void *arg)
     return ok;
 }
 
-Test (dashboard, charts_show_live_data_in_headless_chromium)
+//  The numbers in a JSON text, in order (at most max). Returns how many.
+static int
+s_numbers (const char *json, double *out, int max)
+{
+    int n = 0;
+    for (const char *p = json; *p && n < max; p++) {
+        bool start = (*p >= '0' && *p <= '9') || (*p == '-' && p [1] >= '0' && p [1] <= '9');
+        //  Skip digits inside keys ("p50", "0": ...): numbers follow ':' ',' or '['.
+        const char *q = p;
+        while (q > json && q [-1] == ' ')
+            q--;
+        if (start && q > json && (q [-1] == ':' || q [-1] == ',' || q [-1] == '[')) {
+            char *end;
+            out [n++] = strtod (p, &end);
+            p = end - 1;
+        }
+        else
+        if (*p == '"') {
+            const char *close = strchr (p + 1, '"');   //  skip strings (keys)
+            if (!close)
+                break;
+            p = close;
+        }
+    }
+    return n;
+}
+
+//  Loads the dashboard with --dump-dom; returns the DOM (caller frees).
+static char *
+s_dump_dom (const char *dom_path, const char *profile)
+{
+    unlink (dom_path);
+    int rc = s_chromium (dom_path, profile, "--dump-dom", "--window-size=1280,900", "--disable-sync");
+    char *dom = s_read_file (dom_path);
+    cr_assert_not_null (dom, "no DOM written (%s)", dom_path);
+    cr_assert_eq (rc, 0, "chromium --dump-dom exited with %d; output in %s", rc, dom_path);
+    return dom;
+}
+
+static double
+s_metric_tokens (void)
+{
+    char *text = sm_prom_scrape (s_mesh.telemetry_port);
+    int found = 0;
+    double v = text? sm_prom_sum (text, "splitmesh_tokens_generated_total", &found,
+                                   "service=\"edge-draft\"", NULL): -1;
+    free (text);
+    return v;
+}
+
+Test (dashboard, charts_show_live_generations_in_headless_chromium)
 {
     if (access (s_CHROMIUM, X_OK))
         cr_skip_test ("%s not installed (Debian package chromium; scripts/install-deps.sh)", s_CHROMIUM);
-    cr_assert_eq (sm_telemetry_mesh_start (&s_mesh, "sm-dashboard", 500, 3000), 0);
-    pid_t worker = sm_spawn (s_mesh.log, "splitmesh-test-echo-worker", "-e", s_mesh.mdp,
-                             "-s", "echo", "-n", "w1", "--delay-ms", "5", NULL);
-    cr_assert_gt (worker, 0);
-    cr_assert (sm_mdp_wait_workers (s_mesh.mdp, "echo", 1, 10000));
+    char err [4096];
+    cr_assert_eq (sm_mesh_prepare (&s_mesh, "sm-dashboard", err, sizeof err), 0, "%s", err);
+    s_mesh.telemetry = true;
+    cr_assert_eq (sm_mesh_up (&s_mesh, NULL, err, sizeof err), 0, "%s", err);
+    cr_assert_gt (s_mesh.telemetry_port, 0, "up printed no telemetry port");
     atomic_store (&s_stop, false);
     cr_assert_eq (pthread_create (&s_thread, NULL, s_traffic, NULL), 0);
     s_thread_started = true;
-    cr_assert (sm_poll_until (s_series_has_tokens, NULL, 15000, 200),
-               "the dashboard series never showed traffic (log: %s)", s_mesh.log);
+    cr_assert (sm_poll_until (s_series_has_tokens, NULL, 30000, 200),
+               "the dashboard series never showed generated tokens (run dir %s; last error %s)",
+               s_mesh.run_dir, s_totals.last_error);
 
     //  Artifacts go next to the build: <build>/test-artifacts/.
-    char artifacts [600], dom_path [700], png_path [700], profile [700], shot_log [700];
+    char artifacts [600], dom_path [700], png_path [700], profile [1200], shot_log [1200];
     snprintf (artifacts, sizeof artifacts, "%s/../test-artifacts", sm_bin_dir ());
     mkdir (artifacts, 0755);
     snprintf (dom_path, sizeof dom_path, "%s/dashboard-dom.html", artifacts);
     snprintf (png_path, sizeof png_path, "%s/dashboard.png", artifacts);
     snprintf (shot_log, sizeof shot_log, "%s/chromium-screenshot.log", s_mesh.dir);
     snprintf (profile, sizeof profile, "%s/chromium-profile", s_mesh.dir);
-    unlink (dom_path);
     unlink (png_path);
 
-    int rc = s_chromium (dom_path, profile, "--dump-dom", "--window-size=1280,900", "--disable-sync");
-    char *dom = s_read_file (dom_path);
-    cr_assert_not_null (dom, "no DOM written (%s)", dom_path);
-    cr_assert_eq (rc, 0, "chromium --dump-dom exited with %d; output in %s", rc, dom_path);
-
-    //  Every chart drew data and wrote it into the DOM.
+    //  1. During the generations: every chart drew data into the DOM.
+    char *dom = s_dump_dom (dom_path, profile);
     const char *charts [] = { "chart-tokens", "chart-acceptance", "chart-requests",
                               "chart-latency", "chart-link", "chart-health" };
     char count [32], values [16384];
@@ -260,25 +296,93 @@ Test (dashboard, charts_show_live_data_in_headless_chromium)
             cr_assert (s_has_number (values), "%s data-values hold no number: %s", charts [i], values);
         fprintf (stderr, "dashboard: %s data-count=%s data-values=%.160s\n", charts [i], count, values);
     }
-    //  The health table lists the broker and the generating service as up.
-    cr_assert (s_attribute (dom, "chart-health", "data-values", values, sizeof values));
-    cr_assert (strstr (values, "\"broker\":{\"up\":true"), "%s", values);
-    cr_assert (strstr (values, "\"edge-draft\":{\"up\":true"), "%s", values);
-    cr_assert (strstr (dom, "data-service=\"broker\" data-up=\"true\""), "no broker row in the table");
-    //  Acceptance is a ratio; the latency chart has the verify percentiles.
+    //  ... and what they drew is what generations look like.
+    double v [512];
+    cr_assert (s_attribute (dom, "chart-tokens", "data-values", values, sizeof values));
+    int n = s_numbers (values, v, 512);
+    double best = 0;
+    for (int i = 0; i < n; i++)
+        best = v [i] > best? v [i]: best;
+    cr_assert_gt (best, 0, "tokens/s never above 0: %s", values);
+    cr_assert (s_attribute (dom, "chart-acceptance", "data-values", values, sizeof values));
+    n = s_numbers (values, v, 512);
+    cr_assert_gt (n, 0, "no acceptance point: %s", values);
+    for (int i = 0; i < n; i++)
+        cr_assert (v [i] > 0 && v [i] <= 1, "acceptance point %g outside (0, 1]: %s", v [i], values);
+    cr_assert (s_attribute (dom, "chart-link", "data-values", values, sizeof values));
+    n = s_numbers (values, v, 512);
+    best = 0;
+    for (int i = 0; i < n; i++)
+        best = v [i] > best? v [i]: best;
+    cr_assert_gt (best, 0, "link bytes/s never above 0: %s", values);
     cr_assert (s_attribute (dom, "chart-latency", "data-values", values, sizeof values));
     cr_assert (strstr (values, "\"verify p50\":["), "%s", values);
+    cr_assert (strstr (values, "\"ttft p50\":["), "%s", values);
     cr_assert (s_attribute (dom, "acceptance-by-pos", "data-values", values, sizeof values));
     cr_assert (strstr (values, "\"0\":"), "acceptance by position missing: %s", values);
+    n = s_numbers (values, v, 512);
+    for (int i = 0; i < n; i++)
+        cr_assert (v [i] >= 0 && v [i] <= 1, "acceptance by position %g outside [0, 1]: %s", v [i], values);
+    cr_assert (s_attribute (dom, "chart-health", "data-values", values, sizeof values));
+    const char *services [] = { "broker", "tokenizer", "split-prefix", "cloud-target", "edge-draft", "gateway" };
+    for (size_t i = 0; i < sizeof services / sizeof services [0]; i++) {
+        char needle [64];
+        snprintf (needle, sizeof needle, "\"%s\":{\"up\":true", services [i]);
+        cr_assert (strstr (values, needle), "%s not shown up: %s", services [i], values);
+    }
+    cr_assert (strstr (dom, "data-service=\"edge-draft\" data-up=\"true\""), "no edge-draft row in the table");
     free (dom);
 
-    //  The screenshot, taken while traffic still flows.
+    //  2. The screenshot, taken while the generations still run.
     char screenshot_arg [800];
     snprintf (screenshot_arg, sizeof screenshot_arg, "--screenshot=%s", png_path);
-    rc = s_chromium (shot_log, profile, screenshot_arg, "--window-size=1280,900", "--disable-sync");
+    int rc = s_chromium (shot_log, profile, screenshot_arg, "--window-size=1280,900", "--disable-sync");
     struct stat st;
     cr_assert_eq (stat (png_path, &st), 0, "chromium wrote no screenshot (exit %d, log: %s)", rc, shot_log);
     cr_assert_gt (st.st_size, 10000, "screenshot suspiciously small: %ld bytes", (long) st.st_size);
-    fprintf (stderr, "dashboard: %d traffic rounds; DOM %s, screenshot %s (%ld bytes)\n",
-             atomic_load (&s_rounds), dom_path, png_path, (long) st.st_size);
+
+    //  3. Stop the traffic; once /metrics shows every token, the totals
+    //  line must equal the sum of the FINAL stats.
+    atomic_store (&s_stop, true);
+    pthread_join (s_thread, NULL);
+    s_thread_started = false;
+    pthread_mutex_lock (&s_totals.lock);
+    s_totals_t t = s_totals;
+    pthread_mutex_unlock (&s_totals.lock);
+    cr_assert_eq (t.failures, 0, "%d generations failed (last: %s)", t.failures, t.last_error);
+    cr_assert_gt (t.generations, 0);
+    cr_assert_gt (t.proposed, 0);
+    int64_t end = zclock_mono () + 10000;
+    while (s_metric_tokens () != (double) t.tokens && zclock_mono () < end)
+        zclock_sleep (100);
+    cr_assert_eq (s_metric_tokens (), (double) t.tokens, "/metrics never showed the %llu tokens",
+                  (unsigned long long) t.tokens);
+    zclock_sleep (600);         //  two more flushes: the other counters of the last FINAL
+    dom = s_dump_dom (dom_path, profile);
+    cr_assert (s_attribute (dom, "totals", "data-values", values, sizeof values), "no totals in the DOM");
+    double tokens, prompt, proposed, accepted, acceptance, up, down;
+    cr_assert_eq (sm_json_number (values, "tokens", &tokens), 0, "%s", values);
+    cr_assert_eq (sm_json_number (values, "prompt_tokens", &prompt), 0, "%s", values);
+    cr_assert_eq (sm_json_number (values, "drafts_proposed", &proposed), 0, "%s", values);
+    cr_assert_eq (sm_json_number (values, "drafts_accepted", &accepted), 0, "%s", values);
+    cr_assert_eq (sm_json_number (values, "acceptance", &acceptance), 0, "%s", values);
+    cr_assert_eq (sm_json_number (values, "link_bytes_up", &up), 0, "%s", values);
+    cr_assert_eq (sm_json_number (values, "link_bytes_down", &down), 0, "%s", values);
+    cr_assert_eq (tokens, (double) t.tokens, "%s", values);
+    cr_assert_eq (prompt, (double) t.prompt, "%s", values);
+    cr_assert_eq (proposed, (double) t.proposed, "%s", values);
+    cr_assert_eq (accepted, (double) t.accepted, "%s", values);
+    double ratio = (double) t.accepted / (double) t.proposed;
+    cr_assert (acceptance > 0 && acceptance <= 1 && fabs (acceptance - ratio) < 1e-6,
+               "dashboard acceptance %g, FINAL stats %llu/%llu = %g", acceptance,
+               (unsigned long long) t.accepted, (unsigned long long) t.proposed, ratio);
+    cr_assert_eq (up, (double) t.up, "%s", values);
+    cr_assert_eq (down, (double) t.down, "%s", values);
+    cr_assert_gt (up, 0);
+    free (dom);
+    fprintf (stderr, "dashboard: %d generations, %llu tokens, acceptance %.3f (%llu/%llu), link %llu B up "
+             "%llu B down: the dashboard shows the same; screenshot %s (%ld bytes)\n",
+             t.generations, (unsigned long long) t.tokens, ratio, (unsigned long long) t.accepted,
+             (unsigned long long) t.proposed, (unsigned long long) t.up, (unsigned long long) t.down,
+             png_path, (long) st.st_size);
 }

@@ -362,6 +362,11 @@ sm_generate (const char *endpoint, const void *body, size_t size, int timeout_ms
             r->has_stats = true;
             r->drafts_proposed = final.stats->drafts_proposed;
             r->drafts_accepted = final.stats->drafts_accepted;
+            r->prompt_tokens = final.stats->prompt_tokens;
+            for (size_t i = 0; i < final.stats->accept_by_pos_count && i < 16; i++)
+                r->accept_by_pos [i] = final.stats->accept_by_pos [i];
+            r->n_accept_by_pos = final.stats->accept_by_pos_count < 16?
+                                 final.stats->accept_by_pos_count: 16;
             r->link_bytes_up = final.stats->link_bytes_up;
             r->link_bytes_down = final.stats->link_bytes_down;
             r->ttft_ms = final.stats->ttft_ms;

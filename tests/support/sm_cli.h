@@ -74,6 +74,9 @@ typedef struct {
     int finish_reason;          //  wire_finish_reason_t
     bool has_stats;
     uint64_t drafts_proposed, drafts_accepted, link_bytes_up, link_bytes_down;
+    uint64_t prompt_tokens;     //  stats.prompt_tokens
+    uint64_t accept_by_pos [16];        //  stats.accept_by_pos (first 16 positions)
+    size_t n_accept_by_pos;
     double ttft_ms, per_token_ms, elapsed_ms;
     int partials;               //  PARTIAL frames received
 } sm_gen_result_t;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "sm_cli.h"
+#include "sm_http.h"
 #include "sm_gateway.h"
 #include "sm_proc.h"
 
@@ -41,17 +43,23 @@ sm_mesh_prepare (sm_mesh_t *mesh, const char *prefix, char *err, size_t size)
 int
 sm_mesh_up (sm_mesh_t *mesh, const char *extra_arg, char *err, size_t size)
 {
-    sm_cli_result_t *r = extra_arg?
-        SM_SPLITMESH (120, "up", "--run-dir", mesh->run_dir, "--model", mesh->model,
-                      "--draft-model", mesh->model, "--no-telemetry", "--timeout", "60", extra_arg):
-        SM_SPLITMESH (120, "up", "--run-dir", mesh->run_dir, "--model", mesh->model,
-                      "--draft-model", mesh->model, "--no-telemetry", "--timeout", "60");
+    const char *argv [16] = { "", "up", "--run-dir", mesh->run_dir, "--model", mesh->model,
+                              "--draft-model", mesh->model, "--timeout", "60" };
+    int argc = 10;
+    if (!mesh->telemetry)
+        argv [argc++] = "--no-telemetry";
+    if (extra_arg)
+        argv [argc++] = extra_arg;
+    argv [argc] = NULL;
+    sm_cli_result_t *r = sm_cli_run ("splitmesh", 120, NULL, argv);
     int rc = r && r->status == 0? 0: -1;
     if (rc)
         snprintf (err, size, "up failed:\n%s\n%s", r? r->out: "", r? r->err: "");
     else {
         const char *line = strstr (r->out, "gateway        http://127.0.0.1:");
         mesh->gateway_port = line? atoi (line + strlen ("gateway        http://127.0.0.1:")): 0;
+        line = strstr (r->out, "telemetry      http://127.0.0.1:");
+        mesh->telemetry_port = line? atoi (line + strlen ("telemetry      http://127.0.0.1:")): 0;
     }
     sm_cli_result_destroy (&r);
     return rc;
@@ -129,4 +137,55 @@ sm_http_post (int port, const char *path, const char *body, int timeout_ms, char
     else
         free (buf);
     return status;
+}
+
+double
+sm_prom_sum (const char *exposition, const char *name, int *found, ...)
+{
+    const char *must [16];
+    size_t n_must = 0;
+    va_list args;
+    va_start (args, found);
+    for (const char *m = va_arg (args, const char *); m && n_must < 16; m = va_arg (args, const char *))
+        must [n_must++] = m;
+    va_end (args);
+    double sum = 0;
+    int samples = 0;
+    size_t len = strlen (name);
+    for (const char *line = exposition; line && *line; ) {
+        const char *next = strchr (line, '\n');
+        size_t line_len = next? (size_t) (next - line): strlen (line);
+        if (strncmp (line, name, len) == 0 && (line [len] == '{' || line [len] == ' ')) {
+            const char *end = memchr (line, ' ', line_len);
+            if (line [len] == '{')
+                end = memchr (line, '}', line_len);
+            bool match = end != NULL;
+            for (size_t i = 0; match && i < n_must; i++) {
+                const char *hit = strstr (line, must [i]);
+                match = hit && hit < end;
+            }
+            if (match) {
+                const char *value = strchr (end, ' ');
+                if (value) {
+                    sum += strtod (value + 1, NULL);
+                    samples++;
+                }
+            }
+        }
+        line = next? next + 1: NULL;
+    }
+    if (found)
+        *found = samples;
+    return sum;
+}
+
+char *
+sm_prom_scrape (int port)
+{
+    sm_http_reply_t reply;
+    char *text = NULL;
+    if (sm_http_get (port, "/metrics", 3000, &reply) == 0 && reply.status == 200)
+        text = strdup (reply.body);
+    sm_http_reply_free (&reply);
+    return text;
 }

@@ -22,6 +22,8 @@ typedef struct {
     char model [1100];          //  the tiny model
     char broker [1100];         //  ipc:// device broker
     int gateway_port;           //  the port `splitmesh up` printed, or 0
+    bool telemetry;             //  set before sm_mesh_up: start splitmesh-telemetry too
+    int telemetry_port;         //  its HTTP port (printed by up), or 0
 } sm_mesh_t;
 
 //  Writes the tiny model into a fresh temp dir named with prefix and fills
@@ -29,9 +31,10 @@ typedef struct {
 int
     sm_mesh_prepare (sm_mesh_t *mesh, const char *prefix, char *err, size_t size);
 
-//  `splitmesh up` on the prepared model (no telemetry; extra_arg, if not
-//  NULL, is one more flag such as "--no-gateway"). Reads the gateway's
-//  port from up's output. Returns 0, or -1 with up's output in err.
+//  `splitmesh up` on the prepared model (no telemetry unless
+//  mesh->telemetry is set; extra_arg, if not NULL, is one more flag such
+//  as "--no-gateway"). Reads the gateway's (and telemetry's) port from
+//  up's output. Returns 0, or -1 with up's output in err.
 int
     sm_mesh_up (sm_mesh_t *mesh, const char *extra_arg, char *err, size_t size);
 
@@ -44,6 +47,17 @@ void
 //  reply is not NULL, the whole raw answer in *reply (caller frees).
 int
     sm_http_post (int port, const char *path, const char *body, int timeout_ms, char **reply);
+
+//  The sum of the samples of family `name` (e.g. "splitmesh_requests_total")
+//  in a Prometheus text exposition whose label set contains every one of
+//  the NULL-terminated `must` strings (e.g. "service=\"edge-draft\"",
+//  "status=\"200\""). Sets *found to the number of samples summed.
+double
+    sm_prom_sum (const char *exposition, const char *name, int *found, ...);
+
+//  GET /metrics from 127.0.0.1:port into a fresh string (caller frees), or NULL.
+char *
+    sm_prom_scrape (int port);
 
 #ifdef __cplusplus
 }
