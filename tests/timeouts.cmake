@@ -8,7 +8,7 @@ set(TIMEOUT_e2e_sampling 300)
 set(TIMEOUT_services_smollm 120)
 # telemetry: a real Prometheus and headless Chromium start slowly on a busy machine.
 set(TIMEOUT_prometheus 110)
-set(TIMEOUT_dashboard 150)
+set(TIMEOUT_dashboard 180)
 # deploy: renders compose and 3 overlays several times (kubectl, python).
 set(TIMEOUT_deploy 180)
 set(TIMEOUT_gpu_model 900)
@@ -16,3 +16,6 @@ set(TIMEOUT_gpu_model 900)
 # tokenizer_golden: ~19 s idle (3 MB corpus, every code point, 4 vocabularies); slack for a loaded machine
 set(TIMEOUT_tokenizer_golden 300)
 set(TIMEOUT_offline 300)
+# telemetry: real meshes (tiny model) with telemetry; cancel waits for metric flushes.
+set(TIMEOUT_telemetry_mesh 180)
+set(TIMEOUT_gateway_cancel 180)
