@@ -23,6 +23,7 @@
 #include "sm_cli.h"
 #include "sm_gateway.h"
 #include "sm_http.h"
+#include "sm_mdp.h"
 #include "sm_proc.h"
 
 #define S_MAX_TOKENS 16
@@ -130,6 +131,15 @@ Test (telemetry_mesh, every_service_publishes_what_it_did)
     cr_assert (bad_status >= 400 && bad_status < 500, "a malformed body got %d", bad_status);
     char bad_label [32];
     snprintf (bad_label, sizeof bad_label, "status=\"%d\"", bad_status);
+    //  One malformed body straight to the tokenizer and to split-prefix: 400.
+    const char *direct [] = { "tokenizer", "prefix" };
+    for (size_t i = 0; i < 2; i++) {
+        zmsg_t *body = zmsg_new ();
+        zmsg_addmem (body, "\x93\x01\x02", 3);
+        zmsg_t *reply = sm_mdp_call (s_mesh.broker, direct [i], &body, 10000);
+        cr_assert_not_null (reply, "%s did not answer a malformed body", direct [i]);
+        zmsg_destroy (&reply);
+    }
 
     char *m = s_scrape_when ("splitmesh_requests_total", ED, "status=\"200\"", n_gen);
     //  edge-draft: requests and errors by status, tokens, drafts, latencies, link.
@@ -157,7 +167,12 @@ Test (telemetry_mesh, every_service_publishes_what_it_did)
     cr_assert_gt (s_value (m, "splitmesh_verify_seconds_sum", ED, NULL, NULL), 0);
     //  tokenizer: one tokenize per generation that got past validation.
     cr_assert_eq (s_value (m, "splitmesh_requests_total", TOK, "status=\"200\"", NULL), n_gen);
-    cr_assert_eq (s_samples (m, "splitmesh_errors_total", TOK, NULL), 0);
+    cr_assert_eq (s_value (m, "splitmesh_requests_total", TOK, "status=\"400\"", NULL), 1);
+    cr_assert_eq (s_value (m, "splitmesh_errors_total", TOK, "status=\"400\"", NULL), 1);
+    cr_assert_eq (s_samples (m, "splitmesh_errors_total", TOK, NULL), 1);
+    cr_assert_eq (s_value (m, "splitmesh_errors_total", PRE, "status=\"400\"", NULL), 1);
+    cr_assert_eq (s_samples (m, "splitmesh_errors_total", PRE, NULL), 1);
+    cr_assert_eq (s_samples (m, "splitmesh_errors_total", TGT, NULL), 0);
     //  split-prefix and cloud-target: prefill + one extend / verify per
     //  round + session_close, per generation; caches freed at the end.
     cr_assert_eq (s_value (m, "splitmesh_requests_total", PRE, "status=\"200\"", NULL), 2 * n_gen + rounds);
@@ -175,6 +190,8 @@ Test (telemetry_mesh, every_service_publishes_what_it_did)
                            bad_label), 1);
     cr_assert_eq (s_value (m, "splitmesh_broker_requests_total", BRK, "mdp_service=\"tokenizer\"",
                            "status=\"200\""), n_gen);
+    cr_assert_eq (s_value (m, "splitmesh_broker_requests_total", BRK, "mdp_service=\"tokenizer\"",
+                           "status=\"400\""), 1);
     //  Every process says it is up.
     const char *services [] = { ED, TOK, PRE, TGT, GW, BRK };
     for (size_t i = 0; i < sizeof services / sizeof services [0]; i++)
