@@ -600,6 +600,12 @@ metrics_store_total (metrics_store_t *self, const char *name, const char *key, c
     double total = 0;
     for (s_series_t *series = (s_series_t *) zhashx_first (family->series); series;
          series = (s_series_t *) zhashx_next (family->series)) {
+        if (key && (streq (key, "service") || streq (key, "instance"))) {
+            const char *own = streq (key, "service")? series->service: series->instance;
+            if (value && !streq (own, value))
+                continue;
+        }
+        else
         if (key) {
             bool match = false;
             for (size_t i = 0; i < series->label_count; i++)

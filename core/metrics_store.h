@@ -79,7 +79,8 @@ char *
 
 //  Sum over all series of a counter or gauge family (histograms: the sum
 //  of observations), optionally only those whose label `key` equals
-//  `value` (key NULL: all). Unknown family: 0.
+//  `value` (key NULL: all; "service" and "instance" match the publisher).
+//  Unknown family: 0.
 double
     metrics_store_total (metrics_store_t *self, const char *name,
                          const char *key, const char *value);

@@ -223,6 +223,13 @@ Test (gateway_cancel, a_client_that_leaves_stops_its_generation)
     cr_assert_eq (s_value (m, "splitmesh_gateway_requests_total", "endpoint=\"completions\"",
                            "status=\"499\""), 1);
     free (m);
+    //  The dashboard's totals count edge-draft's cancels (not the gateway's too).
+    sm_http_reply_t series;
+    cr_assert_eq (sm_http_get (s_mesh.telemetry_port, "/api/series", 3000, &series), 0);
+    double cancelled = -1;
+    cr_assert_eq (sm_json_number (series.body, "generations_cancelled", &cancelled), 0);
+    cr_assert_eq (cancelled, 3, "dashboard totals: %g cancelled", cancelled);
+    sm_http_reply_free (&series);
 
     //  3. The mesh keeps serving, through both doors.
     sm_gen_result_t *r = sm_generate_simple (s_mesh.broker, "Hello", 8, 0, 0, 1, 4, "model",
