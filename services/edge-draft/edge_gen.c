@@ -1381,7 +1381,7 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
         if (mdp_worker_cancelled (worker, client)) {
             snprintf (g->err, sizeof g->err, "cancelled: the client went away");
             metrics_count (sh->metrics, "generations_cancelled_total", "reason=client_gone", 1);
-            s_fail (g, 499);
+            s_fail (g, WIRE_STATUS_CANCELLED);
             break;
         }
         if (g->edge_only) {
