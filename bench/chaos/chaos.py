@@ -300,13 +300,20 @@ class Client:
     def __init__(self, endpoint, args):
         self.ep, self.args = endpoint, args
         self.ctx = zmq.Context.instance()
-        self.sock = None
+        self.sock = self.monitor = None
 
     def fresh(self):
         if self.sock:
+            self.sock.disable_monitor()
+            self.monitor.close()
             self.sock.close()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        #  A broker that restarts forgets the requests it held; MDP has no
+        #  way to say so. The client watches its connection instead: a
+        #  disconnect while a request is out means it is lost, and it is
+        #  sent again at once rather than after a silent timeout.
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self.sock.connect(self.ep)
 
     def attempt(self, prompt, on_frame):
@@ -317,8 +324,15 @@ class Client:
                 "temperature": 0.0, "stream": True}
         self.sock.send_multipart([MDPC, REQUEST, b"generate", msgpack.packb(body, use_bin_type=True)])
         tokens, text, partials = [], "", 0
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
         while True:
-            if not self.sock.poll(int(self.args.silence_s * 1000)):
+            ready = dict(poller.poll(int(self.args.silence_s * 1000)))
+            if self.monitor in ready and self.sock not in ready:
+                self.fresh()
+                return None, None, ("disconnected", "connection to the broker lost; request sent again")
+            if self.sock not in ready:
                 self.fresh()
                 return None, None, ("no_answer", f"no frame for {self.args.silence_s} s")
             frames = self.sock.recv_multipart()
