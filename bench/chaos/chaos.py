@@ -18,8 +18,9 @@ generations cycle through the prompts while the fault schedule runs, one
 fault per FAULT_EVERY generations, each kind in turn:
 
   kill9 / sigstop of a replica of tokenizer, split-prefix, cloud-target and
-  edge-draft (the replica that is working on the generation, picked by the
-  CPU time it used since the request went out; a killed replica is
+  edge-draft (the replica that is working on the generation, picked by its
+  socket activity since the request went out; for the tokenizer, the one a
+  probe shows the broker will hand the request to; a killed replica is
   restarted RESTART_DELAY s later, as a supervisor would; a stopped one
   gets SIGCONT after STOP_S s), and a restart (kill -9, then start again at
   once on the same endpoint) of the device broker, the cloud broker, the
@@ -235,6 +236,26 @@ class Mesh:
         finally:
             s.close()
 
+    def probe_tokenizer(self):
+        """Sends one tokenize request; returns the replica that answered it
+        (by its socket activity meanwhile), or None when unclear."""
+        names = self.replicas("tokenizer")
+        before = {n: io_bytes(self.procs[n].pid) for n in names}
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.device_ep)
+        try:
+            body = {"v": 1, "t": "tokenize", "text": "which replica answers?"}
+            s.send_multipart([MDPC, REQUEST, b"tokenizer", msgpack.packb(body, use_bin_type=True)])
+            if not s.poll(2000):
+                return None
+            s.recv_multipart()
+        finally:
+            s.close()
+        delta = {n: io_bytes(self.procs[n].pid) - before[n] for n in names}
+        ranked = sorted(names, key=lambda n: delta[n], reverse=True)
+        return ranked[0] if delta[ranked[0]] > 2 * max(delta[ranked[1]], 1) else None
+
     def replicas(self, service):
         return [n for n in sorted(self.procs) if n.startswith(service + "-") and n[len(service) + 1:].isdigit()]
 
@@ -406,7 +427,6 @@ def main():
     faults, gens, errors = [], [], {}
     pending = []            # (when, action, name): SIGCONTs and delayed restarts
     stopped_s = 0.0
-    last_gen = {"start": {}, "end": {}}     # io_bytes around the previous generation
     try:
         t0 = now()
         mesh.start_all()
@@ -426,7 +446,6 @@ def main():
         def generate(prompt, fault=None):
             """Runs one generation (with retries); fault: dict to fire at the right moment."""
             rec = {"prompt": prompts.index(prompt), "attempts": 0, "errors": []}
-            gen_io = {n: io_bytes(p.pid) for n, p in mesh.procs.items()}
             t_start = now()
             state = {"fired": fault is None, "cpu": {}, "io": {}}
 
@@ -441,12 +460,12 @@ def main():
                     io = {n: io_bytes(mesh.procs[n].pid) - state["io"].get(n, 0) for n in names}
                     cpu = {n: cpu_ticks(mesh.procs[n].pid) - state["cpu"].get(n, 0) for n in names}
                     ranked = sorted(names, key=lambda n: io[n], reverse=True)
-                    last = {n: last_gen["end"].get(n, 0) - last_gen["start"].get(n, 0) for n in names}
-                    if service == "tokenizer" and max(last.values()) > 2 * max(min(last.values()), 1):
-                        #  Before the request: the broker hands it to its
-                        #  least recently used tokenizer, the one that did
-                        #  not serve the previous generation.
-                        name, fault["picked_by"] = min(last, key=last.get), "lru"
+                    probe = mesh.probe_tokenizer() if service == "tokenizer" else None
+                    if probe:
+                        #  Before the request: the broker hands a new
+                        #  session to its least recently used tokenizer,
+                        #  i.e. not the one that just answered our probe.
+                        name, fault["picked_by"] = [n for n in names if n != probe][0], "probe"
                     elif io[ranked[0]] > 2 * max(io[ranked[1]], 1):
                         name, fault["picked_by"] = ranked[0], "traffic"
                     elif max(cpu.values()) > 0 and list(cpu.values()).count(max(cpu.values())) == 1:
@@ -499,8 +518,6 @@ def main():
                 errors[kind] = errors.get(kind, 0) + 1
                 run_pending()
             rec["ms"] = round((now() - t_start) * 1000, 1)
-            last_gen["start"] = gen_io
-            last_gen["end"] = {n: io_bytes(p.pid) for n, p in mesh.procs.items()}
             return rec
 
         # Fault-free pass: the reference output of every prompt.
