@@ -13,12 +13,23 @@
     the client frame of a cancelled request into a list the caller reads
     under a mutex (mdp_worker_cancelled), so a long computation can look
     between steps without a round trip; the FINAL takes it out again.
+
+    After a reconnect the requests the caller still works on are orphans:
+    the broker that sent them is gone or has handed them elsewhere, and
+    their replies are dropped. While the caller holds as many orphans as
+    the worker's capacity it cannot take a new request, so the worker waits
+    (up to S_ORPHAN_WAIT_MS) for their FINALs before it registers again;
+    otherwise the broker would queue a fresh request behind a dead one
+    (chaos: a broker restart mid-generation stalled the next generation by
+    edge-draft's whole call timeout).
 */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <msgpack.h>
 #include "mdp_common.h"
 #include "mdp_worker.h"
+
+#define S_ORPHAN_WAIT_MS 30000  //  longest wait for orphans before registering anyway
 
 struct _mdp_worker_t {
     zactor_t *actor;            //  background connection keeper
@@ -39,6 +50,8 @@ typedef struct {
     int64_t reconnect_at;       //  when dealer == NULL: next connect attempt
     int backoff;                //  current back-off, msecs
     zlistx_t *outstanding;      //  client frames of requests in progress
+    int orphans;                //  requests from before a reconnect, not yet FINAL
+    int64_t orphans_since;      //  when the first of them was orphaned
     atomic_int *connects;       //  (re)connections, in the public object
     pthread_mutex_t *lock;      //  the public object's lock ...
     zlistx_t *cancelled;        //  ... and cancelled list
@@ -83,7 +96,35 @@ static void
 s_agent_disconnect (s_agent_t *self)
 {
     zsock_destroy (&self->dealer);
+    if (zlistx_size (self->outstanding) && !self->orphans)
+        self->orphans_since = zclock_mono ();
+    self->orphans += (int) zlistx_size (self->outstanding);
+    //  Nobody can receive an orphan's reply, so tell the caller to stop
+    //  working on it (mdp_worker_cancelled): the orphans end sooner and the
+    //  worker registers again sooner.
+    pthread_mutex_lock (self->lock);
+    zframe_t *client = (zframe_t *) zlistx_first (self->outstanding);
+    while (client) {
+        if (!zlistx_find (self->cancelled, client))
+            zlistx_add_end (self->cancelled, client);
+        client = (zframe_t *) zlistx_next (self->outstanding);
+    }
+    pthread_mutex_unlock (self->lock);
     zlistx_purge (self->outstanding);
+}
+
+//  True when the caller can take a request, or has waited long enough.
+static bool
+s_agent_can_register (s_agent_t *self)
+{
+    if (self->orphans < self->opt.capacity)
+        return true;
+    if (zclock_mono () - self->orphans_since < S_ORPHAN_WAIT_MS)
+        return false;
+    zsys_warning ("mdp_worker %s: %d requests from before a reconnect still unanswered after %d ms; "
+                  "registering anyway", self->service, self->orphans, S_ORPHAN_WAIT_MS);
+    self->orphans = 0;
+    return true;
 }
 
 static void
@@ -247,9 +288,12 @@ s_agent_recv_api (s_agent_t *self)
                 zlistx_delete (self->outstanding, handle);
             s_agent_send_to_broker (self, final? MDPW_FINAL: MDPW_PARTIAL, client, &msg);
         }
-        else
+        else {
             zsys_info ("mdp_worker %s: dropped a %s for a request from before a reconnect",
                        self->service, command);
+            if (final && self->orphans > 0)
+                self->orphans--;
+        }
         zframe_destroy (&client);
     }
 cleanup:
@@ -295,8 +339,11 @@ s_agent_actor (zsock_t *pipe, void *args)
 
         now = zclock_mono ();
         if (!self->dealer) {
-            if (now >= self->reconnect_at)
+            if (now >= self->reconnect_at && s_agent_can_register (self))
                 s_agent_connect (self);
+            else
+            if (now >= self->reconnect_at)
+                self->reconnect_at = now + 20;      //  look again when orphans may be done
         }
         else
         if (now >= self->broker_expiry)

@@ -19,3 +19,5 @@ set(TIMEOUT_offline 300)
 # telemetry: real meshes (tiny model) with telemetry; cancel waits for metric flushes.
 set(TIMEOUT_telemetry_mesh 180)
 set(TIMEOUT_gateway_cancel 180)
+# chaos: a mesh of 14 processes, 12 faults during 12 generations (tiny model).
+set(TIMEOUT_chaos 200)

@@ -24,6 +24,12 @@ OUT=${SOAK_JSON:-bench/results/soak.json}
 # split-prefix and cloud-target take the 64 sessions' calls one at a time.
 export SPLITMESH_WORKERS=${SOAK_WORKERS:-$SESSIONS}
 export SPLITMESH_BROKER_EXPIRY_MS=${SOAK_EXPIRY_MS:-30000}
+# edge-draft's per-attempt call timeout (SPLITMESH_TIMEOUT_MS): at its default
+# (5 s) a cloud call queued behind 63 others times out and the session goes on
+# with the draft model alone ("degraded"), so the soak would time queueing in
+# degraded mode, not verified generations. 120 s lets sessions queue instead;
+# soak.json counts any that still degrade ("degraded").
+export SPLITMESH_TIMEOUT_MS=${SOAK_TIMEOUT_MS:-120000}
 if [ "${SOAK_ASAN:-0}" = 1 ]; then
   BUILD_DIR=${SOAK_ASAN_BUILD_DIR:-build-asan}
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLITMESH_SANITIZE=ON \
@@ -43,7 +49,7 @@ case "${SOAK_MODEL:-real}" in
     MODEL=$SOAK_MODEL ;;
 esac
 mkdir -p "$(dirname "$OUT")"
-command_line="bench/soak/run.sh $BUILD_DIR (SOAK_SESSIONS=$SESSIONS SOAK_SECONDS=$SECONDS_ SOAK_TOKENS=$TOKENS SOAK_LINK=$LINK SOAK_MODEL=${SOAK_MODEL:-real} SOAK_ASAN=${SOAK_ASAN:-0} SPLITMESH_WORKERS=$SPLITMESH_WORKERS SPLITMESH_BROKER_EXPIRY_MS=$SPLITMESH_BROKER_EXPIRY_MS)"
+command_line="bench/soak/run.sh $BUILD_DIR (SOAK_SESSIONS=$SESSIONS SOAK_SECONDS=$SECONDS_ SOAK_TOKENS=$TOKENS SOAK_LINK=$LINK SOAK_MODEL=${SOAK_MODEL:-real} SOAK_ASAN=${SOAK_ASAN:-0} SPLITMESH_WORKERS=$SPLITMESH_WORKERS SPLITMESH_BROKER_EXPIRY_MS=$SPLITMESH_BROKER_EXPIRY_MS SPLITMESH_TIMEOUT_MS=$SPLITMESH_TIMEOUT_MS)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 status=0
 /usr/bin/python3 bench/soak/soak.py --splitmesh "$BUILD_DIR/bin/splitmesh" --model "$MODEL" \
@@ -53,7 +59,7 @@ commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- core services bro
 /usr/bin/python3 - "$tmpdir/soak.json" "$OUT" <<PY
 import json, sys
 r = json.load(open(sys.argv[1]))
-r.update({"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "commit": "$commit", "command": "$command_line",
+r.update({"edge_timeout_ms": $SPLITMESH_TIMEOUT_MS, "model_kind": "${SOAK_MODEL:-real}", "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "commit": "$commit", "command": "$command_line",
           "asan": "${SOAK_ASAN:-0}" == "1", "loadavg_before": "$load_before",
           "loadavg_after": open("/proc/loadavg").read().split()[:3]})
 json.dump(r, open(sys.argv[2], "w"), indent=2)

@@ -201,7 +201,7 @@ def main():
     try:
         rc, out, err = run([sm, "up", "--run-dir", run_dir, "--model", args.model,
                             "--max-sessions", str(max(16, args.sessions)), "--threads", str(args.threads),
-                            "--link", args.link, "--no-telemetry", "--timeout", "300"], 600)
+                            "--link", args.link, "--no-telemetry", "--no-gateway", "--timeout", "300"], 600)
         if rc != 0:
             raise RuntimeError(f"splitmesh up failed: {err.strip()[-2000:]}")
         env, procs = read_env(os.path.join(run_dir, "mesh.env"))
@@ -240,6 +240,7 @@ def main():
         "requests_ok": stats.get("ok", 0),
         "busy_429_retried": stats.get("busy", 0),
         "degraded": stats.get("degraded", 0),
+        "verified": stats.get("ok", 0) - stats.get("degraded", 0),
         "errors": errors,
         "error_count": sum(errors.values()),
         "tokens": sum(stats.get("tokens", [])),
@@ -258,7 +259,7 @@ def main():
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    print(json.dumps({k: result[k] for k in ("requests_ok", "error_count", "latency_ms", "tokens_per_s",
+    print(json.dumps({k: result[k] for k in ("requests_ok", "degraded", "error_count", "latency_ms", "tokens_per_s",
                                              "sanitizer_findings")}, indent=None))
     if args.keep:
         print(f"soak: run directory kept: {run_dir}", file=sys.stderr)

@@ -35,7 +35,7 @@ s_usage (FILE *out)
         "  --threads N          draft model threads (default 1)        [SPLITMESH_THREADS]\n"
         "  --workers N          concurrent generations (default %d)    [SPLITMESH_WORKERS]\n"
         "  --ctx N              context limit (default min(model's, %d))\n"
-        "  --timeout-ms N       per attempt of a service call (default %d)\n"
+        "  --timeout-ms N       per attempt of a service call (default %d) [SPLITMESH_TIMEOUT_MS]\n"
         "  --instance NAME      name in logs and metrics               [SPLITMESH_INSTANCE]\n"
         "  --heartbeat-ms N     MDP heartbeat\n"
         "  -v, --verbose        log every round\n"
@@ -115,6 +115,8 @@ main (int argc, char **argv)
         a.threads = s_number ("threads", s_env ("SPLITMESH_THREADS"));
     if (s_env ("SPLITMESH_WORKERS"))
         a.workers = s_number ("workers", s_env ("SPLITMESH_WORKERS"));
+    if (s_env ("SPLITMESH_TIMEOUT_MS"))
+        a.timeout_ms = s_number ("timeout-ms", s_env ("SPLITMESH_TIMEOUT_MS"));
     int opt;
     while ((opt = getopt_long (argc, argv, "vh", options, NULL)) != -1) {
         switch (opt) {
