@@ -23,7 +23,11 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#define K_THREADS 256
+//  Threads of the one-block-per-token kernels: 1024, so a row of 4096
+//  (14336) values takes 4 (14) strided steps per thread instead of 16 (56):
+//  at verify sizes (5 tokens = 5 blocks) these kernels are latency-bound
+//  and their time is the number of dependent steps.
+#define K_THREADS 1024
 
 //  Product element (t, n) of a GEMM with N outputs, dequantized.
 template <int W8>
@@ -100,7 +104,7 @@ k_emit_int8 (const float *xf, int8_t *act, float *xs, int t, int K, float amax, 
 }
 
 //  x[t] = embedding row of tokens[t] (fp16 table).
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
 {
     int t = blockIdx.x;
@@ -127,7 +131,7 @@ k_rope_table (const int32_t *tok_pos, const float *inv_freq, float *cos_t, float
 //  then, when norm_w is set, act[t] = rmsnorm (x[t]) * norm_w in the GEMM
 //  input format. One block per token.
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
                const float *norm_w, float eps, int dim, void *act, float *xf)
 {
@@ -165,7 +169,7 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
 //  Splits the QKV product: RoPE on q (to q, fp32) and k, and k, v into the
 //  paged cache at the token's position. One block per token.
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
             __half *kc, __half *vc, const int32_t *block_table, const int32_t *tok_pos,
             const int32_t *tok_slot, const float *cos_t, const float *sin_t,
@@ -200,10 +204,12 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
 
 //  Causal attention of token t's query head h over its session's
 //  positions 0 .. tok_pos[t] (the new keys are already in the cache).
-//  Grid (tokens, heads), 4 warps: each warp runs an online softmax over
-//  every 4th position, lanes holding EPL = head_dim / 32 elements, then the
-//  warps' partial results are merged.
-#define K_ATT_WARPS 4
+//  Grid (tokens, heads), K_ATT_WARPS warps: each warp runs an online
+//  softmax over every K_ATT_WARPS-th position, lanes holding EPL =
+//  head_dim / 32 elements, then the warps' partial results are merged.
+//  16 warps (was 4): a warp's positions are a dependent chain of loads,
+//  so at ctx 256 a warp walks 16 positions instead of 64.
+#define K_ATT_WARPS 16
 template <int EPL>
 static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
 k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *block_table,
@@ -273,7 +279,7 @@ k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *
 
 //  act[t] = x[t] (fp32 rows of K) in the GEMM input format.
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_emit (const float *x, int K, void *act, float *xs)
 {
     __shared__ float sh[32];
@@ -292,7 +298,7 @@ k_emit (const float *x, int K, void *act, float *xs)
 
 //  act[t] = silu (gate) * up from the stacked gate|up product (2 * hidden).
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf)
 {
     __shared__ float sh[32];
