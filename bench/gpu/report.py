@@ -2,7 +2,11 @@
 bench/results/gpu.json (headline keys first, full numbers under "raw") and
 gpu.md (a short table), and prints the table.
 
-usage: python3 report.py BENCH.json TORCH.json TESTS.txt OUT.json OUT.md
+usage: python3 report.py BENCH.json TORCH.json TESTS.txt OUT.json OUT.md [SERVICE.json]
+
+SERVICE.json (bench_gpu_service, one JSON object a line: the batched
+service "capacity_64" and its unbatched peer "capacity_1") adds the
+verified tokens/s through the cloud-target service.
 """
 import json, sys
 
@@ -45,7 +49,30 @@ for n in ("fp16", "w8a8"):
 for line in tests.splitlines():
     if line.startswith("SMOLLM2 "):
         out.setdefault("smollm2_gpu_vs_cpu", []).append(line[8:].strip())
-out["raw"] = {"bench": bench, "torch": torch}
+service = {}
+if len(sys.argv) > 6:
+    try:
+        for line in open(sys.argv[6]):
+            if line.strip():
+                d = json.loads(line)
+                service[d["label"]] = d
+    except Exception as e:
+        service["error"] = str(e)
+for s in ("1", "8", "32", "64"):
+    for label, key in (("capacity_64", "batched"), ("capacity_1", "unbatched")):
+        out[f"service_smollm2_verified_tps_{s}_sessions_{key}"] = \
+            service.get(label, {}).get("sessions", {}).get(s, {}).get("verified_tps")
+mesh = [l.strip() for l in tests.splitlines() if l.startswith("gpu_mesh:")]
+if mesh:
+    out["mesh_greedy_lines"] = mesh
+    out["mesh_greedy_generations"] = len(mesh)
+    import re
+    eq = 0
+    for l in mesh:
+        m = re.search(r"mesh (\d+) tokens, GPU reference (\d+), equal prefix (\d+)", l)
+        eq += bool(m and m.group(1) == m.group(2) == m.group(3))
+    out["mesh_greedy_equal"] = eq
+out["raw"] = {"bench": bench, "torch": torch, "service": service}
 json.dump(out, open(sys.argv[4], "w"), indent=2)
 
 
@@ -67,6 +94,15 @@ md = [f"# GPU backend (bench/gpu) on {bench.get('device')}", "",
 for s in ("1", "8", "32", "64"):
     md.append(f"| verified tokens/s, {s} sessions | {f(out[f'verified_tps_{s}_sessions_w8a8'], '.0f')} | "
               f"{f(out[f'verified_tps_{s}_sessions_fp16'], '.0f')} | {f(out[f'verified_tps_{s}_sessions_torch_fp16'], '.0f')} |")
+if service:
+    md += ["", "| SmolLM2-135M through the cloud-target service (CUDA, k = 4) | batched (capacity 64) | unbatched (capacity 1) |",
+           "| --- | --- | --- |"]
+    for s in ("1", "8", "32", "64"):
+        md.append(f"| verified tokens/s, {s} sessions | {f(out[f'service_smollm2_verified_tps_{s}_sessions_batched'], '.0f')} | "
+                  f"{f(out[f'service_smollm2_verified_tps_{s}_sessions_unbatched'], '.0f')} |")
+if mesh:
+    md += ["", f"Mesh at temperature 0 vs GPU target-only greedy: {out['mesh_greedy_equal']} of {len(mesh)} generations equal.", ""]
+    md += ["    " + l for l in mesh]
 md += ["", "| SmolLM2-135M | fp16 | w8a8 |", "| --- | --- | --- |"]
 for k, label in (("verify_ms_graphs", "verify 5 positions, graphs, ms"),
                  ("verify_ms_no_graphs", "verify 5 positions, no graphs, ms"),
