@@ -1190,26 +1190,154 @@ s_smollm2_w8a8_vs_reference (const char *path, const model_t *cpu, gpu_model_t *
 
 //  SmolLM2-135M on the same weights: fp16 logits within 1e-2, W8A8 greedy
 //  tokens agreeing on >= 99.5% of positions of an English text.
+//  English text for the SmolLM2 comparisons (207 tokens).
+static const char *s_text =
+    "The history of the printing press begins in the fifteenth century, when Johannes "
+    "Gutenberg combined movable metal type, oil-based inks and a wooden press adapted from "
+    "those used to make wine. Within a few decades printing shops had opened in more than "
+    "two hundred cities across Europe, and the price of books fell so far that ordinary "
+    "merchants could own a small library. Scholars argue about how much the new technology "
+    "changed the way people thought, but it is clear that it made the rapid spread of ideas "
+    "possible: pamphlets, newspapers and scientific journals all followed. Today we face a "
+    "similar question about computers and the internet. Information moves faster than ever, "
+    "yet the skills needed to judge its quality remain the same ones that careful readers "
+    "have always needed: asking who wrote a text, why, and what evidence supports it. "
+    "Teachers therefore spend less time on memorising facts and more time on teaching "
+    "students how to find, check and combine sources. The question of what to teach next "
+    "will not be settled soon, and every generation will answer it again in its own way.";
+
+//  A CPU model of path in format fmt (every layer, embeddings, head).
+static model_t *
+s_cpu_fmt (const char *path, qfmt_t fmt)
+{
+    model_options_t o = model_options_default ();
+    o.format = fmt;
+    o.n_threads = 4;
+    char err[256] = "";
+    model_t *m = model_load (path, &o, err, sizeof err);
+    cr_assert_not_null (m, "model_load: %s", err);
+    return m;
+}
+
+//  GPU logits with the CPU's embedding rows as input (as the service sends
+//  them), in chunks of at most chunk positions.
+static float *
+s_gpu_logits_x (gpu_model_t *g, model_t *cpu, const int32_t *tokens, int n, int chunk)
+{
+    const model_config_t *c = model_config (cpu);
+    float *logits = malloc ((size_t) n * c->vocab_size * sizeof (float));
+    float *x = malloc ((size_t) n * c->dim * sizeof (float));
+    cr_assert (logits && x);
+    cr_assert_eq (model_embed (cpu, tokens, n, x), 0);
+    int s = gpu_session_open (g);
+    cr_assert_geq (s, 0, "%s", gpu_model_error (g));
+    for (int p = 0; p < n; p += chunk) {
+        int m = n - p < chunk ? n - p : chunk;
+        gpu_seq_t q = { s, p, m, NULL, x + (size_t) p * c->dim };
+        gpu_out_t out = { .logits = logits + (size_t) p * c->vocab_size };
+        cr_assert_eq (gpu_forward_batch (g, &q, 1, &out), 0, "%s", gpu_model_error (g));
+    }
+    cr_assert_eq (gpu_session_close (g, s), 0);
+    free (x);
+    return logits;
+}
+
+static int
+s_top1 (const float *a, const float *b, int n, int vocab)
+{
+    int agree = 0;
+    for (int t = 0; t < n; t++)
+        agree += s_argmax (a + (size_t) t * vocab, vocab) == s_argmax (b + (size_t) t * vocab, vocab);
+    return agree;
+}
+
+//  GPU w8 (gpu.h: the CPU engine's group-wise int8 numerics) against the
+//  CPU engine's w8 on the same quants and scales, on the tiny model:
+//  prefill, verify-sized chunks and decode.
+Test (gpu_model, tiny_w8_matches_cpu_w8, .fini = s_cleanup)
+{
+    s_need_device ();
+    const char *path = s_tiny ();
+    model_t *cpu = s_cpu_fmt (path, QFMT_W8);
+    const model_config_t *c = model_config (cpu);
+    enum { N = 40 };
+    int32_t tokens[N];
+    s_tokens (tokens, N, c->vocab_size, 3);
+    float *ref = s_cpu_logits (cpu, tokens, N);
+    gpu_model_t *g = s_gpu (cpu, GPU_FMT_W8, 2, 128);
+    int chunks[3] = { N, 5, 1 };
+    for (int k = 0; k < 3; k++) {
+        float *got = s_gpu_logits_x (g, cpu, tokens, N, chunks[k]);
+        double err = s_rel_err (got, ref, (size_t) N * c->vocab_size);
+        int agree = s_top1 (got, ref, N, c->vocab_size);
+        printf ("TINY w8 vs CPU w8, chunks of %d: rel logit err %.3e, top-1 %d/%d\n", chunks[k], err, agree, N);
+        //  Same quantized arithmetic; only fp32 summation orders and the
+        //  fp16 KV cache differ.
+        cr_expect_leq (err, 1e-2, "w8 chunk %d: relative logit error %.3e", chunks[k], err);
+        cr_expect_geq (agree, N - 1, "w8 chunk %d: top-1 %d/%d", chunks[k], agree, N);
+        free (got);
+    }
+    gpu_model_destroy (&g);
+    free (ref);
+    model_destroy (&cpu);
+}
+
+//  Issue 5's accuracy criterion on SmolLM2: GPU w8 vs the CPU backend's w8
+//  on the same weights (the CPU w8 model's quants and fp16 scales are
+//  uploaded bit for bit), top-1 >= 0.995 over the text; also reported
+//  against the CPU's f32 forward (the format's own quantization loss).
+Test (gpu_model, smollm2_w8_vs_cpu_w8, .timeout = 600)
+{
+    s_need_device ();
+    const char *path = getenv ("SPLITMESH_MODEL");
+    if (!path || access (path, R_OK) != 0)
+        cr_skip_test ("SPLITMESH_MODEL (SmolLM2-135M GGUF) not set or not readable");
+    model_t *cpu = s_cpu_fmt (path, QFMT_W8);
+    const model_config_t *c = model_config (cpu);
+    char err[256];
+    tokenizer_t *tk = tokenizer_new_from_gguf (model_gguf (cpu), err, sizeof err);
+    cr_assert_not_null (tk, "%s", err);
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    cr_assert_eq (tokenizer_encode (tk, s_text, strlen (s_text), true, false, &ids, &n_ids, err, sizeof err), 0);
+    int N = (int) n_ids;
+    float *ref_w8 = s_cpu_logits (cpu, ids, N);
+    model_t *cpu32 = s_cpu_fmt (path, QFMT_F32);
+    float *ref_f32 = s_cpu_logits (cpu32, ids, N);
+    model_destroy (&cpu32);
+    int a0 = s_top1 (ref_w8, ref_f32, N, c->vocab_size);
+    printf ("SMOLLM2 CPU w8 vs CPU f32: rel logit err %.3e, top-1 agreement %d/%d = %.4f\n",
+            s_rel_err (ref_w8, ref_f32, (size_t) N * c->vocab_size), a0, N, (double) a0 / N);
+    gpu_model_t *g = s_gpu (cpu, GPU_FMT_W8, 2, 512);
+    int chunks[2] = { 64, 5 };
+    for (int k = 0; k < 2; k++) {
+        float *got = s_gpu_logits_x (g, cpu, ids, N, chunks[k]);
+        int a = s_top1 (got, ref_w8, N, c->vocab_size), b = s_top1 (got, ref_f32, N, c->vocab_size);
+        double e = s_rel_err (got, ref_w8, (size_t) N * c->vocab_size);
+        double e32 = s_rel_err (got, ref_f32, (size_t) N * c->vocab_size);
+        printf ("SMOLLM2 w8 (chunks of %d) vs CPU w8, same weights: rel logit err %.3e, top-1 agreement "
+                "%d/%d = %.4f\n", chunks[k], e, a, N, (double) a / N);
+        printf ("SMOLLM2 w8 (chunks of %d) vs CPU f32: rel logit err %.3e, top-1 agreement %d/%d = %.4f\n",
+                chunks[k], e32, b, N, (double) b / N);
+        cr_expect_geq ((double) a / N, 0.995, "w8 chunks of %d: top-1 agreement with CPU w8 %d/%d",
+                       chunks[k], a, N);
+        free (got);
+    }
+    gpu_model_destroy (&g);
+    free (ref_w8);
+    free (ref_f32);
+    free (ids);
+    tokenizer_destroy (&tk);
+    model_destroy (&cpu);
+}
+
 Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
 {
     s_need_device ();
     const char *path = getenv ("SPLITMESH_MODEL");
     if (!path || access (path, R_OK) != 0)
         cr_skip_test ("SPLITMESH_MODEL (SmolLM2-135M GGUF) not set or not readable");
-    const char *text =
-        "The history of the printing press begins in the fifteenth century, when Johannes "
-        "Gutenberg combined movable metal type, oil-based inks and a wooden press adapted from "
-        "those used to make wine. Within a few decades printing shops had opened in more than "
-        "two hundred cities across Europe, and the price of books fell so far that ordinary "
-        "merchants could own a small library. Scholars argue about how much the new technology "
-        "changed the way people thought, but it is clear that it made the rapid spread of ideas "
-        "possible: pamphlets, newspapers and scientific journals all followed. Today we face a "
-        "similar question about computers and the internet. Information moves faster than ever, "
-        "yet the skills needed to judge its quality remain the same ones that careful readers "
-        "have always needed: asking who wrote a text, why, and what evidence supports it. "
-        "Teachers therefore spend less time on memorising facts and more time on teaching "
-        "students how to find, check and combine sources. The question of what to teach next "
-        "will not be settled soon, and every generation will answer it again in its own way.";
+    const char *text = s_text;
     model_t *cpu = s_cpu (path, 0, -1, true, true);
     const model_config_t *c = model_config (cpu);
     char err[256];
