@@ -99,6 +99,49 @@ s_gpu_greedy (model_t *cpu, gpu_model_t *gpu, sm_ref_t *ref, const int32_t *prom
     return got;
 }
 
+//  Diagnostic: the reference's tokens fed back in chunks of 5 rows after
+//  the prompt (as verifies feed them): positions whose argmax differs
+//  from the token the one-row steps chose. 0 when a row's result does not
+//  depend on how many rows share its pass.
+static int
+s_chunked_differences (model_t *cpu, gpu_model_t *gpu, const int32_t *prompt, size_t n_prompt,
+                       const int32_t *gen, size_t n_gen)
+{
+    const model_config_t *c = model_config (cpu);
+    size_t n = n_prompt + n_gen;
+    int32_t *all = malloc (n * sizeof *all);
+    float *x = malloc (n * (size_t) c->dim * sizeof *x);
+    float *logits = malloc (5 * (size_t) c->vocab_size * sizeof *logits);
+    cr_assert (all && x && logits);
+    memcpy (all, prompt, n_prompt * sizeof *all);
+    memcpy (all + n_prompt, gen, n_gen * sizeof *all);
+    cr_assert_eq (model_embed (cpu, all, (int) n, x), 0);
+    int session = gpu_session_open (gpu);
+    int diffs = 0;
+    size_t p = 0;
+    while (p < n) {
+        size_t m = p == 0 ? n_prompt : n - p < 5 ? n - p : 5;
+        gpu_seq_t seq = { session, (int) p, (int) m, NULL, x + p * c->dim };
+        gpu_out_t o = { .x = x + p * c->dim };
+        cr_assert_eq (gpu_forward_batch_from (gpu, 0, &seq, 1, &o), 0, "%s", gpu_model_error (gpu));
+        //  The head on the last row of the prompt, or on every row of a chunk.
+        size_t h0 = p == 0 ? m - 1 : 0;
+        gpu_out_t h = { .logits = logits };
+        cr_assert_eq (gpu_model_head (gpu, x + (p + h0) * c->dim, (int) (m - h0), &h), 0);
+        for (size_t r = h0; r < m; r++) {
+            size_t next = p + r + 1;        //  the token this row predicts
+            if (next < n && s_argmax (logits + (r - h0) * (size_t) c->vocab_size, c->vocab_size) != all[next])
+                diffs++;
+        }
+        p += m;
+    }
+    gpu_session_close (gpu, session);
+    free (all);
+    free (x);
+    free (logits);
+    return diffs;
+}
+
 Test (gpu_mesh, mesh_equals_gpu_target_only_greedy, .timeout = 900)
 {
     if (gpu_device_count () == 0)
@@ -132,6 +175,16 @@ Test (gpu_mesh, mesh_equals_gpu_target_only_greedy, .timeout = 900)
         size_t n;
         cr_assert_eq (sm_ref_tokenize (ref, s_prompts [p], &ids, &n), 0);
         n_refs [p] = s_gpu_greedy (cpu, gpu, ref, ids, n, S_TOKENS, refs [p]);
+        //  Diagnostics: a second run of the reference, and the same tokens
+        //  fed in verify-sized chunks.
+        int32_t again [S_TOKENS];
+        size_t n_again = s_gpu_greedy (cpu, gpu, ref, ids, n, S_TOKENS, again);
+        size_t same = 0;
+        while (same < n_again && same < n_refs [p] && again [same] == refs [p][same])
+            same++;
+        fprintf (stderr, "gpu_mesh: %s prompt %d: reference repeated equal prefix %zu of %zu; "
+                 "chunks of 5 differ at %d positions\n", gpu_fmt_name (fmt), p, same, n_refs [p],
+                 s_chunked_differences (cpu, gpu, ids, n, refs [p], n_refs [p]));
         free (ids);
     }
     gpu_model_destroy (&gpu);
