@@ -30,6 +30,8 @@ out = {
     "fp16_8b_verify_ms": f16.get("verify_ms"),
     "fp16_8b_floor_ms": f16.get("floor_ms"),
     "fp16_8b_verify_ratio_to_floor": f16.get("verify_ratio_to_floor"),
+    "w8_8b_verify_ms": bench.get("w8_8b", {}).get("verify_ms"),
+    "w8_8b_verify_ratio_to_floor": bench.get("w8_8b", {}).get("verify_ratio_to_floor"),
     "torch_fp16_8b_verify_ms": t1,
     "speedup_vs_torch_fp16": (t1 / f16["verify_ms"]) if t1 and f16.get("verify_ms") else None,
     "speedup_w8a8_vs_torch_fp16": (t1 / w8["verify_ms"]) if t1 and w8.get("verify_ms") else None,
@@ -47,6 +49,26 @@ for n in ("fp16", "w8a8"):
     out[f"smollm2_{n}_verify_ms_graphs"] = d.get("verify_ms_graphs")
     out[f"smollm2_{n}_verify_ms_no_graphs"] = d.get("verify_ms_no_graphs")
 for line in tests.splitlines():
+    if line.startswith("SMOLLM2 w8 (chunks of 5) vs CPU w8"):
+        try:
+            out["w8_top1_vs_cpu_w8_same_weights"] = float(line.rsplit("= ", 1)[1])
+        except ValueError:
+            pass
+    if line.startswith("SMOLLM2 w8 (chunks of 5) vs CPU f32"):
+        try:
+            out["w8_top1_vs_cpu_f32"] = float(line.rsplit("= ", 1)[1])
+        except ValueError:
+            pass
+    if line.startswith("SMOLLM2 w8a8: "):
+        try:
+            out["w8a8_top1_vs_cpu_f32"] = float(line.rsplit("= ", 1)[1])
+        except ValueError:
+            pass
+    if line.startswith("SMOLLM2 fp16: "):
+        try:
+            out["fp16_rel_logit_err_vs_cpu_f32"] = float(line.split("rel logit err ")[1].split(",")[0])
+        except (ValueError, IndexError):
+            pass
     if line.startswith("SMOLLM2 "):
         out.setdefault("smollm2_gpu_vs_cpu", []).append(line[8:].strip())
 service = {}
@@ -62,9 +84,10 @@ for s in ("1", "8", "32", "64"):
     for label, key in (("capacity_64", "batched"), ("capacity_1", "unbatched")):
         out[f"service_smollm2_verified_tps_{s}_sessions_{key}"] = \
             service.get(label, {}).get("sessions", {}).get(s, {}).get("verified_tps")
-mesh = [l.strip() for l in tests.splitlines() if l.startswith("gpu_mesh:")]
+mesh = [l.strip() for l in tests.splitlines() if l.startswith("gpu_mesh:") and " k=" in l]
+mesh_diag = [l.strip() for l in tests.splitlines() if l.startswith("gpu_mesh:") and "reference repeated" in l]
 if mesh:
-    out["mesh_greedy_lines"] = mesh
+    out["mesh_greedy_lines"] = mesh + mesh_diag
     out["mesh_greedy_generations"] = len(mesh)
     import re
     eq = 0
@@ -102,7 +125,10 @@ if service:
                   f"{f(out[f'service_smollm2_verified_tps_{s}_sessions_unbatched'], '.0f')} |")
 if mesh:
     md += ["", f"Mesh at temperature 0 vs GPU target-only greedy: {out['mesh_greedy_equal']} of {len(mesh)} generations equal.", ""]
-    md += ["    " + l for l in mesh]
+    md += ["    " + l for l in mesh + mesh_diag]
+if out.get("w8_8b_verify_ms"):
+    md += ["", f"w8 (CPU w8 numerics, groups of 32) 8B verify: {f(out['w8_8b_verify_ms'])} ms, "
+           f"{f(out['w8_8b_verify_ratio_to_floor'], '.2f')}x its floor."]
 md += ["", "| SmolLM2-135M | fp16 | w8a8 |", "| --- | --- | --- |"]
 for k, label in (("verify_ms_graphs", "verify 5 positions, graphs, ms"),
                  ("verify_ms_no_graphs", "verify 5 positions, no graphs, ms"),
