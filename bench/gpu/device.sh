@@ -49,8 +49,8 @@ if [ $SKIP_TESTS = 0 ]; then
   [ -f "$MODEL" ] && export SPLITMESH_MODEL=$MODEL
   "$D/bin/test_gpu_model" --jobs=1 --verbose > "$OUT/test_gpu_model.log" 2>&1 || status=1
   "$D/bin/test_gpu_target" --jobs=1 --verbose > "$OUT/test_gpu_target.log" 2>&1 || status=1
-  #  The mesh check: fp16 and w8a8 cloud-targets against GPU target-only greedy.
-  for fmt in fp16 w8a8; do
+  #  The mesh check: fp16, w8a8 and w8 cloud-targets against GPU target-only greedy.
+  for fmt in fp16 w8a8 w8; do
     SPLITMESH_GPU_FORMAT=$fmt "$D/bin/test_gpu_mesh" --jobs=1 --verbose > "$OUT/test_gpu_mesh_$fmt.log" 2>&1 || status=1
   done
   grep -h -E "Synthesis|SMOLLM2|FAIL|\[FAIL\]|rel err|Assertion|histogram|gpu_mesh:" "$OUT/test_gpu.log" \
