@@ -14,8 +14,9 @@
       2. One call evaluates many sessions at once: gpu_forward_batch takes a
          list of (session, pos, n positions) and runs them as one forward
          pass over all their positions; every session's keys and values live
-         in one paged fp16 cache (pages of page_size positions, handed out
-         as positions are appended and returned on truncate/close).
+         in one paged cache, fp16 (fp32 in format w8), in pages of page_size
+         positions handed out as positions are appended and returned on
+         truncate/close.
     Decode-sized batches (<= graph_max_tokens positions) replay a captured
     CUDA graph per batch size, so small models are not launch-bound.
 

@@ -209,12 +209,23 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
         k_emit_q<W8> (xf, (int8_t *) act, xs, t, dim, amax, sh);
 }
 
+//  The KV cache's element: fp16, but fp32 for w8 (W8 == 2), whose point is
+//  the CPU engine's numerics (its cache is fp32: an fp16 cache alone
+//  perturbs the attention by ~5e-4, which the int8 rounding amplifies).
+template <int W8> struct k_kv { typedef __half T; };
+template <> struct k_kv<2> { typedef float T; };
+
+static __device__ __forceinline__ void k_kv_store (__half *p, float v) { *p = __float2half (v); }
+static __device__ __forceinline__ void k_kv_store (float *p, float v) { *p = v; }
+static __device__ __forceinline__ float k_kv_load (const __half *p) { return __half2float (*p); }
+static __device__ __forceinline__ float k_kv_load (const float *p) { return *p; }
+
 //  Splits the QKV product: RoPE on q (to q, fp32) and k, and k, v into the
 //  paged cache at the token's position. One block per token.
 template <int W8>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
-            __half *kc, __half *vc, const int32_t *block_table, const int32_t *tok_pos,
+            typename k_kv<W8>::T *kc, typename k_kv<W8>::T *vc, const int32_t *block_table, const int32_t *tok_pos,
             const int32_t *tok_slot, const float *cos_t, const float *sin_t,
             int q_dim, int kv_dim, int head_dim, int page_size, int max_blocks)
 {
@@ -237,12 +248,12 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
             q[(size_t) t * q_dim + c + 1] = y1;
         }
         else {
-            kc[cbase + c - q_dim] = __float2half (y0);
-            kc[cbase + c - q_dim + 1] = __float2half (y1);
+            k_kv_store (&kc[cbase + c - q_dim], y0);
+            k_kv_store (&kc[cbase + c - q_dim + 1], y1);
         }
     }
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x)
-        vc[cbase + i] = __float2half (k_load<W8> (raw, w_scale, x_scale, t, q_dim + kv_dim + i, N));
+        k_kv_store (&vc[cbase + i], k_load<W8> (raw, w_scale, x_scale, t, q_dim + kv_dim + i, N));
 }
 
 //  Causal attention of token t's query head h over its session's
@@ -254,9 +265,9 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
 //  so at ctx 256 a warp walks 16 positions instead of 64.
 #define K_ATT_WARPS 16
 #define K_ATT_UNROLL 4
-template <int EPL>
+template <int EPL, typename KV>
 static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
-k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *block_table,
+k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
              const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
              int kv_dim, int page_size, int max_blocks, float scale)
 {
@@ -287,8 +298,8 @@ k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *
                 size_t base = ((size_t) bt[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
 #pragma unroll
                 for (int e = 0; e < EPL; e++) {
-                    kx[u][e] = __half2float (kc[base + lane + 32 * e]);
-                    vx[u][e] = __half2float (vc[base + lane + 32 * e]);
+                    kx[u][e] = k_kv_load (&kc[base + lane + 32 * e]);
+                    vx[u][e] = k_kv_load (&vc[base + lane + 32 * e]);
                 }
             }
         }

@@ -85,7 +85,7 @@ struct _gpu_model_t {
     float *inv_freq;            //  (head_dim / 2)
 
     //  KV pool: per layer (n_pages, page_size, kv_dim) fp16.
-    __half *kcache, *vcache;
+    void *kcache, *vcache;      //  fp16, or fp32 for w8 (k_kv)
     size_t layer_stride;        //  elements per layer
     int max_blocks;             //  pages per session at max_ctx
     std::vector<int> *free_pages;
@@ -407,7 +407,8 @@ s_alloc_run (gpu_model_t *self)
     size_t ebytes = s_w8 (self) ? 4 : 2;
 
     self->layer_stride = (size_t) self->opts.n_pages * self->opts.page_size * c->kv_dim;
-    size_t kv_bytes = self->layer_stride * (n_layers > 0 ? n_layers : 1) * sizeof (__half);
+    size_t kv_bytes = self->layer_stride * (n_layers > 0 ? n_layers : 1)
+                    * (s_g32 (self) ? sizeof (float) : sizeof (__half));
     S_CUDA (cudaMalloc (&self->kcache, kv_bytes));
     S_CUDA (cudaMalloc (&self->vcache, kv_bytes));
     S_CUDA (cudaMemset (self->kcache, 0, kv_bytes));
@@ -506,16 +507,18 @@ s_plan (gpu_model_t *self, int n, int k, int t)
 //  Launches the skinny GEMM for t <= K_SKINNY_MAX_T tokens.
 template <int T>
 static void
-s_skinny (gpu_model_t *self, const s_mat_t *W)
+s_skinny (gpu_model_t *self, const s_mat_t *W, int t0)
 {
     int rows_per_block = K_SK_WARPS * K_SK_ROWS;
     int blocks = (W->n + rows_per_block - 1) / rows_per_block;
     if (s_w8 (self))
         k_skinny_i8<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
-            (const int8_t *) W->data, (const int8_t *) self->act, (int32_t *) self->raw, W->n, W->cols);
+            (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
+            (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
     else
         k_skinny_f16<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
-            (const __half *) W->data, (const __half *) self->act, (__half *) self->raw, W->n, W->cols);
+            (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
+            (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
 }
 
 //  raw (t x W.n) = act (t x W.cols) W^T, in the model's format: the
@@ -557,18 +560,26 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t)
 {
     if (s_g32 (self))
         return s_gemm_g32 (self, W, t);
-    if (self->opts.skinny_gemm && t <= K_SKINNY_MAX_T && W->cols % 16 == 0) {
-        switch (t) {
-            case 1: s_skinny<1> (self, W); break;
-            case 2: s_skinny<2> (self, W); break;
-            case 3: s_skinny<3> (self, W); break;
-            case 4: s_skinny<4> (self, W); break;
-            case 5: s_skinny<5> (self, W); break;
-            case 6: s_skinny<6> (self, W); break;
-            case 7: s_skinny<7> (self, W); break;
-            default: s_skinny<8> (self, W); break;
+    //  fp16 up to 16 positions also runs the skinny kernel, 8 positions a
+    //  launch: each row's product is then the one it gets alone (cuBLASLt
+    //  sums in another order), so a verify of up to 15 drafts gives the
+    //  one-position steps' results bit for bit (int8 products are exact
+    //  either way).
+    int max_t = s_w8 (self) ? K_SKINNY_MAX_T : 2 * K_SKINNY_MAX_T;
+    if (self->opts.skinny_gemm && t <= max_t && W->cols % 16 == 0) {
+        for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
+            switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
+                case 1: s_skinny<1> (self, W, t0); break;
+                case 2: s_skinny<2> (self, W, t0); break;
+                case 3: s_skinny<3> (self, W, t0); break;
+                case 4: s_skinny<4> (self, W, t0); break;
+                case 5: s_skinny<5> (self, W, t0); break;
+                case 6: s_skinny<6> (self, W, t0); break;
+                case 7: s_skinny<7> (self, W, t0); break;
+                default: s_skinny<8> (self, W, t0); break;
+            }
+            S_LAUNCH ();
         }
-        S_LAUNCH ();
         return 0;
     }
     t = (t + 3) / 4 * 4;
@@ -958,8 +969,9 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     }
     for (int l = l0; l < n_layers; l++) {
         const s_layer_t *L = &(*self->layers)[l];
-        __half *kc = self->kcache + (size_t) l * self->layer_stride;
-        __half *vc = self->vcache + (size_t) l * self->layer_stride;
+        typedef typename k_kv<W8>::T kv_t;
+        kv_t *kc = (kv_t *) self->kcache + (size_t) l * self->layer_stride;
+        kv_t *vc = (kv_t *) self->vcache + (size_t) l * self->layer_stride;
 
         if (s_gemm (self, &L->wqkv, t))
             return -1;
@@ -971,7 +983,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         dim3 grid (t, c->n_heads);
         float scale = 1.0f / sqrtf ((float) c->head_dim);
         int group = c->n_heads / c->n_kv_heads;
-#define S_ATT(E) k_attention<E><<<grid, K_ATT_WARPS * 32, 0, st>>> (self->q, kc, vc, \
+#define S_ATT(E) k_attention<E, kv_t><<<grid, K_ATT_WARPS * 32, 0, st>>> (self->q, kc, vc, \
             self->d_block_table, tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, \
             self->opts.page_size, self->max_blocks, scale)
         switch (c->head_dim / 32) {

@@ -11,8 +11,10 @@
     here with the calls the service's CUDA table makes (host embedding,
     gpu_forward_batch_from over every layer, gpu_model_head, the first
     largest logit): prefill of the prompt in one call, then one token a
-    step. Speculation (k drafts verified as k + 1 rows) must change
-    nothing: the verify kernels compute each row as the one-row step does.
+    step. Speculation (k drafts verified as k + 1 rows; the edge adapts k)
+    must change nothing: passes of up to 16 rows (8 in w8a8, whose cuBLASLt
+    int32 products are exact anyway) compute each row with the kernels of
+    the one-row step.
     Prompts run one after another (no other session shares the batches).
 */
 #include <criterion/criterion.h>

@@ -88,7 +88,7 @@ s_kv_truncate (target_kv_t *kv_, int n_pos)
     gpu_session_truncate (kv->impl->gpu, kv->session, n_pos);
 }
 
-//  Bytes of the pages the session holds (fp16 keys and values).
+//  Bytes of the pages the session holds (keys and values, fp16 or fp32).
 static size_t
 s_kv_bytes (const target_kv_t *kv_)
 {
@@ -100,7 +100,8 @@ s_kv_bytes (const target_kv_t *kv_)
     gpu_model_range (g, &first, &last, NULL, NULL);
     int pos = gpu_session_pos (g, kv->session);
     size_t pages = pos > 0 ? (size_t) (pos + o->page_size - 1) / o->page_size : 0;
-    return pages * o->page_size * (size_t) (last - first) * c->kv_dim * 2 * 2;
+    size_t elem = o->format == GPU_FMT_W8 ? 4 : 2;     //  w8 keeps an fp32 cache
+    return pages * o->page_size * (size_t) (last - first) * c->kv_dim * 2 * elem;
 }
 
 static int
