@@ -197,19 +197,40 @@ s_gpu_logits (gpu_model_t *g, const int32_t *tokens, int n, int chunk)
 typedef struct {
     int rows, cols;
     int8_t *q;                  //  (rows, cols)
-    float *s;                   //  (rows)
+    float *s;                   //  (rows), or (rows, cols / 32) with s_ref_g32
 } s_i8_t;
+
+//  The reference in groups of 32 (the GPU's w8 format: the CPU engine's w8
+//  numerics) instead of per row / per token; fp32 KV cache and embeddings.
+static bool s_ref_g32;
 
 static s_i8_t
 s_i8_new (const qmatrix_t *m)
 {
     s_i8_t w = { qmatrix_rows (m), qmatrix_cols (m), NULL, NULL };
     w.q = malloc ((size_t) w.rows * w.cols);
-    w.s = malloc ((size_t) w.rows * sizeof (float));
+    w.s = malloc ((size_t) w.rows * (w.cols / 32 + 1) * sizeof (float));
     float *row = malloc ((size_t) w.cols * sizeof (float));
     cr_assert (w.q && w.s && row);
     for (int r = 0; r < w.rows; r++) {
         qmatrix_get_row (m, r, row);
+        if (s_ref_g32) {
+            //  quant.c's s_quant_group_w8.
+            for (int g = 0; g < w.cols / 32; g++) {
+                const float *x = row + g * 32;
+                float amax = 0;
+                for (int j = 0; j < 32; j++)
+                    amax = fmaxf (amax, fabsf (x[j]));
+                float d = (float) (_Float16) (amax / 127.0f);
+                float id = d != 0.0f ? 1.0f / d : 0.0f;
+                for (int j = 0; j < 32; j++) {
+                    long v = lrintf (x[j] * id);
+                    w.q[(size_t) r * w.cols + g * 32 + j] = (int8_t) (v < -127 ? -127 : v > 127 ? 127 : v);
+                }
+                w.s[(size_t) r * (w.cols / 32) + g] = d;
+            }
+            continue;
+        }
         float amax = 0;
         for (int c = 0; c < w.cols; c++)
             amax = fmaxf (amax, fabsf (row[c]));
@@ -256,6 +277,39 @@ s_i8_mv (const s_i8_t *W, const float *x_in, float *y)
     cr_assert (xq && x);
     for (int c = 0; c < W->cols; c++)
         x[c] = s_perturb (x_in[c]);
+    if (s_ref_g32) {
+        //  kernels.c's kernels_quantize_act_ref and s_matmul_w8.
+        int G = W->cols / 32;
+        float *dx = malloc ((size_t) G * sizeof (float));
+        cr_assert (dx);
+        for (int g = 0; g < G; g++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++)
+                amax = fmaxf (amax, fabsf (x[g * 32 + j]));
+            float dg = amax >= 1e-30f ? amax / 127.0f : 0.0f;
+            float id = dg != 0.0f ? 1.0f / dg : 0.0f;
+            for (int j = 0; j < 32; j++) {
+                float fv = nearbyintf (x[g * 32 + j] * id);
+                xq[g * 32 + j] = (int8_t) (!(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv);
+            }
+            dx[g] = dg;
+        }
+        for (int r = 0; r < W->rows; r++) {
+            const int8_t *wr = W->q + (size_t) r * W->cols;
+            float acc = 0.0f;
+            for (int g = 0; g < G; g++) {
+                int32_t isum = 0;
+                for (int j = 0; j < 32; j++)
+                    isum += (int32_t) wr[g * 32 + j] * xq[g * 32 + j];
+                acc += W->s[(size_t) r * G + g] * dx[g] * (float) isum;
+            }
+            y[r] = acc;
+        }
+        free (dx);
+        free (xq);
+        free (x);
+        return;
+    }
     float amax = 0;
     for (int c = 0; c < W->cols; c++)
         amax = fmaxf (amax, fabsf (x[c]));
@@ -362,8 +416,8 @@ s_w8ref_layer (const model_t *cpu, const s_w8ref_t *R, int l, float *X, int n)
         }
         float *kl = kc + (size_t) p * kvd, *vl = vc + (size_t) p * kvd;
         for (int i = 0; i < kvd; i++) {
-            kl[i] = s_h (buf[qd + i]);
-            vl[i] = s_h (buf[qd + kvd + i]);
+            kl[i] = s_ref_g32 ? buf[qd + i] : s_h (buf[qd + i]);
+            vl[i] = s_ref_g32 ? buf[qd + kvd + i] : s_h (buf[qd + kvd + i]);
         }
         float scale = 1.0f / sqrtf ((float) hd);
         for (int h = 0; h < c->n_heads; h++) {
@@ -429,7 +483,7 @@ s_w8a8_ref_logits_x (const model_t *cpu, const int32_t *tokens, int n, float *xs
     cr_assert (X && logits);
     for (int p = 0; p < n; p++) {
         qmatrix_get_row (cpu->w.token_embd, tokens[p], X + (size_t) p * dim);
-        for (int i = 0; i < dim; i++)
+        for (int i = 0; i < dim && !s_ref_g32; i++)
             X[(size_t) p * dim + i] = s_h (X[(size_t) p * dim + i]);
     }
     for (int l = 0; l < R.L; l++) {
@@ -459,6 +513,77 @@ s_agree (const float *a, const float *ref, int n, int V)
     for (int t = 0; t < n; t++)
         agree += s_argmax (a + (size_t) t * V, V) == s_argmax (ref + (size_t) t * V, V);
     return (double) agree / n;
+}
+
+//  No device needed: the plain-C reference in groups of 32 (the GPU's w8
+//  arithmetic, written from kernels.c and quant.c; on the H100 the GPU's
+//  w8 pass is exactly as far from the engine as this reference: rel
+//  7.196e-3 both) against the CPU engine's w8 forward on the
+//  same weights, on the tiny model: every layer alone on the engine's own
+//  input, and the head, agree to float rounding (1e-7) on every token but
+//  one (layer 0, token 18: 4.5e-3, one int8 rounding flip), so the
+//  arithmetic is the engine's; the whole pass drifts (7.2e-3 here) because
+//  such flips, set off by 1e-7 differences of summation order, carry on
+//  through the layers and the cache, as for W8A8
+//  (w8a8_reference_amplifies_rounding). This is why GPU w8 vs CPU w8 on
+//  SmolLM2 stays at 0.976 top-1 (gpu/NOTES.md).
+Test (gpu_model, w8_reference_layers_match_cpu_w8, .fini = s_cleanup)
+{
+    const char *path = s_tiny ();
+    model_options_t o = model_options_default ();
+    o.format = QFMT_W8;
+    char err[256] = "";
+    model_t *cpu = model_load (path, &o, err, sizeof err);
+    cr_assert_not_null (cpu, "%s", err);
+    const model_config_t *c = model_config (cpu);
+    int V = c->vocab_size, D = c->dim;
+    enum { N = 40 };
+    int32_t tokens[N];
+    s_tokens (tokens, N, V, 3);
+    float *ref = s_cpu_logits (cpu, tokens, N);
+    s_ref_g32 = true;
+    float *got = s_w8a8_ref_logits (cpu, tokens, N);
+    double e = s_rel_err (got, ref, (size_t) N * V);
+    printf ("TINY w8 C reference vs CPU engine w8, whole pass: rel logit err %.3e, top-1 %d/%d\n", e,
+            (int) (s_agree (got, ref, N, V) * N + 0.5), N);
+    //  Layer by layer on the engine's activations, then the head.
+    float *x1 = malloc ((size_t) N * D * sizeof (float)), *x2 = malloc ((size_t) N * D * sizeof (float));
+    float *l2 = malloc ((size_t) N * V * sizeof (float));
+    kvcache_t *kv = kvcache_new (cpu, N);
+    cr_assert (x1 && x2 && l2 && kv);
+    cr_assert_eq (model_embed (cpu, tokens, N, x1), 0);
+    s_w8ref_t R = s_w8ref_new (cpu);
+    for (int l = 0; l < c->n_layers; l++) {
+        memcpy (x2, x1, (size_t) N * D * sizeof (float));
+        cr_assert_eq (model_forward (cpu, kv, l, l + 1, 0, N, x1), 0);
+        s_w8ref_layer (cpu, &R, l, x2, N);
+        //  Tokens off by more than float rounding: each such token is one
+        //  int8 rounding flip (a value within an ulp of a .5 boundary).
+        int off = 0;
+        for (int t = 0; t < N; t++) {
+            double et = s_rel_err (x2 + (size_t) t * D, x1 + (size_t) t * D, D);
+            if (et > 1e-5) {
+                off++;
+                printf ("TINY w8 C reference vs CPU engine w8, layer %d alone: token %d off by %.3e\n",
+                        l, t, et);
+            }
+        }
+        printf ("TINY w8 C reference vs CPU engine w8, layer %d alone: %d of %d tokens beyond 1e-5\n",
+                l, off, N);
+        cr_expect_leq (off, 2, "layer %d: %d tokens differ beyond float rounding", l, off);
+    }
+    float *l1 = malloc ((size_t) N * V * sizeof (float));
+    cr_assert_eq (model_head (cpu, x1, N, l1), 0);
+    s_w8ref_head (cpu, &R, x1, N, l2);
+    double eh = s_rel_err (l2, l1, (size_t) N * V);
+    cr_expect_leq (eh, 1e-5, "head: rel err %.3e", eh);
+    s_ref_g32 = false;
+    s_w8ref_free (&R);
+    kvcache_destroy (&kv);
+    free (x1); free (x2); free (l1); free (l2);
+    free (ref);
+    free (got);
+    model_destroy (&cpu);
 }
 
 Test (gpu_model, tiny_w8a8_matches_w8a8_reference, .fini = s_cleanup)
@@ -1383,3 +1508,4 @@ Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
     tokenizer_destroy (&tk);
     model_destroy (&cpu);
 }
+
