@@ -16,3 +16,4 @@ set(TIMEOUT_gpu_model 900)
 # tokenizer_golden: ~19 s idle (3 MB corpus, every code point, 4 vocabularies); slack for a loaded machine
 set(TIMEOUT_tokenizer_golden 300)
 set(TIMEOUT_offline 300)
+set(TIMEOUT_gpu_mesh 900)   # GPU hosts only (skips elsewhere): a mesh per format, 12 generations each
