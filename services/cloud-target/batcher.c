@@ -51,12 +51,18 @@ batcher_options_default (const service_config_t *config)
     return o;
 }
 
-//  Sends reply (NULL: 500) to client as the FINAL of its request.
+//  Sends reply (NULL: 500) to the client of e as the FINAL of its request;
+//  with -v, logs it as service_actor_run does (tests count these lines).
 static void
-s_send (s_batcher_t *self, zframe_t *client, zframe_t *reply)
+s_send (s_batcher_t *self, const s_entry_t *e, zframe_t *reply)
 {
+    zframe_t *client = e->client;
     if (!reply)
         reply = service_error (500, "%s: out of memory", self->service);
+    if (self->verbose)
+        zsys_info ("%s: %zu-byte request -> %zu-byte reply in %.2f ms", self->service,
+                   e->request? zframe_size (zmsg_first (e->request)): 0, reply? zframe_size (reply): 0,
+                   (zclock_usecs () - e->arrived) / 1000.0);
     service_count_reply (self->metrics, reply);
     zmsg_t *msg = zmsg_new ();
     if (reply)
@@ -87,7 +93,7 @@ s_drain (s_batcher_t *self)
             reply = service_error (503, "%s: %d requests already queued", self->service, self->cap);
         }
         if (reply) {
-            s_send (self, client, reply);
+            s_send (self, &e, reply);
             s_entry_free (&e);
         }
         else
@@ -128,7 +134,7 @@ s_batch (s_batcher_t *self)
             reply = service_error (500, "%s: request deferred with an empty batch", self->service);
         }
         if (a == BATCHER_REPLY) {
-            s_send (self, e->client, reply);
+            s_send (self, e, reply);
             s_entry_free (e);
             continue;
         }
@@ -151,7 +157,7 @@ s_batch (s_batcher_t *self)
         zsys_info ("%s: batch of %d requests in %.2f ms", self->service, n_jobs,
                    (zclock_usecs () - start) / 1000.0);
     for (int j = 0; j < n_jobs; j++) {
-        s_send (self, self->job_entries [j].client, self->replies [j]);
+        s_send (self, &self->job_entries [j], self->replies [j]);
         s_entry_free (&self->job_entries [j]);
     }
 }
@@ -215,7 +221,7 @@ batcher_run (zsock_t *pipe, const service_config_t *config, const char *service,
     }
     //  Whatever is still queued at $TERM gets an answer.
     for (int i = 0; i < self.n_queue; i++) {
-        s_send (&self, self.queue [i].client, service_error (503, "%s: stopping", service));
+        s_send (&self, &self.queue [i], service_error (503, "%s: stopping", service));
         s_entry_free (&self.queue [i]);
     }
     zpoller_destroy (&poller);
