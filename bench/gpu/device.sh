@@ -40,7 +40,7 @@ CUBLAS=$( (ls -d /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda
          while read -r d; do [ -e "$d/libcublasLt.so.13" ] && echo "$d"; done | head -1)
 export LD_LIBRARY_PATH=$D/lib${CUBLAS:+:$CUBLAS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export SPLITMESH_BIN_DIR=$D/bin SPLITMESH_SOURCE_DIR=$PWD
-{ nvidia-smi; echo "cublasLt from: $CUBLAS"; ldd "$D/bin/bench_gpu"; } > "$OUT/env.txt" 2>&1
+{ uptime; nvidia-smi; echo "cublasLt from: $CUBLAS"; ldd "$D/bin/bench_gpu"; } > "$OUT/env.txt" 2>&1
 echo "cublasLt: ${CUBLAS:-NOT FOUND}"
 status=0
 : > "$OUT/tests.txt"
