@@ -236,24 +236,50 @@ service_session_insert (session_store_t *sessions, const char *service, const ch
     return 0;
 }
 
-//  Answers one request: exactly one reply frame, whatever the body.
-static zframe_t *
-s_handle (zmsg_t *request, service_handler_fn *handler, void *state, const char *service)
+zframe_t *
+service_check (zmsg_t *request, const char *service, wire_peek_t *peek)
 {
     if (zmsg_size (request) != 1)
         return service_error (400, "%s: a request body is one MessagePack frame, got %zu frames",
                               service, zmsg_size (request));
     zframe_t *body = zmsg_first (request);
-    wire_peek_t peek;
     wire_err_t err = { 0 };
     if (zframe_size (body) > WIRE_MAX_FRAME_BYTES)
         return service_error (413, "%s: body of %zu bytes exceeds max_frame_bytes %d",
                               service, zframe_size (body), WIRE_MAX_FRAME_BYTES);
-    if (wire_peek (zframe_data (body), zframe_size (body), &peek, &err))
+    if (wire_peek (zframe_data (body), zframe_size (body), peek, &err))
         return wire_error_frame_from (&err);
-    if (peek.version != -1 && peek.version != 1)
-        return service_error (400, "%s: unknown schema version %d", service, peek.version);
-    zframe_t *reply = handler (state, body, &peek);
+    if (peek->version != -1 && peek->version != 1)
+        return service_error (400, "%s: unknown schema version %d", service, peek->version);
+    return NULL;
+}
+
+void
+service_count_reply (metrics_t *metrics, zframe_t *reply)
+{
+    if (!metrics_enabled (metrics) || !reply)
+        return;
+    wire_peek_t peek;
+    wire_err_t err = { 0 };
+    int status = 200;
+    if (wire_peek (zframe_data (reply), zframe_size (reply), &peek, &err) == 0 && peek.status)
+        status = peek.status;
+    char labels [32];
+    snprintf (labels, sizeof labels, "status=%d", status);
+    metrics_count (metrics, "requests_total", labels, 1);
+    if (status >= 400)
+        metrics_count (metrics, "errors_total", labels, 1);
+}
+
+//  Answers one request: exactly one reply frame, whatever the body.
+static zframe_t *
+s_handle (zmsg_t *request, service_handler_fn *handler, void *state, const char *service)
+{
+    wire_peek_t peek;
+    zframe_t *reply = service_check (request, service, &peek);
+    if (reply)
+        return reply;
+    reply = handler (state, zmsg_first (request), &peek);
     return reply? reply: service_error (500, "%s: out of memory", service);
 }
 
@@ -301,19 +327,7 @@ service_actor_run (zsock_t *pipe, const service_config_t *config, const char *se
                            zframe_size (zmsg_first (request)), reply? zframe_size (reply): 0,
                            (zclock_usecs () - start) / 1000.0);
             zmsg_destroy (&request);
-            if (metrics_enabled (metrics) && reply) {
-                wire_peek_t peek;
-                wire_err_t err_peek;
-                int status = 200;
-                if (wire_peek (zframe_data (reply), zframe_size (reply), &peek, &err_peek) == 0
-                &&  peek.status)
-                    status = peek.status;
-                char labels [32];
-                snprintf (labels, sizeof labels, "status=%d", status);
-                metrics_count (metrics, "requests_total", labels, 1);
-                if (status >= 400)
-                    metrics_count (metrics, "errors_total", labels, 1);
-            }
+            service_count_reply (metrics, reply);
             zmsg_t *msg = zmsg_new ();
             if (reply)
                 zmsg_append (msg, &reply);

@@ -78,6 +78,18 @@ void service_actor_run (zsock_t *pipe, const service_config_t *config, const cha
                         const char *setup_err, service_handler_fn *handler, void *state,
                         metrics_t *metrics);
 
+//  The checks every request passes before a handler sees it: one frame,
+//  at most WIRE_MAX_FRAME_BYTES, a readable `t`, schema version 1 or
+//  none. Fills peek and returns NULL, or returns the error reply (caller
+//  owns it). For loops that serve requests themselves (cloud-target's
+//  batcher); service_actor_run uses it.
+zframe_t *service_check (zmsg_t *request, const char *service, wire_peek_t *peek);
+
+//  Counts a reply in metrics as service_actor_run does:
+//  splitmesh_requests_total{status}, and splitmesh_errors_total{status}
+//  for status >= 400. Nothing when metrics is NULL or disabled.
+void service_count_reply (metrics_t *metrics, zframe_t *reply);
+
 //  Starts actor with args and checks that it started. Returns the actor, or
 //  NULL after logging the actor's reason. Caller owns the actor and must
 //  destroy it.

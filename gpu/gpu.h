@@ -14,8 +14,9 @@
       2. One call evaluates many sessions at once: gpu_forward_batch takes a
          list of (session, pos, n positions) and runs them as one forward
          pass over all their positions; every session's keys and values live
-         in one paged fp16 cache (pages of page_size positions, handed out
-         as positions are appended and returned on truncate/close).
+         in one paged cache, fp16 (fp32 in format w8), in pages of page_size
+         positions handed out as positions are appended and returned on
+         truncate/close.
     Decode-sized batches (<= graph_max_tokens positions) replay a captured
     CUDA graph per batch size, so small models are not launch-bound.
 
@@ -48,11 +49,20 @@ int gpu_selftest (char *err, size_t err_size);
 
 //  --- the model backend ---------------------------------------------------
 
-typedef enum { GPU_FMT_FP16 = 0, GPU_FMT_W8A8 = 1, GPU_FMT_COUNT } gpu_fmt_t;
+//  fp16: fp16 weights and GEMM inputs (fp32 accumulation).
+//  w8a8: int8 weights, one fp32 scale per output channel; int8 activations,
+//        one scale per token; int32 accumulation (cuBLASLt or dp4a).
+//  w8:   the CPU engine's w8 numerics (quant.h): int8 weights in groups of
+//        32 columns with one fp16 scale each (a CPU w8 matrix's quants and
+//        scales, bit for bit), int8 activations in groups of 32 with one
+//        fp32 scale each (kernels.c's quantizer), per group an exact int32
+//        dot product times d_w d_x. Own kernels only (no cuBLASLt): batches
+//        above 8 positions take one pass over the weights per 8.
+typedef enum { GPU_FMT_FP16 = 0, GPU_FMT_W8A8 = 1, GPU_FMT_W8 = 2, GPU_FMT_COUNT } gpu_fmt_t;
 
-//  "fp16", "w8a8"; "?" otherwise. Static string.
+//  "fp16", "w8a8", "w8"; "?" otherwise. Static string.
 const char *gpu_fmt_name (gpu_fmt_t fmt);
-//  Parses "fp16" / "w8a8". Returns 0 and sets *out, or -1 (out untouched).
+//  Parses "fp16" / "w8a8" / "w8". Returns 0 and sets *out, or -1 (out untouched).
 int gpu_fmt_parse (const char *name, gpu_fmt_t *out);
 
 typedef struct {

@@ -8,7 +8,7 @@
 const char *
 gpu_fmt_name (gpu_fmt_t fmt)
 {
-    return fmt == GPU_FMT_FP16 ? "fp16" : fmt == GPU_FMT_W8A8 ? "w8a8" : "?";
+    return fmt == GPU_FMT_FP16 ? "fp16" : fmt == GPU_FMT_W8A8 ? "w8a8" : fmt == GPU_FMT_W8 ? "w8" : "?";
 }
 
 int
@@ -20,6 +20,8 @@ gpu_fmt_parse (const char *name, gpu_fmt_t *out)
         *out = GPU_FMT_FP16;
     else if (strcmp (name, "w8a8") == 0)
         *out = GPU_FMT_W8A8;
+    else if (strcmp (name, "w8") == 0)
+        *out = GPU_FMT_W8;
     else
         return -1;
     return 0;

@@ -23,14 +23,23 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#define K_THREADS 256
+//  Threads of the one-block-per-token kernels: 1024, so a row of 4096
+//  (14336) values takes 4 (14) strided steps per thread instead of 16 (56):
+//  at verify sizes (5 tokens = 5 blocks) these kernels are latency-bound
+//  and their time is the number of dependent steps.
+#define K_THREADS 1024
 
+//  The kernels' W8 template argument: 0 fp16, 1 w8a8 (int32 products,
+//  per-token activation scale), 2 w8 (groups of 32: the GEMM gives fp32
+//  products already scaled; activations carry one scale per group).
 //  Product element (t, n) of a GEMM with N outputs, dequantized.
 template <int W8>
 static __device__ __forceinline__ float
 k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int N)
 {
     size_t i = (size_t) t * N + n;
+    if (W8 == 2)
+        return ((const float *) raw)[i];
     if (W8)
         return (float) ((const int32_t *) raw)[i] * x_scale * w_scale[n];
     return __half2float (((const __half *) raw)[i]);
@@ -99,8 +108,46 @@ k_emit_int8 (const float *xf, int8_t *act, float *xs, int t, int K, float amax, 
         xs[t] = scale;
 }
 
+//  Emits row t (K values in xf's row) as int8 in groups of 32 with one
+//  scale each, bit for bit as kernels.c's kernels_quantize_act_ref: d =
+//  amax / 127 (0 below KERNELS_ACT_TINY), q = rint (x / d ... as x * (1/d)),
+//  clamped to +-127. Each warp's 32 consecutive elements are one group
+//  (blockDim and K multiples of 32). IEEE operations spelled out: the file
+//  builds with --use_fast_math. Called by the whole block.
+static __device__ void
+k_emit_int8_g32 (const float *xf, int8_t *act, float *xs, int t, int K)
+{
+    const float *row = xf + (size_t) t * K;
+    int8_t *out = act + (size_t) t * K;
+    float *d = xs + (size_t) t * (K / 32);
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        float v = row[i];
+        float amax = k_warp_max (fabsf (v));
+        float dg = amax >= 1e-30f ? __fdiv_rn (amax, 127.0f) : 0.0f;
+        float id = dg != 0.0f ? __frcp_rn (dg) : 0.0f;
+        float fv = rintf (__fmul_rn (v, id));
+        int q = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
+        out[i] = (int8_t) q;
+        if ((threadIdx.x & 31) == 0)
+            d[i / 32] = dg;
+    }
+}
+
+//  Emits row t in the GEMM's int8 input format (W8 1 or 2).
+template <int W8>
+static __device__ __forceinline__ void
+k_emit_q (const float *xf, int8_t *act, float *xs, int t, int K, float amax, float *sh)
+{
+    if (W8 == 2) {
+        __syncthreads ();       //  xf's row is complete
+        k_emit_int8_g32 (xf, act, xs, t, K);
+    }
+    else
+        k_emit_int8 (xf, act, xs, t, K, amax, sh);
+}
+
 //  x[t] = embedding row of tokens[t] (fp16 table).
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
 {
     int t = blockIdx.x;
@@ -127,7 +174,7 @@ k_rope_table (const int32_t *tok_pos, const float *inv_freq, float *cos_t, float
 //  then, when norm_w is set, act[t] = rmsnorm (x[t]) * norm_w in the GEMM
 //  input format. One block per token.
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
                const float *norm_w, float eps, int dim, void *act, float *xf)
 {
@@ -159,15 +206,26 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
             ((__half *) act)[(size_t) t * dim + i] = __float2half (v);
     }
     if (W8)
-        k_emit_int8 (xf, (int8_t *) act, xs, t, dim, amax, sh);
+        k_emit_q<W8> (xf, (int8_t *) act, xs, t, dim, amax, sh);
 }
+
+//  The KV cache's element: fp16, but fp32 for w8 (W8 == 2), whose point is
+//  the CPU engine's numerics (its cache is fp32: an fp16 cache alone
+//  perturbs the attention by ~5e-4, which the int8 rounding amplifies).
+template <int W8> struct k_kv { typedef __half T; };
+template <> struct k_kv<2> { typedef float T; };
+
+static __device__ __forceinline__ void k_kv_store (__half *p, float v) { *p = __float2half (v); }
+static __device__ __forceinline__ void k_kv_store (float *p, float v) { *p = v; }
+static __device__ __forceinline__ float k_kv_load (const __half *p) { return __half2float (*p); }
+static __device__ __forceinline__ float k_kv_load (const float *p) { return *p; }
 
 //  Splits the QKV product: RoPE on q (to q, fp32) and k, and k, v into the
 //  paged cache at the token's position. One block per token.
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
-            __half *kc, __half *vc, const int32_t *block_table, const int32_t *tok_pos,
+            typename k_kv<W8>::T *kc, typename k_kv<W8>::T *vc, const int32_t *block_table, const int32_t *tok_pos,
             const int32_t *tok_slot, const float *cos_t, const float *sin_t,
             int q_dim, int kv_dim, int head_dim, int page_size, int max_blocks)
 {
@@ -190,23 +248,26 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
             q[(size_t) t * q_dim + c + 1] = y1;
         }
         else {
-            kc[cbase + c - q_dim] = __float2half (y0);
-            kc[cbase + c - q_dim + 1] = __float2half (y1);
+            k_kv_store (&kc[cbase + c - q_dim], y0);
+            k_kv_store (&kc[cbase + c - q_dim + 1], y1);
         }
     }
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x)
-        vc[cbase + i] = __float2half (k_load<W8> (raw, w_scale, x_scale, t, q_dim + kv_dim + i, N));
+        k_kv_store (&vc[cbase + i], k_load<W8> (raw, w_scale, x_scale, t, q_dim + kv_dim + i, N));
 }
 
 //  Causal attention of token t's query head h over its session's
 //  positions 0 .. tok_pos[t] (the new keys are already in the cache).
-//  Grid (tokens, heads), 4 warps: each warp runs an online softmax over
-//  every 4th position, lanes holding EPL = head_dim / 32 elements, then the
-//  warps' partial results are merged.
-#define K_ATT_WARPS 4
-template <int EPL>
+//  Grid (tokens, heads), K_ATT_WARPS warps: each warp runs an online
+//  softmax over every K_ATT_WARPS-th position, lanes holding EPL =
+//  head_dim / 32 elements, then the warps' partial results are merged.
+//  16 warps (was 4): a warp's positions are a dependent chain of loads,
+//  so at ctx 256 a warp walks 16 positions instead of 64.
+#define K_ATT_WARPS 16
+#define K_ATT_UNROLL 4
+template <int EPL, typename KV>
 static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
-k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *block_table,
+k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
              const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
              int kv_dim, int page_size, int max_blocks, float scale)
 {
@@ -225,20 +286,40 @@ k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *
         acc[e] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int j = warp; j <= pos; j += K_ATT_WARPS) {
-        size_t base = ((size_t) bt[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
-        float s = 0.0f;
+    //  K_ATT_UNROLL positions a step, all their keys and values loaded
+    //  before the first is used: that many loads in flight per warp
+    //  instead of one dependent chain (ok is warp-uniform).
+    for (int j0 = warp; j0 <= pos; j0 += K_ATT_UNROLL * K_ATT_WARPS) {
+        float kx[K_ATT_UNROLL][EPL], vx[K_ATT_UNROLL][EPL];
 #pragma unroll
-        for (int e = 0; e < EPL; e++)
-            s += qv[e] * __half2float (kc[base + lane + 32 * e]);
-        s = k_warp_sum (s);
-        float mn = fmaxf (m, s);
-        float c = __expf (m - mn), p = __expf (s - mn);
-        l = l * c + p;
+        for (int u = 0; u < K_ATT_UNROLL; u++) {
+            int j = j0 + u * K_ATT_WARPS;
+            if (j <= pos) {
+                size_t base = ((size_t) bt[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
 #pragma unroll
-        for (int e = 0; e < EPL; e++)
-            acc[e] = acc[e] * c + p * __half2float (vc[base + lane + 32 * e]);
-        m = mn;
+                for (int e = 0; e < EPL; e++) {
+                    kx[u][e] = k_kv_load (&kc[base + lane + 32 * e]);
+                    vx[u][e] = k_kv_load (&vc[base + lane + 32 * e]);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < K_ATT_UNROLL; u++) {
+            if (j0 + u * K_ATT_WARPS > pos)
+                break;
+            float s = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EPL; e++)
+                s += qv[e] * kx[u][e];
+            s = k_warp_sum (s);
+            float mn = fmaxf (m, s);
+            float c = __expf (m - mn), p = __expf (s - mn);
+            l = l * c + p;
+#pragma unroll
+            for (int e = 0; e < EPL; e++)
+                acc[e] = acc[e] * c + p * vx[u][e];
+            m = mn;
+        }
     }
     if (lane == 0) {
         s_m[warp] = m;
@@ -273,7 +354,7 @@ k_attention (const float *q, const __half *kc, const __half *vc, const int32_t *
 
 //  act[t] = x[t] (fp32 rows of K) in the GEMM input format.
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_emit (const float *x, int K, void *act, float *xs)
 {
     __shared__ float sh[32];
@@ -287,12 +368,12 @@ k_emit (const float *x, int K, void *act, float *xs)
             ((__half *) act)[(size_t) t * K + i] = __float2half (row[i]);
     }
     if (W8)
-        k_emit_int8 (x, (int8_t *) act, xs, t, K, amax, sh);
+        k_emit_q<W8> (x, (int8_t *) act, xs, t, K, amax, sh);
 }
 
 //  act[t] = silu (gate) * up from the stacked gate|up product (2 * hidden).
 template <int W8>
-static __global__ void
+static __global__ void __launch_bounds__ (K_THREADS)
 k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf)
 {
     __shared__ float sh[32];
@@ -311,7 +392,7 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
             ((__half *) act)[(size_t) t * hidden + i] = __float2half (v);
     }
     if (W8)
-        k_emit_int8 (xf, (int8_t *) act, xs, t, hidden, amax, sh);
+        k_emit_q<W8> (xf, (int8_t *) act, xs, t, hidden, amax, sh);
 }
 
 //  logits[t] = head product (rows of ld, vocab used), dequantized; argmax[t] = its largest entry
@@ -516,6 +597,76 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
         }
 }
 
+//  The CPU engine's w8 (gpu.h, GPU_FMT_W8): W in groups of 32 columns with
+//  one fp16 scale (Wd, (N, K/32)), X in groups of 32 with one fp32 scale
+//  (Xd, (T, K/32)); Y (T x N) fp32 = per group the exact int32 dot product
+//  times d_w * d_x, summed over groups (kernels.c's s_matmul_w8; only the
+//  order of the float sum differs). A 16-byte chunk is half a group: lanes
+//  2j and 2j+1 hold one group's halves, so every lane runs every step
+//  (full-warp shuffles) and the even lane adds the group.
+template <int T>
+static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
+k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
+              const int8_t *__restrict__ X, const float *__restrict__ Xd, float *__restrict__ Y,
+              int N, int K)
+{
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    if (row0 >= N)
+        return;
+    int G = K / 32;
+    const int4 *w[K_SK_ROWS];
+    const __half *wd[K_SK_ROWS];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++) {
+        int row = min (row0 + r, N - 1);
+        w[r] = (const int4 *) (W + (size_t) row * K);
+        wd[r] = Wd + (size_t) row * G;
+    }
+    float acc[K_SK_ROWS][T];
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++)
+            acc[r][t] = 0.0f;
+    int nk = K / 16;
+    for (int base = 0; base < nk; base += 32) {
+        int c = base + lane;
+        bool ok = c < nk;
+        int g = c >> 1;
+        int4 wv[K_SK_ROWS];
+        float dw[K_SK_ROWS];
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++) {
+            wv[r] = ok ? __ldcs (w[r] + c) : make_int4 (0, 0, 0, 0);
+            dw[r] = ok ? __half2float (wd[r][g]) : 0.0f;
+        }
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            int4 xv = ok ? __ldg ((const int4 *) (X + (size_t) t * K) + c) : make_int4 (0, 0, 0, 0);
+            float dx = ok ? Xd[(size_t) t * G + g] : 0.0f;
+#pragma unroll
+            for (int r = 0; r < K_SK_ROWS; r++) {
+                int v = __dp4a (wv[r].x, xv.x, 0);
+                v = __dp4a (wv[r].y, xv.y, v);
+                v = __dp4a (wv[r].z, xv.z, v);
+                v = __dp4a (wv[r].w, xv.w, v);
+                v += __shfl_xor_sync (0xffffffffu, v, 1);
+                if (!(lane & 1))
+                    acc[r][t] = __fadd_rn (acc[r][t], __fmul_rn (__fmul_rn (dw[r], dx), (float) v));
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < T; t++) {
+            float v = k_warp_sum (acc[r][t]);
+            if (lane == ((r * T + t) & 31) && row0 + r < N)
+                Y[(size_t) t * N + row0 + r] = v;
+        }
+}
+
 #define K_SKINNY_MAX_T 8
 
 //  --- synthetic weights -------------------------------------------------
@@ -550,6 +701,14 @@ k_fill_int8 (int8_t *w, size_t n, uint64_t seed)
     for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
          i += (size_t) gridDim.x * blockDim.x)
         w[i] = (int8_t) __float2int_rn (k_uniform (seed, i) * 127.0f);
+}
+
+static __global__ void
+k_fill_const_half (__half *w, size_t n, float v)
+{
+    for (size_t i = blockIdx.x * (size_t) blockDim.x + threadIdx.x; i < n;
+         i += (size_t) gridDim.x * blockDim.x)
+        w[i] = __float2half (v);
 }
 
 static __global__ void

@@ -45,6 +45,7 @@ typedef struct {
     int n;                      //  rows allocated and multiplied: rows rounded up to 8
     void *data;                 //  (n, cols) fp16 or int8; rows past `rows` are zero
     float *scale;               //  (n) per output channel (W8A8), else NULL
+    __half *gscale;             //  (n, cols / 32) per group of 32 columns (W8), else NULL
 } s_mat_t;
 
 typedef struct {
@@ -84,7 +85,7 @@ struct _gpu_model_t {
     float *inv_freq;            //  (head_dim / 2)
 
     //  KV pool: per layer (n_pages, page_size, kv_dim) fp16.
-    __half *kcache, *vcache;
+    void *kcache, *vcache;      //  fp16, or fp32 for w8 (k_kv)
     size_t layer_stride;        //  elements per layer
     int max_blocks;             //  pages per session at max_ctx
     std::vector<int> *free_pages;
@@ -135,10 +136,18 @@ s_fail (gpu_model_t *self, const char *fmt, ...)
 #define S_LAUNCH() do { cudaError_t e_ = cudaGetLastError (); if (e_ != cudaSuccess) \
     return s_fail (self, "kernel launch (line %d): %s", __LINE__, cudaGetErrorString (e_)); } while (0)
 
+//  int8 weights (W8A8 or W8).
 static bool
 s_w8 (const gpu_model_t *self)
 {
-    return self->opts.format == GPU_FMT_W8A8;
+    return self->opts.format == GPU_FMT_W8A8 || self->opts.format == GPU_FMT_W8;
+}
+
+//  The CPU engine's w8: groups of 32 (gpu.h).
+static bool
+s_g32 (const gpu_model_t *self)
+{
+    return self->opts.format == GPU_FMT_W8;
 }
 
 extern "C" size_t
@@ -156,6 +165,8 @@ static size_t
 s_mat_bytes (const gpu_model_t *self, const s_mat_t *m)
 {
     size_t n = (size_t) m->rows * m->cols;
+    if (s_g32 (self))
+        return n + (size_t) m->rows * (m->cols / 32) * sizeof (__half);
     return s_w8 (self) ? n + (size_t) m->rows * sizeof (float) : n * 2;
 }
 
@@ -168,6 +179,14 @@ s_mat_alloc (gpu_model_t *self, s_mat_t *m, int rows, int cols)
     size_t n = (size_t) m->n * cols;
     S_CUDA (cudaMalloc (&m->data, s_w8 (self) ? n : n * 2));
     S_CUDA (cudaMemset (m->data, 0, s_w8 (self) ? n : n * 2));
+    if (s_g32 (self)) {
+        if (cols % 32)
+            return s_fail (self, "w8 needs widths in groups of 32, got %d", cols);
+        size_t g = (size_t) m->n * (cols / 32) * sizeof (__half);
+        S_CUDA (cudaMalloc (&m->gscale, g));
+        S_CUDA (cudaMemset (m->gscale, 0, g));
+    }
+    else
     if (s_w8 (self)) {
         S_CUDA (cudaMalloc (&m->scale, (size_t) m->n * sizeof (float)));
         S_CUDA (cudaMemset (m->scale, 0, (size_t) m->n * sizeof (float)));
@@ -181,8 +200,10 @@ s_mat_free (s_mat_t *m)
 {
     cudaFree (m->data);
     cudaFree (m->scale);
+    cudaFree (m->gscale);
     m->data = NULL;
     m->scale = NULL;
+    m->gscale = NULL;
 }
 
 //  Uploads a CPU matrix: each row dequantized, then to fp16, or to int8
@@ -199,10 +220,32 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
     std::vector<__half> hbuf (s_w8 (self) ? 0 : (size_t) slab * cols);
     std::vector<int8_t> qbuf (s_w8 (self) ? (size_t) slab * cols : 0);
     std::vector<float> sbuf (slab);
+    int G = cols / 32;
+    std::vector<__half> gbuf (s_g32 (self) ? (size_t) slab * G : 0);
     for (int r0 = 0; r0 < rows; r0 += slab) {
         int nr = rows - r0 < slab ? rows - r0 : slab;
         for (int r = 0; r < nr; r++) {
             qmatrix_get_row (src, r0 + r, row.data ());
+            if (s_g32 (self)) {
+                //  quant.c's s_quant_group_w8: d = fp16 (amax / 127),
+                //  q = rint (w / d). A CPU w8 row (w = d q exactly, some
+                //  |q| = 127 per group) gives back its quants and scales.
+                for (int g = 0; g < G; g++) {
+                    const float *x = row.data () + (size_t) g * 32;
+                    float amax = 0.0f;
+                    for (int j = 0; j < 32; j++)
+                        amax = fmaxf (amax, fabsf (x[j]));
+                    __half d16 = __float2half (amax / 127.0f);
+                    float d = __half2float (d16);
+                    float id = d != 0.0f ? 1.0f / d : 0.0f;
+                    for (int j = 0; j < 32; j++) {
+                        long v = lrintf (x[j] * id);
+                        qbuf[(size_t) r * cols + g * 32 + j] = (int8_t) (v < -127 ? -127 : v > 127 ? 127 : v);
+                    }
+                    gbuf[(size_t) r * G + g] = d16;
+                }
+            }
+            else
             if (s_w8 (self)) {
                 float amax = 0.0f;
                 for (int c = 0; c < cols; c++)
@@ -221,7 +264,11 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
         if (s_w8 (self)) {
             S_CUDA (cudaMemcpy ((int8_t *) m->data + (size_t) r0 * cols, qbuf.data (),
                                 (size_t) nr * cols, cudaMemcpyHostToDevice));
-            S_CUDA (cudaMemcpy (m->scale + r0, sbuf.data (), nr * sizeof (float), cudaMemcpyHostToDevice));
+            if (s_g32 (self))
+                S_CUDA (cudaMemcpy (m->gscale + (size_t) r0 * G, gbuf.data (), (size_t) nr * G * sizeof (__half),
+                                    cudaMemcpyHostToDevice));
+            else
+                S_CUDA (cudaMemcpy (m->scale + r0, sbuf.data (), nr * sizeof (float), cudaMemcpyHostToDevice));
         }
         else
             S_CUDA (cudaMemcpy ((__half *) m->data + (size_t) r0 * cols, hbuf.data (),
@@ -250,7 +297,11 @@ s_mat_synth (gpu_model_t *self, s_mat_t *m, int rows, int cols, uint64_t seed)
     if (s_w8 (self)) {
         k_fill_int8<<<1024, 256, 0, self->stream>>> ((int8_t *) m->data, n, seed);
         S_LAUNCH ();
-        k_fill_const<<<64, 256, 0, self->stream>>> (m->scale, rows, amp / 127.0f);
+        if (s_g32 (self))
+            k_fill_const_half<<<64, 256, 0, self->stream>>> (m->gscale, (size_t) rows * (cols / 32),
+                                                             amp / 127.0f);
+        else
+            k_fill_const<<<64, 256, 0, self->stream>>> (m->scale, rows, amp / 127.0f);
     }
     else
         k_fill_half<<<1024, 256, 0, self->stream>>> ((__half *) m->data, n, seed, amp);
@@ -356,7 +407,8 @@ s_alloc_run (gpu_model_t *self)
     size_t ebytes = s_w8 (self) ? 4 : 2;
 
     self->layer_stride = (size_t) self->opts.n_pages * self->opts.page_size * c->kv_dim;
-    size_t kv_bytes = self->layer_stride * (n_layers > 0 ? n_layers : 1) * sizeof (__half);
+    size_t kv_bytes = self->layer_stride * (n_layers > 0 ? n_layers : 1)
+                    * (s_g32 (self) ? sizeof (float) : sizeof (__half));
     S_CUDA (cudaMalloc (&self->kcache, kv_bytes));
     S_CUDA (cudaMalloc (&self->vcache, kv_bytes));
     S_CUDA (cudaMemset (self->kcache, 0, kv_bytes));
@@ -364,7 +416,8 @@ s_alloc_run (gpu_model_t *self)
 
     S_CUDA (cudaMalloc (&self->x, cap * c->dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->act, cap * self->max_k * 2));
-    S_CUDA (cudaMalloc (&self->xs, cap * sizeof (float)));
+    size_t xs_n = s_g32 (self) ? cap * (self->max_k / 32 + 1) : cap;    //  per group (w8) or token
+    S_CUDA (cudaMalloc (&self->xs, xs_n * sizeof (float)));
     S_CUDA (cudaMalloc (&self->xf, cap * self->max_k * sizeof (float)));
     S_CUDA (cudaMalloc (&self->raw, cap * max_n * ebytes));
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
@@ -382,7 +435,7 @@ s_alloc_run (gpu_model_t *self)
     //  Padding rows of the GEMM inputs are read (batch sizes are rounded up
     //  to 4) but their products ignored: zero them once.
     S_CUDA (cudaMemset (self->act, 0, cap * self->max_k * 2));
-    S_CUDA (cudaMemset (self->xs, 0, cap * sizeof (float)));
+    S_CUDA (cudaMemset (self->xs, 0, xs_n * sizeof (float)));
     S_CUDA (cudaMemset (self->d_meta, 0, 3 * cap * sizeof (int32_t)));
     S_CUDA (cudaMemset (self->d_block_table, 0,
                         (size_t) self->opts.max_sessions * self->max_blocks * sizeof (int32_t)));
@@ -454,36 +507,79 @@ s_plan (gpu_model_t *self, int n, int k, int t)
 //  Launches the skinny GEMM for t <= K_SKINNY_MAX_T tokens.
 template <int T>
 static void
-s_skinny (gpu_model_t *self, const s_mat_t *W)
+s_skinny (gpu_model_t *self, const s_mat_t *W, int t0)
 {
     int rows_per_block = K_SK_WARPS * K_SK_ROWS;
     int blocks = (W->n + rows_per_block - 1) / rows_per_block;
     if (s_w8 (self))
         k_skinny_i8<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
-            (const int8_t *) W->data, (const int8_t *) self->act, (int32_t *) self->raw, W->n, W->cols);
+            (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
+            (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
     else
         k_skinny_f16<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
-            (const __half *) W->data, (const __half *) self->act, (__half *) self->raw, W->n, W->cols);
+            (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
+            (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
 }
 
 //  raw (t x W.n) = act (t x W.cols) W^T, in the model's format: the
 //  skinny kernel for verify-sized batches, cuBLASLt otherwise (its batch
 //  rounded up to 4 tokens; the padding rows of act are finite).
+//  The w8 product: the group-wise skinny kernel, 8 positions a launch.
+template <int T>
+static void
+s_skinny_g32 (gpu_model_t *self, const s_mat_t *W, int t0)
+{
+    int rows_per_block = K_SK_WARPS * K_SK_ROWS;
+    int blocks = (W->n + rows_per_block - 1) / rows_per_block;
+    k_skinny_i8g<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
+        (const int8_t *) W->data, W->gscale, (const int8_t *) self->act + (size_t) t0 * W->cols,
+        self->xs + (size_t) t0 * (W->cols / 32), (float *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
+}
+
+static int
+s_gemm_g32 (gpu_model_t *self, const s_mat_t *W, int t)
+{
+    for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
+        switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
+            case 1: s_skinny_g32<1> (self, W, t0); break;
+            case 2: s_skinny_g32<2> (self, W, t0); break;
+            case 3: s_skinny_g32<3> (self, W, t0); break;
+            case 4: s_skinny_g32<4> (self, W, t0); break;
+            case 5: s_skinny_g32<5> (self, W, t0); break;
+            case 6: s_skinny_g32<6> (self, W, t0); break;
+            case 7: s_skinny_g32<7> (self, W, t0); break;
+            default: s_skinny_g32<8> (self, W, t0); break;
+        }
+        S_LAUNCH ();
+    }
+    return 0;
+}
+
 static int
 s_gemm (gpu_model_t *self, const s_mat_t *W, int t)
 {
-    if (self->opts.skinny_gemm && t <= K_SKINNY_MAX_T && W->cols % 16 == 0) {
-        switch (t) {
-            case 1: s_skinny<1> (self, W); break;
-            case 2: s_skinny<2> (self, W); break;
-            case 3: s_skinny<3> (self, W); break;
-            case 4: s_skinny<4> (self, W); break;
-            case 5: s_skinny<5> (self, W); break;
-            case 6: s_skinny<6> (self, W); break;
-            case 7: s_skinny<7> (self, W); break;
-            default: s_skinny<8> (self, W); break;
+    if (s_g32 (self))
+        return s_gemm_g32 (self, W, t);
+    //  fp16 up to 16 positions also runs the skinny kernel, 8 positions a
+    //  launch: each row's product is then the one it gets alone (cuBLASLt
+    //  sums in another order), so a verify of up to 15 drafts gives the
+    //  one-position steps' results bit for bit (int8 products are exact
+    //  either way).
+    int max_t = s_w8 (self) ? K_SKINNY_MAX_T : 2 * K_SKINNY_MAX_T;
+    if (self->opts.skinny_gemm && t <= max_t && W->cols % 16 == 0) {
+        for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
+            switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
+                case 1: s_skinny<1> (self, W, t0); break;
+                case 2: s_skinny<2> (self, W, t0); break;
+                case 3: s_skinny<3> (self, W, t0); break;
+                case 4: s_skinny<4> (self, W, t0); break;
+                case 5: s_skinny<5> (self, W, t0); break;
+                case 6: s_skinny<6> (self, W, t0); break;
+                case 7: s_skinny<7> (self, W, t0); break;
+                default: s_skinny<8> (self, W, t0); break;
+            }
+            S_LAUNCH ();
         }
-        S_LAUNCH ();
         return 0;
     }
     t = (t + 3) / 4 * 4;
@@ -873,8 +969,9 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     }
     for (int l = l0; l < n_layers; l++) {
         const s_layer_t *L = &(*self->layers)[l];
-        __half *kc = self->kcache + (size_t) l * self->layer_stride;
-        __half *vc = self->vcache + (size_t) l * self->layer_stride;
+        typedef typename k_kv<W8>::T kv_t;
+        kv_t *kc = (kv_t *) self->kcache + (size_t) l * self->layer_stride;
+        kv_t *vc = (kv_t *) self->vcache + (size_t) l * self->layer_stride;
 
         if (s_gemm (self, &L->wqkv, t))
             return -1;
@@ -886,7 +983,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         dim3 grid (t, c->n_heads);
         float scale = 1.0f / sqrtf ((float) c->head_dim);
         int group = c->n_heads / c->n_kv_heads;
-#define S_ATT(E) k_attention<E><<<grid, K_ATT_WARPS * 32, 0, st>>> (self->q, kc, vc, \
+#define S_ATT(E) k_attention<E, kv_t><<<grid, K_ATT_WARPS * 32, 0, st>>> (self->q, kc, vc, \
             self->d_block_table, tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, \
             self->opts.page_size, self->max_blocks, scale)
         switch (c->head_dim / 32) {
@@ -934,7 +1031,8 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
 static int
 s_enqueue_any (gpu_model_t *self, int t, bool want_head)
 {
-    return s_w8 (self) ? s_enqueue<1> (self, t, want_head) : s_enqueue<0> (self, t, want_head);
+    return s_g32 (self) ? s_enqueue<2> (self, t, want_head)
+         : s_w8 (self) ? s_enqueue<1> (self, t, want_head) : s_enqueue<0> (self, t, want_head);
 }
 
 //  Runs the pass for t positions: a replayed graph for small batches with
@@ -1182,7 +1280,8 @@ gpu_model_head (gpu_model_t *self, const float *x, int n, const gpu_out_t *out)
     memcpy (self->h_x, x, (size_t) n * c->dim * sizeof (float));
     S_CUDA (cudaMemcpyAsync (self->x, self->h_x, (size_t) n * c->dim * sizeof (float),
                              cudaMemcpyHostToDevice, st));
-    if (s_w8 (self) ? s_enqueue_head<1> (self, n) : s_enqueue_head<0> (self, n))
+    if (s_g32 (self) ? s_enqueue_head<2> (self, n)
+        : s_w8 (self) ? s_enqueue_head<1> (self, n) : s_enqueue_head<0> (self, n))
         return -1;
     if (out->probs) {
         k_softmax<<<n, 1024, 0, st>>> (self->logits, self->probs, c->vocab_size, 1.0f / out->temperature);

@@ -197,19 +197,40 @@ s_gpu_logits (gpu_model_t *g, const int32_t *tokens, int n, int chunk)
 typedef struct {
     int rows, cols;
     int8_t *q;                  //  (rows, cols)
-    float *s;                   //  (rows)
+    float *s;                   //  (rows), or (rows, cols / 32) with s_ref_g32
 } s_i8_t;
+
+//  The reference in groups of 32 (the GPU's w8 format: the CPU engine's w8
+//  numerics) instead of per row / per token; fp32 KV cache and embeddings.
+static bool s_ref_g32;
 
 static s_i8_t
 s_i8_new (const qmatrix_t *m)
 {
     s_i8_t w = { qmatrix_rows (m), qmatrix_cols (m), NULL, NULL };
     w.q = malloc ((size_t) w.rows * w.cols);
-    w.s = malloc ((size_t) w.rows * sizeof (float));
+    w.s = malloc ((size_t) w.rows * (w.cols / 32 + 1) * sizeof (float));
     float *row = malloc ((size_t) w.cols * sizeof (float));
     cr_assert (w.q && w.s && row);
     for (int r = 0; r < w.rows; r++) {
         qmatrix_get_row (m, r, row);
+        if (s_ref_g32) {
+            //  quant.c's s_quant_group_w8.
+            for (int g = 0; g < w.cols / 32; g++) {
+                const float *x = row + g * 32;
+                float amax = 0;
+                for (int j = 0; j < 32; j++)
+                    amax = fmaxf (amax, fabsf (x[j]));
+                float d = (float) (_Float16) (amax / 127.0f);
+                float id = d != 0.0f ? 1.0f / d : 0.0f;
+                for (int j = 0; j < 32; j++) {
+                    long v = lrintf (x[j] * id);
+                    w.q[(size_t) r * w.cols + g * 32 + j] = (int8_t) (v < -127 ? -127 : v > 127 ? 127 : v);
+                }
+                w.s[(size_t) r * (w.cols / 32) + g] = d;
+            }
+            continue;
+        }
         float amax = 0;
         for (int c = 0; c < w.cols; c++)
             amax = fmaxf (amax, fabsf (row[c]));
@@ -256,6 +277,39 @@ s_i8_mv (const s_i8_t *W, const float *x_in, float *y)
     cr_assert (xq && x);
     for (int c = 0; c < W->cols; c++)
         x[c] = s_perturb (x_in[c]);
+    if (s_ref_g32) {
+        //  kernels.c's kernels_quantize_act_ref and s_matmul_w8.
+        int G = W->cols / 32;
+        float *dx = malloc ((size_t) G * sizeof (float));
+        cr_assert (dx);
+        for (int g = 0; g < G; g++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++)
+                amax = fmaxf (amax, fabsf (x[g * 32 + j]));
+            float dg = amax >= 1e-30f ? amax / 127.0f : 0.0f;
+            float id = dg != 0.0f ? 1.0f / dg : 0.0f;
+            for (int j = 0; j < 32; j++) {
+                float fv = nearbyintf (x[g * 32 + j] * id);
+                xq[g * 32 + j] = (int8_t) (!(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv);
+            }
+            dx[g] = dg;
+        }
+        for (int r = 0; r < W->rows; r++) {
+            const int8_t *wr = W->q + (size_t) r * W->cols;
+            float acc = 0.0f;
+            for (int g = 0; g < G; g++) {
+                int32_t isum = 0;
+                for (int j = 0; j < 32; j++)
+                    isum += (int32_t) wr[g * 32 + j] * xq[g * 32 + j];
+                acc += W->s[(size_t) r * G + g] * dx[g] * (float) isum;
+            }
+            y[r] = acc;
+        }
+        free (dx);
+        free (xq);
+        free (x);
+        return;
+    }
     float amax = 0;
     for (int c = 0; c < W->cols; c++)
         amax = fmaxf (amax, fabsf (x[c]));
@@ -362,8 +416,8 @@ s_w8ref_layer (const model_t *cpu, const s_w8ref_t *R, int l, float *X, int n)
         }
         float *kl = kc + (size_t) p * kvd, *vl = vc + (size_t) p * kvd;
         for (int i = 0; i < kvd; i++) {
-            kl[i] = s_h (buf[qd + i]);
-            vl[i] = s_h (buf[qd + kvd + i]);
+            kl[i] = s_ref_g32 ? buf[qd + i] : s_h (buf[qd + i]);
+            vl[i] = s_ref_g32 ? buf[qd + kvd + i] : s_h (buf[qd + kvd + i]);
         }
         float scale = 1.0f / sqrtf ((float) hd);
         for (int h = 0; h < c->n_heads; h++) {
@@ -429,7 +483,7 @@ s_w8a8_ref_logits_x (const model_t *cpu, const int32_t *tokens, int n, float *xs
     cr_assert (X && logits);
     for (int p = 0; p < n; p++) {
         qmatrix_get_row (cpu->w.token_embd, tokens[p], X + (size_t) p * dim);
-        for (int i = 0; i < dim; i++)
+        for (int i = 0; i < dim && !s_ref_g32; i++)
             X[(size_t) p * dim + i] = s_h (X[(size_t) p * dim + i]);
     }
     for (int l = 0; l < R.L; l++) {
@@ -459,6 +513,77 @@ s_agree (const float *a, const float *ref, int n, int V)
     for (int t = 0; t < n; t++)
         agree += s_argmax (a + (size_t) t * V, V) == s_argmax (ref + (size_t) t * V, V);
     return (double) agree / n;
+}
+
+//  No device needed: the plain-C reference in groups of 32 (the GPU's w8
+//  arithmetic, written from kernels.c and quant.c; on the H100 the GPU's
+//  w8 pass is exactly as far from the engine as this reference: rel
+//  7.196e-3 both) against the CPU engine's w8 forward on the
+//  same weights, on the tiny model: every layer alone on the engine's own
+//  input, and the head, agree to float rounding (1e-7) on every token but
+//  one (layer 0, token 18: 4.5e-3, one int8 rounding flip), so the
+//  arithmetic is the engine's; the whole pass drifts (7.2e-3 here) because
+//  such flips, set off by 1e-7 differences of summation order, carry on
+//  through the layers and the cache, as for W8A8
+//  (w8a8_reference_amplifies_rounding). This is why GPU w8 vs CPU w8 on
+//  SmolLM2 stays at 0.976 top-1 (gpu/NOTES.md).
+Test (gpu_model, w8_reference_layers_match_cpu_w8, .fini = s_cleanup)
+{
+    const char *path = s_tiny ();
+    model_options_t o = model_options_default ();
+    o.format = QFMT_W8;
+    char err[256] = "";
+    model_t *cpu = model_load (path, &o, err, sizeof err);
+    cr_assert_not_null (cpu, "%s", err);
+    const model_config_t *c = model_config (cpu);
+    int V = c->vocab_size, D = c->dim;
+    enum { N = 40 };
+    int32_t tokens[N];
+    s_tokens (tokens, N, V, 3);
+    float *ref = s_cpu_logits (cpu, tokens, N);
+    s_ref_g32 = true;
+    float *got = s_w8a8_ref_logits (cpu, tokens, N);
+    double e = s_rel_err (got, ref, (size_t) N * V);
+    printf ("TINY w8 C reference vs CPU engine w8, whole pass: rel logit err %.3e, top-1 %d/%d\n", e,
+            (int) (s_agree (got, ref, N, V) * N + 0.5), N);
+    //  Layer by layer on the engine's activations, then the head.
+    float *x1 = malloc ((size_t) N * D * sizeof (float)), *x2 = malloc ((size_t) N * D * sizeof (float));
+    float *l2 = malloc ((size_t) N * V * sizeof (float));
+    kvcache_t *kv = kvcache_new (cpu, N);
+    cr_assert (x1 && x2 && l2 && kv);
+    cr_assert_eq (model_embed (cpu, tokens, N, x1), 0);
+    s_w8ref_t R = s_w8ref_new (cpu);
+    for (int l = 0; l < c->n_layers; l++) {
+        memcpy (x2, x1, (size_t) N * D * sizeof (float));
+        cr_assert_eq (model_forward (cpu, kv, l, l + 1, 0, N, x1), 0);
+        s_w8ref_layer (cpu, &R, l, x2, N);
+        //  Tokens off by more than float rounding: each such token is one
+        //  int8 rounding flip (a value within an ulp of a .5 boundary).
+        int off = 0;
+        for (int t = 0; t < N; t++) {
+            double et = s_rel_err (x2 + (size_t) t * D, x1 + (size_t) t * D, D);
+            if (et > 1e-5) {
+                off++;
+                printf ("TINY w8 C reference vs CPU engine w8, layer %d alone: token %d off by %.3e\n",
+                        l, t, et);
+            }
+        }
+        printf ("TINY w8 C reference vs CPU engine w8, layer %d alone: %d of %d tokens beyond 1e-5\n",
+                l, off, N);
+        cr_expect_leq (off, 2, "layer %d: %d tokens differ beyond float rounding", l, off);
+    }
+    float *l1 = malloc ((size_t) N * V * sizeof (float));
+    cr_assert_eq (model_head (cpu, x1, N, l1), 0);
+    s_w8ref_head (cpu, &R, x1, N, l2);
+    double eh = s_rel_err (l2, l1, (size_t) N * V);
+    cr_expect_leq (eh, 1e-5, "head: rel err %.3e", eh);
+    s_ref_g32 = false;
+    s_w8ref_free (&R);
+    kvcache_destroy (&kv);
+    free (x1); free (x2); free (l1); free (l2);
+    free (ref);
+    free (got);
+    model_destroy (&cpu);
 }
 
 Test (gpu_model, tiny_w8a8_matches_w8a8_reference, .fini = s_cleanup)
@@ -1190,26 +1315,158 @@ s_smollm2_w8a8_vs_reference (const char *path, const model_t *cpu, gpu_model_t *
 
 //  SmolLM2-135M on the same weights: fp16 logits within 1e-2, W8A8 greedy
 //  tokens agreeing on >= 99.5% of positions of an English text.
+//  English text for the SmolLM2 comparisons (207 tokens).
+static const char *s_text =
+    "The history of the printing press begins in the fifteenth century, when Johannes "
+    "Gutenberg combined movable metal type, oil-based inks and a wooden press adapted from "
+    "those used to make wine. Within a few decades printing shops had opened in more than "
+    "two hundred cities across Europe, and the price of books fell so far that ordinary "
+    "merchants could own a small library. Scholars argue about how much the new technology "
+    "changed the way people thought, but it is clear that it made the rapid spread of ideas "
+    "possible: pamphlets, newspapers and scientific journals all followed. Today we face a "
+    "similar question about computers and the internet. Information moves faster than ever, "
+    "yet the skills needed to judge its quality remain the same ones that careful readers "
+    "have always needed: asking who wrote a text, why, and what evidence supports it. "
+    "Teachers therefore spend less time on memorising facts and more time on teaching "
+    "students how to find, check and combine sources. The question of what to teach next "
+    "will not be settled soon, and every generation will answer it again in its own way.";
+
+//  A CPU model of path in format fmt (every layer, embeddings, head).
+static model_t *
+s_cpu_fmt (const char *path, qfmt_t fmt)
+{
+    model_options_t o = model_options_default ();
+    o.format = fmt;
+    o.n_threads = 4;
+    char err[256] = "";
+    model_t *m = model_load (path, &o, err, sizeof err);
+    cr_assert_not_null (m, "model_load: %s", err);
+    return m;
+}
+
+//  GPU logits with the CPU's embedding rows as input (as the service sends
+//  them), in chunks of at most chunk positions.
+static float *
+s_gpu_logits_x (gpu_model_t *g, model_t *cpu, const int32_t *tokens, int n, int chunk)
+{
+    const model_config_t *c = model_config (cpu);
+    float *logits = malloc ((size_t) n * c->vocab_size * sizeof (float));
+    float *x = malloc ((size_t) n * c->dim * sizeof (float));
+    cr_assert (logits && x);
+    cr_assert_eq (model_embed (cpu, tokens, n, x), 0);
+    int s = gpu_session_open (g);
+    cr_assert_geq (s, 0, "%s", gpu_model_error (g));
+    for (int p = 0; p < n; p += chunk) {
+        int m = n - p < chunk ? n - p : chunk;
+        gpu_seq_t q = { s, p, m, NULL, x + (size_t) p * c->dim };
+        gpu_out_t out = { .logits = logits + (size_t) p * c->vocab_size };
+        cr_assert_eq (gpu_forward_batch (g, &q, 1, &out), 0, "%s", gpu_model_error (g));
+    }
+    cr_assert_eq (gpu_session_close (g, s), 0);
+    free (x);
+    return logits;
+}
+
+static int
+s_top1 (const float *a, const float *b, int n, int vocab)
+{
+    int agree = 0;
+    for (int t = 0; t < n; t++)
+        agree += s_argmax (a + (size_t) t * vocab, vocab) == s_argmax (b + (size_t) t * vocab, vocab);
+    return agree;
+}
+
+//  GPU w8 (gpu.h: the CPU engine's group-wise int8 numerics) against the
+//  CPU engine's w8 on the same quants and scales, on the tiny model:
+//  prefill, verify-sized chunks and decode.
+Test (gpu_model, tiny_w8_matches_cpu_w8, .fini = s_cleanup)
+{
+    s_need_device ();
+    const char *path = s_tiny ();
+    model_t *cpu = s_cpu_fmt (path, QFMT_W8);
+    const model_config_t *c = model_config (cpu);
+    enum { N = 40 };
+    int32_t tokens[N];
+    s_tokens (tokens, N, c->vocab_size, 3);
+    float *ref = s_cpu_logits (cpu, tokens, N);
+    gpu_model_t *g = s_gpu (cpu, GPU_FMT_W8, 2, 128);
+    int chunks[3] = { N, 5, 1 };
+    for (int k = 0; k < 3; k++) {
+        float *got = s_gpu_logits_x (g, cpu, tokens, N, chunks[k]);
+        double err = s_rel_err (got, ref, (size_t) N * c->vocab_size);
+        int agree = s_top1 (got, ref, N, c->vocab_size);
+        printf ("TINY w8 vs CPU w8, chunks of %d: rel logit err %.3e, top-1 %d/%d\n", chunks[k], err, agree, N);
+        //  Same quantized arithmetic; only fp32 summation orders and the
+        //  fp16 KV cache differ.
+        cr_expect_leq (err, 1e-2, "w8 chunk %d: relative logit error %.3e", chunks[k], err);
+        cr_expect_geq (agree, N - 1, "w8 chunk %d: top-1 %d/%d", chunks[k], agree, N);
+        free (got);
+    }
+    gpu_model_destroy (&g);
+    free (ref);
+    model_destroy (&cpu);
+}
+
+//  Issue 5's accuracy criterion on SmolLM2: GPU w8 vs the CPU backend's w8
+//  on the same weights (the CPU w8 model's quants and fp16 scales are
+//  uploaded bit for bit), top-1 over the text (the issue's bar, 0.995, is
+//  NOT reached: 0.976; see the bound below); also reported against the
+//  CPU's f32 forward (the format's own quantization loss).
+Test (gpu_model, smollm2_w8_vs_cpu_w8, .timeout = 600)
+{
+    s_need_device ();
+    const char *path = getenv ("SPLITMESH_MODEL");
+    if (!path || access (path, R_OK) != 0)
+        cr_skip_test ("SPLITMESH_MODEL (SmolLM2-135M GGUF) not set or not readable");
+    model_t *cpu = s_cpu_fmt (path, QFMT_W8);
+    const model_config_t *c = model_config (cpu);
+    char err[256];
+    tokenizer_t *tk = tokenizer_new_from_gguf (model_gguf (cpu), err, sizeof err);
+    cr_assert_not_null (tk, "%s", err);
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    cr_assert_eq (tokenizer_encode (tk, s_text, strlen (s_text), true, false, &ids, &n_ids, err, sizeof err), 0);
+    int N = (int) n_ids;
+    float *ref_w8 = s_cpu_logits (cpu, ids, N);
+    model_t *cpu32 = s_cpu_fmt (path, QFMT_F32);
+    float *ref_f32 = s_cpu_logits (cpu32, ids, N);
+    model_destroy (&cpu32);
+    int a0 = s_top1 (ref_w8, ref_f32, N, c->vocab_size);
+    printf ("SMOLLM2 CPU w8 vs CPU f32: rel logit err %.3e, top-1 agreement %d/%d = %.4f\n",
+            s_rel_err (ref_w8, ref_f32, (size_t) N * c->vocab_size), a0, N, (double) a0 / N);
+    gpu_model_t *g = s_gpu (cpu, GPU_FMT_W8, 2, 512);
+    int chunks[2] = { 64, 5 };
+    for (int k = 0; k < 2; k++) {
+        float *got = s_gpu_logits_x (g, cpu, ids, N, chunks[k]);
+        int a = s_top1 (got, ref_w8, N, c->vocab_size), b = s_top1 (got, ref_f32, N, c->vocab_size);
+        double e = s_rel_err (got, ref_w8, (size_t) N * c->vocab_size);
+        double e32 = s_rel_err (got, ref_f32, (size_t) N * c->vocab_size);
+        printf ("SMOLLM2 w8 (chunks of %d) vs CPU w8, same weights: rel logit err %.3e, top-1 agreement "
+                "%d/%d = %.4f\n", chunks[k], e, a, N, (double) a / N);
+        printf ("SMOLLM2 w8 (chunks of %d) vs CPU f32: rel logit err %.3e, top-1 agreement %d/%d = %.4f\n",
+                chunks[k], e32, b, N, (double) b / N);
+        //  Issue 5 asks for 0.995; measured on the H100 (commit 2dd5f7d):
+        //  0.976 vs the CPU's w8, 0.986 vs its f32 (gpu/NOTES.md). Not met:
+        //  this bound only guards against regressions of the kernels.
+        cr_expect_geq ((double) a / N, 0.96, "w8 chunks of %d: top-1 agreement with CPU w8 %d/%d",
+                       chunks[k], a, N);
+        free (got);
+    }
+    gpu_model_destroy (&g);
+    free (ref_w8);
+    free (ref_f32);
+    free (ids);
+    tokenizer_destroy (&tk);
+    model_destroy (&cpu);
+}
+
 Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
 {
     s_need_device ();
     const char *path = getenv ("SPLITMESH_MODEL");
     if (!path || access (path, R_OK) != 0)
         cr_skip_test ("SPLITMESH_MODEL (SmolLM2-135M GGUF) not set or not readable");
-    const char *text =
-        "The history of the printing press begins in the fifteenth century, when Johannes "
-        "Gutenberg combined movable metal type, oil-based inks and a wooden press adapted from "
-        "those used to make wine. Within a few decades printing shops had opened in more than "
-        "two hundred cities across Europe, and the price of books fell so far that ordinary "
-        "merchants could own a small library. Scholars argue about how much the new technology "
-        "changed the way people thought, but it is clear that it made the rapid spread of ideas "
-        "possible: pamphlets, newspapers and scientific journals all followed. Today we face a "
-        "similar question about computers and the internet. Information moves faster than ever, "
-        "yet the skills needed to judge its quality remain the same ones that careful readers "
-        "have always needed: asking who wrote a text, why, and what evidence supports it. "
-        "Teachers therefore spend less time on memorising facts and more time on teaching "
-        "students how to find, check and combine sources. The question of what to teach next "
-        "will not be settled soon, and every generation will answer it again in its own way.";
+    const char *text = s_text;
     model_t *cpu = s_cpu (path, 0, -1, true, true);
     const model_config_t *c = model_config (cpu);
     char err[256];
@@ -1251,3 +1508,4 @@ Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
     tokenizer_destroy (&tk);
     model_destroy (&cpu);
 }
+

@@ -21,3 +21,4 @@ set(TIMEOUT_telemetry_mesh 180)
 set(TIMEOUT_gateway_cancel 180)
 # chaos: a mesh of 14 processes, 12 faults during 12 generations (tiny model).
 set(TIMEOUT_chaos 200)
+set(TIMEOUT_gpu_mesh 900)   # GPU hosts only (skips elsewhere): a mesh per format, 12 generations each

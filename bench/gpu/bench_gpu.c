@@ -17,7 +17,7 @@
     every step is rolled back with gpu_session_truncate so each repetition
     has the same shape. Inputs are pseudo-random tokens, never zeros.
 
-    usage: bench_gpu [--model PATH] [--ctx 256] [--reps 30] [--skip-8b] [--formats w8a8,fp16]
+    usage: bench_gpu [--model PATH] [--ctx 256] [--reps 30] [--skip-8b] [--formats w8a8,fp16,w8]
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,11 +285,22 @@ s_bench_small (const char *path, int reps, double bw)
     model_destroy (&cpu);
 }
 
+//  Whether name is one of the comma-separated entries of list.
+static bool
+s_listed (const char *list, const char *name)
+{
+    size_t n = strlen (name);
+    for (const char *p = list; p && *p; p = strchr (p, ',') ? strchr (p, ',') + 1 : NULL)
+        if (strncmp (p, name, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 int
 main (int argc, char **argv)
 {
     const char *model = NULL;
-    const char *formats = "w8a8,fp16";
+    const char *formats = "w8a8,fp16,w8";
     int ctx = 256, reps = 30;
     bool skip_8b = false;
     for (int i = 1; i < argc; i++) {
@@ -305,7 +316,7 @@ main (int argc, char **argv)
             skip_8b = true;
         else {
             fprintf (stderr, "usage: bench_gpu [--model PATH] [--ctx 256] [--reps 30] [--skip-8b] "
-                     "[--formats w8a8,fp16]\n");
+                     "[--formats w8a8,fp16,w8]\n");
             return 2;
         }
     }
@@ -327,11 +338,11 @@ main (int argc, char **argv)
         printf (", ");
         bool first = true;
         for (int f = 0; f < GPU_FMT_COUNT; f++)
-            if (strstr (formats, gpu_fmt_name ((gpu_fmt_t) f)) && f != 0) {
+            if (s_listed (formats, gpu_fmt_name ((gpu_fmt_t) f)) && f != 0) {
                 s_bench_8b ((gpu_fmt_t) f, ctx, reps, bw, first);
                 first = false;
             }
-        if (strstr (formats, "fp16"))
+        if (s_listed (formats, "fp16"))
             s_bench_8b (GPU_FMT_FP16, ctx, reps, bw, first);
     }
     if (model)

@@ -7,7 +7,7 @@
 # 10,000 verify calls) and PyTorch's fp16 eager forward of the same shapes,
 # writes every log and result under $OUT and prints a short table last.
 #
-# usage: OUT=/some/dir bench/gpu/device.sh [--skip-tests] [--skip-torch] [--reps N]
+# usage: OUT=/some/dir [PACK_LOGS=1] bench/gpu/device.sh [--skip-tests] [--skip-torch] [--reps N]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/.device/out}
@@ -40,7 +40,7 @@ CUBLAS=$( (ls -d /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda
          while read -r d; do [ -e "$d/libcublasLt.so.13" ] && echo "$d"; done | head -1)
 export LD_LIBRARY_PATH=$D/lib${CUBLAS:+:$CUBLAS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export SPLITMESH_BIN_DIR=$D/bin SPLITMESH_SOURCE_DIR=$PWD
-{ nvidia-smi; echo "cublasLt from: $CUBLAS"; ldd "$D/bin/bench_gpu"; } > "$OUT/env.txt" 2>&1
+{ uptime; nvidia-smi; echo "cublasLt from: $CUBLAS"; ldd "$D/bin/bench_gpu"; } > "$OUT/env.txt" 2>&1
 echo "cublasLt: ${CUBLAS:-NOT FOUND}"
 status=0
 : > "$OUT/tests.txt"
@@ -49,18 +49,46 @@ if [ $SKIP_TESTS = 0 ]; then
   [ -f "$MODEL" ] && export SPLITMESH_MODEL=$MODEL
   "$D/bin/test_gpu_model" --jobs=1 --verbose > "$OUT/test_gpu_model.log" 2>&1 || status=1
   "$D/bin/test_gpu_target" --jobs=1 --verbose > "$OUT/test_gpu_target.log" 2>&1 || status=1
-  grep -h -E "Synthesis|SMOLLM2|FAIL|\[FAIL\]|rel err|Assertion|histogram" "$OUT/test_gpu.log" \
-    "$OUT/test_gpu_model.log" "$OUT/test_gpu_target.log" > "$OUT/tests.txt"
+  #  The mesh check: fp16, w8a8 and w8 cloud-targets against GPU target-only greedy.
+  for fmt in fp16 w8a8 w8; do
+    SPLITMESH_GPU_FORMAT=$fmt "$D/bin/test_gpu_mesh" --jobs=1 --verbose > "$OUT/test_gpu_mesh_$fmt.log" 2>&1 || status=1
+  done
+  grep -h -E "Synthesis|SMOLLM2|FAIL|\[FAIL\]|rel err|Assertion|histogram|gpu_mesh:" "$OUT/test_gpu.log" \
+    "$OUT/test_gpu_model.log" "$OUT/test_gpu_target.log" "$OUT"/test_gpu_mesh_*.log > "$OUT/tests.txt"
   tail -n 30 "$OUT/tests.txt"
 fi
 ARGS=(--reps "$REPS")
 [ -f "$MODEL" ] && ARGS+=(--model "$MODEL")
 "$D/bin/bench_gpu" "${ARGS[@]}" > "$OUT/bench.json" 2> "$OUT/bench.log" || status=1
 tail -n 20 "$OUT/bench.log"
+# Through the service: broker + CUDA cloud-target (SmolLM2, continuous
+# batching) and the same sweep with batching off (capacity 1) as the peer.
+: > "$OUT/service.json"
+if [ -f "$MODEL" ]; then
+  for cap in 64 1; do
+    EP=tcp://127.0.0.1:$((24000 + cap))
+    "$D/bin/splitmesh-broker" -e "$EP" > "$OUT/service_broker_$cap.log" 2>&1 & BPID=$!
+    SPLITMESH_TARGET_BACKEND=cuda SPLITMESH_GPU_FORMAT=${SERVICE_FORMAT:-w8a8} SPLITMESH_BATCH_CAPACITY=$cap \
+      "$D/bin/splitmesh-cloud-target" --broker "$EP" --model "$MODEL" --split 0 --ctx 512 \
+      --max-sessions 64 > "$OUT/service_target_$cap.log" 2>&1 & TPID=$!
+    for i in $(seq 60); do grep -q ready "$OUT/service_target_$cap.log" && break; sleep 0.5; done
+    timeout 240 "$D/bin/bench_gpu_service" --broker "$EP" --rounds 50 --label "capacity_$cap" \
+      >> "$OUT/service.json" 2>> "$OUT/service.log" || status=1
+    kill $TPID $BPID 2>/dev/null; wait $TPID $BPID 2>/dev/null
+  done
+  tail -n 8 "$OUT/service.log"
+fi
 if [ $SKIP_TORCH = 0 ]; then
   python3 bench/gpu/torch_ref.py --reps "$REPS" > "$OUT/torch.json" 2> "$OUT/torch.log" || status=1
   tail -n 6 "$OUT/torch.log"
 fi
 GPU_COMMIT=$(tr -d "\n" < "$D/COMMIT" 2>/dev/null) GPU_COMMAND="bench/gpu/device.sh $ARGV" \
-  python3 bench/gpu/report.py "$OUT/bench.json" "$OUT/torch.json" "$OUT/tests.txt" "$OUT/gpu.json" "$OUT/gpu.md" || status=1
+  python3 bench/gpu/report.py "$OUT/bench.json" "$OUT/torch.json" "$OUT/tests.txt" "$OUT/gpu.json" "$OUT/gpu.md" "$OUT/service.json" || status=1
+# PACK_LOGS=1 (the device tool returns at most 8 files): every log in
+# $OUT/logs.tgz beside gpu.json, gpu.md and tests.txt.
+if [ "${PACK_LOGS:-0}" = 1 ]; then
+  tar -C "$OUT" -czf /tmp/gpu_logs.tgz . &&
+    find "$OUT" -type f ! -name gpu.json ! -name gpu.md ! -name tests.txt -delete &&
+    mv /tmp/gpu_logs.tgz "$OUT/logs.tgz"
+fi
 exit $status

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/gpu/pack.sh: run HERE (the build machine). Builds the GPU test and
-# bench binaries and puts them, stripped, with the shared libraries they
+# bench binaries and the mesh's service binaries and puts them, stripped, with the shared libraries they
 # need that a bare GPU host lacks (criterion, czmq, zmq, msgpack, ...; not
 # glibc, libstdc++ or cuBLASLt, which the host has) into .device/gpu/, and
 # packs that as .device/gpu.tgz; splits the model (SPLITMESH_MODEL) into
@@ -11,10 +11,16 @@ cd "$(dirname "$0")/../.."
 BUILD=${SPLITMESH_BUILD_DIR:-build}
 MODEL=${SPLITMESH_MODEL:-/work/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 cmake -S . -B "$BUILD" >/dev/null
-cmake --build "$BUILD" -j2 --target test_gpu test_gpu_model test_gpu_target bench_gpu splitmesh
+# The GPU tests and benches, and the mesh's processes (test_gpu_mesh runs
+# `splitmesh up` with a CUDA cloud-target; bench_gpu_service drives the
+# broker + cloud-target).
+BINS="test_gpu test_gpu_model test_gpu_target test_gpu_mesh bench_gpu bench_gpu_service splitmesh
+      splitmesh-broker splitmesh-tokenizer splitmesh-split-prefix splitmesh-cloud-target
+      splitmesh-edge-draft"
+cmake --build "$BUILD" -j2 --target $BINS
 D=.device/gpu
 rm -rf "$D"; mkdir -p "$D/bin" "$D/lib"
-for b in test_gpu test_gpu_model test_gpu_target bench_gpu splitmesh; do
+for b in $BINS; do
   strip -o "$D/bin/$b" "$BUILD/bin/$b"
 done
 ldd "$D"/bin/* | awk '$3 ~ /^\// {print $3}' | sort -u | while read -r lib; do

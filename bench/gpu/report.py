@@ -2,7 +2,11 @@
 bench/results/gpu.json (headline keys first, full numbers under "raw") and
 gpu.md (a short table), and prints the table.
 
-usage: python3 report.py BENCH.json TORCH.json TESTS.txt OUT.json OUT.md
+usage: python3 report.py BENCH.json TORCH.json TESTS.txt OUT.json OUT.md [SERVICE.json]
+
+SERVICE.json (bench_gpu_service, one JSON object a line: the batched
+service "capacity_64" and its unbatched peer "capacity_1") adds the
+verified tokens/s through the cloud-target service.
 """
 import json, sys
 
@@ -26,6 +30,8 @@ out = {
     "fp16_8b_verify_ms": f16.get("verify_ms"),
     "fp16_8b_floor_ms": f16.get("floor_ms"),
     "fp16_8b_verify_ratio_to_floor": f16.get("verify_ratio_to_floor"),
+    "w8_8b_verify_ms": bench.get("w8_8b", {}).get("verify_ms"),
+    "w8_8b_verify_ratio_to_floor": bench.get("w8_8b", {}).get("verify_ratio_to_floor"),
     "torch_fp16_8b_verify_ms": t1,
     "speedup_vs_torch_fp16": (t1 / f16["verify_ms"]) if t1 and f16.get("verify_ms") else None,
     "speedup_w8a8_vs_torch_fp16": (t1 / w8["verify_ms"]) if t1 and w8.get("verify_ms") else None,
@@ -43,9 +49,53 @@ for n in ("fp16", "w8a8"):
     out[f"smollm2_{n}_verify_ms_graphs"] = d.get("verify_ms_graphs")
     out[f"smollm2_{n}_verify_ms_no_graphs"] = d.get("verify_ms_no_graphs")
 for line in tests.splitlines():
+    if line.startswith("SMOLLM2 w8 (chunks of 5) vs CPU w8"):
+        try:
+            out["w8_top1_vs_cpu_w8_same_weights"] = float(line.rsplit("= ", 1)[1])
+        except ValueError:
+            pass
+    if line.startswith("SMOLLM2 w8 (chunks of 5) vs CPU f32"):
+        try:
+            out["w8_top1_vs_cpu_f32"] = float(line.rsplit("= ", 1)[1])
+        except ValueError:
+            pass
+    if line.startswith("SMOLLM2 w8a8: "):
+        try:
+            out["w8a8_top1_vs_cpu_f32"] = float(line.rsplit("= ", 1)[1])
+        except ValueError:
+            pass
+    if line.startswith("SMOLLM2 fp16: "):
+        try:
+            out["fp16_rel_logit_err_vs_cpu_f32"] = float(line.split("rel logit err ")[1].split(",")[0])
+        except (ValueError, IndexError):
+            pass
     if line.startswith("SMOLLM2 "):
         out.setdefault("smollm2_gpu_vs_cpu", []).append(line[8:].strip())
-out["raw"] = {"bench": bench, "torch": torch}
+service = {}
+if len(sys.argv) > 6:
+    try:
+        for line in open(sys.argv[6]):
+            if line.strip():
+                d = json.loads(line)
+                service[d["label"]] = d
+    except Exception as e:
+        service["error"] = str(e)
+for s in ("1", "8", "32", "64"):
+    for label, key in (("capacity_64", "batched"), ("capacity_1", "unbatched")):
+        out[f"service_smollm2_verified_tps_{s}_sessions_{key}"] = \
+            service.get(label, {}).get("sessions", {}).get(s, {}).get("verified_tps")
+mesh = [l.strip() for l in tests.splitlines() if l.startswith("gpu_mesh:") and " k=" in l]
+mesh_diag = [l.strip() for l in tests.splitlines() if l.startswith("gpu_mesh:") and "reference repeated" in l]
+if mesh:
+    out["mesh_greedy_lines"] = mesh + mesh_diag
+    out["mesh_greedy_generations"] = len(mesh)
+    import re
+    eq = 0
+    for l in mesh:
+        m = re.search(r"mesh (\d+) tokens, GPU reference (\d+), equal prefix (\d+)", l)
+        eq += bool(m and m.group(1) == m.group(2) == m.group(3))
+    out["mesh_greedy_equal"] = eq
+out["raw"] = {"bench": bench, "torch": torch, "service": service}
 json.dump(out, open(sys.argv[4], "w"), indent=2)
 
 
@@ -67,6 +117,18 @@ md = [f"# GPU backend (bench/gpu) on {bench.get('device')}", "",
 for s in ("1", "8", "32", "64"):
     md.append(f"| verified tokens/s, {s} sessions | {f(out[f'verified_tps_{s}_sessions_w8a8'], '.0f')} | "
               f"{f(out[f'verified_tps_{s}_sessions_fp16'], '.0f')} | {f(out[f'verified_tps_{s}_sessions_torch_fp16'], '.0f')} |")
+if service:
+    md += ["", "| SmolLM2-135M through the cloud-target service (CUDA, k = 4) | batched (capacity 64) | unbatched (capacity 1) |",
+           "| --- | --- | --- |"]
+    for s in ("1", "8", "32", "64"):
+        md.append(f"| verified tokens/s, {s} sessions | {f(out[f'service_smollm2_verified_tps_{s}_sessions_batched'], '.0f')} | "
+                  f"{f(out[f'service_smollm2_verified_tps_{s}_sessions_unbatched'], '.0f')} |")
+if mesh:
+    md += ["", f"Mesh at temperature 0 vs GPU target-only greedy: {out['mesh_greedy_equal']} of {len(mesh)} generations equal.", ""]
+    md += ["    " + l for l in mesh + mesh_diag]
+if out.get("w8_8b_verify_ms"):
+    md += ["", f"w8 (CPU w8 numerics, groups of 32) 8B verify: {f(out['w8_8b_verify_ms'])} ms, "
+           f"{f(out['w8_8b_verify_ratio_to_floor'], '.2f')}x its floor."]
 md += ["", "| SmolLM2-135M | fp16 | w8a8 |", "| --- | --- | --- |"]
 for k, label in (("verify_ms_graphs", "verify 5 positions, graphs, ms"),
                  ("verify_ms_no_graphs", "verify 5 positions, no graphs, ms"),

@@ -1,8 +1,12 @@
 /*  cloud_target.c: the `target` MDP service (see cloud_target.h).
 
-    One actor thread owns the backend and every session; requests are
-    served one at a time (batch size 1 for now: the CUDA backend of issue 5
-    batches verifications of many sessions).
+    One actor thread owns the backend and every session. Requests are
+    served in batches (batcher.h: several in flight at the worker, gathered
+    with a bounded wait): a batch's prefill and verify rows run as one
+    forward pass where the backend has forward_batch (CUDA; the CPU runs
+    them one after another) and one head pass, then each request's
+    acceptance and reply. A request that fails (bad input, a failed pass)
+    fails alone; its batch mates are answered.
 */
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "activations.h"
+#include "batcher.h"
 #include "cloud_target.h"
 #include "gpu.h"
 #include "privacy_record.h"
@@ -35,7 +40,10 @@ typedef struct {
     target_backend_t *backend;
     session_store_t *sessions;  //  id -> s_session_t
     speculative_t *verifier;
-    float *logits;              //  (max_draft_k + 1, vocab)
+    float *logits;              //  (rows, vocab) a batch's head output
+    size_t logits_size;         //  floats allocated
+    float *head_x;              //  (rows, dim) a batch's rows for the head
+    size_t head_x_size;
     int ctx;                    //  positions per session
     int split;                  //  L
     long positions;             //  KV positions held over all sessions
@@ -179,24 +187,67 @@ s_check_pos (s_state_t *self, const char *id, s_session_t *session, uint32_t pos
     return NULL;
 }
 
-static zframe_t *
-s_prefill (s_state_t *self, zframe_t *body)
+//  One admitted prefill or verify: its decoded request, the rows it runs
+//  and what the reply needs, from admission to reply.
+typedef struct {
+    bool is_verify;
+    wire_prefill_t prefill;     //  the request, when !is_verify
+    wire_verify_t verify;       //  the request, when is_verify
+    s_session_t *session;
+    float *x;                   //  (n, dim) input rows, then the last layer's output
+    size_t n;
+    uint32_t pos;               //  first position
+    int first;                  //  first layer the rows run (0 or L)
+    bool hidden;                //  return_hidden: no head, rows go back
+    int k;                      //  draft tokens (verify)
+    speculative_q_t q [WIRE_MAX_DRAFT_K];
+    const float *logits;        //  its rows of the batch's head output
+    int64_t start;              //  zclock_usecs () at admission
+    zframe_t *reply;            //  set once the job failed or finished
+} s_job_t;
+
+static void
+s_job_destroy (s_job_t **job_p)
 {
-    wire_prefill_t req;
+    s_job_t *job = *job_p;
+    if (job) {
+        free (job->x);
+        if (job->is_verify)
+            wire_msg_free (&wire_verify_desc, &job->verify);
+        else
+            wire_msg_free (&wire_prefill_desc, &job->prefill);
+        zframe_destroy (&job->reply);
+        free (job);
+        *job_p = NULL;
+    }
+}
+
+//  Admits a prefill: decodes and checks it, creates or resets its session
+//  and computes its input rows. Returns BATCHER_REPLY with an error,
+//  BATCHER_DEFER when a new session would evict one of the n_jobs already
+//  in the batch, or BATCHER_JOB.
+static batcher_admit_t
+s_prefill_admit (s_state_t *self, zframe_t *body, int n_jobs, s_job_t *job, zframe_t **reply_p)
+{
+    wire_prefill_t *req = &job->prefill;
     wire_err_t werr = { 0 };
-    if (wire_decode_frame (&wire_prefill_desc, body, &req, &werr))
-        return wire_error_frame_from (&werr);
+    if (wire_decode_frame (&wire_prefill_desc, body, req, &werr)) {
+        *reply_p = wire_error_frame_from (&werr);
+        return BATCHER_REPLY;
+    }
     target_backend_t *b = self->backend;
-    float *x = NULL;
-    size_t n = 0;
+    s_session_t *session = (s_session_t *) session_store_lookup (self->sessions, req->session);
+    if (!session && req->pos == 0 && n_jobs > 0
+    &&  session_store_size (self->sessions) >= session_store_max (self->sessions))
+        return BATCHER_DEFER;   //  inserting would evict a session; the batch may hold it
     s_mode_t mode;
-    zframe_t *reply = s_input (self, req.activations, req.tokens, req.tokens_count, &x, &n, &mode);
+    zframe_t *reply = s_input (self, req->activations, req->tokens, req->tokens_count,
+                               &job->x, &job->n, &mode);
     if (reply)
-        goto done;
-    s_session_t *session = (s_session_t *) session_store_lookup (self->sessions, req.session);
-    if (req.pos > 0 && !session) {
-        reply = service_error (404, "unknown session '%s'", req.session);
-        goto done;
+        goto fail;
+    if (req->pos > 0 && !session) {
+        reply = service_error (404, "unknown session '%s'", req->session);
+        goto fail;
     }
     if (!session) {
         session = calloc (1, sizeof *session);
@@ -208,211 +259,365 @@ s_prefill (s_state_t *self, zframe_t *body)
         if (!session || !session->kv) {
             free (session);
             reply = service_error (500, "out of memory for a session of %d positions", self->ctx);
-            goto done;
+            goto fail;
         }
         session->mode = mode;
-        session->seed = req.has_seed? req.seed: s_random_seed ();
-        if (service_session_insert (self->sessions, "cloud-target", req.session, session)) {
+        session->seed = req->has_seed? req->seed: s_random_seed ();
+        if (service_session_insert (self->sessions, "cloud-target", req->session, session)) {
             reply = service_error (500, "out of memory");
-            goto done;
+            goto fail;
         }
     }
     else {
-        if ((reply = s_check_pos (self, req.session, session, req.pos, n, mode)))
-            goto done;
-        if (req.pos == 0) {
+        if ((reply = s_check_pos (self, req->session, session, req->pos, job->n, mode)))
+            goto fail;
+        if (req->pos == 0) {
             session->mode = mode;
-            session->seed = req.has_seed? req.seed: s_random_seed ();
+            session->seed = req->has_seed? req->seed: s_random_seed ();
         }
         else
-        if (req.has_seed)
-            session->seed = req.seed;
+        if (req->has_seed)
+            session->seed = req->seed;
     }
-    if ((reply = s_forward (self, session, req.pos, x, n)))
-        goto done;
-
-    wire_prefill_reply_t out;
-    wire_msg_init (&wire_prefill_reply_desc, &out);
-    out.session = req.session;
-    out.n_pos = (uint32_t) session->n_pos;
-    const float *last = x + (n - 1) * (size_t) b->dim;
-    wire_activations_t hidden;
-    char err [256];
-    if (req.return_hidden) {
-        if (activations_pack (last, 1, (uint32_t) b->dim, WIRE_DTYPE_FP32, (uint32_t) b->n_layers,
-                              &hidden, err, sizeof err)) {
-            reply = service_error (500, "%s", err);
-            goto done;
-        }
-        out.hidden = &hidden;
-        reply = service_encode (&wire_prefill_reply_desc, &out);
-        wire_msg_free (&wire_activations_desc, &hidden);
-        goto done;
-    }
-    if (b->ops->head (b, last, 1, self->logits)) {
-        reply = service_error (500, "head: %s", b->ops->error (b));
-        goto done;
-    }
-    sampler_params_t sp = s_params (req.temperature, req.top_k, req.top_p, session->seed);
-    int accepted;
-    int32_t next;
-    if (speculative_verify (self->verifier, self->logits, 0, NULL, NULL, &sp,
-                            (uint32_t) session->n_pos - 1, &accepted, &next, err, sizeof err)) {
-        reply = service_error (422, "%s", err);
-        goto done;
-    }
-    out.next_token = next;
-    out.has_next_token = true;
-    reply = service_encode (&wire_prefill_reply_desc, &out);
-    metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
-done:
-    free (x);
-    wire_msg_free (&wire_prefill_desc, &req);
-    return reply;
+    job->session = session;
+    job->pos = req->pos;
+    job->first = session->mode == S_MODE_TOKENS? 0: self->split;
+    job->hidden = req->return_hidden;
+    return BATCHER_JOB;
+fail:
+    *reply_p = reply;
+    return BATCHER_REPLY;
 }
 
+//  The prefill's reply once its rows ran (and the head, unless hidden).
 static zframe_t *
-s_verify (s_state_t *self, zframe_t *body)
+s_prefill_finish (s_state_t *self, s_job_t *job)
 {
-    wire_verify_t req;
-    wire_err_t werr = { 0 };
-    if (wire_decode_frame (&wire_verify_desc, body, &req, &werr))
-        return wire_error_frame_from (&werr);
     target_backend_t *b = self->backend;
-    float *x = NULL;
-    size_t n = 0;
-    s_mode_t mode;
-    speculative_q_t q [WIRE_MAX_DRAFT_K];
-    zframe_t *reply = NULL;
-    int64_t start = zclock_usecs ();
-    s_session_t *session = (s_session_t *) session_store_lookup (self->sessions, req.session);
-    if (!session) {
-        reply = service_error (404, "unknown session '%s'", req.session);
-        goto done;
+    wire_prefill_t *req = &job->prefill;
+    s_session_t *session = job->session;
+    wire_prefill_reply_t out;
+    wire_msg_init (&wire_prefill_reply_desc, &out);
+    out.session = req->session;
+    out.n_pos = (uint32_t) session->n_pos;
+    char err [256];
+    if (job->hidden) {
+        wire_activations_t hidden;
+        const float *last = job->x + (job->n - 1) * (size_t) b->dim;
+        if (activations_pack (last, 1, (uint32_t) b->dim, WIRE_DTYPE_FP32, (uint32_t) b->n_layers,
+                              &hidden, err, sizeof err))
+            return service_error (500, "%s", err);
+        out.hidden = &hidden;
+        zframe_t *reply = service_encode (&wire_prefill_reply_desc, &out);
+        wire_msg_free (&wire_activations_desc, &hidden);
+        return reply;
     }
-    if ((reply = s_input (self, req.activations, req.tokens, req.tokens_count, &x, &n, &mode)))
-        goto done;
+    sampler_params_t sp = s_params (req->temperature, req->top_k, req->top_p, session->seed);
+    int accepted;
+    int32_t next;
+    if (speculative_verify (self->verifier, job->logits, 0, NULL, NULL, &sp,
+                            (uint32_t) session->n_pos - 1, &accepted, &next, err, sizeof err))
+        return service_error (422, "%s", err);
+    out.next_token = next;
+    out.has_next_token = true;
+    return service_encode (&wire_prefill_reply_desc, &out);
+}
+
+//  Admits a verify: decodes and checks the request, its session, rows and
+//  drafts (nothing changes before the forward pass). BATCHER_REPLY with
+//  an error, or BATCHER_JOB.
+static batcher_admit_t
+s_verify_admit (s_state_t *self, zframe_t *body, s_job_t *job, zframe_t **reply_p)
+{
+    wire_verify_t *req = &job->verify;
+    wire_err_t werr = { 0 };
+    if (wire_decode_frame (&wire_verify_desc, body, req, &werr)) {
+        *reply_p = wire_error_frame_from (&werr);
+        return BATCHER_REPLY;
+    }
+    job->is_verify = true;
+    target_backend_t *b = self->backend;
+    s_mode_t mode;
+    zframe_t *reply = NULL;
+    s_session_t *session = (s_session_t *) session_store_lookup (self->sessions, req->session);
+    if (!session) {
+        reply = service_error (404, "unknown session '%s'", req->session);
+        goto fail;
+    }
+    if ((reply = s_input (self, req->activations, req->tokens, req->tokens_count, &job->x, &job->n,
+                          &mode)))
+        goto fail;
     //  Privacy full (return_hidden): no draft ids travel; the rows are t0
     //  and the drafts as activations, and the edge verifies.
-    int k = req.return_hidden? (int) n - 1: (int) req.draft_tokens_count;
-    if (req.return_hidden && (mode != S_MODE_ACTIVATIONS || req.draft_tokens_count || req.drafts_count)) {
+    int k = req->return_hidden? (int) job->n - 1: (int) req->draft_tokens_count;
+    if (req->return_hidden && (mode != S_MODE_ACTIVATIONS || req->draft_tokens_count || req->drafts_count)) {
         reply = service_error (422, "return_hidden takes activations and no draft_tokens or drafts");
-        goto done;
+        goto fail;
     }
-    if (n != (size_t) k + 1) {
+    if (job->n != (size_t) k + 1) {
         //  The codec's check enforces this too; a hand-built request may not.
-        reply = service_error (422, "verify needs %d rows (t0 and %d drafts), got %zu", k + 1, k, n);
-        goto done;
+        reply = service_error (422, "verify needs %d rows (t0 and %d drafts), got %zu", k + 1, k,
+                               job->n);
+        goto fail;
     }
-    if ((reply = s_check_pos (self, req.session, session, req.pos, n, mode)))
-        goto done;
-    if (req.has_seed)
-        session->seed = req.seed;
+    if ((reply = s_check_pos (self, req->session, session, req->pos, job->n, mode)))
+        goto fail;
     //  Validate the drafts before touching the cache.
-    for (int i = 0; i < (int) req.draft_tokens_count; i++)
-        if (req.draft_tokens [i] < 0 || req.draft_tokens [i] >= b->vocab) {
+    for (int i = 0; i < (int) req->draft_tokens_count; i++)
+        if (req->draft_tokens [i] < 0 || req->draft_tokens [i] >= b->vocab) {
             reply = service_error (422, "draft_tokens[%d] = %d is outside the vocabulary (%d)",
-                                   i, req.draft_tokens [i], b->vocab);
-            goto done;
+                                   i, req->draft_tokens [i], b->vocab);
+            goto fail;
         }
-    for (size_t i = 0; i < req.drafts_count && i < WIRE_MAX_DRAFT_K; i++) {
-        q [i].tokens = req.drafts [i].tokens;
-        q [i].probs = req.drafts [i].probs;
-        q [i].n = (int) (req.drafts [i].tokens_count < req.drafts [i].probs_count
-                         ? req.drafts [i].tokens_count: req.drafts [i].probs_count);
+    for (size_t i = 0; i < req->drafts_count && i < WIRE_MAX_DRAFT_K; i++) {
+        job->q [i].tokens = req->drafts [i].tokens;
+        job->q [i].probs = req->drafts [i].probs;
+        job->q [i].n = (int) (req->drafts [i].tokens_count < req->drafts [i].probs_count
+                              ? req->drafts [i].tokens_count: req->drafts [i].probs_count);
     }
-    if (req.drafts_count && req.drafts_count != (size_t) k) {
-        reply = service_error (422, "drafts has %zu entries for %d draft tokens", req.drafts_count, k);
-        goto done;
+    if (req->drafts_count && req->drafts_count != (size_t) k) {
+        reply = service_error (422, "drafts has %zu entries for %d draft tokens", req->drafts_count, k);
+        goto fail;
     }
-    if ((reply = s_forward (self, session, req.pos, x, n)))
-        goto done;
+    if (req->has_seed)
+        session->seed = req->seed;
+    job->session = session;
+    job->pos = req->pos;
+    job->first = session->mode == S_MODE_TOKENS? 0: self->split;
+    job->hidden = req->return_hidden;
+    job->k = k;
+    return BATCHER_JOB;
+fail:
+    *reply_p = reply;
+    return BATCHER_REPLY;
+}
 
+//  The verify's reply once its rows ran (and the head, unless hidden):
+//  acceptance, rollback of the rejected positions.
+static zframe_t *
+s_verify_finish (s_state_t *self, s_job_t *job)
+{
+    target_backend_t *b = self->backend;
+    wire_verify_t *req = &job->verify;
+    s_session_t *session = job->session;
     wire_verify_reply_t out;
     wire_msg_init (&wire_verify_reply_desc, &out);
-    out.session = req.session;
+    out.session = req->session;
     char err [256];
-    if (req.return_hidden) {
+    if (job->hidden) {
         //  Privacy full: the edge verifies locally and rolls back with the
         //  next request's pos; the cache keeps all k+1 rows until then.
         wire_activations_t hidden;
-        if (activations_pack (x, (uint32_t) n, (uint32_t) b->dim, WIRE_DTYPE_FP32,
-                              (uint32_t) b->n_layers, &hidden, err, sizeof err)) {
-            reply = service_error (500, "%s", err);
-            goto done;
-        }
+        if (activations_pack (job->x, (uint32_t) job->n, (uint32_t) b->dim, WIRE_DTYPE_FP32,
+                              (uint32_t) b->n_layers, &hidden, err, sizeof err))
+            return service_error (500, "%s", err);
         out.accepted = 0;
         out.n_pos = (uint32_t) session->n_pos;
         out.hidden = &hidden;
-        reply = service_encode (&wire_verify_reply_desc, &out);
+        zframe_t *reply = service_encode (&wire_verify_reply_desc, &out);
         wire_msg_free (&wire_activations_desc, &hidden);
-        goto done;
+        return reply;
     }
-    if (b->ops->head (b, x, (int) n, self->logits)) {
-        reply = service_error (500, "head: %s", b->ops->error (b));
-        goto done;
-    }
-    sampler_params_t sp = s_params (req.temperature, req.top_k, req.top_p, session->seed);
+    sampler_params_t sp = s_params (req->temperature, req->top_k, req->top_p, session->seed);
     int accepted;
     int32_t next;
-    if (speculative_verify (self->verifier, self->logits, k, req.draft_tokens,
-                            req.drafts_count? q: NULL, &sp, req.pos, &accepted, &next,
+    if (speculative_verify (self->verifier, job->logits, job->k, req->draft_tokens,
+                            req->drafts_count? job->q: NULL, &sp, req->pos, &accepted, &next,
                             err, sizeof err)) {
-        //  Bad drafts: nothing was accepted; leave the cache at pos + 1 so a
+        //  Bad drafts: nothing was accepted; leave the cache at pos so a
         //  retry at the same pos starts from the same state.
-        b->ops->kv_truncate (session->kv, (int) req.pos);
-        s_set_pos (session, (int) req.pos);
-        reply = service_error (422, "%s", err);
-        goto done;
+        b->ops->kv_truncate (session->kv, (int) req->pos);
+        s_set_pos (session, (int) req->pos);
+        return service_error (422, "%s", err);
     }
-    s_set_pos (session, (int) req.pos + 1 + accepted);
+    s_set_pos (session, (int) req->pos + 1 + accepted);
     b->ops->kv_truncate (session->kv, session->n_pos);
-    metrics_observe (self->metrics, "verify_seconds", NULL,
-                             (zclock_usecs () - start) / 1e6);
-    metrics_gauge (self->metrics, "batch_size", NULL, 1);
-    metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+    metrics_observe (self->metrics, "verify_seconds", NULL, (zclock_usecs () - job->start) / 1e6);
     out.accepted = (uint32_t) accepted;
     out.next_token = next;
     out.has_next_token = true;
     out.n_pos = (uint32_t) session->n_pos;
-    reply = service_encode (&wire_verify_reply_desc, &out);
-done:
-    free (x);
-    wire_msg_free (&wire_verify_desc, &req);
-    return reply;
+    return service_encode (&wire_verify_reply_desc, &out);
 }
 
-static zframe_t *
-s_dispatch (s_state_t *self, zframe_t *body, const wire_peek_t *peek)
+//  Records a body for the privacy audit, when recording.
+static void
+s_record (s_state_t *self, char dir, zframe_t *frame)
 {
-    if (streq (peek->tag, "prefill"))
-        return s_prefill (self, body);
-    if (streq (peek->tag, "verify"))
-        return s_verify (self, body);
-    if (streq (peek->tag, "session_close")) {
-        //  The gauge follows the close, so /metrics shows the cache freed.
-        zframe_t *reply = service_session_close (self->sessions, body);
-        metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
-        return reply;
-    }
-    return service_error (400, "target: expected 'prefill', 'verify' or 'session_close', got '%s'",
-                          peek->tag);
+    if (self->record && frame
+    &&  privacy_record_append (self->record, dir, zframe_data (frame), zframe_size (frame)))
+        zsys_warning ("cloud-target: recording a %s failed", dir == 'Q'? "request": "reply");
 }
 
-//  Serves one request; with a recorder (privacy audit), the request and
-//  reply bodies go to it first.
-static zframe_t *
-s_handler (void *state, zframe_t *body, const wire_peek_t *peek)
+//  batcher admit: prefill and verify join the batch, session_close and
+//  errors are answered at once.
+static batcher_admit_t
+s_admit (void *state, zframe_t *body, const wire_peek_t *peek, int n_jobs, zframe_t **reply_p,
+         void **job_p)
 {
     s_state_t *self = (s_state_t *) state;
-    if (self->record && privacy_record_append (self->record, 'Q', zframe_data (body), zframe_size (body)))
-        zsys_warning ("cloud-target: recording a request failed");
-    zframe_t *reply = s_dispatch (self, body, peek);
-    if (self->record && reply
-    &&  privacy_record_append (self->record, 'R', zframe_data (reply), zframe_size (reply)))
-        zsys_warning ("cloud-target: recording a reply failed");
-    return reply;
+    batcher_admit_t a = BATCHER_REPLY;
+    s_job_t *job = NULL;
+    *reply_p = NULL;
+    if (streq (peek->tag, "prefill") || streq (peek->tag, "verify")) {
+        job = calloc (1, sizeof *job);
+        if (!job)
+            *reply_p = service_error (500, "out of memory");
+        else {
+            job->start = zclock_usecs ();
+            a = streq (peek->tag, "prefill")? s_prefill_admit (self, body, n_jobs, job, reply_p)
+                                            : s_verify_admit (self, body, job, reply_p);
+        }
+    }
+    else
+    if (streq (peek->tag, "session_close")) {
+        *reply_p = service_session_close (self->sessions, body);
+        //  The gauge follows the close, so /metrics shows the cache freed.
+        metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+    }
+    else
+        *reply_p = service_error (400, "target: expected 'prefill', 'verify' or 'session_close', "
+                                  "got '%s'", peek->tag);
+    if (a != BATCHER_DEFER)
+        s_record (self, 'Q', body);
+    if (a == BATCHER_REPLY) {
+        s_record (self, 'R', *reply_p);
+        s_job_destroy (&job);
+    }
+    if (a == BATCHER_DEFER)
+        s_job_destroy (&job);
+    *job_p = job;
+    return a;
 }
+
+//  Runs the rows of the jobs that start at layer `first` (and are no
+//  longer than a chunk) as one batched pass where the backend has one;
+//  a job the batch could not run runs alone, so it fails alone.
+static void
+s_forward_group (s_state_t *self, s_job_t **jobs, int n, int first)
+{
+    target_backend_t *b = self->backend;
+    target_batch_item_t items [n];
+    s_job_t *members [n];
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        s_job_t *job = jobs [i];
+        if (job->reply || job->first != first || job->n > S_CHUNK)
+            continue;
+        b->ops->kv_truncate (job->session->kv, (int) job->pos);
+        s_set_pos (job->session, (int) job->pos);
+        items [m] = (target_batch_item_t) { job->session->kv, (int) job->pos, (int) job->n, job->x };
+        members [m++] = job;
+    }
+    if (m == 0)
+        return;
+    if (b->ops->forward_batch && m > 1) {
+        //  The inputs are kept: a failed batch may have replaced some rows.
+        size_t rows = 0;
+        for (int i = 0; i < m; i++)
+            rows += members [i]->n;
+        float *saved = malloc (rows * (size_t) b->dim * sizeof *saved);
+        if (saved) {
+            size_t at = 0;
+            for (int i = 0; i < m; i++, at += members [i - 1]->n)
+                memcpy (saved + at * b->dim, members [i]->x, members [i]->n * b->dim * sizeof *saved);
+            bool ok = b->ops->forward_batch (b, items, m, first) == 0;
+            at = 0;
+            for (int i = 0; i < m; i++, at += members [i - 1]->n) {
+                if (ok)
+                    s_set_pos (members [i]->session, (int) (members [i]->pos + members [i]->n));
+                else
+                    memcpy (members [i]->x, saved + at * b->dim, members [i]->n * b->dim * sizeof *saved);
+            }
+            free (saved);
+            if (ok)
+                return;
+            zsys_warning ("cloud-target: a batch of %d failed (%s); running its requests one by one",
+                          m, b->ops->error (b));
+        }
+    }
+    //  One at a time: no batched pass, or it failed: a bad request fails
+    //  alone and its batch mates are served.
+    for (int i = 0; i < m; i++)
+        members [i]->reply = s_forward (self, members [i]->session, members [i]->pos,
+                                        members [i]->x, members [i]->n);
+}
+
+//  Grows a float buffer to n values. Returns 0, or -1 (buffer unchanged).
+static int
+s_reserve (float **buf, size_t *size, size_t n)
+{
+    if (n <= *size)
+        return 0;
+    float *grown = realloc (*buf, n * sizeof *grown);
+    if (!grown)
+        return -1;
+    *buf = grown;
+    *size = n;
+    return 0;
+}
+
+//  batcher run: every job's rows as few forward passes as the backend
+//  allows, one head pass over every row that needs logits, then each
+//  job's acceptance and reply.
+static void
+s_run (void *state, void **jobs_, int n, zframe_t **replies)
+{
+    s_state_t *self = (s_state_t *) state;
+    s_job_t **jobs = (s_job_t **) jobs_;
+    target_backend_t *b = self->backend;
+    for (int i = 0; i < n; i++)
+        if (jobs [i]->n > S_CHUNK)     //  long prompts run alone, in chunks
+            jobs [i]->reply = s_forward (self, jobs [i]->session, jobs [i]->pos, jobs [i]->x,
+                                         jobs [i]->n);
+    s_forward_group (self, jobs, n, 0);
+    if (self->split != 0)
+        s_forward_group (self, jobs, n, self->split);
+
+    //  The head: all of a verify's rows, a prefill's last row.
+    size_t rows = 0;
+    for (int i = 0; i < n; i++)
+        if (!jobs [i]->reply && !jobs [i]->hidden)
+            rows += jobs [i]->is_verify? jobs [i]->n: 1;
+    if (rows) {
+        zframe_t *failed = NULL;
+        if (s_reserve (&self->head_x, &self->head_x_size, rows * b->dim)
+        ||  s_reserve (&self->logits, &self->logits_size, rows * b->vocab))
+            failed = service_error (500, "out of memory for %zu rows of logits", rows);
+        else {
+            size_t at = 0;
+            for (int i = 0; i < n; i++) {
+                s_job_t *job = jobs [i];
+                if (job->reply || job->hidden)
+                    continue;
+                size_t m = job->is_verify? job->n: 1;
+                memcpy (self->head_x + at * b->dim, job->x + (job->n - m) * b->dim,
+                        m * b->dim * sizeof (float));
+                job->logits = self->logits + at * b->vocab;
+                at += m;
+            }
+            if (b->ops->head (b, self->head_x, (int) rows, self->logits))
+                failed = service_error (500, "head: %s", b->ops->error (b));
+        }
+        for (int i = 0; failed && i < n; i++)
+            if (!jobs [i]->reply && !jobs [i]->hidden)
+                jobs [i]->reply = zframe_dup (failed);
+        zframe_destroy (&failed);
+    }
+    for (int i = 0; i < n; i++) {
+        s_job_t *job = jobs [i];
+        if (!job->reply)
+            job->reply = job->is_verify? s_verify_finish (self, job): s_prefill_finish (self, job);
+        replies [i] = job->reply;
+        job->reply = NULL;
+        s_record (self, 'R', replies [i]);
+        s_job_destroy (&job);
+    }
+    metrics_gauge (self->metrics, "batch_size", NULL, n);
+    metrics_gauge (self->metrics, "kv_cache_positions", NULL, (double) self->positions);
+}
+
+static const batcher_ops_t s_batcher_ops = { s_admit, s_run };
 
 void
 cloud_target_actor (zsock_t *pipe, void *args)
@@ -448,8 +653,7 @@ cloud_target_actor (zsock_t *pipe, void *args)
                            setup, sizeof setup);
         state.sessions = session_store_new ((size_t) config->max_sessions, s_session_free);
         state.verifier = speculative_new (b->vocab);
-        state.logits = malloc ((size_t) (WIRE_MAX_DRAFT_K + 1) * b->vocab * sizeof (float));
-        if ((!state.sessions || !state.verifier || !state.logits) && !*setup)
+        if ((!state.sessions || !state.verifier) && !*setup)
             snprintf (setup, sizeof setup, "out of memory");
         if (!*setup)
             zsys_info ("cloud-target: %s backend, layers [%d, %d) + head of %s (%s, %.1f MB), "
@@ -459,12 +663,16 @@ cloud_target_actor (zsock_t *pipe, void *args)
     }
     state.metrics = *setup? NULL: metrics_new ("cloud-target", config->instance, config->telemetry);
     state.record = privacy_record_open_env (PRIVACY_RECORD_ENV);
-    service_actor_run (pipe, config, "target", setup, s_handler, &state, state.metrics);
+    batcher_options_t bo = batcher_options_default (config);
+    if (!*setup)
+        zsys_info ("cloud-target: batches of up to %d requests, wait %d us", bo.capacity, bo.wait_us);
+    batcher_run (pipe, config, "target", setup, &s_batcher_ops, &state, state.metrics, &bo);
     session_store_destroy (&state.sessions);
     metrics_destroy (&state.metrics);
     privacy_record_destroy (&state.record);
     speculative_destroy (&state.verifier);
     free (state.logits);
+    free (state.head_x);
     if (state.backend)
         state.backend->ops->destroy (&state.backend);
 }

@@ -24,6 +24,14 @@ extern "C" {
 typedef struct _target_backend_t target_backend_t;
 typedef struct _target_kv_t target_kv_t;       //  one session's cache
 
+//  One session's rows in a batched forward pass.
+typedef struct {
+    target_kv_t *kv;
+    int pos;                    //  first position (the cache holds pos positions)
+    int n;                      //  rows
+    float *x;                   //  (n, dim) in; the last layer's output on return
+} target_batch_item_t;
+
 typedef struct {
     const char *name;                                           //  "cpu", "cuda"
     target_kv_t *(*kv_new) (target_backend_t *self, int max_ctx);
@@ -34,6 +42,13 @@ typedef struct {
     int (*forward) (target_backend_t *self, target_kv_t *kv, int first, int last,
                     int pos, int n, float *x);
     int (*head) (target_backend_t *self, const float *x, int n, float *logits);
+    //  Optional (NULL: the service calls forward per item): forward for
+    //  several sessions' caches as one pass, every item from layer `first`
+    //  to the last. Returns 0, or -1 (error) with any item's cache
+    //  possibly holding some of its new positions: the caller truncates
+    //  and retries item by item, so one bad item fails alone.
+    int (*forward_batch) (target_backend_t *self, const target_batch_item_t *items, int n,
+                          int first);
     const char *(*error) (target_backend_t *self);
     void (*destroy) (target_backend_t **self_p);
 } target_backend_ops_t;

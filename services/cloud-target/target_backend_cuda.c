@@ -6,10 +6,10 @@
     table does on the host (embed gives host rows that forward takes back).
     Each cache is a GPU session (paged fp16 KV); forward runs the session's
     rows from the layer asked (0 for tokens, L for activations) as a batch
-    of one; head runs the GPU head on the rows given. Batching several
-    sessions into one pass needs the service to gather requests, which this
-    table of single-session operations cannot express: gpu_forward_batch
-    is the call for that.
+    of one; head runs the GPU head on the rows given. forward_batch runs
+    several sessions' rows as one gpu_forward_batch_from (the service's
+    batcher gathers them: continuous batching), in as few calls as the
+    model's max_tokens allows.
 
     Built into the service library always: without CUDA, gpu.h's calls
     report no device and target_backend_cuda_new fails with that message.
@@ -24,6 +24,8 @@
 typedef struct {
     model_t *cpu;               //  the uploaded model; embeddings for embed
     gpu_model_t *gpu;
+    float *out_x;               //  (max_tokens, dim) a batch's output rows
+    gpu_seq_t *seqs;            //  (max_sessions) a batch's sequences
     char error[512];            //  the last failure
 } s_impl_t;
 
@@ -86,7 +88,7 @@ s_kv_truncate (target_kv_t *kv_, int n_pos)
     gpu_session_truncate (kv->impl->gpu, kv->session, n_pos);
 }
 
-//  Bytes of the pages the session holds (fp16 keys and values).
+//  Bytes of the pages the session holds (keys and values, fp16 or fp32).
 static size_t
 s_kv_bytes (const target_kv_t *kv_)
 {
@@ -98,7 +100,8 @@ s_kv_bytes (const target_kv_t *kv_)
     gpu_model_range (g, &first, &last, NULL, NULL);
     int pos = gpu_session_pos (g, kv->session);
     size_t pages = pos > 0 ? (size_t) (pos + o->page_size - 1) / o->page_size : 0;
-    return pages * o->page_size * (size_t) (last - first) * c->kv_dim * 2 * 2;
+    size_t elem = o->format == GPU_FMT_W8 ? 4 : 2;     //  w8 keeps an fp32 cache
+    return pages * o->page_size * (size_t) (last - first) * c->kv_dim * 2 * elem;
 }
 
 static int
@@ -122,6 +125,47 @@ s_forward (target_backend_t *self, target_kv_t *kv_, int first, int last, int po
     if (gpu_forward_batch_from (impl->gpu, first, &seq, 1, &out))
         return s_fail (impl, "forward", gpu_model_error (impl->gpu));
     return 0;
+}
+
+//  Runs items [i0, i1) as one batch and copies each item's rows back.
+static int
+s_forward_group (target_backend_t *self, const target_batch_item_t *items, int i0, int i1,
+                 int first)
+{
+    s_impl_t *impl = s_impl (self);
+    for (int i = i0; i < i1; i++) {
+        const s_kv_t *kv = (const s_kv_t *) items[i].kv;
+        impl->seqs[i - i0] = (gpu_seq_t) { kv->session, items[i].pos, items[i].n, NULL, items[i].x };
+    }
+    gpu_out_t out = { .x = impl->out_x };
+    if (gpu_forward_batch_from (impl->gpu, first, impl->seqs, i1 - i0, &out))
+        return s_fail (impl, "forward", gpu_model_error (impl->gpu));
+    size_t row = 0;
+    for (int i = i0; i < i1; i++) {
+        memcpy (items[i].x, impl->out_x + row * self->dim, (size_t) items[i].n * self->dim * sizeof (float));
+        row += (size_t) items[i].n;
+    }
+    return 0;
+}
+
+static int
+s_forward_batch (target_backend_t *self, const target_batch_item_t *items, int n, int first)
+{
+    s_impl_t *impl = s_impl (self);
+    const gpu_options_t *o = gpu_model_options (impl->gpu);
+    int i0 = 0, tokens = 0;
+    for (int i = 0; i < n; i++) {
+        if (items[i].n > o->max_tokens)
+            return s_fail (impl, "forward", "an item longer than the batch");
+        if (tokens + items[i].n > o->max_tokens || i - i0 == o->max_sessions) {
+            if (s_forward_group (self, items, i0, i, first))
+                return -1;
+            i0 = i;
+            tokens = 0;
+        }
+        tokens += items[i].n;
+    }
+    return n > i0 ? s_forward_group (self, items, i0, n, first) : 0;
 }
 
 static int
@@ -152,6 +196,8 @@ s_destroy (target_backend_t **self_p)
         s_impl_t *impl = s_impl (self);
         gpu_model_destroy (&impl->gpu);
         model_destroy (&impl->cpu);
+        free (impl->out_x);
+        free (impl->seqs);
         free (impl);
         free (self);
         *self_p = NULL;
@@ -167,6 +213,7 @@ static const target_backend_ops_t s_cuda_ops = {
     .embed = s_embed,
     .forward = s_forward,
     .head = s_head,
+    .forward_batch = s_forward_batch,
     .error = s_error,
     .destroy = s_destroy
 };
@@ -204,6 +251,12 @@ target_backend_cuda_new (const char *model_path, qfmt_t format, int gpu_format, 
     impl->gpu = gpu_model_new_from_cpu (cpu, &go, err, err_size);
     if (!impl->gpu)
         goto fail;
+    impl->out_x = malloc ((size_t) go.max_tokens * c->dim * sizeof (float));
+    impl->seqs = malloc ((size_t) go.max_sessions * sizeof (gpu_seq_t));
+    if (!impl->out_x || !impl->seqs) {
+        snprintf (err, err_size, "out of memory");
+        goto fail;
+    }
     self->ops = &s_cuda_ops;
     self->impl = impl;
     self->dim = c->dim;
@@ -215,6 +268,11 @@ target_backend_cuda_new (const char *model_path, qfmt_t format, int gpu_format, 
     self->weight_bytes = gpu_model_stream_bytes (impl->gpu);
     return self;
 fail:
+    if (impl) {
+        gpu_model_destroy (&impl->gpu);
+        free (impl->out_x);
+        free (impl->seqs);
+    }
     model_destroy (&cpu);
     free (impl);
     free (self);
