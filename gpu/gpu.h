@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "model.h"
 
 #ifdef __cplusplus
@@ -120,6 +121,16 @@ int gpu_model_set_graphs (gpu_model_t *self, bool on);
 //  off, cuBLASLt does every product. Cached graphs are captured again.
 //  Returns 0.
 int gpu_model_set_skinny (gpu_model_t *self, bool on);
+//  Tuning and measurement, for bench_gpu: "pdl" (0/1: programmatic
+//  dependent launch between the forward's kernels), "prefetch" (bytes of
+//  each skinny GEMM's weights prefetched into L2 before it waits for its
+//  input, with pdl), "profile" (0/1: forwards run ungraphed with an event
+//  after every kernel; times summed per kernel; resets the table).
+//  Cached graphs are captured again. Returns 0, or -1 on an unknown name.
+int gpu_model_tune (gpu_model_t *self, const char *name, long value);
+//  Prints the profile table (per kernel: calls, time, weight GB/s and its
+//  share of copy_bw bytes/s) to f. Returns 0, or -1 when nothing was profiled.
+int gpu_model_profile_print (const gpu_model_t *self, FILE *f, const char *title, double copy_bw);
 //  Free pages in the KV pool, and the pool's size.
 int gpu_model_free_pages (const gpu_model_t *self);
 int gpu_model_total_pages (const gpu_model_t *self);

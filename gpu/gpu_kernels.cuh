@@ -89,6 +89,31 @@ k_block_max (float v, float *sh)
     return k_warp_max (v);
 }
 
+//  Programmatic dependent launch (sm_90): a kernel launched with the
+//  programmatic-serialization attribute may start while its predecessor in
+//  the stream still runs; K_PDL () at its top waits until the predecessor
+//  completed (its writes visible), then lets the next kernel launch. Every
+//  read or write of activations, caches or outputs comes after it; only
+//  the GEMMs' weight prefetch (constant data) runs before. Without the
+//  attribute both instructions are no-ops.
+static __device__ __forceinline__ void
+k_pdl (void)
+{
+    asm volatile ("griddepcontrol.wait;" ::: "memory");
+    asm volatile ("griddepcontrol.launch_dependents;" ::: "memory");
+}
+#define K_PDL() k_pdl ()
+
+//  Prefetches the first pf bytes of each of a warp's rows into L2 (one
+//  128-byte line a lane a step), before K_PDL: with PDL the weights start
+//  streaming while the previous small kernel still runs.
+static __device__ __forceinline__ void
+k_prefetch_row (const void *row, int pf, int lane)
+{
+    for (int off = lane * 128; off < pf; off += 32 * 128)
+        asm volatile ("prefetch.global.L2 [%0];" :: "l" ((const char *) row + off));
+}
+
 //  Emits row t (K values, already in xf's row when W8, or given by the
 //  caller as fp16 otherwise) as int8 with a per-token scale. amax is the
 //  thread's share of max |v|. Called by the whole block.
@@ -150,6 +175,7 @@ k_emit_q (const float *xf, int8_t *act, float *xs, int t, int K, float amax, flo
 static __global__ void __launch_bounds__ (K_THREADS)
 k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
 {
+    K_PDL ();
     int t = blockIdx.x;
     const __half *row = emb + (size_t) tokens[t] * dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
@@ -161,6 +187,7 @@ k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
 static __global__ void
 k_rope_table (const int32_t *tok_pos, const float *inv_freq, float *cos_t, float *sin_t, int half_hd)
 {
+    K_PDL ();
     int t = blockIdx.x;
     for (int i = threadIdx.x; i < half_hd; i += blockDim.x) {
         double s, c;
@@ -178,6 +205,7 @@ static __global__ void __launch_bounds__ (K_THREADS)
 k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
                const float *norm_w, float eps, int dim, void *act, float *xf)
 {
+    K_PDL ();
     __shared__ float sh[32];
     int t = blockIdx.x;
     float x_scale = W8 && raw ? xs[t] : 1.0f;     //  read before any barrier
@@ -229,6 +257,7 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
             const int32_t *tok_slot, const float *cos_t, const float *sin_t,
             int q_dim, int kv_dim, int head_dim, int page_size, int max_blocks)
 {
+    K_PDL ();
     int t = blockIdx.x;
     int N = q_dim + 2 * kv_dim, half_hd = head_dim / 2;
     float x_scale = W8 ? xs[t] : 1.0f;
@@ -271,6 +300,7 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
              const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
              int kv_dim, int page_size, int max_blocks, float scale)
 {
+    K_PDL ();
     const int hd = EPL * 32;
     __shared__ float s_m[K_ATT_WARPS], s_l[K_ATT_WARPS], s_acc[K_ATT_WARPS][EPL * 32];
     int t = blockIdx.x, h = blockIdx.y;
@@ -357,6 +387,7 @@ template <int W8>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_emit (const float *x, int K, void *act, float *xs)
 {
+    K_PDL ();
     __shared__ float sh[32];
     int t = blockIdx.x;
     const float *row = x + (size_t) t * K;
@@ -376,6 +407,7 @@ template <int W8>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf)
 {
+    K_PDL ();
     __shared__ float sh[32];
     int t = blockIdx.x;
     float x_scale = W8 ? xs[t] : 1.0f;
@@ -402,6 +434,7 @@ static __global__ void
 k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int ld, float *logits,
         int32_t *argmax)
 {
+    K_PDL ();
     __shared__ float s_v[32];
     __shared__ int s_i[32];
     int t = blockIdx.x;
@@ -450,6 +483,7 @@ k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int l
 static __global__ void
 k_softmax (const float *logits, float *probs, int vocab, float inv_temp)
 {
+    K_PDL ();
     __shared__ float sh[32];
     int t = blockIdx.x;
     const float *row = logits + (size_t) t * vocab;
@@ -487,16 +521,21 @@ k_softmax (const float *logits, float *probs, int vocab, float inv_temp)
 template <int T>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t *__restrict__ Y,
-             int N, int K)
+             int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
-    if (row0 >= N)
-        return;
     const int4 *w[K_SK_ROWS];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
         w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
+    if (pf && row0 < N)
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++)
+            k_prefetch_row (w[r], pf, lane);
+    K_PDL ();
+    if (row0 >= N)
+        return;
     int acc[K_SK_ROWS][T];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
@@ -538,16 +577,21 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
 template <int T>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half *__restrict__ Y,
-              int N, int K)
+              int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
-    if (row0 >= N)
-        return;
     const int4 *w[K_SK_ROWS];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
         w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
+    if (pf && row0 < N)
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++)
+            k_prefetch_row (w[r], pf, lane);
+    K_PDL ();
+    if (row0 >= N)
+        return;
     float acc[K_SK_ROWS][T];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
@@ -608,10 +652,15 @@ template <int T>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
               const int8_t *__restrict__ X, const float *__restrict__ Xd, float *__restrict__ Y,
-              int N, int K)
+              int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    if (pf && row0 < N)
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++)
+            k_prefetch_row (W + (size_t) min (row0 + r, N - 1) * K, pf, lane);
+    K_PDL ();
     if (row0 >= N)
         return;
     int G = K / 32;

@@ -61,6 +61,18 @@ typedef struct {
     cublasLtMatmulAlgo_t algo;
 } s_plan_t;
 
+//  One label's share of the profiled forward passes.
+typedef struct {
+    const char *label;
+    double ms;                  //  summed over every call
+    long calls;
+    size_t bytes;               //  weight bytes read, summed
+} s_prof_t;
+
+#define S_PROF_MAX 1024         //  launches recorded per forward
+#define S_PDL_DEFAULT false
+#define S_PREFETCH_MB_DEFAULT 0
+
 typedef struct {
     bool open;
     int pos;                    //  positions held
@@ -117,6 +129,22 @@ struct _gpu_model_t {
     size_t workspace_size;
     std::vector<s_plan_t> *plans;
     cudaGraphExec_t *graphs;    //  (graph_max_tokens + 1) by batch size, NULL until captured
+
+    //  Tuning (gpu_model_tune): programmatic dependent launch between the
+    //  forward's kernels, and how many bytes of each skinny GEMM's weights
+    //  (in all) are prefetched into L2 before the GEMM waits for its input.
+    bool pdl;
+    bool pdl_next;              //  the next launch may chain on the previous kernel
+    size_t prefetch_budget;
+    //  Profile (gpu_model_tune "profile"): one event after each launch of
+    //  an ungraphed forward, times summed per label.
+    bool prof;
+    int n_ev;
+    cudaEvent_t ev[S_PROF_MAX + 1];
+    const char *ev_label[S_PROF_MAX + 1];
+    size_t ev_bytes[S_PROF_MAX + 1];
+    std::vector<s_prof_t> *prof_tab;
+    int prof_steps;
 };
 
 static int
@@ -135,6 +163,45 @@ s_fail (gpu_model_t *self, const char *fmt, ...)
     return s_fail (self, "%s: cublasLt status %d", #call, (int) s_); } while (0)
 #define S_LAUNCH() do { cudaError_t e_ = cudaGetLastError (); if (e_ != cudaSuccess) \
     return s_fail (self, "kernel launch (line %d): %s", __LINE__, cudaGetErrorString (e_)); } while (0)
+
+//  Profile: an event after the launch just made, with its label.
+static void
+s_mark (gpu_model_t *self, const char *label, size_t bytes)
+{
+    if (!self->prof || self->n_ev >= S_PROF_MAX)
+        return;
+    int i = ++self->n_ev;
+    if (!self->ev[i] && cudaEventCreate (&self->ev[i]) != cudaSuccess)
+        return;
+    cudaEventRecord (self->ev[i], self->stream);
+    self->ev_label[i] = label;
+    self->ev_bytes[i] = bytes;
+}
+
+//  Launches a forward kernel: with PDL (programmatic stream serialization)
+//  when tuned on and the previous operation was one of our kernels.
+template <typename... P, typename... A>
+static int
+s_go (gpu_model_t *self, const char *label, size_t bytes, void (*kern) (P...), dim3 grid, dim3 block,
+      A... args)
+{
+    cudaLaunchConfig_t cfg;
+    memset (&cfg, 0, sizeof cfg);
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = self->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = self->pdl && self->pdl_next && !self->prof ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx (&cfg, kern, ((P) args)...);
+    if (e != cudaSuccess)
+        return s_fail (self, "kernel launch (%s): %s", label, cudaGetErrorString (e));
+    self->pdl_next = true;
+    s_mark (self, label, bytes);
+    return 0;
+}
 
 //  int8 weights (W8A8 or W8).
 static bool
@@ -355,6 +422,15 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
     }
     self->config = *c;
     self->opts = *o;
+    //  Tuning defaults; SPLITMESH_GPU_PDL=0 and SPLITMESH_GPU_PREFETCH_MB
+    //  override them (gpu_model_tune at run time).
+    {
+        const char *pdl = getenv ("SPLITMESH_GPU_PDL");
+        const char *pf = getenv ("SPLITMESH_GPU_PREFETCH_MB");
+        self->pdl = pdl ? atoi (pdl) != 0 : S_PDL_DEFAULT;
+        self->prefetch_budget = (size_t) (pf ? atoi (pf) : S_PREFETCH_MB_DEFAULT) << 20;
+    }
+    self->prof_tab = new std::vector<s_prof_t> ();
     if (self->opts.graph_max_tokens > self->opts.max_tokens)
         self->opts.graph_max_tokens = self->opts.max_tokens;
     self->first = first;
@@ -505,20 +581,32 @@ s_plan (gpu_model_t *self, int n, int k, int t)
 }
 
 //  Launches the skinny GEMM for t <= K_SKINNY_MAX_T tokens.
+//  Bytes of each row of W prefetched before the skinny GEMM's wait: the
+//  prefetch budget spread evenly over the rows, whole 128-byte lines.
+static int
+s_prefetch_row_bytes (const gpu_model_t *self, const s_mat_t *W, size_t row_bytes)
+{
+    if (!self->pdl || !self->prefetch_budget)
+        return 0;
+    size_t per = self->prefetch_budget / (size_t) W->n / 128 * 128;
+    return (int) (per < row_bytes ? per : row_bytes);
+}
+
 template <int T>
-static void
-s_skinny (gpu_model_t *self, const s_mat_t *W, int t0)
+static int
+s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
 {
     int rows_per_block = K_SK_WARPS * K_SK_ROWS;
     int blocks = (W->n + rows_per_block - 1) / rows_per_block;
+    size_t row_bytes = (size_t) W->cols * (s_w8 (self) ? 1 : 2);
+    int pf = s_prefetch_row_bytes (self, W, row_bytes);
     if (s_w8 (self))
-        k_skinny_i8<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
-            (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
-            (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
-    else
-        k_skinny_f16<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
-            (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
-            (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
+        return s_go (self, label, s_mat_bytes (self, W), k_skinny_i8<T>, dim3 (blocks), dim3 (K_SK_WARPS * 32),
+                     (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
+                     (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
+    return s_go (self, label, s_mat_bytes (self, W), k_skinny_f16<T>, dim3 (blocks), dim3 (K_SK_WARPS * 32),
+                 (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
+                 (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
 }
 
 //  raw (t x W.n) = act (t x W.cols) W^T, in the model's format: the
@@ -526,40 +614,46 @@ s_skinny (gpu_model_t *self, const s_mat_t *W, int t0)
 //  rounded up to 4 tokens; the padding rows of act are finite).
 //  The w8 product: the group-wise skinny kernel, 8 positions a launch.
 template <int T>
-static void
-s_skinny_g32 (gpu_model_t *self, const s_mat_t *W, int t0)
+static int
+s_skinny_g32 (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
 {
     int rows_per_block = K_SK_WARPS * K_SK_ROWS;
     int blocks = (W->n + rows_per_block - 1) / rows_per_block;
-    k_skinny_i8g<T><<<blocks, K_SK_WARPS * 32, 0, self->stream>>> (
-        (const int8_t *) W->data, W->gscale, (const int8_t *) self->act + (size_t) t0 * W->cols,
-        self->xs + (size_t) t0 * (W->cols / 32), (float *) self->raw + (size_t) t0 * W->n, W->n, W->cols);
+    int pf = s_prefetch_row_bytes (self, W, (size_t) W->cols);
+    return s_go (self, label, s_mat_bytes (self, W), k_skinny_i8g<T>, dim3 (blocks), dim3 (K_SK_WARPS * 32),
+                 (const int8_t *) W->data, (const __half *) W->gscale,
+                 (const int8_t *) self->act + (size_t) t0 * W->cols,
+                 (const float *) self->xs + (size_t) t0 * (W->cols / 32),
+                 (float *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
 }
 
 static int
-s_gemm_g32 (gpu_model_t *self, const s_mat_t *W, int t)
+s_gemm_g32 (gpu_model_t *self, const s_mat_t *W, int t, const char *label)
 {
+    int rc = 0;
     for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
         switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
-            case 1: s_skinny_g32<1> (self, W, t0); break;
-            case 2: s_skinny_g32<2> (self, W, t0); break;
-            case 3: s_skinny_g32<3> (self, W, t0); break;
-            case 4: s_skinny_g32<4> (self, W, t0); break;
-            case 5: s_skinny_g32<5> (self, W, t0); break;
-            case 6: s_skinny_g32<6> (self, W, t0); break;
-            case 7: s_skinny_g32<7> (self, W, t0); break;
-            default: s_skinny_g32<8> (self, W, t0); break;
+            case 1: rc = s_skinny_g32<1> (self, W, t0, label); break;
+            case 2: rc = s_skinny_g32<2> (self, W, t0, label); break;
+            case 3: rc = s_skinny_g32<3> (self, W, t0, label); break;
+            case 4: rc = s_skinny_g32<4> (self, W, t0, label); break;
+            case 5: rc = s_skinny_g32<5> (self, W, t0, label); break;
+            case 6: rc = s_skinny_g32<6> (self, W, t0, label); break;
+            case 7: rc = s_skinny_g32<7> (self, W, t0, label); break;
+            default: rc = s_skinny_g32<8> (self, W, t0, label); break;
         }
-        S_LAUNCH ();
+        if (rc)
+            return -1;
     }
     return 0;
 }
 
 static int
-s_gemm (gpu_model_t *self, const s_mat_t *W, int t)
+s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label)
 {
+    int rc = 0;
     if (s_g32 (self))
-        return s_gemm_g32 (self, W, t);
+        return s_gemm_g32 (self, W, t, label);
     //  fp16 up to 16 positions also runs the skinny kernel, 8 positions a
     //  launch: each row's product is then the one it gets alone (cuBLASLt
     //  sums in another order), so a verify of up to 15 drafts gives the
@@ -569,16 +663,17 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t)
     if (self->opts.skinny_gemm && t <= max_t && W->cols % 16 == 0) {
         for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
             switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
-                case 1: s_skinny<1> (self, W, t0); break;
-                case 2: s_skinny<2> (self, W, t0); break;
-                case 3: s_skinny<3> (self, W, t0); break;
-                case 4: s_skinny<4> (self, W, t0); break;
-                case 5: s_skinny<5> (self, W, t0); break;
-                case 6: s_skinny<6> (self, W, t0); break;
-                case 7: s_skinny<7> (self, W, t0); break;
-                default: s_skinny<8> (self, W, t0); break;
+                case 1: rc = s_skinny<1> (self, W, t0, label); break;
+                case 2: rc = s_skinny<2> (self, W, t0, label); break;
+                case 3: rc = s_skinny<3> (self, W, t0, label); break;
+                case 4: rc = s_skinny<4> (self, W, t0, label); break;
+                case 5: rc = s_skinny<5> (self, W, t0, label); break;
+                case 6: rc = s_skinny<6> (self, W, t0, label); break;
+                case 7: rc = s_skinny<7> (self, W, t0, label); break;
+                default: rc = s_skinny<8> (self, W, t0, label); break;
             }
-            S_LAUNCH ();
+            if (rc)
+                return -1;
         }
         return 0;
     }
@@ -598,6 +693,8 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t)
                               self->raw, p->lc, self->raw, p->lc, &p->algo,
                               self->workspace, self->workspace_size, self->stream));
     }
+    self->pdl_next = false;     //  cuBLASLt's launches are not ours to chain on
+    s_mark (self, label, s_mat_bytes (self, W));
     return 0;
 }
 
@@ -657,6 +754,10 @@ s_free_all (gpu_model_t *self)
                 cudaGraphExecDestroy (self->graphs[i]);
         free (self->graphs);
     }
+    for (int i = 0; i <= S_PROF_MAX; i++)
+        if (self->ev[i])
+            cudaEventDestroy (self->ev[i]);
+    delete self->prof_tab;
     if (self->lt)
         cublasLtDestroy (self->lt);
     if (self->stream)
@@ -843,6 +944,86 @@ gpu_model_set_graphs (gpu_model_t *self, bool on)
     return 0;
 }
 
+static void
+s_drop_graphs (gpu_model_t *self)
+{
+    cudaStreamSynchronize (self->stream);
+    for (int i = 0; i <= self->opts.graph_max_tokens; i++)
+        if (self->graphs[i]) {
+            cudaGraphExecDestroy (self->graphs[i]);
+            self->graphs[i] = NULL;
+        }
+}
+
+extern "C" int
+gpu_model_tune (gpu_model_t *self, const char *name, long value)
+{
+    if (!name)
+        return s_fail (self, "gpu_model_tune: no name");
+    if (!strcmp (name, "pdl"))
+        self->pdl = value != 0;
+    else if (!strcmp (name, "prefetch"))
+        self->prefetch_budget = value > 0 ? (size_t) value : 0;
+    else if (!strcmp (name, "profile")) {
+        self->prof = value != 0;
+        self->prof_tab->clear ();
+        self->prof_steps = 0;
+        return 0;
+    }
+    else
+        return s_fail (self, "gpu_model_tune: unknown setting '%s'", name);
+    s_drop_graphs (self);
+    return 0;
+}
+
+//  Sums the last profiled forward's event intervals into the table.
+static int
+s_prof_collect (gpu_model_t *self)
+{
+    S_CUDA (cudaEventSynchronize (self->ev[self->n_ev]));
+    for (int i = 1; i <= self->n_ev; i++) {
+        float ms = 0.0f;
+        S_CUDA (cudaEventElapsedTime (&ms, self->ev[i - 1], self->ev[i]));
+        s_prof_t *row = NULL;
+        for (size_t j = 0; j < self->prof_tab->size (); j++)
+            if (!strcmp ((*self->prof_tab)[j].label, self->ev_label[i]))
+                row = &(*self->prof_tab)[j];
+        if (!row) {
+            s_prof_t r = { self->ev_label[i], 0.0, 0, 0 };
+            self->prof_tab->push_back (r);
+            row = &self->prof_tab->back ();
+        }
+        row->ms += ms;
+        row->calls++;
+        row->bytes += self->ev_bytes[i];
+    }
+    self->prof_steps++;
+    return 0;
+}
+
+extern "C" int
+gpu_model_profile_print (const gpu_model_t *self, FILE *f, const char *title, double copy_bw)
+{
+    if (!self->prof_steps)
+        return -1;
+    double total = 0.0;
+    for (size_t j = 0; j < self->prof_tab->size (); j++)
+        total += (*self->prof_tab)[j].ms;
+    double steps = self->prof_steps;
+    fprintf (f, "profile %s: %d forwards, %.3f ms a forward (kernels timed one by one, no graph)\n",
+             title, self->prof_steps, total / steps);
+    fprintf (f, "  %-14s %8s %10s %10s %7s %9s %9s\n", "kernel", "calls", "us/call", "us/step", "share",
+             "GB/s", "of copy");
+    for (size_t j = 0; j < self->prof_tab->size (); j++) {
+        const s_prof_t *r = &(*self->prof_tab)[j];
+        double gbs = r->bytes && r->ms > 0 ? r->bytes / (r->ms * 1e-3) / 1e9 : 0.0;
+        fprintf (f, "  %-14s %8.1f %10.2f %10.1f %6.1f%% %9.0f %8.0f%%\n", r->label, r->calls / steps,
+                 r->ms * 1e3 / r->calls, r->ms * 1e3 / steps, 100.0 * r->ms / total, gbs,
+                 copy_bw > 0 && gbs > 0 ? 100.0 * gbs * 1e9 / copy_bw : 0.0);
+    }
+    return 0;
+}
+
 extern "C" int
 gpu_model_set_skinny (gpu_model_t *self, bool on)
 {
@@ -948,82 +1129,91 @@ static int
 s_enqueue (gpu_model_t *self, int t, bool want_head)
 {
     const model_config_t *c = &self->config;
-    cudaStream_t st = self->stream;
     int q_dim = c->n_heads * c->head_dim, half_hd = c->head_dim / 2;
     const int32_t *tokens = self->d_meta, *tok_pos = self->d_meta + self->cap;
     const int32_t *tok_slot = self->d_meta + 2 * self->cap;
     int l0 = self->run_first, n_layers = self->last - self->first;
 
-    k_rope_table<<<t, 64, 0, st>>> (tok_pos, self->inv_freq, self->cos_t, self->sin_t, half_hd);
-    S_LAUNCH ();
-    if (self->run_tokens) {
-        k_embed<<<t, K_THREADS, 0, st>>> (tokens, self->embed, self->x, c->dim);
-        S_LAUNCH ();
-    }
+    self->pdl_next = false;     //  the first kernel follows the uploads
+    if (s_go (self, "rope_table", 0, k_rope_table, dim3 (t), dim3 (64), tok_pos, (const float *) self->inv_freq,
+              self->cos_t, self->sin_t, half_hd))
+        return -1;
+    if (self->run_tokens
+        && s_go (self, "embed", 0, k_embed, dim3 (t), dim3 (K_THREADS), tokens, (const __half *) self->embed,
+                 self->x, c->dim))
+        return -1;
     const float *first_norm = l0 < n_layers ? (*self->layers)[l0].attn_norm
                               : want_head ? self->output_norm : NULL;
-    if (first_norm) {
-        k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, NULL, NULL, self->xs, first_norm,
-                                                    c->norm_eps, c->dim, self->act, self->xf);
-        S_LAUNCH ();
-    }
+    if (first_norm
+        && s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
+                 (const void *) NULL, (const float *) NULL, self->xs, first_norm, c->norm_eps, c->dim,
+                 self->act, self->xf))
+        return -1;
     for (int l = l0; l < n_layers; l++) {
         const s_layer_t *L = &(*self->layers)[l];
         typedef typename k_kv<W8>::T kv_t;
         kv_t *kc = (kv_t *) self->kcache + (size_t) l * self->layer_stride;
         kv_t *vc = (kv_t *) self->vcache + (size_t) l * self->layer_stride;
 
-        if (s_gemm (self, &L->wqkv, t))
+        if (s_gemm (self, &L->wqkv, t, "gemm_qkv"))
             return -1;
-        k_qkv_rope<W8><<<t, K_THREADS, 0, st>>> (self->raw, L->wqkv.scale, self->xs, self->q, kc, vc,
-                                                 self->d_block_table, tok_pos, tok_slot,
-                                                 self->cos_t, self->sin_t, q_dim, c->kv_dim,
-                                                 c->head_dim, self->opts.page_size, self->max_blocks);
-        S_LAUNCH ();
+        if (s_go (self, "qkv_rope", 0, k_qkv_rope<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
+                  (const float *) L->wqkv.scale, (const float *) self->xs, self->q, kc, vc,
+                  (const int32_t *) self->d_block_table, tok_pos, tok_slot, (const float *) self->cos_t,
+                  (const float *) self->sin_t, q_dim, c->kv_dim, c->head_dim, self->opts.page_size,
+                  self->max_blocks))
+            return -1;
         dim3 grid (t, c->n_heads);
         float scale = 1.0f / sqrtf ((float) c->head_dim);
         int group = c->n_heads / c->n_kv_heads;
-#define S_ATT(E) k_attention<E, kv_t><<<grid, K_ATT_WARPS * 32, 0, st>>> (self->q, kc, vc, \
-            self->d_block_table, tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, \
-            self->opts.page_size, self->max_blocks, scale)
+#define S_ATT(E) s_go (self, "attention", 0, k_attention<E, kv_t>, grid, dim3 (K_ATT_WARPS * 32), \
+            (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, (const int32_t *) self->d_block_table, \
+            tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, self->opts.page_size, \
+            self->max_blocks, scale)
+        int rc;
         switch (c->head_dim / 32) {
-            case 1: S_ATT (1); break;
-            case 2: S_ATT (2); break;
-            case 3: S_ATT (3); break;
-            case 4: S_ATT (4); break;
-            case 5: S_ATT (5); break;
-            case 6: S_ATT (6); break;
-            case 7: S_ATT (7); break;
-            default: S_ATT (8); break;
+            case 1: rc = S_ATT (1); break;
+            case 2: rc = S_ATT (2); break;
+            case 3: rc = S_ATT (3); break;
+            case 4: rc = S_ATT (4); break;
+            case 5: rc = S_ATT (5); break;
+            case 6: rc = S_ATT (6); break;
+            case 7: rc = S_ATT (7); break;
+            default: rc = S_ATT (8); break;
         }
 #undef S_ATT
-        S_LAUNCH ();
-        k_emit<W8><<<t, K_THREADS, 0, st>>> (self->att, q_dim, self->act, self->xs);
-        S_LAUNCH ();
-        if (s_gemm (self, &L->wo, t))
+        if (rc)
             return -1;
-        k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, self->raw, L->wo.scale, self->xs,
-                                                    L->ffn_norm, c->norm_eps, c->dim, self->act, self->xf);
-        S_LAUNCH ();
-        if (s_gemm (self, &L->wgu, t))
+        if (s_go (self, "emit", 0, k_emit<W8>, dim3 (t), dim3 (K_THREADS), (const float *) self->att, q_dim,
+                  self->act, self->xs))
             return -1;
-        k_swiglu<W8><<<t, K_THREADS, 0, st>>> (self->raw, L->wgu.scale, self->xs, c->hidden_dim,
-                                               self->act, self->xf);
-        S_LAUNCH ();
-        if (s_gemm (self, &L->wdown, t))
+        if (s_gemm (self, &L->wo, t, "gemm_o"))
+            return -1;
+        if (s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
+                  (const void *) self->raw, (const float *) L->wo.scale, self->xs, (const float *) L->ffn_norm,
+                  c->norm_eps, c->dim, self->act, self->xf))
+            return -1;
+        if (s_gemm (self, &L->wgu, t, "gemm_gate_up"))
+            return -1;
+        if (s_go (self, "swiglu", 0, k_swiglu<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
+                  (const float *) L->wgu.scale, self->xs, c->hidden_dim, self->act, self->xf))
+            return -1;
+        if (s_gemm (self, &L->wdown, t, "gemm_down"))
             return -1;
         const float *next_norm = l + 1 < n_layers ? (*self->layers)[l + 1].attn_norm
                                  : want_head ? self->output_norm : NULL;
-        k_add_rmsnorm<W8><<<t, K_THREADS, 0, st>>> (self->x, self->raw, L->wdown.scale, self->xs,
-                                                    next_norm, c->norm_eps, c->dim, self->act, self->xf);
-        S_LAUNCH ();
+        if (s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
+                  (const void *) self->raw, (const float *) L->wdown.scale, self->xs, next_norm, c->norm_eps,
+                  c->dim, self->act, self->xf))
+            return -1;
     }
     if (want_head) {
-        if (s_gemm (self, &self->output, t))
+        if (s_gemm (self, &self->output, t, "gemm_head"))
             return -1;
-        k_head<W8><<<t, 1024, 0, st>>> (self->raw, self->output.scale, self->xs, c->vocab_size,
-                                        self->output.n, self->logits, self->argmax);
-        S_LAUNCH ();
+        if (s_go (self, "head", 0, k_head<W8>, dim3 (t), dim3 (1024), (const void *) self->raw,
+                  (const float *) self->output.scale, (const float *) self->xs, c->vocab_size, self->output.n,
+                  self->logits, self->argmax))
+            return -1;
     }
     return 0;
 }
@@ -1042,6 +1232,15 @@ s_run (gpu_model_t *self, int t, bool want_head)
 {
     //  Graphs are captured for the usual call only: every loaded layer,
     //  tokens when the embeddings are loaded, the head when loaded.
+    if (self->prof) {
+        self->n_ev = 0;
+        if (!self->ev[0])
+            S_CUDA (cudaEventCreate (&self->ev[0]));
+        S_CUDA (cudaEventRecord (self->ev[0], self->stream));
+        if (s_enqueue_any (self, t, want_head))
+            return -1;
+        return s_prof_collect (self);
+    }
     bool graph = self->opts.use_graphs && t <= self->opts.graph_max_tokens
                  && want_head == self->has_head && self->run_first == 0
                  && self->run_tokens == self->has_embed;
@@ -1252,10 +1451,11 @@ static int
 s_enqueue_head (gpu_model_t *self, int n)
 {
     const model_config_t *c = &self->config;
+    self->pdl_next = false;
     k_add_rmsnorm<W8><<<n, K_THREADS, 0, self->stream>>> (self->x, NULL, NULL, self->xs, self->output_norm,
                                                           c->norm_eps, c->dim, self->act, self->xf);
     S_LAUNCH ();
-    if (s_gemm (self, &self->output, n))
+    if (s_gemm (self, &self->output, n, "gemm_head"))
         return -1;
     k_head<W8><<<n, 1024, 0, self->stream>>> (self->raw, self->output.scale, self->xs, c->vocab_size,
                                               self->output.n, self->logits, self->argmax);

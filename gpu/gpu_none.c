@@ -61,6 +61,8 @@ size_t gpu_model_stream_bytes (const gpu_model_t *self) { return 0; }
 const char *gpu_model_error (const gpu_model_t *self) { return "built without CUDA"; }
 int gpu_model_set_graphs (gpu_model_t *self, bool on) { return -1; }
 int gpu_model_set_skinny (gpu_model_t *self, bool on) { return -1; }
+int gpu_model_tune (gpu_model_t *self, const char *name, long value) { return -1; }
+int gpu_model_profile_print (const gpu_model_t *self, FILE *f, const char *title, double copy_bw) { return -1; }
 int gpu_model_free_pages (const gpu_model_t *self) { return 0; }
 int gpu_model_total_pages (const gpu_model_t *self) { return 0; }
 int gpu_session_open (gpu_model_t *self) { return -1; }

@@ -18,6 +18,10 @@
     has the same shape. Inputs are pseudo-random tokens, never zeros.
 
     usage: bench_gpu [--model PATH] [--ctx 256] [--reps 30] [--skip-8b] [--formats w8a8,fp16,w8]
+                     [--profile]
+    --profile: per-kernel times of the 8B verify (events after every
+    kernel, ungraphed) and the graphed verify under each tuning variant;
+    text on stderr only.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +181,85 @@ s_bench_8b (gpu_fmt_t fmt, int ctx, int reps, double bw, bool first)
     gpu_model_destroy (&g);
 }
 
+//  Greedy tokens of one verify of n sessions (fixed inputs), rolled back.
+static void
+s_verify_argmax (gpu_model_t *g, const int *ids, int n, int ctx, int32_t *am)
+{
+    int vocab = gpu_model_config (g)->vocab_size;
+    int32_t *tok = malloc ((size_t) n * K1 * sizeof (int32_t));
+    gpu_seq_t *q = calloc (n, sizeof *q);
+    for (int s = 0; s < n; s++) {
+        s_tokens (tok + (size_t) s * K1, K1, vocab, 777 + s);
+        q[s] = (gpu_seq_t) { ids[s], ctx, K1, tok + (size_t) s * K1, NULL };
+    }
+    gpu_out_t out = { .argmax = am };
+    if (gpu_forward_batch (g, q, n, &out))
+        s_die ("verify", gpu_model_error (g));
+    for (int s = 0; s < n; s++)
+        gpu_session_truncate (g, ids[s], ctx);
+    free (tok); free (q);
+}
+
+//  --profile: per-kernel times of one 8B verify step (1 and 64 sessions),
+//  then the graphed verify under each tuning variant (PDL, L2 prefetch
+//  budgets), with the greedy tokens checked against the plain run.
+static void
+s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
+{
+    model_config_t c;
+    memset (&c, 0, sizeof c);
+    c.dim = 4096; c.hidden_dim = 14336; c.n_layers = 32; c.n_heads = 32; c.n_kv_heads = 8;
+    c.head_dim = 128; c.kv_dim = 1024; c.vocab_size = 128256; c.context_length = 8192;
+    c.norm_eps = 1e-5f; c.rope_freq_base = 500000.0f; c.rope_freq_scale = 1.0f;
+    enum { MAX_S = 64 };
+    gpu_options_t o = gpu_options_default ();
+    o.format = fmt;
+    o.max_sessions = MAX_S;
+    o.max_ctx = ctx + 16;
+    o.max_tokens = MAX_S * K1 > 2 * ctx ? MAX_S * K1 : 2 * ctx;
+    o.graph_max_tokens = 64;
+    char err[512];
+    gpu_model_t *g = gpu_model_new_synthetic (&c, &o, 42, err, sizeof err);
+    if (!g)
+        s_die ("8B model", err);
+    int ids[MAX_S];
+    for (int s = 0; s < MAX_S; s++)
+        if ((ids[s] = gpu_session_open (g)) < 0)
+            s_die ("session", gpu_model_error (g));
+    s_prefill (g, ids, MAX_S, ctx);
+    const char *f = gpu_fmt_name (fmt);
+    double floor_s = gpu_model_stream_bytes (g) / bw;
+    int counts[] = { 1, 64 };
+    for (int i = 0; i < 2; i++) {
+        char title[64];
+        snprintf (title, sizeof title, "8B %s, %d x %d positions", f, counts[i], K1);
+        gpu_model_tune (g, "pdl", 0);
+        gpu_model_tune (g, "profile", 1);
+        s_verify (g, ids, counts[i], ctx, reps / 3 + 3);
+        gpu_model_profile_print (g, stderr, title, bw);
+        gpu_model_tune (g, "profile", 0);
+    }
+    int32_t ref[MAX_S * K1], am[MAX_S * K1];
+    gpu_model_tune (g, "pdl", 0);
+    s_verify_argmax (g, ids, 1, ctx, ref);
+    struct { const char *name; int pdl; long pf_mb; } var[] = {
+        { "plain", 0, 0 }, { "pdl", 1, 0 }, { "pdl+pf8", 1, 8 }, { "pdl+pf16", 1, 16 },
+        { "pdl+pf32", 1, 32 }, { "pdl+pf64", 1, 64 },
+    };
+    for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
+        gpu_model_tune (g, "pdl", var[v].pdl);
+        gpu_model_tune (g, "prefetch", var[v].pf_mb << 20);
+        double m = s_verify (g, ids, 1, ctx, reps);
+        s_verify_argmax (g, ids, 1, ctx, am);
+        int same = !memcmp (am, ref, K1 * sizeof (int32_t));
+        double m64 = s_verify (g, ids, 64, ctx, reps / 3 + 3);
+        fprintf (stderr, "variant 8B %s %-9s: verify 1 x %d %.3f ms = %.2fx floor (%.3f ms); tokens %s; "
+                 "64 x %d %.3f ms = %.0f tokens/s\n", f, var[v].name, K1, m * 1e3, m / floor_s,
+                 floor_s * 1e3, same ? "equal" : "DIFFER", K1, m64 * 1e3, 64 * K1 / m64);
+    }
+    gpu_model_destroy (&g);
+}
+
 static void
 s_bench_small (const char *path, int reps, double bw)
 {
@@ -302,7 +385,7 @@ main (int argc, char **argv)
     const char *model = NULL;
     const char *formats = "w8a8,fp16,w8";
     int ctx = 256, reps = 30;
-    bool skip_8b = false;
+    bool skip_8b = false, profile = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp (argv[i], "--model") && i + 1 < argc)
             model = argv[++i];
@@ -314,9 +397,11 @@ main (int argc, char **argv)
             formats = argv[++i];
         else if (!strcmp (argv[i], "--skip-8b"))
             skip_8b = true;
+        else if (!strcmp (argv[i], "--profile"))
+            profile = true;
         else {
             fprintf (stderr, "usage: bench_gpu [--model PATH] [--ctx 256] [--reps 30] [--skip-8b] "
-                     "[--formats w8a8,fp16,w8]\n");
+                     "[--formats w8a8,fp16,w8] [--profile]\n");
             return 2;
         }
     }
@@ -332,6 +417,12 @@ main (int argc, char **argv)
     if (bw <= 0)
         s_die ("bandwidth", "copy measurement failed");
     fprintf (stderr, "%s; copy bandwidth %.0f GB/s\n", desc, bw / 1e9);
+    if (profile) {
+        for (int f = 0; f < GPU_FMT_COUNT; f++)
+            if (s_listed (formats, gpu_fmt_name ((gpu_fmt_t) f)))
+                s_profile_8b ((gpu_fmt_t) f, ctx, reps, bw);
+        return 0;
+    }
     printf ("{\"device\": \"%s\", \"copy_bandwidth_gbs\": %.1f", desc, bw / 1e9);
     fflush (stdout);
     if (!skip_8b) {
