@@ -382,6 +382,108 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
     }
 }
 
+//  The same attention with one block per (token, KV head): the G query
+//  heads that share the KV head are computed together, so each key and
+//  value is loaded once for all of them (k_attention loads it G times,
+//  which at 64 sessions x 5 positions made attention 60 % of the step:
+//  10,240 blocks each reading its session's whole cache through L2).
+//  Same online softmax per head; same warp partition and merge order, so
+//  a head's result equals k_attention's up to the summation order of the
+//  merge (identical: per head the same operations in the same order).
+template <int EPL, typename KV, int G>
+static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
+k_attention_gqa (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
+                 const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads,
+                 int kv_dim, int page_size, int max_blocks, float scale)
+{
+    K_PDL ();
+    const int hd = EPL * 32;
+    __shared__ float s_m[K_ATT_WARPS][G], s_l[K_ATT_WARPS][G], s_acc[K_ATT_WARPS][G][EPL * 32];
+    int t = blockIdx.x, kvh = blockIdx.y;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int pos = tok_pos[t];
+    const int32_t *bt = block_table + (size_t) tok_slot[t] * max_blocks;
+    int kv_off = kvh * hd;
+    float qv[G][EPL], acc[G][EPL], m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        const float *qr = q + ((size_t) t * n_heads + kvh * G + g) * hd;
+#pragma unroll
+        for (int e = 0; e < EPL; e++) {
+            qv[g][e] = qr[lane + 32 * e] * scale;
+            acc[g][e] = 0.0f;
+        }
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+    }
+    for (int j0 = warp; j0 <= pos; j0 += K_ATT_UNROLL * K_ATT_WARPS) {
+        float kx[K_ATT_UNROLL][EPL], vx[K_ATT_UNROLL][EPL];
+#pragma unroll
+        for (int u = 0; u < K_ATT_UNROLL; u++) {
+            int j = j0 + u * K_ATT_WARPS;
+            if (j <= pos) {
+                size_t base = ((size_t) bt[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
+#pragma unroll
+                for (int e = 0; e < EPL; e++) {
+                    kx[u][e] = k_kv_load (&kc[base + lane + 32 * e]);
+                    vx[u][e] = k_kv_load (&vc[base + lane + 32 * e]);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < K_ATT_UNROLL; u++) {
+            if (j0 + u * K_ATT_WARPS > pos)
+                break;
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float sc = 0.0f;
+#pragma unroll
+                for (int e = 0; e < EPL; e++)
+                    sc += qv[g][e] * kx[u][e];
+                sc = k_warp_sum (sc);
+                float mn = fmaxf (m[g], sc);
+                float c = __expf (m[g] - mn), p = __expf (sc - mn);
+                l[g] = l[g] * c + p;
+#pragma unroll
+                for (int e = 0; e < EPL; e++)
+                    acc[g][e] = acc[g][e] * c + p * vx[u][e];
+                m[g] = mn;
+            }
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        if (lane == 0) {
+            s_m[warp][g] = m[g];
+            s_l[warp][g] = l[g];
+        }
+#pragma unroll
+        for (int e = 0; e < EPL; e++)
+            s_acc[warp][g][lane + 32 * e] = acc[g][e];
+    }
+    __syncthreads ();
+    //  Warp g merges head g (warps beyond G idle here).
+    for (int g = warp; g < G; g += K_ATT_WARPS) {
+        float M = s_m[0][g];
+        for (int w = 1; w < K_ATT_WARPS; w++)
+            M = fmaxf (M, s_m[w][g]);
+        float L = 0.0f, f[K_ATT_WARPS];
+        for (int w = 0; w < K_ATT_WARPS; w++) {
+            f[w] = s_l[w][g] > 0.0f ? __expf (s_m[w][g] - M) : 0.0f;
+            L += s_l[w][g] * f[w];
+        }
+        float invL = 1.0f / L;
+        float *out = att + ((size_t) t * n_heads + kvh * G + g) * hd;
+#pragma unroll
+        for (int e = 0; e < EPL; e++) {
+            float o = 0.0f;
+            for (int w = 0; w < K_ATT_WARPS; w++)
+                o += s_acc[w][g][lane + 32 * e] * f[w];
+            out[lane + 32 * e] = o * invL;
+        }
+    }
+}
+
 //  act[t] = x[t] (fp32 rows of K) in the GEMM input format.
 template <int W8>
 static __global__ void __launch_bounds__ (K_THREADS)
@@ -504,6 +606,10 @@ k_softmax (const float *logits, float *probs, int vocab, float inv_temp)
         out[i] *= inv;
 }
 
+static __device__ __forceinline__ void k_put (int32_t *p, int v) { *p = v; }
+static __device__ __forceinline__ void k_put (float *p, float v) { *p = v; }
+static __device__ __forceinline__ void k_put (__half *p, float v) { *p = __float2half (v); }
+
 //  --- skinny GEMMs for verify-sized batches --------------------------------
 //
 //  raw (t x n) = act (t x K) W^T for t <= 8 tokens, where the product is a
@@ -518,13 +624,43 @@ k_softmax (const float *logits, float *probs, int vocab, float inv_temp)
 #define K_SK_WARPS 8
 #define K_SK_ROWS 4
 
-template <int T>
+//  Split form (template S = 1), for matrices of few rows (o, down, qkv:
+//  N / 32 blocks would leave most SMs with one block and too few bytes in
+//  flight): the block's 8 warps share its K_SK_ROWS rows, each walking
+//  every 8th 512-byte stretch of them, so a matrix makes 8x the blocks.
+//  The warps' sums (each already reduced over its lanes) are added here
+//  in warp order, so a row's result does not depend on the batch.
+template <int T, typename A, typename O>
+static __device__ __forceinline__ void
+k_skinny_split_out (A (&acc)[K_SK_ROWS][T], O *Y, int N, int row0, int warp, int lane)
+{
+    __shared__ A sh[K_SK_WARPS][K_SK_ROWS * T];
+    if (lane == 0)
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+            for (int t = 0; t < T; t++)
+                sh[warp][r * T + t] = acc[r][t];
+    __syncthreads ();
+    int i = threadIdx.x;
+    if (i < K_SK_ROWS * T) {
+        int r = i / T, t = i % T;
+        A v = sh[0][i];
+#pragma unroll
+        for (int w = 1; w < K_SK_WARPS; w++)
+            v += sh[w][i];
+        if (row0 + r < N)
+            k_put (&Y[(size_t) t * N + row0 + r], v);
+    }
+}
+
+template <int T, int S>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t *__restrict__ Y,
              int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    int row0 = S ? blockIdx.x * K_SK_ROWS : (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
     const int4 *w[K_SK_ROWS];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
@@ -544,7 +680,7 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
             acc[r][t] = 0;
     int nk = K / 16;
 #pragma unroll 2
-    for (int c = lane; c < nk; c += 32) {
+    for (int c = S ? warp * 32 + lane : lane; c < nk; c += S ? K_SK_WARPS * 32 : 32) {
         int4 wv[K_SK_ROWS];
 #pragma unroll
         for (int r = 0; r < K_SK_ROWS; r++)
@@ -569,18 +705,21 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1)
                 v += __shfl_xor_sync (0xffffffffu, v, o);
-            if (lane == ((r * T + t) & 31) && row0 + r < N)
+            acc[r][t] = v;
+            if (!S && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = v;
         }
+    if (S)
+        k_skinny_split_out<T, int, int32_t> (acc, Y, N, row0, warp, lane);
 }
 
-template <int T>
+template <int T, int S>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half *__restrict__ Y,
               int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    int row0 = S ? blockIdx.x * K_SK_ROWS : (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
     const int4 *w[K_SK_ROWS];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
@@ -600,7 +739,7 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
             acc[r][t] = 0.0f;
     int nk = K / 8;             //  8 halves per 16 bytes
 #pragma unroll 2
-    for (int c = lane; c < nk; c += 32) {
+    for (int c = S ? warp * 32 + lane : lane; c < nk; c += S ? K_SK_WARPS * 32 : 32) {
         float wf[K_SK_ROWS][8];
 #pragma unroll
         for (int r = 0; r < K_SK_ROWS; r++) {
@@ -636,9 +775,12 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
 #pragma unroll
         for (int t = 0; t < T; t++) {
             float v = k_warp_sum (acc[r][t]);
-            if (lane == ((r * T + t) & 31) && row0 + r < N)
+            acc[r][t] = v;
+            if (!S && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = __float2half (v);
         }
+    if (S)
+        k_skinny_split_out<T, float, __half> (acc, Y, N, row0, warp, lane);
 }
 
 //  The CPU engine's w8 (gpu.h, GPU_FMT_W8): W in groups of 32 columns with
@@ -648,14 +790,14 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
 //  order of the float sum differs). A 16-byte chunk is half a group: lanes
 //  2j and 2j+1 hold one group's halves, so every lane runs every step
 //  (full-warp shuffles) and the even lane adds the group.
-template <int T>
+template <int T, int S>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
               const int8_t *__restrict__ X, const float *__restrict__ Xd, float *__restrict__ Y,
               int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    int row0 = S ? blockIdx.x * K_SK_ROWS : (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
     if (pf && row0 < N)
 #pragma unroll
         for (int r = 0; r < K_SK_ROWS; r++)
@@ -679,7 +821,7 @@ k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
     int nk = K / 16;
-    for (int base = 0; base < nk; base += 32) {
+    for (int base = S ? warp * 32 : 0; base < nk; base += S ? K_SK_WARPS * 32 : 32) {
         int c = base + lane;
         bool ok = c < nk;
         int g = c >> 1;
@@ -711,9 +853,12 @@ k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
 #pragma unroll
         for (int t = 0; t < T; t++) {
             float v = k_warp_sum (acc[r][t]);
-            if (lane == ((r * T + t) & 31) && row0 + r < N)
+            acc[r][t] = v;
+            if (!S && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = v;
         }
+    if (S)
+        k_skinny_split_out<T, float, float> (acc, Y, N, row0, warp, lane);
 }
 
 #define K_SKINNY_MAX_T 8

@@ -70,7 +70,7 @@ typedef struct {
 } s_prof_t;
 
 #define S_PROF_MAX 1024         //  launches recorded per forward
-#define S_PDL_DEFAULT false
+#define S_PDL_DEFAULT true
 #define S_PREFETCH_MB_DEFAULT 0
 
 typedef struct {
@@ -134,6 +134,8 @@ struct _gpu_model_t {
     //  forward's kernels, and how many bytes of each skinny GEMM's weights
     //  (in all) are prefetched into L2 before the GEMM waits for its input.
     bool pdl;
+    int split_rows;             //  matrices of fewer rows run the split skinny kernel (0: never)
+    bool attn_gqa;              //  attention one block per KV head (its query heads together)
     bool pdl_next;              //  the next launch may chain on the previous kernel
     size_t prefetch_budget;
     //  Profile (gpu_model_tune "profile"): one event after each launch of
@@ -176,6 +178,17 @@ s_mark (gpu_model_t *self, const char *label, size_t bytes)
     cudaEventRecord (self->ev[i], self->stream);
     self->ev_label[i] = label;
     self->ev_bytes[i] = bytes;
+}
+
+//  Matrices with fewer rows than this run the split skinny kernel: below
+//  4 blocks of 32 rows an SM (o, down and qkv of the 8B shape on 132 SMs).
+static int
+s_split_rows_default (void)
+{
+    int dev = 0, n_sm = 132;
+    if (cudaGetDevice (&dev) == cudaSuccess)
+        cudaDeviceGetAttribute (&n_sm, cudaDevAttrMultiProcessorCount, dev);
+    return 4 * n_sm * K_SK_WARPS * K_SK_ROWS;
 }
 
 //  Launches a forward kernel: with PDL (programmatic stream serialization)
@@ -429,6 +442,8 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         const char *pf = getenv ("SPLITMESH_GPU_PREFETCH_MB");
         self->pdl = pdl ? atoi (pdl) != 0 : S_PDL_DEFAULT;
         self->prefetch_budget = (size_t) (pf ? atoi (pf) : S_PREFETCH_MB_DEFAULT) << 20;
+        self->split_rows = s_split_rows_default ();
+        self->attn_gqa = true;
     }
     self->prof_tab = new std::vector<s_prof_t> ();
     if (self->opts.graph_max_tokens > self->opts.max_tokens)
@@ -592,19 +607,30 @@ s_prefetch_row_bytes (const gpu_model_t *self, const s_mat_t *W, size_t row_byte
     return (int) (per < row_bytes ? per : row_bytes);
 }
 
+//  Blocks of the skinny GEMM over W, split form or not.
+static int
+s_skinny_blocks (const gpu_model_t *self, const s_mat_t *W, bool *split)
+{
+    *split = W->n < self->split_rows;
+    int rows_per_block = *split ? K_SK_ROWS : K_SK_WARPS * K_SK_ROWS;
+    return (W->n + rows_per_block - 1) / rows_per_block;
+}
+
 template <int T>
 static int
 s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
 {
-    int rows_per_block = K_SK_WARPS * K_SK_ROWS;
-    int blocks = (W->n + rows_per_block - 1) / rows_per_block;
+    bool split;
+    int blocks = s_skinny_blocks (self, W, &split);
     size_t row_bytes = (size_t) W->cols * (s_w8 (self) ? 1 : 2);
     int pf = s_prefetch_row_bytes (self, W, row_bytes);
     if (s_w8 (self))
-        return s_go (self, label, s_mat_bytes (self, W), k_skinny_i8<T>, dim3 (blocks), dim3 (K_SK_WARPS * 32),
+        return s_go (self, label, s_mat_bytes (self, W), split ? k_skinny_i8<T, 1> : k_skinny_i8<T, 0>,
+                     dim3 (blocks), dim3 (K_SK_WARPS * 32),
                      (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
                      (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
-    return s_go (self, label, s_mat_bytes (self, W), k_skinny_f16<T>, dim3 (blocks), dim3 (K_SK_WARPS * 32),
+    return s_go (self, label, s_mat_bytes (self, W), split ? k_skinny_f16<T, 1> : k_skinny_f16<T, 0>,
+                 dim3 (blocks), dim3 (K_SK_WARPS * 32),
                  (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
                  (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
 }
@@ -617,10 +643,11 @@ template <int T>
 static int
 s_skinny_g32 (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
 {
-    int rows_per_block = K_SK_WARPS * K_SK_ROWS;
-    int blocks = (W->n + rows_per_block - 1) / rows_per_block;
+    bool split;
+    int blocks = s_skinny_blocks (self, W, &split);
     int pf = s_prefetch_row_bytes (self, W, (size_t) W->cols);
-    return s_go (self, label, s_mat_bytes (self, W), k_skinny_i8g<T>, dim3 (blocks), dim3 (K_SK_WARPS * 32),
+    return s_go (self, label, s_mat_bytes (self, W), split ? k_skinny_i8g<T, 1> : k_skinny_i8g<T, 0>,
+                 dim3 (blocks), dim3 (K_SK_WARPS * 32),
                  (const int8_t *) W->data, (const __half *) W->gscale,
                  (const int8_t *) self->act + (size_t) t0 * W->cols,
                  (const float *) self->xs + (size_t) t0 * (W->cols / 32),
@@ -962,6 +989,10 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
         return s_fail (self, "gpu_model_tune: no name");
     if (!strcmp (name, "pdl"))
         self->pdl = value != 0;
+    else if (!strcmp (name, "split"))
+        self->split_rows = value < 0 ? s_split_rows_default () : (int) value;
+    else if (!strcmp (name, "gqa"))
+        self->attn_gqa = value != 0;
     else if (!strcmp (name, "prefetch"))
         self->prefetch_budget = value > 0 ? (size_t) value : 0;
     else if (!strcmp (name, "profile")) {
@@ -1170,7 +1201,23 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, (const int32_t *) self->d_block_table, \
             tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, self->opts.page_size, \
             self->max_blocks, scale)
-        int rc;
+        int rc = -2;
+        if (self->attn_gqa) {
+            dim3 grid_kv (t, c->n_kv_heads);
+#define S_GQA(E, G) s_go (self, "attention", 0, k_attention_gqa<E, kv_t, G>, grid_kv, \
+            dim3 (K_ATT_WARPS * 32), (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, \
+            (const int32_t *) self->d_block_table, tok_pos, tok_slot, self->att, c->n_heads, c->kv_dim, \
+            self->opts.page_size, self->max_blocks, scale)
+            int e = c->head_dim / 32;
+            if (e == 4 && group == 4) rc = S_GQA (4, 4);
+            else if (e == 4 && group == 2) rc = S_GQA (4, 2);
+            else if (e == 4 && group == 1) rc = S_GQA (4, 1);
+            else if (e == 2 && group == 3) rc = S_GQA (2, 3);
+            else if (e == 2 && group == 4) rc = S_GQA (2, 4);
+            else if (e == 2 && group == 1) rc = S_GQA (2, 1);
+#undef S_GQA
+        }
+        if (rc == -2)
         switch (c->head_dim / 32) {
             case 1: rc = S_ATT (1); break;
             case 2: rc = S_ATT (2); break;

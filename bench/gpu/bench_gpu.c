@@ -233,7 +233,6 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
     for (int i = 0; i < 2; i++) {
         char title[64];
         snprintf (title, sizeof title, "8B %s, %d x %d positions", f, counts[i], K1);
-        gpu_model_tune (g, "pdl", 0);
         gpu_model_tune (g, "profile", 1);
         s_verify (g, ids, counts[i], ctx, reps / 3 + 3);
         gpu_model_profile_print (g, stderr, title, bw);
@@ -241,13 +240,18 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
     }
     int32_t ref[MAX_S * K1], am[MAX_S * K1];
     gpu_model_tune (g, "pdl", 0);
+    gpu_model_tune (g, "split", 0);
+    gpu_model_tune (g, "gqa", 0);
     s_verify_argmax (g, ids, 1, ctx, ref);
-    struct { const char *name; int pdl; long pf_mb; } var[] = {
-        { "plain", 0, 0 }, { "pdl", 1, 0 }, { "pdl+pf8", 1, 8 }, { "pdl+pf16", 1, 16 },
-        { "pdl+pf32", 1, 32 }, { "pdl+pf64", 1, 64 },
+    //  Each step's change alone, then together (the last is the default).
+    struct { const char *name; int pdl, split, gqa; long pf_mb; } var[] = {
+        { "v4", 0, 0, 0, 0 }, { "pdl", 1, 0, 0, 0 }, { "split", 0, -1, 0, 0 }, { "gqa", 0, 0, 1, 0 },
+        { "pdl+pf16", 1, 0, 0, 16 }, { "all", 1, -1, 1, 0 },
     };
     for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
         gpu_model_tune (g, "pdl", var[v].pdl);
+        gpu_model_tune (g, "split", var[v].split);
+        gpu_model_tune (g, "gqa", var[v].gqa);
         gpu_model_tune (g, "prefetch", var[v].pf_mb << 20);
         double m = s_verify (g, ids, 1, ctx, reps);
         s_verify_argmax (g, ids, 1, ctx, am);
