@@ -20,6 +20,14 @@
     - one session's requests stay in order: a prefill and the verify that
       follows it, sent back to back, land in consecutive batches and the
       verify sees the prefill's positions.
+    These run with the fixed wait (SPLITMESH_BATCH_ADAPTIVE=0), so what is
+    gathered does not depend on arrival timing. The suite gpu_batcher_adaptive
+    runs the default adaptive wait (1 s wait_us, so a wait is unmistakable):
+    - a lone session never waits: a prefill and 5 verifies one after another
+      take well under one wait in all;
+    - two active sessions' concurrent verifies are one batch of 2, answered
+      without the full wait; a request of one while the other is due waits
+      for it (~wait_us); after the other closes, no wait again.
 */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -42,7 +50,7 @@ static char s_broker [64];
 static char s_target_log [600];
 
 static void
-s_setup (void)
+s_start (bool adaptive)
 {
     s_dir = sm_tmpdir_new ("batch");
     cr_assert_not_null (s_dir);
@@ -57,7 +65,9 @@ s_setup (void)
     snprintf (s_broker, sizeof s_broker, "tcp://127.0.0.1:%d", sm_free_tcp_port ());
     snprintf (log, sizeof log, "%s/broker.log", s_dir);
     cr_assert_gt (sm_spawn (log, "splitmesh-broker", "-e", s_broker, NULL), 0);
-    setenv ("SPLITMESH_BATCH_WAIT_US", "300000", 1);
+    setenv ("SPLITMESH_BATCH_WAIT_US", adaptive? "1000000": "300000", 1);
+    setenv ("SPLITMESH_BATCH_ADAPTIVE", adaptive? "1": "0", 1);
+    setenv ("SPLITMESH_BATCH_ACTIVE_US", "30000000", 1);
     setenv ("SPLITMESH_BATCH_CAPACITY", "16", 1);
     setenv ("SPLITMESH_TARGET_BACKEND", "cpu", 1);
     snprintf (s_target_log, sizeof s_target_log, "%s/target.log", s_dir);
@@ -65,6 +75,18 @@ s_setup (void)
                             "--model", s_model, "--split", "2", "--format", "f32", "--ctx", "64",
                             "--max-sessions", "64", "--threads", "1", NULL), 0);
     cr_assert (sm_mdp_wait_workers (s_broker, "target", 1, S_TIMEOUT), "no target worker");
+}
+
+static void
+s_setup (void)
+{
+    s_start (false);
+}
+
+static void
+s_setup_adaptive (void)
+{
+    s_start (true);
 }
 
 static void
@@ -405,4 +427,92 @@ Test (gpu_batcher, one_sessions_requests_stay_in_order)
     cr_assert_eq (n1 - n0, 2);
     cr_assert_eq (after [n0], 2);
     cr_assert_eq (after [n0 + 1], 1);
+}
+
+TestSuite (gpu_batcher_adaptive, .init = s_setup_adaptive, .fini = s_teardown, .timeout = 90);
+
+static double
+s_ms (int64_t since)
+{
+    return (zclock_usecs () - since) / 1000.0;
+}
+
+static zframe_t *
+s_close_body (const char *session)
+{
+    wire_session_close_t cl;
+    wire_msg_init (&wire_session_close_desc, &cl);
+    cl.session = (char *) session;
+    wire_err_t err = { 0 };
+    zframe_t *body = wire_encode_frame (&wire_session_close_desc, &cl, &err);
+    cr_assert_not_null (body, "%s", err.text);
+    return body;
+}
+
+Test (gpu_batcher_adaptive, lone_session_never_waits)
+{
+    //  With the fixed 1 s wait these 6 requests would take >= 6 s.
+    int64_t t0 = zclock_usecs ();
+    char got [64];
+    s_result_t r;
+    zframe_t *reply = s_call (s_prefill_body ("solo", 1, 3));
+    s_prefill_result (reply, got, &r);
+    zframe_destroy (&reply);
+    for (int i = 0; i < 5; i++) {
+        reply = s_call (s_verify_body ("solo", 3 + i, 10 + i, NULL, 0));
+        s_verify_result (reply, got, &r);
+        zframe_destroy (&reply);
+        cr_assert_eq (r.n_pos, (uint32_t) (4 + i));
+    }
+    double ms = s_ms (t0);
+    cr_assert_lt (ms, 3000.0, "6 requests of a lone session took %.0f ms (the wait is 1000 ms)", ms);
+}
+
+Test (gpu_batcher_adaptive, active_sessions_batch_and_wait_only_while_due)
+{
+    char got [64];
+    s_result_t r;
+    zframe_t *reply = s_call (s_prefill_body ("a", 1, 3));
+    s_prefill_result (reply, got, &r);
+    zframe_destroy (&reply);
+    //  b's prefill arrives while a is active and due: it waits (~1 s).
+    int64_t t0 = zclock_usecs ();
+    reply = s_call (s_prefill_body ("b", 2, 3));
+    s_prefill_result (reply, got, &r);
+    zframe_destroy (&reply);
+    double waited = s_ms (t0);
+    cr_assert_gt (waited, 800.0, "b's prefill did not wait for a (%.0f ms)", waited);
+    //  Both active, both sent at once: one batch of 2, no full wait.
+    int before [64], after [64];
+    int n0 = s_batches (before, 64);
+    t0 = zclock_usecs ();
+    mdp_client_t *client = mdp_client_new (s_broker);
+    zframe_t *body = s_verify_body ("a", 3, 20, NULL, 0);
+    s_send (client, &body);
+    body = s_verify_body ("b", 3, 21, NULL, 0);
+    s_send (client, &body);
+    for (int i = 0; i < 2; i++) {
+        reply = s_recv (client);
+        s_verify_result (reply, got, &r);
+        zframe_destroy (&reply);
+        cr_assert_eq (r.n_pos, 4);
+    }
+    mdp_client_destroy (&client);
+    double both = s_ms (t0);
+    int n1 = s_batches (after, 64);
+    cr_assert_eq (n1 - n0, 1, "%d batches for the 2 concurrent verifies", n1 - n0);
+    cr_assert_eq (after [n0], 2);
+    cr_assert_lt (both, 800.0, "the batch of 2 waited %.0f ms", both);
+    //  b closes: a alone no longer waits.
+    reply = s_call (s_close_body ("b"));
+    wire_peek_t peek;
+    cr_assert_eq (s_status (reply, &peek), 200);
+    zframe_destroy (&reply);
+    t0 = zclock_usecs ();
+    reply = s_call (s_verify_body ("a", 4, 22, NULL, 0));
+    s_verify_result (reply, got, &r);
+    zframe_destroy (&reply);
+    double alone = s_ms (t0);
+    cr_assert_eq (r.n_pos, 5);
+    cr_assert_lt (alone, 800.0, "a waited %.0f ms after b closed", alone);
 }

@@ -2,9 +2,18 @@
 
     The request loop of service_actor_run, with a queue in front of the
     handler: requests are kept with their client envelopes until a batch
-    is formed (capacity reached or the oldest waited wait_us), then the
-    service admits them one by one in arrival order and computes the
-    admitted ones together. Replies go out as each is known: errors at
+    is formed (capacity reached, the oldest waited wait_us, or no other
+    active session is due: the adaptive wait below), then the service
+    admits them one by one in arrival order and computes the admitted
+    ones together.
+
+    The adaptive wait: a session is active from its first reply until it
+    closes or stays silent for active_us. A queued request waits for
+    batch mates only while some active session has no request queued (its
+    next one is due: it got its reply and is drafting). When every active
+    session is queued, or the only one is the requester, the batch goes at
+    once: a lone session pays no wait, and N sessions in lock step batch as
+    soon as the N-th arrives instead of after the full wait_us. Replies go out as each is known: errors at
     admission, the batch's after its run, so replies leave out of order
     across sessions and in order within one.
 */
@@ -20,6 +29,12 @@ typedef struct {
     int64_t arrived;            //  zclock_usecs () at arrival
 } s_entry_t;
 
+//  A session seen recently: the adaptive wait expects its next request.
+typedef struct {
+    char id [WIRE_MAX_SESSION_BYTES + 1];
+    int64_t seen;               //  zclock_usecs () of its last reply
+} s_active_t;
+
 typedef struct {
     const batcher_ops_t *ops;
     void *state;
@@ -32,14 +47,25 @@ typedef struct {
     void **jobs;                //  (cap) the batch being formed
     zframe_t **replies;         //  (cap) its replies
     s_entry_t *job_entries;     //  (cap) the requests of jobs[]
+    s_active_t *active;         //  (cap) sessions active lately, n_active of them
+    int n_active;
+    bool adaptive;              //  wait only while an active session is due
+    int64_t active_us;          //  silence after which a session is no longer waited for
 } s_batcher_t;
 
 batcher_options_t
 batcher_options_default (const service_config_t *config)
 {
-    batcher_options_t o = { .capacity = config->max_sessions, .wait_us = 1000 };
+    batcher_options_t o = { .capacity = config->max_sessions, .wait_us = 1000, .adaptive = true,
+                            .active_us = 50000 };
     const char *cap = getenv ("SPLITMESH_BATCH_CAPACITY");
     const char *wait = getenv ("SPLITMESH_BATCH_WAIT_US");
+    const char *adaptive = getenv ("SPLITMESH_BATCH_ADAPTIVE");
+    const char *active = getenv ("SPLITMESH_BATCH_ACTIVE_US");
+    if (adaptive)
+        o.adaptive = atoi (adaptive) != 0;
+    if (active && atoi (active) > 0)
+        o.active_us = atoi (active);
     if (cap && atoi (cap) > 0)
         o.capacity = atoi (cap);
     if (wait && atoi (wait) >= 0)
@@ -51,12 +77,70 @@ batcher_options_default (const service_config_t *config)
     return o;
 }
 
+//  Notes that session id got a batch's reply (it becomes or stays
+//  active), or forgets it (closed).
+static void
+s_active_note (s_batcher_t *self, const char *id, bool closed)
+{
+    if (!*id)
+        return;
+    int64_t now = zclock_usecs ();
+    int i;
+    for (i = 0; i < self->n_active; i++)
+        if (streq (self->active [i].id, id))
+            break;
+    if (closed) {
+        if (i < self->n_active)
+            self->active [i] = self->active [--self->n_active];
+        return;
+    }
+    if (i == self->n_active) {
+        //  Full: the longest silent one makes room.
+        if (self->n_active == self->cap) {
+            int old = 0;
+            for (int j = 1; j < self->n_active; j++)
+                if (self->active [j].seen < self->active [old].seen)
+                    old = j;
+            i = old;
+        }
+        else
+            self->n_active++;
+        snprintf (self->active [i].id, sizeof self->active [i].id, "%s", id);
+    }
+    self->active [i].seen = now;
+}
+
+//  Whether some active session (replied within active_us) has no request
+//  queued: its next request is due, worth waiting for. Sessions silent
+//  longer are forgotten.
+static bool
+s_active_due (s_batcher_t *self)
+{
+    int64_t now = zclock_usecs ();
+    bool due = false;
+    for (int i = 0; i < self->n_active; ) {
+        if (now - self->active [i].seen > self->active_us) {
+            self->active [i] = self->active [--self->n_active];
+            continue;
+        }
+        bool queued = false;
+        for (int q = 0; q < self->n_queue && !queued; q++)
+            queued = streq (self->queue [q].peek.session, self->active [i].id);
+        if (!queued)
+            due = true;
+        i++;
+    }
+    return due;
+}
+
 //  Sends reply (NULL: 500) to the client of e as the FINAL of its request;
 //  with -v, logs it as service_actor_run does (tests count these lines).
 static void
 s_send (s_batcher_t *self, const s_entry_t *e, zframe_t *reply)
 {
     zframe_t *client = e->client;
+    if (streq (e->peek.tag, "session_close"))
+        s_active_note (self, e->peek.session, true);
     if (!reply)
         reply = service_error (500, "%s: out of memory", self->service);
     if (self->verbose)
@@ -157,6 +241,7 @@ s_batch (s_batcher_t *self)
         zsys_info ("%s: batch of %d requests in %.2f ms", self->service, n_jobs,
                    (zclock_usecs () - start) / 1000.0);
     for (int j = 0; j < n_jobs; j++) {
+        s_active_note (self, self->job_entries [j].peek.session, false);
         s_send (self, &self->job_entries [j], self->replies [j]);
         s_entry_free (&self->job_entries [j]);
     }
@@ -168,7 +253,8 @@ batcher_run (zsock_t *pipe, const service_config_t *config, const char *service,
              metrics_t *metrics, const batcher_options_t *options)
 {
     s_batcher_t self = { .ops = ops, .state = state, .metrics = metrics, .service = service,
-                         .verbose = config->verbose, .cap = options->capacity };
+                         .verbose = config->verbose, .cap = options->capacity,
+                         .adaptive = options->adaptive, .active_us = options->active_us };
     char err [512];
     snprintf (err, sizeof err, "%s", setup_err? setup_err: "");
     if (!*err) {
@@ -176,7 +262,8 @@ batcher_run (zsock_t *pipe, const service_config_t *config, const char *service,
         self.jobs = calloc ((size_t) self.cap, sizeof *self.jobs);
         self.replies = calloc ((size_t) self.cap, sizeof *self.replies);
         self.job_entries = calloc ((size_t) self.cap, sizeof *self.job_entries);
-        if (!self.queue || !self.jobs || !self.replies || !self.job_entries)
+        self.active = calloc ((size_t) self.cap, sizeof *self.active);
+        if (!self.queue || !self.jobs || !self.replies || !self.job_entries || !self.active)
             snprintf (err, sizeof err, "out of memory for a batch of %d", self.cap);
     }
     if (!*err) {
@@ -194,6 +281,11 @@ batcher_run (zsock_t *pipe, const service_config_t *config, const char *service,
                                    : zpoller_new (pipe, NULL);
     while (poller) {
         int timeout = -1;
+        //  Adaptive: nothing due from another active session, go now.
+        bool now = self.n_queue && self.adaptive && !s_active_due (&self);
+        if (now)
+            timeout = 0;
+        else
         if (self.n_queue) {
             int64_t left = self.queue [0].arrived + options->wait_us - zclock_usecs ();
             timeout = left <= 0? 0: (int) ((left + 999) / 1000);
@@ -216,7 +308,8 @@ batcher_run (zsock_t *pipe, const service_config_t *config, const char *service,
             break;
         if (self.n_queue
         &&  (self.n_queue >= self.cap
-        ||   zclock_usecs () >= self.queue [0].arrived + options->wait_us))
+        ||   zclock_usecs () >= self.queue [0].arrived + options->wait_us
+        ||   (self.adaptive && !s_active_due (&self))))
             s_batch (&self);
     }
     //  Whatever is still queued at $TERM gets an answer.
@@ -230,4 +323,5 @@ batcher_run (zsock_t *pipe, const service_config_t *config, const char *service,
     free (self.jobs);
     free (self.replies);
     free (self.job_entries);
+    free (self.active);
 }

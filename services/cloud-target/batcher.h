@@ -10,7 +10,9 @@
 
     The loop: requests are queued as they arrive. A batch is formed when
     `capacity` requests wait (no more can come until something is
-    answered) or when the oldest has waited `wait_us`; meanwhile the
+    answered), when the oldest has waited `wait_us`, or (adaptive) when
+    every session active lately already has a request queued, so nothing
+    is worth waiting for (a lone session never waits); meanwhile the
     computation of the previous batch does not block arrivals (they queue
     in the socket), so each batch takes whatever arrived during the last
     one: continuous batching. Forming a batch walks the queue in arrival
@@ -52,10 +54,16 @@ typedef struct {
 typedef struct {
     int capacity;               //  requests in flight at the worker, 1..1024
     int wait_us;                //  longest wait of the oldest queued request
+    bool adaptive;              //  wait only while another active session is due
+    int active_us;              //  a session silent this long is no longer waited for
 } batcher_options_t;
 
 //  The capacity and wait from SPLITMESH_BATCH_CAPACITY (default: max_sessions,
-//  at most 1024) and SPLITMESH_BATCH_WAIT_US (default 1000).
+//  at most 1024), SPLITMESH_BATCH_WAIT_US (default 1000),
+//  SPLITMESH_BATCH_ADAPTIVE (default 1: a batch goes at once when no other
+//  active session's request is due, so a lone session never waits) and
+//  SPLITMESH_BATCH_ACTIVE_US (default 50000: how long a silent session is
+//  still expected).
 batcher_options_t batcher_options_default (const service_config_t *config);
 
 //  As service_actor_run (registers `service`, answers "ERROR" on the pipe
