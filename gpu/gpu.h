@@ -124,7 +124,8 @@ int gpu_model_set_skinny (gpu_model_t *self, bool on);
 //  Tuning and measurement, for bench_gpu: "pdl" (0/1: programmatic
 //  dependent launch between the forward's kernels), "split" (matrices of
 //  fewer rows run the split skinny GEMM; 0 never, -1 the default: 4 blocks
-//  of 32 rows per SM), "gqa" (0/1: attention a block per KV head),
+//  of 32 rows per SM), "split_ks" (its warps per 4-row group for this
+//  model's format: 1 (plain), 2, 4, 8; 0 the default), "gqa" (0/1: attention a block per KV head),
 //  "prefetch" (bytes of
 //  each skinny GEMM's weights prefetched into L2 before it waits for its
 //  input, with pdl), "profile" (0/1: forwards run ungraphed with an event

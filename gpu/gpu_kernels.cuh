@@ -391,12 +391,15 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
 //  a head's result equals k_attention's up to the summation order of the
 //  merge (identical: per head the same operations in the same order).
 template <int EPL, typename KV, int G>
-static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
+static __global__ void __launch_bounds__ (K_ATT_WARPS * 32, 2)
 k_attention_gqa (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
                  const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads,
                  int kv_dim, int page_size, int max_blocks, float scale)
 {
     K_PDL ();
+    //  Positions in flight a warp: fewer when G heads' state fills the
+    //  registers (2 blocks an SM need <= 64 registers a thread).
+    constexpr int U = G * EPL >= 16 ? 2 : K_ATT_UNROLL;
     const int hd = EPL * 32;
     __shared__ float s_m[K_ATT_WARPS][G], s_l[K_ATT_WARPS][G], s_acc[K_ATT_WARPS][G][EPL * 32];
     int t = blockIdx.x, kvh = blockIdx.y;
@@ -416,10 +419,10 @@ k_attention_gqa (const float *q, const KV *kc, const KV *vc, const int32_t *bloc
         m[g] = -INFINITY;
         l[g] = 0.0f;
     }
-    for (int j0 = warp; j0 <= pos; j0 += K_ATT_UNROLL * K_ATT_WARPS) {
-        float kx[K_ATT_UNROLL][EPL], vx[K_ATT_UNROLL][EPL];
+    for (int j0 = warp; j0 <= pos; j0 += U * K_ATT_WARPS) {
+        float kx[U][EPL], vx[U][EPL];
 #pragma unroll
-        for (int u = 0; u < K_ATT_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
             int j = j0 + u * K_ATT_WARPS;
             if (j <= pos) {
                 size_t base = ((size_t) bt[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
@@ -431,7 +434,7 @@ k_attention_gqa (const float *q, const KV *kc, const KV *vc, const int32_t *bloc
             }
         }
 #pragma unroll
-        for (int u = 0; u < K_ATT_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
             if (j0 + u * K_ATT_WARPS > pos)
                 break;
 #pragma unroll
@@ -624,15 +627,17 @@ static __device__ __forceinline__ void k_put (__half *p, float v) { *p = __float
 #define K_SK_WARPS 8
 #define K_SK_ROWS 4
 
-//  Split form (template S = 1), for matrices of few rows (o, down, qkv:
-//  N / 32 blocks would leave most SMs with one block and too few bytes in
-//  flight): the block's 8 warps share its K_SK_ROWS rows, each walking
-//  every 8th 512-byte stretch of them, so a matrix makes 8x the blocks.
-//  The warps' sums (each already reduced over its lanes) are added here
-//  in warp order, so a row's result does not depend on the batch.
-template <int T, typename A, typename O>
+//  Split form (template S = 2, 4 or 8 warps a row group; S = 1 is the
+//  plain form), for matrices of few rows (o, down, qkv: N / 32 blocks
+//  would leave most SMs with one block and too few bytes in flight): S
+//  warps share each 4-row group, each walking every S-th 512-byte stretch
+//  of it, so a matrix makes S x the blocks (but each block then reads the
+//  activations for fewer rows: more L2 traffic). The S warps' sums (each
+//  already reduced over its lanes) are added here in warp order, so a
+//  row's result does not depend on the batch.
+template <int T, int S, typename A, typename O>
 static __device__ __forceinline__ void
-k_skinny_split_out (A (&acc)[K_SK_ROWS][T], O *Y, int N, int row0, int warp, int lane)
+k_skinny_split_out (A (&acc)[K_SK_ROWS][T], O *Y, int N, int warp, int lane)
 {
     __shared__ A sh[K_SK_WARPS][K_SK_ROWS * T];
     if (lane == 0)
@@ -642,15 +647,18 @@ k_skinny_split_out (A (&acc)[K_SK_ROWS][T], O *Y, int N, int row0, int warp, int
             for (int t = 0; t < T; t++)
                 sh[warp][r * T + t] = acc[r][t];
     __syncthreads ();
+    //  Thread i: row group i / (ROWS T) (warps S g .. S g + S - 1), entry j.
     int i = threadIdx.x;
-    if (i < K_SK_ROWS * T) {
-        int r = i / T, t = i % T;
-        A v = sh[0][i];
+    if (i < (K_SK_WARPS / S) * K_SK_ROWS * T) {
+        int g = i / (K_SK_ROWS * T), j = i % (K_SK_ROWS * T);
+        int r = j / T, t = j % T;
+        int row = (blockIdx.x * (K_SK_WARPS / S) + g) * K_SK_ROWS + r;
+        A v = sh[g * S][j];
 #pragma unroll
-        for (int w = 1; w < K_SK_WARPS; w++)
-            v += sh[w][i];
-        if (row0 + r < N)
-            k_put (&Y[(size_t) t * N + row0 + r], v);
+        for (int w = 1; w < S; w++)
+            v += sh[g * S + w][j];
+        if (row < N)
+            k_put (&Y[(size_t) t * N + row], v);
     }
 }
 
@@ -660,7 +668,7 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
              int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = S ? blockIdx.x * K_SK_ROWS : (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    int row0 = (blockIdx.x * (K_SK_WARPS / S) + warp / S) * K_SK_ROWS, kpart = warp % S;
     const int4 *w[K_SK_ROWS];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
@@ -670,7 +678,7 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
         for (int r = 0; r < K_SK_ROWS; r++)
             k_prefetch_row (w[r], pf, lane);
     K_PDL ();
-    if (row0 >= N)
+    if (S == 1 && row0 >= N)
         return;
     int acc[K_SK_ROWS][T];
 #pragma unroll
@@ -680,7 +688,7 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
             acc[r][t] = 0;
     int nk = K / 16;
 #pragma unroll 2
-    for (int c = S ? warp * 32 + lane : lane; c < nk; c += S ? K_SK_WARPS * 32 : 32) {
+    for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
         int4 wv[K_SK_ROWS];
 #pragma unroll
         for (int r = 0; r < K_SK_ROWS; r++)
@@ -706,11 +714,11 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
             for (int o = 16; o > 0; o >>= 1)
                 v += __shfl_xor_sync (0xffffffffu, v, o);
             acc[r][t] = v;
-            if (!S && lane == ((r * T + t) & 31) && row0 + r < N)
+            if (S == 1 && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = v;
         }
-    if (S)
-        k_skinny_split_out<T, int, int32_t> (acc, Y, N, row0, warp, lane);
+    if (S > 1)
+        k_skinny_split_out<T, S, int, int32_t> (acc, Y, N, warp, lane);
 }
 
 template <int T, int S>
@@ -719,7 +727,7 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
               int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = S ? blockIdx.x * K_SK_ROWS : (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    int row0 = (blockIdx.x * (K_SK_WARPS / S) + warp / S) * K_SK_ROWS, kpart = warp % S;
     const int4 *w[K_SK_ROWS];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++)
@@ -729,7 +737,7 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
         for (int r = 0; r < K_SK_ROWS; r++)
             k_prefetch_row (w[r], pf, lane);
     K_PDL ();
-    if (row0 >= N)
+    if (S == 1 && row0 >= N)
         return;
     float acc[K_SK_ROWS][T];
 #pragma unroll
@@ -739,7 +747,7 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
             acc[r][t] = 0.0f;
     int nk = K / 8;             //  8 halves per 16 bytes
 #pragma unroll 2
-    for (int c = S ? warp * 32 + lane : lane; c < nk; c += S ? K_SK_WARPS * 32 : 32) {
+    for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
         float wf[K_SK_ROWS][8];
 #pragma unroll
         for (int r = 0; r < K_SK_ROWS; r++) {
@@ -776,11 +784,11 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
         for (int t = 0; t < T; t++) {
             float v = k_warp_sum (acc[r][t]);
             acc[r][t] = v;
-            if (!S && lane == ((r * T + t) & 31) && row0 + r < N)
+            if (S == 1 && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = __float2half (v);
         }
-    if (S)
-        k_skinny_split_out<T, float, __half> (acc, Y, N, row0, warp, lane);
+    if (S > 1)
+        k_skinny_split_out<T, S, float, __half> (acc, Y, N, warp, lane);
 }
 
 //  The CPU engine's w8 (gpu.h, GPU_FMT_W8): W in groups of 32 columns with
@@ -797,13 +805,13 @@ k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
               int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = S ? blockIdx.x * K_SK_ROWS : (blockIdx.x * K_SK_WARPS + warp) * K_SK_ROWS;
+    int row0 = (blockIdx.x * (K_SK_WARPS / S) + warp / S) * K_SK_ROWS, kpart = warp % S;
     if (pf && row0 < N)
 #pragma unroll
         for (int r = 0; r < K_SK_ROWS; r++)
             k_prefetch_row (W + (size_t) min (row0 + r, N - 1) * K, pf, lane);
     K_PDL ();
-    if (row0 >= N)
+    if (S == 1 && row0 >= N)
         return;
     int G = K / 32;
     const int4 *w[K_SK_ROWS];
@@ -821,7 +829,7 @@ k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
     int nk = K / 16;
-    for (int base = S ? warp * 32 : 0; base < nk; base += S ? K_SK_WARPS * 32 : 32) {
+    for (int base = kpart * 32; base < nk; base += S * 32) {
         int c = base + lane;
         bool ok = c < nk;
         int g = c >> 1;
@@ -854,11 +862,11 @@ k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
         for (int t = 0; t < T; t++) {
             float v = k_warp_sum (acc[r][t]);
             acc[r][t] = v;
-            if (!S && lane == ((r * T + t) & 31) && row0 + r < N)
+            if (S == 1 && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = v;
         }
-    if (S)
-        k_skinny_split_out<T, float, float> (acc, Y, N, row0, warp, lane);
+    if (S > 1)
+        k_skinny_split_out<T, S, float, float> (acc, Y, N, warp, lane);
 }
 
 #define K_SKINNY_MAX_T 8

@@ -71,6 +71,9 @@ typedef struct {
 
 #define S_PROF_MAX 1024         //  launches recorded per forward
 #define S_PDL_DEFAULT true
+#define S_SPLIT_FP16 2
+#define S_SPLIT_W8A8 8
+#define S_SPLIT_W8 8
 #define S_PREFETCH_MB_DEFAULT 0
 
 typedef struct {
@@ -135,6 +138,7 @@ struct _gpu_model_t {
     //  (in all) are prefetched into L2 before the GEMM waits for its input.
     bool pdl;
     int split_rows;             //  matrices of fewer rows run the split skinny kernel (0: never)
+    int split_ks[GPU_FMT_COUNT];    //  its warps per row group, by format (2, 4, 8; 1: plain)
     bool attn_gqa;              //  attention one block per KV head (its query heads together)
     bool pdl_next;              //  the next launch may chain on the previous kernel
     size_t prefetch_budget;
@@ -189,6 +193,14 @@ s_split_rows_default (void)
     if (cudaGetDevice (&dev) == cudaSuccess)
         cudaDeviceGetAttribute (&n_sm, cudaDevAttrMultiProcessorCount, dev);
     return 4 * n_sm * K_SK_WARPS * K_SK_ROWS;
+}
+
+//  Warps per row group of the split skinny GEMM, by format: measured on
+//  an H200 (bench_gpu --profile, gpu/NOTES.md).
+static int
+s_split_ks_default (gpu_fmt_t f)
+{
+    return f == GPU_FMT_FP16 ? S_SPLIT_FP16 : f == GPU_FMT_W8A8 ? S_SPLIT_W8A8 : S_SPLIT_W8;
 }
 
 //  Launches a forward kernel: with PDL (programmatic stream serialization)
@@ -443,6 +455,8 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         self->pdl = pdl ? atoi (pdl) != 0 : S_PDL_DEFAULT;
         self->prefetch_budget = (size_t) (pf ? atoi (pf) : S_PREFETCH_MB_DEFAULT) << 20;
         self->split_rows = s_split_rows_default ();
+        for (int f = 0; f < GPU_FMT_COUNT; f++)
+            self->split_ks[f] = s_split_ks_default ((gpu_fmt_t) f);
         self->attn_gqa = true;
     }
     self->prof_tab = new std::vector<s_prof_t> ();
@@ -607,29 +621,32 @@ s_prefetch_row_bytes (const gpu_model_t *self, const s_mat_t *W, size_t row_byte
     return (int) (per < row_bytes ? per : row_bytes);
 }
 
-//  Blocks of the skinny GEMM over W, split form or not.
+//  Warps per row group of the skinny GEMM over W (1: plain form), and its
+//  blocks.
 static int
-s_skinny_blocks (const gpu_model_t *self, const s_mat_t *W, bool *split)
+s_skinny_blocks (const gpu_model_t *self, const s_mat_t *W, int *split)
 {
-    *split = W->n < self->split_rows;
-    int rows_per_block = *split ? K_SK_ROWS : K_SK_WARPS * K_SK_ROWS;
+    *split = W->n < self->split_rows ? self->split_ks[self->opts.format] : 1;
+    int rows_per_block = K_SK_WARPS / *split * K_SK_ROWS;
     return (W->n + rows_per_block - 1) / rows_per_block;
 }
+
+#define S_SPLIT_PICK(K, T) (split == 8 ? K<T, 8> : split == 4 ? K<T, 4> : split == 2 ? K<T, 2> : K<T, 1>)
 
 template <int T>
 static int
 s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
 {
-    bool split;
+    int split;
     int blocks = s_skinny_blocks (self, W, &split);
     size_t row_bytes = (size_t) W->cols * (s_w8 (self) ? 1 : 2);
     int pf = s_prefetch_row_bytes (self, W, row_bytes);
     if (s_w8 (self))
-        return s_go (self, label, s_mat_bytes (self, W), split ? k_skinny_i8<T, 1> : k_skinny_i8<T, 0>,
+        return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_i8, T),
                      dim3 (blocks), dim3 (K_SK_WARPS * 32),
                      (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
                      (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
-    return s_go (self, label, s_mat_bytes (self, W), split ? k_skinny_f16<T, 1> : k_skinny_f16<T, 0>,
+    return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_f16, T),
                  dim3 (blocks), dim3 (K_SK_WARPS * 32),
                  (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
                  (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
@@ -643,10 +660,10 @@ template <int T>
 static int
 s_skinny_g32 (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
 {
-    bool split;
+    int split;
     int blocks = s_skinny_blocks (self, W, &split);
     int pf = s_prefetch_row_bytes (self, W, (size_t) W->cols);
-    return s_go (self, label, s_mat_bytes (self, W), split ? k_skinny_i8g<T, 1> : k_skinny_i8g<T, 0>,
+    return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_i8g, T),
                  dim3 (blocks), dim3 (K_SK_WARPS * 32),
                  (const int8_t *) W->data, (const __half *) W->gscale,
                  (const int8_t *) self->act + (size_t) t0 * W->cols,
@@ -991,6 +1008,12 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
         self->pdl = value != 0;
     else if (!strcmp (name, "split"))
         self->split_rows = value < 0 ? s_split_rows_default () : (int) value;
+    else if (!strcmp (name, "split_ks")) {
+        if (value != 0 && value != 1 && value != 2 && value != 4 && value != 8)
+            return s_fail (self, "gpu_model_tune: split_ks is 1, 2, 4 or 8, or 0 for the default (got %ld)",
+                           value);
+        self->split_ks[self->opts.format] = value ? (int) value : s_split_ks_default (self->opts.format);
+    }
     else if (!strcmp (name, "gqa"))
         self->attn_gqa = value != 0;
     else if (!strcmp (name, "prefetch"))

@@ -244,13 +244,15 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
     gpu_model_tune (g, "gqa", 0);
     s_verify_argmax (g, ids, 1, ctx, ref);
     //  Each step's change alone, then together (the last is the default).
-    struct { const char *name; int pdl, split, gqa; long pf_mb; } var[] = {
-        { "v4", 0, 0, 0, 0 }, { "pdl", 1, 0, 0, 0 }, { "split", 0, -1, 0, 0 }, { "gqa", 0, 0, 1, 0 },
-        { "pdl+pf16", 1, 0, 0, 16 }, { "all", 1, -1, 1, 0 },
+    struct { const char *name; int pdl, split, ks, gqa; long pf_mb; } var[] = {
+        { "v4", 0, 0, 1, 0, 0 }, { "pdl", 1, 0, 1, 0, 0 }, { "gqa", 0, 0, 1, 1, 0 },
+        { "pdl+gqa+ks2", 1, -1, 2, 1, 0 }, { "pdl+gqa+ks4", 1, -1, 4, 1, 0 },
+        { "pdl+gqa+ks8", 1, -1, 8, 1, 0 }, { "default", 1, -1, 0, 1, 0 },
     };
     for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
         gpu_model_tune (g, "pdl", var[v].pdl);
         gpu_model_tune (g, "split", var[v].split);
+        gpu_model_tune (g, "split_ks", var[v].ks);
         gpu_model_tune (g, "gqa", var[v].gqa);
         gpu_model_tune (g, "prefetch", var[v].pf_mb << 20);
         double m = s_verify (g, ids, 1, ctx, reps);
