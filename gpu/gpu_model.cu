@@ -72,8 +72,8 @@ typedef struct {
 #define S_PROF_MAX 1024         //  launches recorded per forward
 #define S_PDL_DEFAULT true
 #define S_SPLIT_FP16 2
-#define S_SPLIT_W8A8 8
-#define S_SPLIT_W8 8
+#define S_SPLIT_W8A8 2
+#define S_SPLIT_W8 2
 #define S_PREFETCH_MB_DEFAULT 0
 
 typedef struct {
@@ -140,6 +140,7 @@ struct _gpu_model_t {
     int split_rows;             //  matrices of fewer rows run the split skinny kernel (0: never)
     int split_ks[GPU_FMT_COUNT];    //  its warps per row group, by format (2, 4, 8; 1: plain)
     bool attn_gqa;              //  attention one block per KV head (its query heads together)
+    int gqa_min_blocks;         //  ... when t x n_kv_heads blocks reach this (2 an SM)
     bool pdl_next;              //  the next launch may chain on the previous kernel
     size_t prefetch_budget;
     //  Profile (gpu_model_tune "profile"): one event after each launch of
@@ -458,6 +459,7 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         for (int f = 0; f < GPU_FMT_COUNT; f++)
             self->split_ks[f] = s_split_ks_default ((gpu_fmt_t) f);
         self->attn_gqa = true;
+        self->gqa_min_blocks = s_split_rows_default () / (2 * K_SK_WARPS * K_SK_ROWS);
     }
     self->prof_tab = new std::vector<s_prof_t> ();
     if (self->opts.graph_max_tokens > self->opts.max_tokens)
@@ -1225,7 +1227,10 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, self->opts.page_size, \
             self->max_blocks, scale)
         int rc = -2;
-        if (self->attn_gqa) {
+        //  A block per KV head pays off in large batches (64 x 5 positions:
+        //  attention 484 -> 242 us a layer on an H200); at verify sizes
+        //  (5 x 8 = 40 blocks) it leaves SMs idle: 18 -> 25 us a layer.
+        if (self->attn_gqa && t * c->n_kv_heads >= self->gqa_min_blocks) {
             dim3 grid_kv (t, c->n_kv_heads);
 #define S_GQA(E, G) s_go (self, "attention", 0, k_attention_gqa<E, kv_t, G>, grid_kv, \
             dim3 (K_ATT_WARPS * 32), (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, \

@@ -59,20 +59,27 @@ if [ $SKIP_TESTS = 0 ]; then
 fi
 ARGS=(--reps "$REPS")
 [ -f "$MODEL" ] && ARGS+=(--model "$MODEL")
+# Per-kernel profile of the 8B verify and the tuning variants (text).
+"$D/bin/bench_gpu" --profile --formats w8a8,fp16 --reps 15 > /dev/null 2> "$OUT/profile.txt" || status=1
 "$D/bin/bench_gpu" "${ARGS[@]}" > "$OUT/bench.json" 2> "$OUT/bench.log" || status=1
 tail -n 20 "$OUT/bench.log"
 # Through the service: broker + CUDA cloud-target (SmolLM2, continuous
 # batching) and the same sweep with batching off (capacity 1) as the peer.
 : > "$OUT/service.json"
 if [ -f "$MODEL" ]; then
-  for cap in 64 1; do
-    EP=tcp://127.0.0.1:$((24000 + cap))
-    "$D/bin/splitmesh-broker" -e "$EP" > "$OUT/service_broker_$cap.log" 2>&1 & BPID=$!
+  # capacity 64 with the adaptive wait (default), with the fixed 1 ms
+  # wait (SPLITMESH_BATCH_ADAPTIVE=0, the session-1 service), capacity 1.
+  for run in 64 64_fixed_wait 1; do
+    cap=${run%%_*}
+    adaptive=1; [ "$run" = 64_fixed_wait ] && adaptive=0
+    EP=tcp://127.0.0.1:$((24000 + cap + 1 - adaptive))
+    "$D/bin/splitmesh-broker" -e "$EP" > "$OUT/service_broker_$run.log" 2>&1 & BPID=$!
     SPLITMESH_TARGET_BACKEND=cuda SPLITMESH_GPU_FORMAT=${SERVICE_FORMAT:-w8a8} SPLITMESH_BATCH_CAPACITY=$cap \
+      SPLITMESH_BATCH_ADAPTIVE=$adaptive \
       "$D/bin/splitmesh-cloud-target" --broker "$EP" --model "$MODEL" --split 0 --ctx 512 \
-      --max-sessions 64 > "$OUT/service_target_$cap.log" 2>&1 & TPID=$!
-    for i in $(seq 60); do grep -q ready "$OUT/service_target_$cap.log" && break; sleep 0.5; done
-    timeout 240 "$D/bin/bench_gpu_service" --broker "$EP" --rounds 50 --label "capacity_$cap" \
+      --max-sessions 64 > "$OUT/service_target_$run.log" 2>&1 & TPID=$!
+    for i in $(seq 60); do grep -q ready "$OUT/service_target_$run.log" && break; sleep 0.5; done
+    timeout 240 "$D/bin/bench_gpu_service" --broker "$EP" --rounds 50 --label "capacity_$run" \
       >> "$OUT/service.json" 2>> "$OUT/service.log" || status=1
     kill $TPID $BPID 2>/dev/null; wait $TPID $BPID 2>/dev/null
   done

@@ -5,7 +5,8 @@ gpu.md (a short table), and prints the table.
 usage: python3 report.py BENCH.json TORCH.json TESTS.txt OUT.json OUT.md [SERVICE.json]
 
 SERVICE.json (bench_gpu_service, one JSON object a line: the batched
-service "capacity_64" and its unbatched peer "capacity_1") adds the
+service "capacity_64" (adaptive wait), "capacity_64_fixed_wait" (the
+fixed 1 ms wait) and the unbatched peer "capacity_1") adds the
 verified tokens/s through the cloud-target service.
 """
 import json, sys
@@ -81,7 +82,8 @@ if len(sys.argv) > 6:
     except Exception as e:
         service["error"] = str(e)
 for s in ("1", "8", "32", "64"):
-    for label, key in (("capacity_64", "batched"), ("capacity_1", "unbatched")):
+    for label, key in (("capacity_64", "batched"), ("capacity_1", "unbatched"),
+                       ("capacity_64_fixed_wait", "batched_fixed_wait")):
         out[f"service_smollm2_verified_tps_{s}_sessions_{key}"] = \
             service.get(label, {}).get("sessions", {}).get(s, {}).get("verified_tps")
 mesh = [l.strip() for l in tests.splitlines() if l.startswith("gpu_mesh:") and " k=" in l]
@@ -118,10 +120,12 @@ for s in ("1", "8", "32", "64"):
     md.append(f"| verified tokens/s, {s} sessions | {f(out[f'verified_tps_{s}_sessions_w8a8'], '.0f')} | "
               f"{f(out[f'verified_tps_{s}_sessions_fp16'], '.0f')} | {f(out[f'verified_tps_{s}_sessions_torch_fp16'], '.0f')} |")
 if service:
-    md += ["", "| SmolLM2-135M through the cloud-target service (CUDA, k = 4) | batched (capacity 64) | unbatched (capacity 1) |",
-           "| --- | --- | --- |"]
+    md += ["", "| SmolLM2-135M through the cloud-target service (CUDA, k = 4) | batched, adaptive wait (default) "
+           "| batched, fixed 1 ms wait | unbatched (capacity 1) |",
+           "| --- | --- | --- | --- |"]
     for s in ("1", "8", "32", "64"):
         md.append(f"| verified tokens/s, {s} sessions | {f(out[f'service_smollm2_verified_tps_{s}_sessions_batched'], '.0f')} | "
+                  f"{f(out[f'service_smollm2_verified_tps_{s}_sessions_batched_fixed_wait'], '.0f')} | "
                   f"{f(out[f'service_smollm2_verified_tps_{s}_sessions_unbatched'], '.0f')} |")
 if mesh:
     md += ["", f"Mesh at temperature 0 vs GPU target-only greedy: {out['mesh_greedy_equal']} of {len(mesh)} generations equal.", ""]
