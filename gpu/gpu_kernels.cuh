@@ -294,22 +294,6 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
 //  so at ctx 256 a warp walks 16 positions instead of 64.
 #define K_ATT_WARPS 16
 #define K_ATT_UNROLL 4
-#define K_ATT_BT 512            //  block-table entries staged in shared memory
-
-//  The session's block table in shared memory (one parallel load, so a
-//  position's page costs no dependent global load), when it fits; the
-//  global table otherwise. Called by the whole block before any use.
-static __device__ __forceinline__ const int32_t *
-k_stage_bt (const int32_t *bt, int pos, int page_size, int32_t *s_bt)
-{
-    int n = pos / page_size + 1;
-    if (n > K_ATT_BT)
-        return bt;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        s_bt[i] = bt[i];
-    __syncthreads ();
-    return s_bt;
-}
 template <int EPL, typename KV>
 static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
 k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
@@ -317,16 +301,12 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
              int kv_dim, int page_size, int max_blocks, float scale)
 {
     K_PDL ();
-    //  Positions whose keys and values are loaded before the first is
-    //  used: 8 (ctx 256: 2 steps a warp) while the registers allow.
-    constexpr int U = EPL <= 4 ? 2 * K_ATT_UNROLL : K_ATT_UNROLL;
     const int hd = EPL * 32;
     __shared__ float s_m[K_ATT_WARPS], s_l[K_ATT_WARPS], s_acc[K_ATT_WARPS][EPL * 32];
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int pos = tok_pos[t];
-    __shared__ int32_t s_bt[K_ATT_BT];
-    const int32_t *bt = k_stage_bt (block_table + (size_t) tok_slot[t] * max_blocks, pos, page_size, s_bt);
+    const int32_t *bt = block_table + (size_t) tok_slot[t] * max_blocks;
     int kv_off = (h / group) * hd;
     const float *qr = q + ((size_t) t * n_heads + h) * hd;
     float qv[EPL], acc[EPL];
@@ -336,13 +316,13 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
         acc[e] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    //  U positions a step, all their keys and values loaded
+    //  K_ATT_UNROLL positions a step, all their keys and values loaded
     //  before the first is used: that many loads in flight per warp
     //  instead of one dependent chain (ok is warp-uniform).
-    for (int j0 = warp; j0 <= pos; j0 += U * K_ATT_WARPS) {
-        float kx[U][EPL], vx[U][EPL];
+    for (int j0 = warp; j0 <= pos; j0 += K_ATT_UNROLL * K_ATT_WARPS) {
+        float kx[K_ATT_UNROLL][EPL], vx[K_ATT_UNROLL][EPL];
 #pragma unroll
-        for (int u = 0; u < U; u++) {
+        for (int u = 0; u < K_ATT_UNROLL; u++) {
             int j = j0 + u * K_ATT_WARPS;
             if (j <= pos) {
                 size_t base = ((size_t) bt[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
@@ -354,7 +334,7 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
             }
         }
 #pragma unroll
-        for (int u = 0; u < U; u++) {
+        for (int u = 0; u < K_ATT_UNROLL; u++) {
             if (j0 + u * K_ATT_WARPS > pos)
                 break;
             float s = 0.0f;
@@ -425,8 +405,7 @@ k_attention_gqa (const float *q, const KV *kc, const KV *vc, const int32_t *bloc
     int t = blockIdx.x, kvh = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int pos = tok_pos[t];
-    __shared__ int32_t s_bt[K_ATT_BT];
-    const int32_t *bt = k_stage_bt (block_table + (size_t) tok_slot[t] * max_blocks, pos, page_size, s_bt);
+    const int32_t *bt = block_table + (size_t) tok_slot[t] * max_blocks;
     int kv_off = kvh * hd;
     float qv[G][EPL], acc[G][EPL], m[G], l[G];
 #pragma unroll
