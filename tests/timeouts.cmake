@@ -16,3 +16,5 @@ set(TIMEOUT_gpu_model 900)
 # tokenizer_golden: ~19 s idle (3 MB corpus, every code point, 4 vocabularies); slack for a loaded machine
 set(TIMEOUT_tokenizer_golden 300)
 set(TIMEOUT_offline 300)
+# privacy_full: the real-model case loads SmolLM2 in the test (reference) and in a mesh.
+set(TIMEOUT_privacy_full 300)
