@@ -72,12 +72,15 @@ def main():
                             f"{x['top1_agreement']} {x['perplexity']} "
                             f"{x.get('nn_layer_recovery', 0)} {x.get('nn_layer_centred_recovery', 0)}\n")
         plots = lambda col: ", ".join(
-            f"'{tmp}/L{L}.dat' using 1:{col} with linespoints lw 2 title 'L={L}'" for L in depths)
+            f"'{tmp}/L{L}.dat' using 1:{col} with linespoints lw 2 lc {i + 1} title 'L={L}'"
+            for i, L in enumerate(depths))
         layer_panel = ""
         if layer:
-            centred = plots(7).replace("lw 2", "lw 1 dt 2").replace("title 'L=", "title 'centred L=")
-            layer_panel = ("set title 'nn over the layer-L table (token alone through [0, L))'\n"
-                           f"plot {plots(6)}, {centred}")
+            centred = plots(7).replace("lw 2", "lw 1 dt 2").replace("title 'L={", "notitle '{").replace("title 'L=", "notitle 'L=")
+            layer_panel = ("set title 'nn over the layer-L table (token alone through [0, L)); dashed: centred'\n"
+                           "set key center right\n"
+                           f"plot {plots(6)}, {centred}\n"
+                           "set key bottom left")
         script = f"""
 set terminal pngcairo size {2000 if layer else 1500},480 font ',10' noenhanced
 set output '{prefix}.png'
