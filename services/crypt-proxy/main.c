@@ -40,6 +40,10 @@ static const options_spec_t s_options [] = {
       .help = "MDP heartbeat with the broker (0: the MDP default)" },
     { "link-timeout-ms", 0, "SPLITMESH_CRYPT_LINK_TIMEOUT_MS", OPTIONS_INT, .min = 0, .max = S_MAX,
       .help = "CURVE link dead after N ms of silence (ZMTP heartbeats; 0: 3000)" },
+    { "telemetry", 0, "SPLITMESH_TELEMETRY", OPTIONS_STRING, .arg = "EP",
+      .help = "publish metrics to this telemetry XSUB endpoint" },
+    { "instance", 0, "SPLITMESH_INSTANCE", OPTIONS_STRING, .arg = "NAME",
+      .help = "instance name in metrics (default host:pid)" },
     { "verbose", 'v', "SPLITMESH_CRYPT_VERBOSE", OPTIONS_BOOL, .help = "log every command" },
 };
 
@@ -74,6 +78,8 @@ main (int argc, char **argv)
         .timeout_ms = options_int (opts, "timeout-ms"),
         .heartbeat_ms = options_int (opts, "heartbeat-ms"),
         .link_timeout_ms = options_int (opts, "link-timeout-ms"),
+        .telemetry = options_string (opts, "telemetry"),
+        .instance = options_string (opts, "instance"),
         .verbose = options_bool (opts, "verbose")
     };
     char err [512];
