@@ -50,6 +50,9 @@ static const options_spec_t s_options [] = {
 int
 main (int argc, char **argv)
 {
+    //  One MDP client (a DEALER and its monitor) per request in flight:
+    //  ZeroMQ's default of 1024 sockets a process is too few under load.
+    zsys_set_max_sockets (0);
     int status;
     options_t *opts = options_new_from_args ("splitmesh-crypt-proxy", "--role device|cloud [options]",
         "device role (MDP worker on the device broker, CURVE client of the cloud proxy):\n"
