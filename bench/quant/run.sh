@@ -102,8 +102,10 @@ import sys
 paras = [l.strip() for l in sys.stdin.read().split("\n") if len(l.strip()) > 200 and not l.strip().startswith("=")]
 for p in paras[:3]:
     print(" ".join(p.split()[:40]))' > "$DIR/prompts.txt"
-[ -s "$DIR/mesh.jsonl" ] || MESH_TARGET_FORMAT=f32 MESH_THREADS=$THREADS $NICE bash bench/quant/mesh_accept.sh \
-  "$BUILD_DIR" "$MODEL" "$DIR/prompts.txt" "$MODEL" $(cat "$DIR/unique.txt") > "$DIR/mesh.jsonl"
+MESH=(env MESH_TARGET_FORMAT=f32 MESH_THREADS=1 $NICE bash bench/quant/mesh_accept.sh "$BUILD_DIR" "$MODEL" "$DIR/prompts.txt")
+[ -s "$DIR/mesh_uniform.jsonl" ] || "${MESH[@]}" "$MODEL" $ufiles > "$DIR/mesh_uniform.jsonl"
+[ -s "$DIR/mesh_mixed.jsonl" ] || "${MESH[@]}" $umixed > "$DIR/mesh_mixed.jsonl"
+cat "$DIR/mesh_uniform.jsonl" "$DIR/mesh_mixed.jsonl" > "$DIR/mesh.jsonl"
 # 5. Speed: mixed files against the uniform file of the nearest size.
 [ -s "$DIR/speed.jsonl" ] || $NICE "$BUILD_DIR/bin/bench_quant_speed" --threads "$THREADS" --gen 32 \
   --repeats "$REPEATS" --uniform $ufiles --mixed $umixed > "$DIR/speed.jsonl"
