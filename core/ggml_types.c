@@ -546,6 +546,45 @@ s_w4g128_from_float (const float *src, void *dst, int64_t n)
     }
 }
 
+static inline void s_q4_K_scale_min (int j, const uint8_t *q, uint8_t *sc, uint8_t *mn);
+
+int
+ggml_q4_K_to_q4_1_exact (const void *src, void *dst, int64_t n)
+{
+    if (n < 0 || n % QK_K)
+        return -1;
+    const uint8_t *p = (const uint8_t *) src;
+    uint8_t *o = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        block_q4_K b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const float dmin = ggml_fp16_to_fp32 (b.dmin);
+        for (int s = 0; s < QK_K / 32; s++) {
+            uint8_t sc, mn;
+            s_q4_K_scale_min (s, b.scales, &sc, &mn);
+            //  q4_K: x = d1 * q - m1; q4_1: x = q * d' + m' with d' = d1 and
+            //  m' = -m1: the same floats when both fit fp16 exactly.
+            const float d1 = d * sc, m1 = dmin * mn;
+            block_q4_1 c;
+            c.d = ggml_fp32_to_fp16 (d1);
+            c.m = ggml_fp32_to_fp16 (-m1);
+            if (ggml_fp16_to_fp32 (c.d) != d1 || ggml_fp16_to_fp32 (c.m) != -m1 || !isfinite (d1)
+            ||  !isfinite (m1))
+                return -1;
+            //  Sub-block s: 64-element chunk s / 2, low (even s) or high nibbles.
+            const uint8_t *q = b.qs + 32 * (s / 2);
+            uint8_t codes [32];
+            for (int l = 0; l < 32; l++)
+                codes [l] = s % 2 ? q [l] >> 4 : q [l] & 0x0f;
+            for (int j = 0; j < QK4_1 / 2; j++)
+                c.qs [j] = (uint8_t) (codes [j] | (codes [j + QK4_1 / 2] << 4));
+            memcpy (o + (i * (QK_K / QK4_1) + s) * sizeof c, &c, sizeof c);
+        }
+    }
+    return 0;
+}
+
 int
 ggml_w4g128_to_q4_1 (const void *src, void *dst, int64_t n)
 {

@@ -92,6 +92,13 @@ int ggml_type_is_splitmesh (int type);
 //  0, or -1 when n is not a whole number of groups.
 int ggml_w4g128_to_q4_1 (const void *src, void *dst, int64_t n);
 
+//  Rewrites n elements (a multiple of 256) of Q4_K as Q4_1 blocks when that
+//  is exact: every 32-element sub-block's scale and min (super-block scale
+//  times 6-bit code) must be an fp16 value. Returns 0 (dst holds the same
+//  values bit for bit), or -1 when a sub-block is not exact (dst partly
+//  written) or n is not whole super-blocks.
+int ggml_q4_K_to_q4_1_exact (const void *src, void *dst, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -311,10 +311,22 @@ s_load_matrix (model_t *self, const char *name, qfmt_t fmt, int rows, int cols,
     const gguf_tensor_t *t = s_tensor (self->gguf, name, rows, cols, err, err_size);
     if (!t)
         return NULL;
-    if (self->opts.file_formats)
-        fmt = model_file_format ((int) t->type);
     char qerr[160] = "";
-    qmatrix_t *m = s_qmatrix_from_ggml (fmt, t->type, t->data, rows, cols, qerr, sizeof qerr);
+    qmatrix_t *m = NULL;
+    if (self->opts.file_formats) {
+        fmt = model_file_format ((int) t->type);
+        //  A Q4_K matrix whose sub-block scales and mins are fp16 values
+        //  (e.g. written from Q4_1 weights by splitmesh quantize) is Q4_1
+        //  in other clothes: it runs at w4 without loss instead of w8.
+        if (t->type == GGML_TYPE_Q4_K) {
+            void *q41 = malloc (ggml_row_size (GGML_TYPE_Q4_1, cols) * (size_t) rows);
+            if (q41 && !ggml_q4_K_to_q4_1_exact (t->data, q41, (int64_t) rows * cols))
+                m = qmatrix_new_from_ggml (QFMT_W4, GGML_TYPE_Q4_1, q41, rows, cols, qerr, sizeof qerr);
+            free (q41);
+        }
+    }
+    if (!m)
+        m = s_qmatrix_from_ggml (fmt, t->type, t->data, rows, cols, qerr, sizeof qerr);
     if (!m) {
         snprintf (err, err_size, "tensor '%s': %s", name, qerr[0] ? qerr : "conversion failed");
         return NULL;

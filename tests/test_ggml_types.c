@@ -398,3 +398,32 @@ Test (ggml_types, w4g128)
     cr_assert_eq (memcmp (y, z, sizeof y), 0, "Q4_1 rewrite must be exact");
     cr_assert_eq (ggml_w4g128_to_q4_1 (q, q41, 100), -1);
 }
+
+//  A Q4_K super-block whose scales and mins are fp16 values rewrites as
+//  eight Q4_1 blocks with the same floats; one whose products are not
+//  exact is refused.
+Test (ggml_types, q4_K_to_q4_1_exact)
+{
+    uint8_t blk [144], q41 [8 * 20];
+    float a [256], b [256];
+    uint32_t seed = 777;
+    for (int i = 0; i < 144; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        blk [i] = (uint8_t) (seed >> 24);
+    }
+    uint16_t d = ggml_fp32_to_fp16 (1.0f / 64), dmin = ggml_fp32_to_fp16 (1.0f / 128);
+    memcpy (blk, &d, 2);
+    memcpy (blk + 2, &dmin, 2);
+    cr_assert_eq (ggml_dequantize (GGML_TYPE_Q4_K, blk, a, 256), 0);
+    cr_assert_eq (ggml_q4_K_to_q4_1_exact (blk, q41, 256), 0);
+    cr_assert_eq (ggml_dequantize (GGML_TYPE_Q4_1, q41, b, 256), 0);
+    cr_assert_eq (memcmp (a, b, sizeof a), 0, "same values bit for bit");
+    //  A scale with all 11 mantissa bits set times a 6-bit code such as 63
+    //  needs more than fp16's precision.
+    d = ggml_fp32_to_fp16 (1.9990234375f / 64);
+    memcpy (blk, &d, 2);
+    for (int i = 4; i < 16; i++)
+        blk [i] = 0xff;
+    cr_assert_eq (ggml_q4_K_to_q4_1_exact (blk, q41, 256), -1);
+    cr_assert_eq (ggml_q4_K_to_q4_1_exact (blk, q41, 100), -1);
+}
