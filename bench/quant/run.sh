@@ -110,9 +110,11 @@ cat "$DIR/mesh_uniform.jsonl" "$DIR/mesh_mixed.jsonl" > "$DIR/mesh.jsonl"
 [ -s "$DIR/speed.jsonl" ] || $NICE "$BUILD_DIR/bin/bench_quant_speed" --threads "$THREADS" --gen 32 \
   --repeats "$REPEATS" --uniform $ufiles --mixed $umixed > "$DIR/speed.jsonl"
 # 6. llama.cpp loads the files (splitmesh types included, to record that it cannot).
-if python3 -c "import llama_cpp" 2>/dev/null && [ ! -s "$DIR/llamacpp.jsonl" ]; then
-  $NICE python3 bench/quant/llamacpp_check.py --text "$TEST" --tokens 256 "$MODEL" $(cat "$DIR/unique.txt") \
-    > "$DIR/llamacpp.jsonl" 2>/dev/null || true
+if python3 -c "import llama_cpp" 2>/dev/null; then
+  LC=($NICE python3 bench/quant/llamacpp_check.py --text "$TEST" --tokens 256)
+  [ -s "$DIR/llamacpp_uniform.jsonl" ] || "${LC[@]}" "$MODEL" $ufiles > "$DIR/llamacpp_uniform.jsonl" 2>/dev/null || true
+  [ -s "$DIR/llamacpp_mixed.jsonl" ] || "${LC[@]}" $umixed > "$DIR/llamacpp_mixed.jsonl" 2>/dev/null || true
+  cat "$DIR/llamacpp_uniform.jsonl" "$DIR/llamacpp_mixed.jsonl" > "$DIR/llamacpp.jsonl"
 fi
 [ -s "$DIR/llamacpp.jsonl" ] && /usr/bin/python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1]) if l.strip()], indent=1))' \
     "$DIR/llamacpp.jsonl" > bench/results/quant_llamacpp.json
