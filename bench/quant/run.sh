@@ -40,8 +40,8 @@ command -v gnuplot >/dev/null || SPLITMESH_EXTRA_PKGS=gnuplot-nox bash scripts/i
 cmake --build "$BUILD_DIR" -j2 --target splitmesh bench_quant bench_quant_speed >/dev/null
 SM=$BUILD_DIR/bin/splitmesh
 NICE="nice -n 5"
-BUDGETS="4x,5x,5.5x,6x,6.25x,6.5x,7x,143025408,101000448,92595456,84190464,75785472"
-BUDGETS_SM="6.5x,7x,7.1x,75785472"
+BUDGETS="4x,5x,5.5x,6x,6.5x,7x,143025408,101000448,92595456,84190464,75785472"
+BUDGETS_SM="6.5x,7x,75785472"
 UNIFORM="q8_0 q5_1 q5_0 q4_1 q4_0"
 command_line="bench/quant/run.sh $BUILD_DIR (QUANT_CALIB_SEQS=$SEQS QUANT_CALIB_LEN=$LEN QUANT_EVAL_TOKENS=$EVAL QUANT_THREADS=$THREADS QUANT_SPEED_REPEATS=$REPEATS)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
