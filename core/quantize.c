@@ -303,13 +303,15 @@ s_kl (s_calib_t *c, int s, double *kl)
         float mx = z[0];
         for (int i = 1; i < c->vocab; i++)
             mx = z[i] > mx ? z[i] : mx;
-        float se = 0, pz = 0, ps = 0;
+        //  Double sums: the KL of a small perturbation (1e-4) is far below
+        //  the rounding of float sums over a 49152-entry vocabulary.
+        double se = 0, pz = 0, ps = 0;
         for (int i = 0; i < c->vocab; i++) {
             se += expf (z[i] - mx);
-            pz += p[i] * (z[i] - mx);
+            pz += (double) p[i] * (z[i] - mx);
             ps += p[i];
         }
-        *kl += c->base_negent[(size_t) s * c->len + t] - (double) pz + (double) ps * log ((double) se);
+        *kl += c->base_negent[(size_t) s * c->len + t] - pz + ps * log (se);
     }
 }
 
@@ -552,7 +554,7 @@ s_measure (quantize_plan_t *self, const char *model_path, const quantize_options
             for (int i = 0; i < c.vocab; i++) {
                 double lp = p[i];
                 p[i] = (float) exp (lp);
-                ne += p[i] * lp;
+                ne += (double) p[i] * lp;
             }
             c.base_negent[(size_t) s * c.len + t] = ne;
         }
