@@ -169,6 +169,10 @@ def main():
     md.append("")
     for b, msg in res["infeasible_budgets"].items():
         md.append("- budget %s: %s" % (b, msg))
+    prov = os.path.join(d, "provenance.md")
+    if os.path.exists(prov):
+        md.append("")
+        md.append(open(prov).read().strip())
     md.append("\n![quality vs compression](quant.png)\n")
     open(out_md, "w").write("\n".join(md) + "\n")
 

@@ -140,9 +140,9 @@ set xlabel 'x smaller than fp32 (tensor bytes)'
 set ylabel 'quality (baseline ppl / ppl), acceptance'
 set key bottom left
 set grid
-set yrange [0.5:1.02]
+set yrange [0.25:1.02]
 set arrow from 3.5,0.98 to 7.5,0.98 nohead dt 2
-set arrow from 6,0.5 to 6,1.02 nohead dt 3
+set arrow from 6,0.25 to 6,1.02 nohead dt 3
 plot '$DIR/plot.dat' index 0 using 2:3 with linespoints lw 2 pt 7 title 'mixed (standard types): quality', \
      '' index 1 using 2:3 with linespoints lw 2 pt 9 title 'mixed + W4 group 128: quality', \
      '' index 2 using 2:3 with points pt 5 ps 2 title 'uniform Q8_0/Q5_1/Q5_0/Q4_1/Q4_0: quality', \
