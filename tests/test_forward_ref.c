@@ -1,17 +1,23 @@
 /*  test_forward_ref.c: the engine on the real model against external references.
 
     Goldens (tests/golden/, made by the scripts in scripts/reference):
-      logits/hf_smollm2_f32.bin       transformers, GGUF loaded in fp32
+      logits/hf_smollm2_f32.bin        transformers, GGUF loaded in fp32, full fp16
+                                       rows, 6 prompts / 99 positions (hf_logits.py)
+      logits/hf_smollm2_topk.bin       transformers fp32 on the CPU, top-64 logits
+                                       + log-sum-exp, 8 prompts / 792 positions
+                                       (chat, prose, code, multilingual; hf_topk.py)
       logits/llamacpp_smollm2_q4_1.bin llama.cpp (llama-cpp-python), same file, 2 prompts
-      greedy/llamacpp_smollm2_q4_1.txt 6 prompts x 64 greedy tokens + margins
-    Checks: F32 logits vs transformers at every position (cosine >= 0.9999,
-    same top-1 unless the fp16-stored reference cannot order the top two); W4
-    and W8 top-1 agreement, mean KL and worst cosine within llama.cpp's own
-    quality on the same file (see those tests for the numbers and why the
-    brief's 97% / 99% sit inside the noise of 8-bit activations); greedy W4
-    continuations equal llama.cpp's until, at most, a step where both
-    engines' top-two margins are within the measured implementation noise
-    (GREEDY_NOISE below, with the reason); the steps compared are printed.
+      greedy/llamacpp_smollm2_f32_kvf32.txt llama.cpp on the weights dequantized to an
+                                       F32 GGUF, f32 KV cache: 6 prompts x 64 greedy
+                                       tokens + margins (gguf_to_f32.py, llamacpp_greedy.py)
+      greedy/llamacpp_smollm2_q4_1.txt the same on the Q4_1 file (a different function)
+    Checks (the issue's): F32 vs transformers at every position (cosine >=
+    0.9999, same top-1 unless the reference's top two are within 1e-3 / fp16
+    resolution); top-1 agreement >= 99% for W8 and >= 97% for W4 on the 792
+    positions, with mean KL; greedy F32 and W8 continuations identical to
+    llama.cpp's F32 run or parted only where the top-two margin is under
+    1e-3 in both engines. Also: W4 greedy against llama.cpp on the Q4_1 file
+    within that function's measured noise (GREEDY_NOISE below).
 
     The model file comes from SPLITMESH_MODEL or models/ (scripts/fetch-model.sh);
     without it every test skips with the reason.
@@ -195,6 +201,8 @@ s_kl (const float *ref, const float *got, int n)
     }
     return kl;
 }
+
+static int s_greedy (const char *golden, qfmt_t fmt, float tol);
 
 typedef struct {
     int positions, top1_same, top1_excused;
@@ -454,18 +462,21 @@ Test (forward_ref, f32_and_w4_close_to_llamacpp, .timeout = 120)
 
 Test (forward_ref, w8_top1_agreement, .timeout = 120)
 {
-    //  The default file is Q4_1: W4 keeps its weights exactly, while W8 must
-    //  requantize 4-bit asymmetric groups to symmetric int8 (0.63% rms weight
-    //  error, measured on blk.0.attn_q), so here W8 is further from the fp32
-    //  reference than W4. The 99% target holds for sources above 4 bits; on
-    //  this file W8 agrees on 94 of 99 positions, every miss at a reference
-    //  margin <= 0.16. The bound below catches a broken W8 path (which drops
-    //  agreement far lower) without claiming more than the format can give.
+    //  W8 keeps the Q4_1 weights exactly (q in 0..15 with the file's scale
+    //  and min) and quantizes activations on two levels, so on the full
+    //  fp16 rows it is as close to transformers as F32 is (measured: 99/99,
+    //  worst cosine 0.99999, mean KL 7e-6).
     s_stats_t s = s_compare (QFMT_W8, "hf_smollm2_f32.bin");
-    cr_assert_geq ((s.top1_same + s.top1_excused) * 100, 92 * s.positions, "top-1 %d (+%d ties) / %d",
+    cr_assert_geq ((s.top1_same + s.top1_excused) * 100, 99 * s.positions, "top-1 %d (+%d ties) / %d",
                    s.top1_same, s.top1_excused, s.positions);
-    cr_assert_lt (s.mean_kl, 0.009, "mean KL %g", s.mean_kl);
-    cr_assert_geq (s.min_cos, 0.96, "min cosine %g", s.min_cos);
+    cr_assert_lt (s.mean_kl, 1e-4, "mean KL %g", s.mean_kl);
+    cr_assert_geq (s.min_cos, 0.9999, "min cosine %g", s.min_cos);
+}
+
+Test (forward_ref, greedy_w8_matches_llamacpp_f32, .timeout = 120)
+{
+    //  W8's two-level activations keep it within the same 1e-3 rule.
+    s_greedy ("llamacpp_smollm2_f32_kvf32.txt", QFMT_W8, MARGIN_TIE);
 }
 
 Test (forward_ref, w4_top1_agreement, .timeout = 120)
@@ -508,15 +519,20 @@ s_read_line (FILE *f, const char *tag, int32_t *ints, float *floats, int max)
     return (int) n;
 }
 
-Test (forward_ref, greedy_matches_llamacpp, .timeout = 120)
+//  Greedy continuations of the engine in format fmt against a llama.cpp
+//  golden (scripts/reference/llamacpp_greedy.py): identical, or parted at a
+//  step where the top-two margin is below tol in BOTH engines (after that
+//  step the prompt is not compared further). Returns the divergences.
+static int
+s_greedy (const char *golden, qfmt_t fmt, float tol)
 {
     char path[1024];
-    snprintf (path, sizeof path, "%s/tests/golden/greedy/llamacpp_smollm2_q4_1.txt", SPLITMESH_SOURCE_DIR);
+    snprintf (path, sizeof path, "%s/tests/golden/greedy/%s", SPLITMESH_SOURCE_DIR, golden);
     const char *mp = s_model ();
     (void) mp;
     FILE *f = fopen (path, "r");
     cr_assert_not_null (f, "golden %s missing", path);
-    model_t *m = s_load (QFMT_W4);
+    model_t *m = s_load (fmt);
     const model_config_t *c = model_config (m);
     float *x = malloc ((size_t) 512 * c->dim * sizeof (float));
     float *l = malloc ((size_t) c->vocab_size * sizeof (float));
@@ -544,11 +560,11 @@ Test (forward_ref, greedy_matches_llamacpp, .timeout = 120)
                 //  engines see a near-tie between the two tokens: within the
                 //  logit noise that separates llama.cpp from exact fp32.
                 float ours = l[tok] - l[gen[i]];
-                fprintf (stderr, "prompt %d: divergence at step %d: engine %d, llama.cpp %d; margin "
-                         "%.4f in llama.cpp, %.4f in the engine\n", prompts, i, tok, gen[i], margin[i], ours);
-                cr_assert_lt (margin[i], GREEDY_NOISE, "prompt %d step %d: llama.cpp margin %g",
-                              prompts, i, margin[i]);
-                cr_assert_lt (ours, GREEDY_NOISE, "prompt %d step %d: engine margin %g", prompts, i, ours);
+                fprintf (stderr, "%s %s prompt %d: divergence at step %d: engine %d, llama.cpp %d; margin "
+                         "%.6f in llama.cpp, %.6f in the engine\n", golden, qfmt_name (fmt), prompts, i,
+                         tok, gen[i], margin[i], ours);
+                cr_assert_lt (margin[i], tol, "prompt %d step %d: llama.cpp margin %g", prompts, i, margin[i]);
+                cr_assert_lt (ours, tol, "prompt %d step %d: engine margin %g", prompts, i, ours);
                 excused++;
                 break;
             }
@@ -561,9 +577,35 @@ Test (forward_ref, greedy_matches_llamacpp, .timeout = 120)
     }
     fclose (f);
     cr_assert_geq (prompts, 5, "golden has %d prompts", prompts);
-    fprintf (stderr, "greedy w4 vs llama.cpp: %d prompts, %d steps compared, %d divergences at near-ties\n",
-             prompts, steps, excused);
+    fprintf (stderr, "greedy %s vs llama.cpp %s: %d prompts, %d steps compared, %d divergences at "
+             "margins < %g in both engines\n", qfmt_name (fmt), golden, prompts, steps, excused, tol);
+    const char *out = getenv ("SPLITMESH_QUALITY_OUT");
+    FILE *qf = out ? fopen (out, "a") : NULL;
+    if (qf) {
+        fprintf (qf, "{\"greedy\":\"%s\",\"format\":\"%s\",\"simd\":\"%s\",\"prompts\":%d,"
+                 "\"steps_compared\":%d,\"divergences\":%d,\"margin_bound\":%g}\n", golden,
+                 qfmt_name (fmt), kernels_simd_name (), prompts, steps, excused, tol);
+        fclose (qf);
+    }
     free (x);
     free (l);
     model_destroy (&m);
+    return excused;
+}
+
+Test (forward_ref, greedy_f32_matches_llamacpp_f32, .timeout = 120)
+{
+    //  The rule: llama.cpp on the same weights dequantized to an F32
+    //  GGUF with an f32 KV cache (the same function as the engine's F32
+    //  path, see scripts/reference/gguf_to_f32.py): identical, or each
+    //  divergence at a top-two margin under 1e-3 in both engines.
+    s_greedy ("llamacpp_smollm2_f32_kvf32.txt", QFMT_F32, MARGIN_TIE);
+}
+
+Test (forward_ref, greedy_matches_llamacpp, .timeout = 120)
+{
+    //  The Q4_1 file in llama.cpp is a different function (q8_1 activations,
+    //  f16 K/V cache, fp16 activation scales): W4 against it may part at
+    //  margins within that implementation noise (GREEDY_NOISE, above).
+    s_greedy ("llamacpp_smollm2_q4_1.txt", QFMT_W4, GREEDY_NOISE);
 }
