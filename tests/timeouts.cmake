@@ -16,3 +16,5 @@ set(TIMEOUT_gpu_model 900)
 # tokenizer_golden: ~19 s idle (3 MB corpus, every code point, 4 vocabularies); slack for a loaded machine
 set(TIMEOUT_tokenizer_golden 300)
 set(TIMEOUT_offline 300)
+# engine: greedy continuations vs llama.cpp (3 x 384 steps of the real model); slow on a busy machine.
+set(TIMEOUT_llamacpp_greedy 300)
