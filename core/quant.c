@@ -2,9 +2,10 @@
 
     The loader hands each GGUF tensor to qmatrix_new_from_ggml, which copies
     it into one of the engine's formats (quant.h): losslessly where a ggml
-    block maps onto ours (q4_1/q4_0 -> w4, q8_0 -> w8), otherwise by
+    block maps onto ours (q4_1/q4_0 -> w4 or w8, q8_0 -> w8), otherwise by
     dequantizing a row to f32 and quantizing that. qmatrix_matmul quantizes
-    the activations once per call on the caller's thread, then splits the
+    the activations once per call on the caller's thread (one or two int8
+    levels, qmatrix_act_levels), then splits the
     output rows among the pool's threads and runs the kernel family chosen by
     kernels_get (kernels.c).
 */
