@@ -237,9 +237,11 @@ s_compare (qfmt_t fmt, const char *golden)
     const char *out = getenv ("SPLITMESH_QUALITY_OUT");
     FILE *qf = out ? fopen (out, "a") : NULL;
     if (qf) {
-        fprintf (qf, "{\"format\":\"%s\",\"reference\":\"%s\",\"simd\":\"%s\",\"positions\":%d,"
+        fprintf (qf, "{\"format\":\"%s\",\"reference\":\"%s\",\"simd\":\"%s\",\"w8_act_levels\":%d,"
+                 "\"w4_act_levels\":%d,\"positions\":%d,"
                  "\"top1_same\":%d,\"top1_fp16_ties\":%d,\"top1_pct\":%.2f,\"min_cosine\":%.6f,"
-                 "\"mean_kl\":%.6f}\n", qfmt_name (fmt), golden, kernels_simd_name (), s.positions,
+                 "\"mean_kl\":%.6f}\n", qfmt_name (fmt), golden, kernels_simd_name (),
+                 qmatrix_act_levels (QFMT_W8), qmatrix_act_levels (QFMT_W4), s.positions,
                  s.top1_same, s.top1_excused, 100.0 * s.top1_same / s.positions, s.min_cos, s.mean_kl);
         fclose (qf);
     }

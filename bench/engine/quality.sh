@@ -61,7 +61,8 @@ md += ["", "## Full rows (hf_smollm2_f32.bin, 99 positions) and llama.cpp logits
        "|---|---|---|---|---|---|---|---|"]
 for r in rows:
     if "min_cosine" in r:
-        md.append(f"| {r['format']} | {r.get('simd', r.get('engine', ''))} | {r['reference']} | {r['positions']} | "
+        lv = f" (act {r['w8_act_levels']}/{r['w4_act_levels']})" if "w8_act_levels" in r else ""
+        md.append(f"| {r['format']} | {r.get('simd', r.get('engine', ''))}{lv} | {r['reference']} | {r['positions']} | "
                   f"{r['top1_pct']}% | {r.get('top1_fp16_ties', '')} | {r['min_cosine']} | {r['mean_kl']} |")
 md += ["", "## Greedy continuations vs llama.cpp (test_llamacpp_greedy)", "",
        "| engine format | llama.cpp golden | prompts | steps compared | divergences | allowed only at margins below (both engines) |",
