@@ -55,6 +55,9 @@ static void s_forget_inflight (gen_t *g);
 #define S_RESUME_MS     500     //  degraded: ask whether the cloud is back this often
 #define S_PROBE_MS      1000    //  degraded: a probe without answer by then failed
 #define S_AHEAD_MAX     (2 * (DRAFTER_MAX_K + 1))  //  drafts beyond a round's chunk: two chunks
+#define S_MIN_CHUNK     3       //  fewest drafts a chunk sent early carries (unless k is less):
+                                //  a verify's fixed cost is about one target forward, so
+                                //  smaller chunks cost the target more per token than drafting
 
 struct _gen_t {
     edge_shared_t *sh;
@@ -974,7 +977,8 @@ s_lookahead (gen_t *g, int k, int64_t sent_ms)
         if (nk > 0 && !tried && g->n_ahead >= 2) {
             int ready = g->n_ahead - 1 < nk ? g->n_ahead - 1 : nk;
             bool due = g->wait_ms > 0 && g->draft_ms > 0
-                    && (double) (zclock_mono () - sent_ms) + g->draft_ms >= g->wait_ms;
+                    && (double) (zclock_mono () - sent_ms) + g->draft_ms >= g->wait_ms
+                    && ready >= S_MIN_CHUNK;
             if (ready == nk || due) {
                 tried = true;
                 s_dispatch (g, k, ready);
@@ -1335,7 +1339,7 @@ s_round (gen_t *g)
     if (g->sent)
         k = g->sent_k;
     else
-    if (g->pipeline && have_pre && g->n_pre < k)
+    if (g->pipeline && have_pre && g->n_pre < k && g->n_pre >= S_MIN_CHUNK)
         k = g->n_pre;           //  send at once what is drafted; drafting goes on meanwhile
     g->n_ahead = 0;
     if (have_pre && k > 0) {
