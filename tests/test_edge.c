@@ -664,7 +664,7 @@ Test (edge, evicted_sessions_are_reprefilled)
 Test (edge, cloud_behind_link_emulator)
 {
     s_tiny ();
-    const char *extra [] = { "-v", NULL };
+    const char *extra [] = { "-v", "--pipeline", NULL };
     s_mesh_opts_t o = { .edge_extra = extra, .separate_cloud = true, .link = "rtt=40" };
     s_mesh_ex (s_model, 1, &o);
     int32_t want [S_MAX_OUT];
