@@ -36,10 +36,10 @@ CONFIGS = [
     ("cloud_only", "cloud_only", "model", "main"),
     ("split_spec_model", "speculative", "model", "main"),
     ("split_spec_ngram", "speculative", "ngram", "main"),
-    # The same as split_spec_model on a second mesh whose edge-draft also
-    # sends the next round's verify before the answer to this one
-    # (SPLITMESH_PIPELINE=1, opt-in), measured in the same run as a peer.
-    ("split_spec_model_pipelined", "speculative", "model", "pipelined"),
+    # The same as split_spec_model on a second mesh whose edge-draft sends no
+    # verify before the answer to the last one (SPLITMESH_NO_PIPELINE=1): the
+    # design before pipelined verifies, measured in the same run as a peer.
+    ("split_spec_model_serial", "speculative", "model", "serial"),
 ]
 
 
@@ -114,8 +114,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", required=True)
     ap.add_argument("--raw", required=True, help="where the per-request FINALs go")
-    ap.add_argument("--pipelined", type=int, default=1,
-                    help="1: also measure split_spec_model_pipelined (edge-draft --pipeline) on a second mesh")
+    ap.add_argument("--serial", type=int, default=1,
+                    help="1: also measure split_spec_model_serial (edge-draft --no-pipeline) on a second mesh")
     args = ap.parse_args()
     sm = args.splitmesh
     rtts = [int(x) for x in args.rtts.split(",")]
@@ -124,14 +124,14 @@ def main():
     raw = []
     agreements = []
     pipelined_vs_serial = []
-    configs = [c for c in CONFIGS if c[3] == "main" or args.pipelined]
+    configs = [c for c in CONFIGS if c[3] == "main" or args.serial]
     for rtt in rtts:
         run_dirs = {mesh: tempfile.mkdtemp(prefix=f"e2e-bench-rtt{rtt}-{mesh}-")
                     for mesh in sorted(set(c[3] for c in configs))}
         try:
             for mesh, run_dir in run_dirs.items():
                 env = dict(os.environ)
-                env["SPLITMESH_PIPELINE"] = "1" if mesh == "pipelined" else "0"
+                env["SPLITMESH_NO_PIPELINE"] = "1" if mesh == "serial" else "0"
                 rc, out, err = run([sm, "up", "--run-dir", run_dir, "--model", args.model,
                                     "--split", str(args.split), "--threads", str(args.threads),
                                     "--link", f"rtt={rtt}", "--no-telemetry", "--timeout", "300"], 400, env)
@@ -166,9 +166,9 @@ def main():
                     same, n = agreement(tokens_by[name][i], tokens_by["cloud_only"][i])
                     agreements.append({"rtt_ms": rtt, "config": name, "prompt": i, "identical_prefix": same,
                                        "compared": n})
-                if "split_spec_model_pipelined" in tokens_by:
+                if "split_spec_model_serial" in tokens_by:
                     # Pipelining must not change a greedy token.
-                    same, n = agreement(tokens_by["split_spec_model"][i], tokens_by["split_spec_model_pipelined"][i])
+                    same, n = agreement(tokens_by["split_spec_model"][i], tokens_by["split_spec_model_serial"][i])
                     pipelined_vs_serial.append(same == n and len(tokens_by["split_spec_model"][i]) == n)
         finally:
             for run_dir in run_dirs.values():
@@ -209,7 +209,7 @@ def main():
     result = {
         "speedup_vs_cloud_only_rtt50ms": speedup[str(headline_rtt)]["split_spec_model"],
         "speedup_vs_cloud_only_rtt50ms_ngram": speedup[str(headline_rtt)]["split_spec_ngram"],
-        "speedup_vs_cloud_only_rtt50ms_pipelined": speedup[str(headline_rtt)].get("split_spec_model_pipelined"),
+        "speedup_vs_cloud_only_rtt50ms_serial": speedup[str(headline_rtt)].get("split_spec_model_serial"),
         "acceptance_rate": per_drafter["model"]["acceptance_rate"],
         "mean_accepted_len": per_drafter["model"]["mean_accepted_len"],
         "link_bytes_per_token": per_drafter["model"]["link_bytes_per_token"],

@@ -190,7 +190,7 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
         sh->k_max = DRAFTER_MAX_K;
     sh->fixed_k = a->fixed_k;
     sh->lookahead = !a->no_lookahead;
-    sh->pipeline = sh->lookahead && a->pipeline;
+    sh->pipeline = sh->lookahead && !a->no_pipeline;
     if (a->draft_min_p < 0 || a->draft_min_p > 1) {
         snprintf (self->start_error, sizeof self->start_error, "--draft-min-p must be in [0, 1], got %g", a->draft_min_p);
         return -1;
