@@ -92,6 +92,9 @@ s_json_str (FILE *f, const char *s, size_t n)
     fputc ('"', f);
 }
 
+//  Times a request lost with its broker is sent again before any token.
+#define S_RESENDS 3
+
 //  A growable buffer of the generated text and token ids.
 typedef struct {
     char *text;                 //  len bytes, NUL-terminated
@@ -383,9 +386,27 @@ cmd_generate (int argc, char **argv)
         fprintf (stderr, "splitmesh generate: cannot send the request\n");
         goto done;
     }
+    int resends = 0;
     while (true) {
         int command = 0;
         zmsg_t *reply = mdp_client_recv (client, (int) timeout_s * 1000, &command, NULL);
+        if (!reply && mdp_client_lost (client)) {
+            //  The broker dropped our connection (restart, link cut) and the
+            //  request with it. Nothing streamed yet: send it again. After
+            //  tokens were shown a new run could differ, so say so instead.
+            if (out.n_tokens == 0 && resends < S_RESENDS) {
+                resends++;
+                fprintf (stderr, "splitmesh generate: lost the broker at %s, sending the request "
+                                 "again (%d/%d)\n", endpoint, resends, S_RESENDS);
+                zclock_sleep (250 * resends);
+                if (mdp_client_resend (client) == 0)
+                    continue;
+            }
+            fprintf (stderr, "%ssplitmesh generate: lost the broker at %s after %zu tokens; "
+                             "the generation was interrupted, its output above is incomplete\n",
+                     out.n_tokens? "\n": "", endpoint, out.n_tokens);
+            goto done;
+        }
         if (!reply) {
             fprintf (stderr, "splitmesh generate: no reply from the mesh at %s within %ld s "
                              "(is it up? `splitmesh up`)\n", endpoint, timeout_s);

@@ -19,6 +19,15 @@
         link activation of the calibration text (same L and sigma): the
         residual stream carries a large shared offset (outlier dimensions)
         that hides the token in plain cosine.
+      - attack "nn_layer": token = argmax_v cos (a, T_L[v]), T_L[v] = the
+        activation of token v run alone through layers [0, L) (the
+        attacker runs the public weights over the whole vocabulary). For a
+        lone token attention attends only to itself and RoPE rotates its
+        query and key alike, so the attacker's guess of the position does
+        not matter: computed once at position 0. "nn_layer_centred": the
+        same with a minus the mean calibration link activation and T_L
+        minus its mean over the vocabulary. Costs one single-token pass per
+        vocabulary entry through L layers (--no-layer-nn skips it).
       - attack "probe": ridge regression (with intercept, ridge --ridge x
         mean eigenvalue) from the same kind of link activations (same L,
         same sigma, fresh noise) of the calibration text to the embedding
@@ -68,6 +77,7 @@ s_usage (FILE *out)
         "      --ridge R          ridge strength, fraction of the mean eigenvalue (default 0.001)\n"
         "      --seed S           noise seed (default 1)\n"
         "      --threads T        threads (default 2)\n"
+        "      --no-layer-nn      skip the nn_layer attacks (vocabulary x L single-token passes)\n"
         "      --out PATH         write the JSON there (default stdout)\n");
 }
 
@@ -234,6 +244,31 @@ s_cloud (s_ctx_t *self, int L, const float *link, const int32_t *ids, long n,
     return 0;
 }
 
+//  Advances every vocabulary row of cur (vocab x dim, the tokens' residual
+//  streams after layers [0, *at)) through layers [*at, L), each token alone
+//  at position 0 (kv: a cache of one position). Returns 0 or -1.
+static int
+s_layer_table (s_ctx_t *self, kvcache_t *kv, float *cur, int *at, int L)
+{
+    int dim = self->c->dim;
+    for (int v = 0; v < self->c->vocab_size && L > *at; v++) {
+        kvcache_truncate (kv, 0);
+        if (model_forward (self->model, kv, *at, L, 0, 1, cur + (size_t) v * dim))
+            return -1;
+    }
+    *at = L > *at? L: *at;
+    return 0;
+}
+
+//  Unit rows of src (minus mean, when mean is not NULL) into dst.
+static void
+s_unit_table (const float *src, const float *mean, int vocab, int dim, float *dst)
+{
+    for (size_t i = 0; i < (size_t) vocab * dim; i++)
+        dst [i] = src [i] - (mean? mean [i % dim]: 0);
+    privacy_normalize_rows (dst, vocab, dim);
+}
+
 static const char *
 s_base (const char *path)
 {
@@ -248,6 +283,7 @@ cmd_privacy_audit (int argc, char **argv)
     const char *depths_arg = "1,2,4,8,15", *sigmas_arg = "0,0.01,0.03,0.1,0.3", *out_path = NULL;
     long fit_tokens = 2048, eval_tokens = 256, window = 128, threads = 2, seed = 1;
     double ridge = 1e-3;
+    bool layer_nn = true;
     static const struct option longopts [] = {
         { "calib", required_argument, NULL, 'c' },
         { "eval", required_argument, NULL, 'e' },
@@ -263,6 +299,7 @@ cmd_privacy_audit (int argc, char **argv)
         { "seed", required_argument, NULL, 'S' },
         { "threads", required_argument, NULL, 't' },
         { "out", required_argument, NULL, 'o' },
+        { "no-layer-nn", no_argument, NULL, 'N' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -287,6 +324,7 @@ cmd_privacy_audit (int argc, char **argv)
             case 'S': bad = cli_parse_long (optarg, 0, 1L << 30, &seed); break;
             case 't': bad = cli_parse_long (optarg, 1, 256, &threads); break;
             case 'o': out_path = optarg; break;
+            case 'N': layer_nn = false; break;
             case 'h': s_usage (stdout); return 0;
             case ':':
                 fprintf (stderr, "splitmesh privacy-audit: %s needs a value\n", argv [optind - 1]);
@@ -345,7 +383,11 @@ cmd_privacy_audit (int argc, char **argv)
             *noisy_arg = NULL;
     float *table = NULL, *emb_raw = NULL, *fit_acts [S_MAX_LIST] = { 0 }, *eval_acts [S_MAX_LIST] = { 0 };
     float *final = NULL, *logits = NULL, *link = NULL, *fit_link = NULL, *y = NULL, *w = NULL,
-          *b = NULL, *probe_out = NULL;
+          *b = NULL, *probe_out = NULL, *lt_cur = NULL, *lt_table = NULL, *lt_centred = NULL,
+          *lt_mean = NULL;
+    kvcache_t *kv1 = NULL;
+    int lt_at = 0;
+    double lt_seconds = 0;
     FILE *out = stdout;
     double t_start = s_now ();
 
@@ -409,6 +451,14 @@ cmd_privacy_audit (int argc, char **argv)
     noisy_arg = malloc ((size_t) eval_n * sizeof *noisy_arg);
     bool ok = table && emb_raw && all && self.kv && final && logits && link && fit_link && y && w
            && b && probe_out && pred && clean_arg && noisy_arg;
+    if (layer_nn && ok) {
+        lt_cur = malloc ((size_t) vocab * dim * sizeof *lt_cur);
+        lt_table = malloc ((size_t) vocab * dim * sizeof *lt_table);
+        lt_centred = malloc ((size_t) vocab * dim * sizeof *lt_centred);
+        lt_mean = calloc ((size_t) dim, sizeof *lt_mean);
+        kv1 = kvcache_new (self.model, 1);
+        ok = lt_cur && lt_table && lt_centred && lt_mean && kv1;
+    }
     for (int d = 0; d < n_depths && ok; d++) {
         fit_acts [d] = malloc ((size_t) fit_n * dim * sizeof (float));
         eval_acts [d] = malloc ((size_t) eval_n * dim * sizeof (float));
@@ -426,6 +476,8 @@ cmd_privacy_audit (int argc, char **argv)
     }
     memcpy (table, emb_raw, (size_t) vocab * dim * sizeof *table);
     privacy_normalize_rows (table, vocab, dim);
+    if (layer_nn)
+        memcpy (lt_cur, emb_raw, (size_t) vocab * dim * sizeof *lt_cur);
     for (long i = 0; i < fit_n; i++)
         memcpy (y + (size_t) i * dim, emb_raw + (size_t) fit_ids [i] * dim, (size_t) dim * sizeof *y);
 
@@ -468,10 +520,14 @@ cmd_privacy_audit (int argc, char **argv)
                   "  \"noise\": \"N(0, (sigma * row RMS)^2) per element, added before the link encoding\",\n"
                   "  \"attacks\": {\"nn\": \"argmax_v cos(a, E[v]) over the input embedding table\", "
                   "\"nn_centred\": \"nn of a minus the mean calib link activation (same L, sigma)\", "
-                  "\"probe\": \"ridge regression a -> E[token] fitted on calib (same L, sigma), then nn\"},\n"
+                  "\"probe\": \"ridge regression a -> E[token] fitted on calib (same L, sigma), then nn\"%s},\n"
                   "  \"clean_perplexity\": %.4f,\n  \"results\": [\n",
              s_base (model_path), qfmt_name (mo.format), activations_dtype_name (dtype), N, dim, vocab,
              1.0 / vocab, s_base (calib), fit_n, s_base (eval), eval_n, window, scored_n, ridge, seed,
+             layer_nn? ", \"nn_layer\": \"argmax_v cos(a, T_L[v]), T_L[v] = token v alone through "
+                        "layers [0, L) (any guessed position: a lone token's rotations cancel)\", "
+                        "\"nn_layer_centred\": \"nn_layer with a minus the mean calib link activation "
+                        "and T_L minus its vocabulary mean\"": "",
              clean_ppl);
     threadpool_t *pool = model_pool (self.model);
     bool first = true;
@@ -481,6 +537,22 @@ cmd_privacy_audit (int argc, char **argv)
         for (size_t i = 0; i < (size_t) eval_n * dim; i++)
             rms += (double) eval_acts [d][i] * eval_acts [d][i];
         rms = sqrt (rms / ((double) eval_n * dim));
+        if (layer_nn) {
+            //  The attacker's table at this depth (from the previous one).
+            double t0 = s_now ();
+            if (s_layer_table (&self, kv1, lt_cur, &lt_at, L)) {
+                fprintf (stderr, "splitmesh privacy-audit: %s\n", model_error (self.model));
+                goto done;
+            }
+            for (int k = 0; k < dim; k++)
+                lt_mean [k] = 0;
+            for (size_t i = 0; i < (size_t) vocab * dim; i++)
+                lt_mean [i % dim] += lt_cur [i] / (float) vocab;
+            s_unit_table (lt_cur, NULL, vocab, dim, lt_table);
+            s_unit_table (lt_cur, lt_mean, vocab, dim, lt_centred);
+            lt_seconds += s_now () - t0;
+            fprintf (stderr, "L %2d: layer table of %d tokens [%.1f s]\n", L, vocab, s_now () - t0);
+        }
         for (int s = 0; s < n_sigmas; s++) {
             double t0 = s_now ();
             uint64_t rng = (uint64_t) seed * 0x100000001b3ull + (uint64_t) (d * 64 + s) * 2 + 1;
@@ -517,6 +589,25 @@ cmd_privacy_audit (int argc, char **argv)
             long nnc_hits = 0;
             for (long i = 0; i < eval_n; i++)
                 nnc_hits += pred [i] == eval_ids [i];
+            //  (a'') nearest neighbour over the layer-L table, plain and
+            //  centred (probe_out holds link minus the calib mean)
+            long nnl_hits = -1, nnlc_hits = -1;
+            if (layer_nn) {
+                if (privacy_nn (lt_table, vocab, dim, link, (int) eval_n, pred, pool)) {
+                    fprintf (stderr, "splitmesh privacy-audit: out of memory\n");
+                    goto done;
+                }
+                nnl_hits = 0;
+                for (long i = 0; i < eval_n; i++)
+                    nnl_hits += pred [i] == eval_ids [i];
+                if (privacy_nn (lt_centred, vocab, dim, probe_out, (int) eval_n, pred, pool)) {
+                    fprintf (stderr, "splitmesh privacy-audit: out of memory\n");
+                    goto done;
+                }
+                nnlc_hits = 0;
+                for (long i = 0; i < eval_n; i++)
+                    nnlc_hits += pred [i] == eval_ids [i];
+            }
             //  (b) linear probe
             if (privacy_ridge_fit (fit_link, y, (int) fit_n, dim, dim, ridge, w, b, err, sizeof err)) {
                 fprintf (stderr, "splitmesh privacy-audit: probe: %s\n", err);
@@ -543,16 +634,22 @@ cmd_privacy_audit (int argc, char **argv)
             double ppl = exp (nll / scored_n), top1 = (double) agree / eval_n;
             fprintf (out, "%s    {\"L\": %d, \"sigma\": %g, \"act_rms\": %.4f, \"nn_recovery\": %.4f, "
                           "\"nn_centred_recovery\": %.4f, \"probe_recovery\": %.4f, \"top1_agreement\": %.4f, "
-                          "\"perplexity\": %.4f}",
+                          "\"perplexity\": %.4f",
                      first? "": ",\n", L, sigmas [s], rms, nn_rate, (double) nnc_hits / eval_n,
                      probe_rate, top1, ppl);
+            if (layer_nn)
+                fprintf (out, ", \"nn_layer_recovery\": %.4f, \"nn_layer_centred_recovery\": %.4f",
+                         (double) nnl_hits / eval_n, (double) nnlc_hits / eval_n);
+            fprintf (out, "}");
             first = false;
-            fprintf (stderr, "L %2d sigma %-5g: nn %.3f nn-centred %.3f probe %.3f | top-1 %.3f ppl %.2f (clean %.2f) "
-                     "[%.1f s]\n", L, sigmas [s], nn_rate, (double) nnc_hits / eval_n, probe_rate, top1, ppl, clean_ppl,
+            fprintf (stderr, "L %2d sigma %-5g: nn %.3f nn-centred %.3f nn-layer %.3f/%.3f probe %.3f | top-1 %.3f "
+                     "ppl %.2f (clean %.2f) [%.1f s]\n", L, sigmas [s], nn_rate, (double) nnc_hits / eval_n,
+                     (double) nnl_hits / eval_n, (double) nnlc_hits / eval_n, probe_rate, top1, ppl, clean_ppl,
                      s_now () - t0);
         }
     }
-    fprintf (out, "\n  ],\n  \"seconds\": %.1f\n}\n", s_now () - t_start);
+    fprintf (out, "\n  ],\n  \"layer_table_seconds\": %.1f,\n  \"seconds\": %.1f\n}\n",
+             lt_seconds, s_now () - t_start);
     rc = 0;
 
 done:
@@ -566,6 +663,11 @@ done:
     }
     free (table);
     free (emb_raw);
+    free (lt_cur);
+    free (lt_table);
+    free (lt_centred);
+    free (lt_mean);
+    kvcache_destroy (&kv1);
     free (all);
     free (final);
     free (logits);

@@ -8,6 +8,7 @@
     chosen type and measured KLs, for reports.
 */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,9 +31,15 @@ s_usage (FILE *out)
         "      --out FILE         output GGUF (written atomically); with several budgets\n"
         "                         it must contain {} (replaced by each budget)\n"
         "      --calib FILE       calibration text (required unless --uniform)\n"
-        "      --calib-seqs N     calibration sequences (default 2)\n"
-        "      --calib-len N      tokens per sequence (default 128)\n"
-        "      --uniform T        no measurement: every matrix at T (q4_0, q4_1, q8_0, f16)\n"
+        "      --calib-seqs N     calibration sequences (default 8)\n"
+        "      --calib-len N      tokens per sequence (default 64)\n"
+        "      --cache FILE       sensitivity cache: measured KLs are appended as they are\n"
+        "                         measured and reused by later runs (same model and\n"
+        "                         calibration), so budgets and restarts reuse them\n"
+        "      --allow-splitmesh-types  also offer splitmesh's own W4G128 (W4, group 128,\n"
+        "                         rows of 128); llama.cpp cannot load such files\n"
+        "      --uniform T        no measurement: every matrix at T (q4_0, q4_1, q5_0,\n"
+        "                         q5_1, q8_0, f16)\n"
         "      --threads T        threads (default 2)\n"
         "      --json             print a JSON summary (per-unit types and KLs) on stdout\n"
         "      --quiet            no progress bar\n");
@@ -92,17 +99,21 @@ s_report (quantize_plan_t *plan, const char *model_path, const char *out, uint64
     if (json) {
         printf ("{\"model\":\"%s\",\"out\":\"%s\",\"budget_bytes\":%llu,\"bytes\":%llu,"
                 "\"f32_bytes\":%llu,\"compression_vs_f32\":%.4f,\"kl_sum\":%.6g,"
-                "\"calib_tokens\":%d,\"measure_s\":%.2f,\"units\":[",
+                "\"calib_tokens\":%d,\"measured\":%d,\"measure_s\":%.2f,\"units\":[",
                 model_path, out, (unsigned long long) budget, (unsigned long long) bytes,
                 (unsigned long long) f32, (double) f32 / (double) bytes, quantize_plan_kl (plan),
-                quantize_plan_calib_tokens (plan), t_measure);
+                quantize_plan_calib_tokens (plan), quantize_plan_measured (plan), t_measure);
         for (int u = 0; u < n_units; u++) {
             printf ("%s{\"name\":\"%s\",\"type\":\"%s\",\"kl\":{", u ? "," : "",
                     quantize_plan_unit_name (plan, u),
                     ggml_type_traits (quantize_plan_unit_type (plan, u))->name);
-            for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
-                printf ("%s\"%s\":%.6g", c ? "," : "", ggml_type_traits (quantize_candidates[c])->name,
-                        quantize_plan_unit_kl (plan, u, c));
+            for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++) {
+                //  null: the type does not apply or was not measured
+                //  (dearer than an exact one).
+                double kl = quantize_plan_unit_kl (plan, u, c);
+                printf ("%s\"%s\":", c ? "," : "", ggml_type_traits (quantize_candidates[c])->name);
+                printf (isnan (kl) ? "null" : "%.6g", kl);
+            }
             printf ("}}");
         }
         printf ("]}\n");
@@ -134,6 +145,8 @@ cmd_quantize (int argc, char **argv)
         { "calib-len", required_argument, NULL, 'L' },
         { "uniform", required_argument, NULL, 'u' },
         { "threads", required_argument, NULL, 't' },
+        { "cache", required_argument, NULL, 'C' },
+        { "allow-splitmesh-types", no_argument, NULL, 'A' },
         { "json", no_argument, NULL, 'j' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -153,6 +166,8 @@ cmd_quantize (int argc, char **argv)
             case 'L': bad = cli_parse_long (optarg, 2, 4096, &len); break;
             case 'u': uniform = optarg; break;
             case 't': bad = cli_parse_long (optarg, 1, 256, &threads); break;
+            case 'C': qo.cache_path = optarg; break;
+            case 'A': qo.allow_splitmesh_types = true; break;
             case 'j': json = true; break;
             case 'q': quiet = true; break;
             case 'h': s_usage (stdout); return 0;
@@ -183,9 +198,10 @@ cmd_quantize (int argc, char **argv)
         bool ok = false;
         for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
             ok = ok || quantize_candidates[c] == uniform_type;
-        if (!ok) {
-            fprintf (stderr, "splitmesh quantize: --uniform '%s' is not one of q4_0, q4_1, q8_0, f16\n",
-                     uniform);
+        if (!ok || (ggml_type_is_splitmesh (uniform_type) && !qo.allow_splitmesh_types)) {
+            fprintf (stderr, "splitmesh quantize: --uniform '%s' is not one of q4_0, q4_1, q5_0, "
+                     "q5_1, q8_0, f16%s\n", uniform,
+                     ok ? " (w4g128 needs --allow-splitmesh-types)" : "");
             return 2;
         }
         qo.calib_path = NULL;
@@ -270,7 +286,12 @@ cmd_quantize (int argc, char **argv)
         else
             snprintf (path, sizeof path, "%s", out);
         if (uniform) {
-            quantize_plan_set_uniform (plan, uniform_type);
+            if (quantize_plan_set_uniform (plan, uniform_type)) {
+                fprintf (stderr, "splitmesh quantize: --uniform %s does not apply to every matrix "
+                         "(its block does not divide every row)\n", uniform);
+                rc = 2;
+                goto done;
+            }
             if (n_budgets && quantize_plan_bytes (plan) > budget) {
                 fprintf (stderr, "splitmesh quantize: uniform %s takes %llu bytes, over the budget of %llu\n",
                          uniform, (unsigned long long) quantize_plan_bytes (plan),

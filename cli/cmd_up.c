@@ -5,7 +5,14 @@
     free loopback port), splitmesh-tokenizer, splitmesh-split-prefix and
     splitmesh-edge-draft on the device broker, R replicas of
     splitmesh-cloud-target on the cloud broker, and splitmesh-telemetry when
-    it is built. Each child is a daemon (own session, stdin /dev/null,
+    it is built. With --crypt the cloud side sits behind a CurveZMQ bridge
+    (services/crypt-proxy): a device crypt-proxy serves `target` on the
+    device broker, edge-draft asks the device broker for it, and the only
+    path to the cloud broker is the CURVE link to the cloud crypt-proxy
+    (tcp on a free loopback port). The certificates are made in
+    <run-dir>/keys on the first `up --crypt` (server, device, and the
+    allow directory holding the device's public certificate) and reused
+    afterwards. Each child is a daemon (own session, stdin /dev/null,
     stdout and stderr to <run-dir>/logs/<name>.log) so that `up` can exit and
     the mesh keeps running; `splitmesh down` stops it from the pids in
     <run-dir>/mesh.env (mesh_state.h).
@@ -51,7 +58,7 @@ typedef struct {
     const char *drafter;
     long split, threads, targets, timeout_s, heartbeat_ms, draft_k, ctx, max_sessions;
     long telemetry_port, gateway_port;
-    bool telemetry, gateway, verbose, fixed_k;
+    bool telemetry, gateway, verbose, fixed_k, crypt;
 } s_options_t;
 
 //  One child's argument vector, built up with s_arg.
@@ -72,6 +79,8 @@ s_usage (FILE *out)
         "  --draft-format F    draft weights (default w4)\n"
         "  --threads N         threads per service (default 1)\n"
         "  --link SPEC         emulated edge-cloud link, e.g. rtt=20,jitter=2,bw=100mbit\n"
+        "  --crypt             edge-cloud traffic through a CurveZMQ crypt-proxy pair\n"
+        "                      (keys made in RUN_DIR/keys; --link applies to that link)\n"
         "  --targets R         cloud-target replicas (default 1)\n"
         "  --drafter D         default drafter of edge-draft: model or ngram\n"
         "  --draft-k K         most drafts per round of edge-draft (k adapts in [1, K])\n"
@@ -313,6 +322,57 @@ s_common_args (s_args_t *a, const s_options_t *o, const mesh_state_t *state,
         s_arg (a, "-v");
 }
 
+//  The crypt-proxy certificates in <run-dir>/keys: server and device key
+//  pairs (zcert files `name` and `name_secret`, as `splitmesh keygen`
+//  writes them) and allow/device, the device's public certificate that
+//  admits it. Made when missing, kept otherwise (a user may put their own
+//  there). Returns 0, or -1 with a message.
+static int
+s_crypt_keys (const char *run_dir)
+{
+    char dir [PATH_MAX], path [PATH_MAX], secret [PATH_MAX + 8];
+    snprintf (dir, sizeof dir, "%s/keys/allow", run_dir);
+    if (zsys_dir_create ("%s", dir)) {
+        fprintf (stderr, "splitmesh up: cannot create %s: %s\n", dir, strerror (errno));
+        return -1;
+    }
+    const char *names [] = { "server", "device" };
+    for (int i = 0; i < 2; i++) {
+        snprintf (path, sizeof path, "%s/keys/%s", run_dir, names [i]);
+        snprintf (secret, sizeof secret, "%s_secret", path);
+        if (access (path, R_OK) == 0 && access (secret, R_OK) == 0)
+            continue;
+        zcert_t *cert = zcert_new ();
+        if (!cert)
+            return -1;
+        zcert_set_meta (cert, "name", "splitmesh-%s", names [i]);
+        zcert_set_meta (cert, "created-by", "splitmesh up --crypt");
+        int rc = zcert_save (cert, path);
+        zcert_destroy (&cert);
+        if (rc) {
+            fprintf (stderr, "splitmesh up: cannot write %s\n", path);
+            return -1;
+        }
+        chmod (secret, 0600);
+    }
+    //  The allowlist: the device's public certificate (rewritten each time,
+    //  so it matches the device key in use).
+    snprintf (path, sizeof path, "%s/keys/device", run_dir);
+    zcert_t *device = zcert_load (path);
+    if (!device) {
+        fprintf (stderr, "splitmesh up: cannot load %s\n", path);
+        return -1;
+    }
+    snprintf (path, sizeof path, "%s/keys/allow/device", run_dir);
+    int rc = zcert_save_public (device, path);
+    zcert_destroy (&device);
+    if (rc) {
+        fprintf (stderr, "splitmesh up: cannot write %s\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 //  Waits until every service has its workers, or a child dies, or the
 //  deadline passes. Returns 0, or -1 after printing what went wrong.
 static int
@@ -324,6 +384,8 @@ s_wait_ready (mesh_state_t *state, const s_options_t *o)
         { state->device_broker, "prefix", 1 },
         { state->device_broker, "generate", 1 },
         { state->cloud_broker, "target", (int) o->targets },
+        //  --crypt: the device proxy serves `target` on the device broker.
+        { state->device_broker, "target", *state->crypt_link ? 1 : 0 },
     };
     int n_wants = (int) (sizeof wants / sizeof wants [0]);
     mdp_client_t *device = mdp_client_new (state->device_broker);
@@ -386,6 +448,7 @@ s_wait_ready (mesh_state_t *state, const s_options_t *o)
             const char *proc = !strcmp (missing, "tokenizer") ? "tokenizer"
                              : !strcmp (missing, "prefix") ? "split-prefix"
                              : !strcmp (missing, "generate") ? "edge-draft"
+                             : !strcmp (missing, "target") && *state->crypt_link ? "crypt-proxy-device"
                              : !strcmp (missing, "target") ? "cloud-target-1"
                              : !strcmp (missing, "gateway (HTTP)") ? "gateway" : "telemetry";
             char log [PATH_MAX];
@@ -417,6 +480,7 @@ cmd_up (int argc, char **argv)
         { "draft-format", required_argument, NULL, 'F' },
         { "threads", required_argument, NULL, 't' },
         { "link", required_argument, NULL, 'l' },
+        { "crypt", no_argument, NULL, 'C' },
         { "targets", required_argument, NULL, 'R' },
         { "drafter", required_argument, NULL, 'd' },
         { "draft-k", required_argument, NULL, 'k' },
@@ -448,6 +512,7 @@ cmd_up (int argc, char **argv)
             case 'F': o.draft_format = optarg; break;
             case 't': bad = cli_parse_long (optarg, 1, 256, &o.threads); break;
             case 'l': o.link = optarg; break;
+            case 'C': o.crypt = true; break;
             case 'R': bad = cli_parse_long (optarg, 1, 16, &o.targets); break;
             case 'd': o.drafter = optarg;
                       bad = strcmp (optarg, "model") && strcmp (optarg, "ngram"); break;
@@ -521,12 +586,13 @@ cmd_up (int argc, char **argv)
     }
     char bin_broker [PATH_MAX], bin_tokenizer [PATH_MAX], bin_prefix [PATH_MAX],
          bin_target [PATH_MAX], bin_edge [PATH_MAX], bin_telemetry [PATH_MAX],
-         bin_gateway [PATH_MAX];
+         bin_gateway [PATH_MAX], bin_crypt [PATH_MAX];
     if (s_binary (bin_dir, "splitmesh-broker", bin_broker, sizeof bin_broker)
     ||  s_binary (bin_dir, "splitmesh-tokenizer", bin_tokenizer, sizeof bin_tokenizer)
     ||  s_binary (bin_dir, "splitmesh-split-prefix", bin_prefix, sizeof bin_prefix)
     ||  s_binary (bin_dir, "splitmesh-cloud-target", bin_target, sizeof bin_target)
-    ||  s_binary (bin_dir, "splitmesh-edge-draft", bin_edge, sizeof bin_edge))
+    ||  s_binary (bin_dir, "splitmesh-edge-draft", bin_edge, sizeof bin_edge)
+    ||  (o.crypt && s_binary (bin_dir, "splitmesh-crypt-proxy", bin_crypt, sizeof bin_crypt)))
         return 1;
     int n_path = snprintf (bin_telemetry, sizeof bin_telemetry, "%s/splitmesh-telemetry", bin_dir);
     bool telemetry = o.telemetry && n_path > 0 && (size_t) n_path < sizeof bin_telemetry
@@ -597,6 +663,16 @@ cmd_up (int argc, char **argv)
     state->split = (int) o.split;
     state->targets = (int) o.targets;
     snprintf (state->link, sizeof state->link, "%s", o.link ? o.link : "");
+    if (o.crypt) {
+        int link_port = s_free_port ();
+        if (link_port < 0 || link_port == cloud_port) {
+            fprintf (stderr, "splitmesh up: no free TCP port for the crypt link\n");
+            goto done;
+        }
+        snprintf (state->crypt_link, sizeof state->crypt_link, "tcp://127.0.0.1:%d", link_port);
+        if (s_crypt_keys (state->run_dir))
+            goto done;
+    }
 
     //  Brokers first: workers connect to them (and would retry anyway).
     s_args_t a = { .argc = 0 };
@@ -633,6 +709,46 @@ cmd_up (int argc, char **argv)
         s_arg (&a, "-p");
         s_arg (&a, "%d", state->telemetry_port);
         if (s_start (state, "telemetry", &a))
+            goto fail;
+        s_args_free (&a);
+    }
+
+    if (o.crypt) {
+        //  Cloud proxy: CURVE server, admits the keys in keys/allow, an MDP
+        //  client of the cloud broker. Device proxy: serves `target` on the
+        //  device broker, pins the server key. The emulated link (--link)
+        //  sits in the device proxy, on this link.
+        s_arg (&a, "%s", bin_crypt);
+        s_arg (&a, "--role");
+        s_arg (&a, "cloud");
+        s_arg (&a, "--bind");
+        s_arg (&a, "%s", state->crypt_link);
+        s_arg (&a, "--cert");
+        s_arg (&a, "%s/keys/server_secret", state->run_dir);
+        s_arg (&a, "--allow");
+        s_arg (&a, "%s/keys/allow", state->run_dir);
+        s_common_args (&a, &o, state, state->cloud_broker, "crypt-proxy-cloud");
+        if (s_start (state, "crypt-proxy-cloud", &a))
+            goto fail;
+        s_args_free (&a);
+
+        s_arg (&a, "%s", bin_crypt);
+        s_arg (&a, "--role");
+        s_arg (&a, "device");
+        s_arg (&a, "--services");
+        s_arg (&a, "target");
+        s_arg (&a, "--connect");
+        s_arg (&a, "%s", state->crypt_link);
+        s_arg (&a, "--server-key");
+        s_arg (&a, "%s/keys/server", state->run_dir);
+        s_arg (&a, "--cert");
+        s_arg (&a, "%s/keys/device_secret", state->run_dir);
+        if (o.link) {
+            s_arg (&a, "--link");
+            s_arg (&a, "%s", o.link);
+        }
+        s_common_args (&a, &o, state, state->device_broker, "crypt-proxy-device");
+        if (s_start (state, "crypt-proxy-device", &a))
             goto fail;
         s_args_free (&a);
     }
@@ -699,8 +815,9 @@ cmd_up (int argc, char **argv)
 
     s_arg (&a, "%s", bin_edge);
     s_common_args (&a, &o, state, state->device_broker, "edge-draft");
+    //  With --crypt, `target` is on the device broker (the device proxy).
     s_arg (&a, "--cloud");
-    s_arg (&a, "%s", state->cloud_broker);
+    s_arg (&a, "%s", o.crypt ? state->device_broker : state->cloud_broker);
     s_arg (&a, "--model");
     s_arg (&a, "%s", model);
     s_arg (&a, "--draft-model");
@@ -709,7 +826,7 @@ cmd_up (int argc, char **argv)
     s_arg (&a, "%s", o.draft_format);
     s_arg (&a, "--threads");
     s_arg (&a, "%ld", o.threads);
-    if (o.link) {
+    if (o.link && !o.crypt) {
         s_arg (&a, "--link");
         s_arg (&a, "%s", o.link);
     }
@@ -759,8 +876,12 @@ cmd_up (int argc, char **argv)
     printf ("splitmesh up: mesh running in %s\n", state->run_dir);
     printf ("  device broker  %s\n", state->device_broker);
     printf ("  cloud broker   %s\n", state->cloud_broker);
+    if (*state->crypt_link)
+        printf ("  crypt link     %s (CurveZMQ, crypt-proxy pair; keys in %s/keys)\n",
+                state->crypt_link, state->run_dir);
     if (*state->link)
-        printf ("  link           %s (emulated between edge-draft and the cloud broker)\n", state->link);
+        printf ("  link           %s (emulated between %s and the cloud broker)\n", state->link,
+                *state->crypt_link ? "the crypt-proxy pair" : "edge-draft");
     if (telemetry)
         printf ("  telemetry      http://127.0.0.1:%d/ (metrics: /metrics)\n", state->telemetry_port);
     else

@@ -139,6 +139,7 @@ mesh_state_save (const mesh_state_t *state)
     snprintf (num, sizeof num, "%d", state->targets);
     rc |= s_put (f, "SPLITMESH_TARGETS", num);
     rc |= s_put (f, "SPLITMESH_LINK", state->link);
+    rc |= s_put (f, "SPLITMESH_CRYPT_LINK", state->crypt_link);
     for (int i = 0; i < state->n_procs; i++) {
         char value [128];
         snprintf (value, sizeof value, "%s %d %llu", state->procs [i].name,
@@ -223,6 +224,8 @@ mesh_state_load (const char *run_dir, mesh_state_t *state, char *err, size_t err
             state->targets = atoi (value);
         else if (!strcmp (key, "SPLITMESH_LINK"))
             bad = s_copy (state->link, sizeof state->link, value);
+        else if (!strcmp (key, "SPLITMESH_CRYPT_LINK"))
+            bad = s_copy (state->crypt_link, sizeof state->crypt_link, value);
         else if (!strcmp (key, "SPLITMESH_PROC")) {
             if (state->n_procs >= MESH_MAX_PROCS)
                 bad = 1;

@@ -38,6 +38,8 @@ typedef struct {
     int split;                  //  split depth L
     int targets;                //  cloud-target replicas
     char link [256];            //  link emulator spec ("" when none)
+    char crypt_link [128];      //  `up --crypt`: the CURVE endpoint of the
+                                //  crypt-proxy pair ("" when not encrypted)
     mesh_proc_t procs [MESH_MAX_PROCS];
     int n_procs;
 } mesh_state_t;

@@ -23,7 +23,10 @@
 
 #define QK4_0   32
 #define QK4_1   32
+#define QK5_0   32
+#define QK5_1   32
 #define QK8_0   32
+#define QW4G128 128
 #define QK_K    256
 #define K_SCALE_SIZE 12
 
@@ -40,6 +43,28 @@ typedef struct {
     uint8_t qs[QK4_1 / 2];      //  nibbles as in q4_0
 } block_q4_1;
 static_assert (sizeof (block_q4_1) == 20, "block_q4_1 must be 20 bytes");
+
+typedef struct {
+    uint16_t d;                 //  scale (fp16)
+    uint8_t qh[4];              //  bit 4 of each quant: bit j = element j (LE uint32)
+    uint8_t qs[QK5_0 / 2];      //  low nibbles as in q4_0
+} block_q5_0;
+static_assert (sizeof (block_q5_0) == 22, "block_q5_0 must be 22 bytes");
+
+typedef struct {
+    uint16_t d;                 //  scale (fp16)
+    uint16_t m;                 //  minimum (fp16)
+    uint8_t qh[4];              //  bit 4 of each quant, as in q5_0
+    uint8_t qs[QK5_1 / 2];      //  low nibbles as in q4_0
+} block_q5_1;
+static_assert (sizeof (block_q5_1) == 24, "block_q5_1 must be 24 bytes");
+
+typedef struct {
+    uint16_t d;                 //  scale (fp16)
+    uint16_t m;                 //  minimum (fp16)
+    uint8_t qs[QW4G128 / 2];    //  nibbles: low = element j, high = element j + 64
+} block_w4g128;
+static_assert (sizeof (block_w4g128) == 68, "block_w4g128 must be 68 bytes");
 
 typedef struct {
     uint16_t d;                 //  scale (fp16)
@@ -313,6 +338,279 @@ s_q4_1_from_float (const float *src, void *dst, int64_t n)
         }
         memcpy (p + i * sizeof b, &b, sizeof b);
     }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Q5_0: x = d * (q - 16), q in 0..31; Q5_1: x = d * q + m
+
+static void
+s_q5_0_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QK5_0; i++) {
+        block_q5_0 b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        uint32_t qh;
+        memcpy (&qh, b.qh, sizeof qh);
+        float *y = dst + i * QK5_0;
+        for (int j = 0; j < QK5_0 / 2; j++) {
+            const uint8_t xh_0 = (uint8_t) (((qh >> j) << 4) & 0x10);
+            const uint8_t xh_1 = (uint8_t) ((qh >> (j + 12)) & 0x10);
+            const int32_t x0 = ((b.qs [j] & 0x0f) | xh_0) - 16;
+            const int32_t x1 = ((b.qs [j] >> 4) | xh_1) - 16;
+            y [j] = x0 * d;
+            y [j + QK5_0 / 2] = x1 * d;
+        }
+    }
+}
+
+static void
+s_q5_0_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK5_0; i++) {
+        const float *x = src + i * QK5_0;
+        float amax = 0.0f, max = 0.0f;
+        for (int j = 0; j < QK5_0; j++)
+            if (amax < fabsf (x [j])) {
+                amax = fabsf (x [j]);
+                max = x [j];
+            }
+        const float d = max / -16;
+        const float id = d ? 1.0f / d : 0.0f;
+        block_q5_0 b;
+        b.d = ggml_fp32_to_fp16 (d);
+        uint32_t qh = 0;
+        for (int j = 0; j < QK5_0 / 2; j++) {
+            const float x0 = x [j] * id;
+            const float x1 = x [j + QK5_0 / 2] * id;
+            const int8_t t0 = (int8_t) (x0 + 16.5f);
+            const int8_t t1 = (int8_t) (x1 + 16.5f);
+            const uint8_t xi0 = (uint8_t) (t0 < 31 ? t0 : 31);
+            const uint8_t xi1 = (uint8_t) (t1 < 31 ? t1 : 31);
+            b.qs [j] = (uint8_t) ((xi0 & 0x0f) | ((xi1 & 0x0f) << 4));
+            qh |= ((uint32_t) (xi0 & 0x10u) >> 4) << j;
+            qh |= ((uint32_t) (xi1 & 0x10u) >> 4) << (j + QK5_0 / 2);
+        }
+        memcpy (b.qh, &qh, sizeof qh);
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+static void
+s_q5_1_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QK5_1; i++) {
+        block_q5_1 b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const float m = ggml_fp16_to_fp32 (b.m);
+        uint32_t qh;
+        memcpy (&qh, b.qh, sizeof qh);
+        float *y = dst + i * QK5_1;
+        for (int j = 0; j < QK5_1 / 2; j++) {
+            const uint8_t xh_0 = (uint8_t) (((qh >> j) << 4) & 0x10);
+            const uint8_t xh_1 = (uint8_t) ((qh >> (j + 12)) & 0x10);
+            const int x0 = (b.qs [j] & 0x0f) | xh_0;
+            const int x1 = (b.qs [j] >> 4) | xh_1;
+            y [j] = x0 * d + m;
+            y [j + QK5_1 / 2] = x1 * d + m;
+        }
+    }
+}
+
+static void
+s_q5_1_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK5_1; i++) {
+        const float *x = src + i * QK5_1;
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < QK5_1; j++) {
+            if (x [j] < min) min = x [j];
+            if (x [j] > max) max = x [j];
+        }
+        const float d = (max - min) / ((1 << 5) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        block_q5_1 b;
+        b.d = ggml_fp32_to_fp16 (d);
+        b.m = ggml_fp32_to_fp16 (min);
+        uint32_t qh = 0;
+        for (int j = 0; j < QK5_1 / 2; j++) {
+            const float x0 = (x [j] - min) * id;
+            const float x1 = (x [j + QK5_1 / 2] - min) * id;
+            const uint8_t xi0 = (uint8_t) (x0 + 0.5f);
+            const uint8_t xi1 = (uint8_t) (x1 + 0.5f);
+            b.qs [j] = (uint8_t) ((xi0 & 0x0f) | ((xi1 & 0x0f) << 4));
+            qh |= ((uint32_t) (xi0 & 0x10u) >> 4) << j;
+            qh |= ((uint32_t) (xi1 & 0x10u) >> 4) << (j + QK5_1 / 2);
+        }
+        memcpy (b.qh, &qh, sizeof qh);
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  W4G128 (splitmesh's own): x = d * q + m over groups of 128
+
+static void
+s_w4g128_to_float (const void *src, float *dst, int64_t n)
+{
+    const uint8_t *p = (const uint8_t *) src;
+    for (int64_t i = 0; i < n / QW4G128; i++) {
+        block_w4g128 b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const float m = ggml_fp16_to_fp32 (b.m);
+        float *y = dst + i * QW4G128;
+        for (int j = 0; j < QW4G128 / 2; j++) {
+            y [j] = (b.qs [j] & 0x0f) * d + m;
+            y [j + QW4G128 / 2] = (b.qs [j] >> 4) * d + m;
+        }
+    }
+}
+
+//  Squared error of x against d * q + m with q rounded into 0..15, against
+//  the fp16-rounded d and m that are stored; codes into q when given.
+static float
+s_w4g128_err (const float *x, float d, float m, uint8_t *q)
+{
+    const float d16 = ggml_fp16_to_fp32 (ggml_fp32_to_fp16 (d));
+    const float m16 = ggml_fp16_to_fp32 (ggml_fp32_to_fp16 (m));
+    const float id = d16 ? 1.0f / d16 : 0.0f;
+    float err = 0;
+    for (int j = 0; j < QW4G128; j++) {
+        int c = (int) lrintf ((x [j] - m16) * id);
+        c = c < 0 ? 0 : c > 15 ? 15 : c;
+        const float diff = c * d16 + m16 - x [j];
+        err += diff * diff;
+        if (q)
+            q [j] = (uint8_t) c;
+    }
+    return err;
+}
+
+//  A group of 128 has outliers more often than one of 32, so the range is
+//  not simply min..max: start there, then alternate coding with a least-
+//  squares refit of (d, m) for the codes, keeping the best squared error.
+static void
+s_w4g128_from_float (const float *src, void *dst, int64_t n)
+{
+    uint8_t *p = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QW4G128; i++) {
+        const float *x = src + i * QW4G128;
+        float min = FLT_MAX, max = -FLT_MAX;
+        for (int j = 0; j < QW4G128; j++) {
+            if (x [j] < min) min = x [j];
+            if (x [j] > max) max = x [j];
+        }
+        float d = (max - min) / 15, m = min;
+        float best_d = d, best_m = m;
+        uint8_t q [QW4G128];
+        float best_err = s_w4g128_err (x, d, m, q);
+        for (int iter = 0; iter < 6 && d > 0; iter++) {
+            double sq = 0, sq2 = 0, sx = 0, sxq = 0;
+            for (int j = 0; j < QW4G128; j++) {
+                sq += q [j];
+                sq2 += (double) q [j] * q [j];
+                sx += x [j];
+                sxq += (double) x [j] * q [j];
+            }
+            const double det = QW4G128 * sq2 - sq * sq;
+            if (det <= 0)
+                break;
+            const double nd = (QW4G128 * sxq - sx * sq) / det;
+            const double nm = (sq2 * sx - sq * sxq) / det;
+            if (!(nd > 0) || !isfinite (nd) || !isfinite (nm))
+                break;
+            d = (float) nd;
+            m = (float) nm;
+            const float err = s_w4g128_err (x, d, m, q);
+            if (!(err < best_err))
+                break;
+            best_err = err;
+            best_d = d;
+            best_m = m;
+        }
+        block_w4g128 b;
+        b.d = ggml_fp32_to_fp16 (best_d);
+        b.m = ggml_fp32_to_fp16 (best_m);
+        s_w4g128_err (x, best_d, best_m, q);
+        for (int j = 0; j < QW4G128 / 2; j++)
+            b.qs [j] = (uint8_t) (q [j] | (q [j + QW4G128 / 2] << 4));
+        memcpy (p + i * sizeof b, &b, sizeof b);
+    }
+}
+
+static inline void s_q4_K_scale_min (int j, const uint8_t *q, uint8_t *sc, uint8_t *mn);
+
+int
+ggml_q4_K_to_q4_1_exact (const void *src, void *dst, int64_t n)
+{
+    if (n < 0 || n % QK_K)
+        return -1;
+    const uint8_t *p = (const uint8_t *) src;
+    uint8_t *o = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        block_q4_K b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        const float d = ggml_fp16_to_fp32 (b.d);
+        const float dmin = ggml_fp16_to_fp32 (b.dmin);
+        for (int s = 0; s < QK_K / 32; s++) {
+            uint8_t sc, mn;
+            s_q4_K_scale_min (s, b.scales, &sc, &mn);
+            //  q4_K: x = d1 * q - m1; q4_1: x = q * d' + m' with d' = d1 and
+            //  m' = -m1: the same floats when both fit fp16 exactly.
+            const float d1 = d * sc, m1 = dmin * mn;
+            block_q4_1 c;
+            c.d = ggml_fp32_to_fp16 (d1);
+            c.m = ggml_fp32_to_fp16 (-m1);
+            if (ggml_fp16_to_fp32 (c.d) != d1 || ggml_fp16_to_fp32 (c.m) != -m1 || !isfinite (d1)
+            ||  !isfinite (m1))
+                return -1;
+            //  Sub-block s: 64-element chunk s / 2, low (even s) or high nibbles.
+            const uint8_t *q = b.qs + 32 * (s / 2);
+            uint8_t codes [32];
+            for (int l = 0; l < 32; l++)
+                codes [l] = s % 2 ? q [l] >> 4 : q [l] & 0x0f;
+            for (int j = 0; j < QK4_1 / 2; j++)
+                c.qs [j] = (uint8_t) (codes [j] | (codes [j + QK4_1 / 2] << 4));
+            memcpy (o + (i * (QK_K / QK4_1) + s) * sizeof c, &c, sizeof c);
+        }
+    }
+    return 0;
+}
+
+int
+ggml_w4g128_to_q4_1 (const void *src, void *dst, int64_t n)
+{
+    if (n < 0 || n % QW4G128)
+        return -1;
+    const uint8_t *p = (const uint8_t *) src;
+    uint8_t *o = (uint8_t *) dst;
+    for (int64_t i = 0; i < n / QW4G128; i++) {
+        block_w4g128 b;
+        memcpy (&b, p + i * sizeof b, sizeof b);
+        uint8_t q [QW4G128];
+        for (int j = 0; j < QW4G128 / 2; j++) {
+            q [j] = b.qs [j] & 0x0f;
+            q [j + QW4G128 / 2] = b.qs [j] >> 4;
+        }
+        for (int s = 0; s < QW4G128 / QK4_1; s++) {
+            block_q4_1 c;
+            c.d = b.d;
+            c.m = b.m;
+            const uint8_t *qs = q + s * QK4_1;
+            for (int j = 0; j < QK4_1 / 2; j++)
+                c.qs [j] = (uint8_t) (qs [j] | (qs [j + QK4_1 / 2] << 4));
+            memcpy (o + (i * (QW4G128 / QK4_1) + s) * sizeof c, &c, sizeof c);
+        }
+    }
+    return 0;
 }
 
 
@@ -643,15 +941,29 @@ static const ggml_type_traits_t s_traits [GGML_TYPE_COUNT] = {
     [GGML_TYPE_F16]  = { "f16",  1,     2,                   s_f16_to_float,  s_f16_from_float  },
     [GGML_TYPE_Q4_0] = { "q4_0", QK4_0, sizeof (block_q4_0), s_q4_0_to_float, s_q4_0_from_float },
     [GGML_TYPE_Q4_1] = { "q4_1", QK4_1, sizeof (block_q4_1), s_q4_1_to_float, s_q4_1_from_float },
+    [GGML_TYPE_Q5_0] = { "q5_0", QK5_0, sizeof (block_q5_0), s_q5_0_to_float, s_q5_0_from_float },
+    [GGML_TYPE_Q5_1] = { "q5_1", QK5_1, sizeof (block_q5_1), s_q5_1_to_float, s_q5_1_from_float },
     [GGML_TYPE_Q8_0] = { "q8_0", QK8_0, sizeof (block_q8_0), s_q8_0_to_float, s_q8_0_from_float },
     [GGML_TYPE_Q4_K] = { "q4_K", QK_K,  sizeof (block_q4_K), s_q4_K_to_float, s_q4_K_from_float },
     [GGML_TYPE_Q6_K] = { "q6_K", QK_K,  sizeof (block_q6_K), s_q6_K_to_float, s_q6_K_from_float },
     [GGML_TYPE_BF16] = { "bf16", 1,     2,                   s_bf16_to_float, s_bf16_from_float },
 };
 
+static const ggml_type_traits_t s_w4g128_traits = {
+    "w4g128", QW4G128, sizeof (block_w4g128), s_w4g128_to_float, s_w4g128_from_float
+};
+
+int
+ggml_type_is_splitmesh (int type)
+{
+    return type == SPLITMESH_TYPE_W4G128;
+}
+
 const ggml_type_traits_t *
 ggml_type_traits (int type)
 {
+    if (type == SPLITMESH_TYPE_W4G128)
+        return &s_w4g128_traits;
     if (type < 0 || type >= GGML_TYPE_COUNT || !s_traits [type].name)
         return NULL;
     return &s_traits [type];
@@ -671,14 +983,15 @@ ggml_type_from_name (const char *name)
 {
     if (!name)
         return -1;
-    for (int type = 0; type < GGML_TYPE_COUNT; type++) {
-        const char *a = s_traits [type].name, *b = name;
+    for (int type = 0; type <= GGML_TYPE_COUNT; type++) {
+        const char *a = type < GGML_TYPE_COUNT ? s_traits [type].name : s_w4g128_traits.name;
+        const char *b = name;
         if (!a)
             continue;
         while (*a && *b && tolower ((unsigned char) *a) == tolower ((unsigned char) *b))
             a++, b++;
         if (!*a && !*b)
-            return type;
+            return type < GGML_TYPE_COUNT ? type : SPLITMESH_TYPE_W4G128;
     }
     return -1;
 }

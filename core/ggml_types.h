@@ -3,7 +3,8 @@
     Each block format is a struct with a static_assert on its size (in
     ggml_types.c); per-type facts (name, elements per block, bytes per
     block, dequantize-to-f32) live in one table indexed by the type enum.
-    Type numbers are ggml's, since they are stored in GGUF files.
+    Type numbers are ggml's, since they are stored in GGUF files; the one
+    exception, SPLITMESH_TYPE_W4G128, is numbered far outside ggml's range.
 
     Every layout and rounding rule is ggml's reference (scalar) code, so data
     written here loads in llama.cpp and data from llama.cpp dequantizes to
@@ -25,11 +26,21 @@ typedef enum {
     GGML_TYPE_F16  = 1,
     GGML_TYPE_Q4_0 = 2,
     GGML_TYPE_Q4_1 = 3,
+    GGML_TYPE_Q5_0 = 6,
+    GGML_TYPE_Q5_1 = 7,
     GGML_TYPE_Q8_0 = 8,
     GGML_TYPE_Q4_K = 12,
     GGML_TYPE_Q6_K = 14,
     GGML_TYPE_BF16 = 30,
-    GGML_TYPE_COUNT = 40        //  bound for tables indexed by type
+    GGML_TYPE_COUNT = 40,       //  bound for ggml's own types
+    //  splitmesh's own type, outside ggml's range (llama.cpp cannot load a
+    //  file that holds it): W4 with groups of 128, a block of 128 elements
+    //  is fp16 d, fp16 m and 64 bytes of nibbles (low = element j, high =
+    //  element j + 64), x = d * q + m; 4.25 bits per weight. Written only
+    //  when the user allows splitmesh types (splitmesh quantize
+    //  --allow-splitmesh-types); the engine loads it as w4 with the group's
+    //  d and m repeated for each of its four 32-element groups (lossless).
+    SPLITMESH_TYPE_W4G128 = 4128
 } ggml_type_t;
 
 typedef struct {
@@ -70,6 +81,23 @@ int ggml_quantize (int type, const float *src, void *dst, int64_t n);
 
 //  Dequantizes n elements; returns 0, or -1 as ggml_quantize.
 int ggml_dequantize (int type, const void *src, float *dst, int64_t n);
+
+//  True for splitmesh's own types (not ggml's: llama.cpp cannot load them).
+int ggml_type_is_splitmesh (int type);
+
+//  Rewrites n elements (a multiple of 128) of SPLITMESH_TYPE_W4G128 data as
+//  Q4_1 blocks (ggml_row_size (GGML_TYPE_Q4_1, n) bytes at dst), each group
+//  of 128 becoming four blocks with the group's d and m: the same values,
+//  bit for bit, in a type the engine converts to w4 without loss. Returns
+//  0, or -1 when n is not a whole number of groups.
+int ggml_w4g128_to_q4_1 (const void *src, void *dst, int64_t n);
+
+//  Rewrites n elements (a multiple of 256) of Q4_K as Q4_1 blocks when that
+//  is exact: every 32-element sub-block's scale and min (super-block scale
+//  times 6-bit code) must be an fp16 value. Returns 0 (dst holds the same
+//  values bit for bit), or -1 when a sub-block is not exact (dst partly
+//  written) or n is not whole super-blocks.
+int ggml_q4_K_to_q4_1_exact (const void *src, void *dst, int64_t n);
 
 #ifdef __cplusplus
 }

@@ -459,7 +459,7 @@ s_parse_tensor_info (gguf_t *self, s_cursor_t *cur, int i)
     if (!traits) {
         if (type < sizeof s_ggml_type_names / sizeof s_ggml_type_names [0])
             s_fail (cur, "tensor '%s': ggml type %s (%u) is not supported (splitmesh reads "
-                    "f32, f16, bf16, q8_0, q4_0, q4_1, q4_K, q6_K)", name, s_ggml_type_names [type], type);
+                    "f32, f16, bf16, q8_0, q5_0, q5_1, q4_0, q4_1, q4_K, q6_K, splitmesh w4g128)", name, s_ggml_type_names [type], type);
         else
             s_fail (cur, "tensor '%s': unknown ggml type %u", name, type);
         return false;

@@ -14,9 +14,11 @@
 #include <string.h>
 
 void
-kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
+kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, int8_t *q2, float *d, float *s)
 {
     memset (q, 0, (size_t) nbp * 32);
+    if (q2)
+        memset (q2, 0, (size_t) nbp * 32);
     for (int g = 0; g < nb; g++) {
         const float *xg = x + (size_t) g * 32;
         float amax = 0.0f;
@@ -28,22 +30,56 @@ kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, 
         //  overflow. Every family makes the same choice.
         float dg = amax >= KERNELS_ACT_TINY ? amax / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
-        int sum = 0;
+        int sum = 0, sum2 = 0;
         for (int j = 0; j < 32; j++) {
             //  nearbyintf rounds half to even, as the SIMD conversions do;
             //  NaN (from an infinite input) becomes -127 as it does there.
-            float fv = nearbyintf (xg[j] * id);
-            int v = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
-            q[kernels_w8_offset (nb, g, j)] = (int8_t) v;
-            sum += v;
+            float v = xg[j] * id;
+            float fv = nearbyintf (v);
+            int iv = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
+            q[kernels_w8_offset (nb, g, j)] = (int8_t) iv;
+            sum += iv;
+            if (q2) {
+                //  v - iv is exact (|v - iv| <= 1/2 and both within a factor
+                //  two, or iv = 0), and so is the power-of-two scaling: the
+                //  only rounding is nearbyintf's, the same in every family.
+                float r = (v - (float) iv) * (float) (1 << KERNELS_ACT2_SHIFT);
+                float fr = nearbyintf (r);
+                int ir = !(fr >= -127.0f) ? -127 : fr > 127.0f ? 127 : (int) fr;
+                q2[kernels_w8_offset (nb, g, j)] = (int8_t) ir;
+                sum2 += ir;
+            }
         }
-        d[g] = dg;
-        s[g] = dg * (float) sum;
+        if (q2) {
+            d[g] = dg / (float) (1 << KERNELS_ACT2_SHIFT);
+            s[g] = d[g] * (float) (sum * (1 << KERNELS_ACT2_SHIFT) + sum2);
+        }
+        else {
+            d[g] = dg;
+            s[g] = dg * (float) sum;
+        }
     }
     for (int g = nb; g < nbp; g++) {
         d[g] = 0.0f;
         s[g] = 0.0f;
     }
+}
+
+//  Integer dot of one group: w8 weights against one or two activation
+//  levels (256 isum(q) + isum(q2), see qact_t).
+static int
+s_isum_w8 (const int8_t *qs, const int8_t *xq, const int8_t *xq2, int nb, int g)
+{
+    int isum = 0, isum2 = 0;
+    for (int j = 0; j < 32; j += 4) {
+        size_t o = kernels_w8_offset (nb, g, j);
+        for (int b = 0; b < 4; b++) {
+            isum += qs[o + b] * xq[o + b];
+            if (xq2)
+                isum2 += qs[o + b] * xq2[o + b];
+        }
+    }
+    return xq2 ? isum * (1 << KERNELS_ACT2_SHIFT) + isum2 : isum;
 }
 
 static void
@@ -53,20 +89,16 @@ s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
     for (int r = r0; r < r1; r++) {
         const int8_t *qs = (const int8_t *) (W->qs + (size_t) r * W->qs_stride);
         const uint16_t *dw = W->d + (size_t) r * nb;
+        const uint16_t *mw = W->m + (size_t) r * nb;
         for (int t = 0; t < a->n_tokens; t++) {
             const int8_t *xq = a->q + (size_t) t * a->nbp * 32;
+            const int8_t *xq2 = a->q2 ? a->q2 + (size_t) t * a->nbp * 32 : NULL;
             const float *dx = a->d + (size_t) t * a->nbp;
+            const float *sx = a->s + (size_t) t * a->nbp;
             float acc = 0.0f;
-            for (int g = 0; g < nb; g++) {
-                int isum = 0;
-                for (int j = 0; j < 32; j += 4) {
-                    const int8_t *wp = qs + kernels_w8_offset (nb, g, j);
-                    const int8_t *xp = xq + kernels_w8_offset (nb, g, j);
-                    for (int b = 0; b < 4; b++)
-                        isum += wp[b] * xp[b];
-                }
-                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum;
-            }
+            for (int g = 0; g < nb; g++)
+                acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) s_isum_w8 (qs, xq, xq2, nb, g)
+                     + ggml_fp16_to_fp32 (mw[g]) * sx[g];
             y[(size_t) t * ldy + r] = acc;
         }
     }
@@ -82,18 +114,23 @@ s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int 
         const uint16_t *mw = W->m + (size_t) r * nb;
         for (int t = 0; t < a->n_tokens; t++) {
             const int8_t *xq = a->q + (size_t) t * a->nbp * 32;
+            const int8_t *xq2 = a->q2 ? a->q2 + (size_t) t * a->nbp * 32 : NULL;
             const float *dx = a->d + (size_t) t * a->nbp;
             const float *sx = a->s + (size_t) t * a->nbp;
             float acc = 0.0f;
             for (int g = 0; g < nb; g++) {
-                int isum = 0;
+                int isum = 0, isum2 = 0;
                 for (int j = 0; j < 16; j += 4) {
                     const uint8_t *wp = qs + kernels_w4_offset (nb, g, j);
-                    const int8_t *lo = xq + kernels_w8_offset (nb, g, j);
-                    const int8_t *hi = xq + kernels_w8_offset (nb, g, j + 16);
-                    for (int b = 0; b < 4; b++)
-                        isum += (wp[b] & 0xf) * lo[b] + (wp[b] >> 4) * hi[b];
+                    size_t lo = kernels_w8_offset (nb, g, j), hi = kernels_w8_offset (nb, g, j + 16);
+                    for (int b = 0; b < 4; b++) {
+                        isum += (wp[b] & 0xf) * xq[lo + b] + (wp[b] >> 4) * xq[hi + b];
+                        if (xq2)
+                            isum2 += (wp[b] & 0xf) * xq2[lo + b] + (wp[b] >> 4) * xq2[hi + b];
+                    }
                 }
+                if (xq2)
+                    isum = isum * (1 << KERNELS_ACT2_SHIFT) + isum2;
                 acc += ggml_fp16_to_fp32 (dw[g]) * dx[g] * (float) isum
                      + ggml_fp16_to_fp32 (mw[g]) * sx[g];
             }

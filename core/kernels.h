@@ -28,7 +28,7 @@ struct _qmatrix_t {
     float *f;                   //  f32: (rows, cols)
     uint8_t *qs;                //  w8, w4: (rows, qs_stride) in blocks, see below
     uint16_t *d;                //  w8, w4: (rows, nb) fp16 scales
-    uint16_t *m;                //  w4: (rows, nb) fp16 mins
+    uint16_t *m;                //  w8, w4: (rows, nb) fp16 mins (w8: 0 when symmetric)
     void *mem;                  //  the one 64-byte aligned allocation
     size_t mem_size;            //  its size
 };
@@ -90,20 +90,32 @@ kernels_w4_offset (int nb, int G, int e)
 //  Activations quantized to int8 per group of 32, for every token, in the
 //  block layout above. Bytes past the nb groups (up to nbp * 32) are zero,
 //  as are scales and sums past nb, so kernels may read whole vectors.
+//
+//  One level (q2 NULL): x ~ d q, q = round (x / d1), d = d1 = amax / 127.
+//  Two levels (q2 given, w8 matmuls): the rounding residual is quantized
+//  again, x ~ d (256 q + q2) with d = d1 / 256 and
+//  q2 = round (256 (x / d1 - q)), |q2| <= 127, so a group keeps about 15
+//  bits instead of 8; the kernels take two int8 dot products per group and
+//  combine them exactly in int32 as 256 isum(q) + isum(q2).
 typedef struct {
     int n_tokens;               //  rows of x
     int nb;                     //  groups per token
     int nbp;                    //  padded groups per token (multiple of 8, >= nb)
     int8_t *q;                  //  (n_tokens, nbp*32) quants, block layout
-    float *d;                   //  (n_tokens, nbp) scale per group
-    float *s;                   //  (n_tokens, nbp) d * sum(q) per group
+    int8_t *q2;                 //  NULL, or (n_tokens, nbp*32) residual quants, same layout
+    float *d;                   //  (n_tokens, nbp) scale per group (d1, or d1 / 256)
+    float *s;                   //  (n_tokens, nbp) d * sum(q) (or d * sum(256 q + q2)) per group
 } qact_t;
+
+//  Scale between the two activation levels (a power of two, so d1 / 256 is
+//  exact and 256 isum(q) is a shift).
+#define KERNELS_ACT2_SHIFT 8
 
 typedef struct {
     const char *name;           //  "scalar", "avx2", "avx512vnni", "neon"
     //  Quantizes one token's cols floats into q (nbp*32, block layout), d
-    //  and s (nbp).
-    void (*quantize_act) (const float *x, int nb, int nbp, int8_t *q, float *d, float *s);
+    //  and s (nbp); with q2 non-NULL, two levels (see qact_t).
+    void (*quantize_act) (const float *x, int nb, int nbp, int8_t *q, int8_t *q2, float *d, float *s);
     //  y[t*ldy + r] for r in [r0, r1), every token of a.
     void (*matmul_w8) (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy);
     void (*matmul_w4) (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy);
@@ -135,6 +147,7 @@ const kernels_t *kernels_get (void);
 
 //  The scalar reference for one token's activation quantization; SIMD
 //  versions must produce the same bytes (same operations, same rounding).
-void kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, float *d, float *s);
+void kernels_quantize_act_ref (const float *x, int nb, int nbp, int8_t *q, int8_t *q2, float *d,
+                               float *s);
 
 #endif

@@ -41,12 +41,24 @@ s_hsum_i32 (__m256i v)
     return _mm_cvtsi128_si32 (s);
 }
 
+//  Packs four vectors of 8 int32 (each in [-127, 127]) into 32 int8 in
+//  natural order.
+static inline void
+s_pack_i8 (const __m256i iv[4], int8_t out[32])
+{
+    const __m256i perm = _mm256_setr_epi32 (0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i p01 = _mm256_packs_epi32 (iv[0], iv[1]);
+    __m256i p23 = _mm256_packs_epi32 (iv[2], iv[3]);
+    _mm256_storeu_si256 ((__m256i *) out,
+                         _mm256_permutevar8x32_epi32 (_mm256_packs_epi16 (p01, p23), perm));
+}
+
 static void
-s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
+s_quantize_act (const float *x, int nb, int nbp, int8_t *q, int8_t *q2, float *d, float *s)
 {
     const __m256 sign = _mm256_set1_ps (-0.0f);
     const __m256i lo = _mm256_set1_epi32 (-127), hi = _mm256_set1_epi32 (127);
-    const __m256i perm = _mm256_setr_epi32 (0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256 scale2 = _mm256_set1_ps ((float) (1 << KERNELS_ACT2_SHIFT));
     for (int g = 0; g < nb; g++) {
         const float *xg = x + (size_t) g * 32;
         __m256 v[4];
@@ -63,24 +75,40 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         float dg = am >= KERNELS_ACT_TINY ? am / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
         __m256 vid = _mm256_set1_ps (id);
-        __m256i iv[4];
-        __m256i sum = _mm256_setzero_si256 ();
+        __m256i iv[4], rv[4];
+        __m256i sum = _mm256_setzero_si256 (), sum2 = _mm256_setzero_si256 ();
         #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
-            iv[k] = _mm256_cvtps_epi32 (_mm256_mul_ps (v[k], vid));   //  nearest even
+            __m256 f = _mm256_mul_ps (v[k], vid);
+            iv[k] = _mm256_cvtps_epi32 (f);                             //  nearest even
             iv[k] = _mm256_min_epi32 (_mm256_max_epi32 (iv[k], lo), hi);
             sum = _mm256_add_epi32 (sum, iv[k]);
+            if (q2) {
+                //  Exact residual and power-of-two scale (see the scalar
+                //  reference); f also feeds the conversion, so it is never
+                //  contracted into an FMA.
+                __m256 r = _mm256_mul_ps (_mm256_sub_ps (f, _mm256_cvtepi32_ps (iv[k])), scale2);
+                rv[k] = _mm256_min_epi32 (_mm256_max_epi32 (_mm256_cvtps_epi32 (r), lo), hi);
+                sum2 = _mm256_add_epi32 (sum2, rv[k]);
+            }
         }
-        __m256i p01 = _mm256_packs_epi32 (iv[0], iv[1]);
-        __m256i p23 = _mm256_packs_epi32 (iv[2], iv[3]);
-        __m256i p = _mm256_permutevar8x32_epi32 (_mm256_packs_epi16 (p01, p23), perm);
-                int8_t tmp[32];
-        _mm256_storeu_si256 ((__m256i *) tmp, p);
+        int8_t tmp[32];
+        s_pack_i8 (iv, tmp);
         kernels_put_act_group (q, nb, g, tmp);
-        d[g] = dg;
-        s[g] = dg * (float) s_hsum_i32 (sum);
+        if (q2) {
+            s_pack_i8 (rv, tmp);
+            kernels_put_act_group (q2, nb, g, tmp);
+            d[g] = dg / (float) (1 << KERNELS_ACT2_SHIFT);
+            s[g] = d[g] * (float) (s_hsum_i32 (sum) * (1 << KERNELS_ACT2_SHIFT) + s_hsum_i32 (sum2));
+        }
+        else {
+            d[g] = dg;
+            s[g] = dg * (float) s_hsum_i32 (sum);
+        }
     }
     memset (q + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
+    if (q2)
+        memset (q2 + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
     for (int g = nb; g < nbp; g++) {
         d[g] = 0.0f;
         s[g] = 0.0f;
@@ -118,13 +146,13 @@ s_dot_s8s8 (__m256i w, __m256i x)
 //  once. The last T < 8 groups are 32 T activation bytes: T chunks of 32
 //  whose lane k belongs to group (8 c + k) mod T, scaled through a permute.
 static inline __attribute__ ((always_inline)) void
-s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, float *y, int ldy,
-          const int32_t tidx[8][8])
+s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, int two, float *y,
+          int ldy, const int32_t tidx[8][8])
 {
     const int nb = W->nb, nbp = a->nbp, nfull = nb >> 3, tail = nb & 7;
     const uint8_t *qs = W->qs + (size_t) r * W->qs_stride;
     const uint16_t *dw = W->d + (size_t) r * nb;
-    const uint16_t *mw = is_w4 ? W->m + (size_t) r * nb : NULL;
+    const uint16_t *mw = W->m + (size_t) r * nb;
     const __m256i mask = _mm256_set1_epi8 (0x0f);
     __m256 acc[TT];
     #pragma GCC unroll 4
@@ -134,8 +162,7 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
         int g0 = B * 8;
         const uint8_t *p = qs + (size_t) B * (is_w4 ? 128 : 256);
         __m256 dv = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (dw + g0)));
-        __m256 mv = is_w4 ? _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (mw + g0)))
-                          : _mm256_setzero_ps ();
+        __m256 mv = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (mw + g0)));
         __m256i w[8];                   //  w[j] meets activation slice j
         if (is_w4)
             for (int i = 0; i < 4; i++) {
@@ -156,17 +183,26 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
                 __m256i x = _mm256_loadu_si256 ((const __m256i *) (xq + 32 * j));
                 ip = _mm256_add_epi32 (ip, is_w4 ? s_dot_u8s8 (w[j], x) : s_dot_s8s8 (w[j], x));
             }
+            if (two) {
+                const int8_t *xq2 = a->q2 + off * 32;
+                __m256i ip2 = _mm256_setzero_si256 ();
+                #pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    __m256i x = _mm256_loadu_si256 ((const __m256i *) (xq2 + 32 * j));
+                    ip2 = _mm256_add_epi32 (ip2, is_w4 ? s_dot_u8s8 (w[j], x) : s_dot_s8s8 (w[j], x));
+                }
+                ip = _mm256_add_epi32 (_mm256_slli_epi32 (ip, KERNELS_ACT2_SHIFT), ip2);
+            }
             __m256 sc = _mm256_mul_ps (dv, _mm256_loadu_ps (a->d + off));
             acc[u] = _mm256_fmadd_ps (_mm256_cvtepi32_ps (ip), sc, acc[u]);
-            if (is_w4)
-                acc[u] = _mm256_fmadd_ps (mv, _mm256_loadu_ps (a->s + off), acc[u]);
+            acc[u] = _mm256_fmadd_ps (mv, _mm256_loadu_ps (a->s + off), acc[u]);
         }
     }
     if (tail) {
         int g0 = nfull * 8;
         const uint8_t *p = qs + (size_t) nfull * (is_w4 ? 128 : 256);
         __m256 dv = s_load_fp16x8 (dw + g0, tail);
-        __m256 mv = is_w4 ? s_load_fp16x8 (mw + g0, tail) : _mm256_setzero_ps ();
+        __m256 mv = s_load_fp16x8 (mw + g0, tail);
         __m256i w[8];
         const __m128i m4 = _mm_set1_epi8 (0x0f);
         for (int c = 0; c < tail; c++) {
@@ -192,11 +228,15 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             for (int c = 0; c < tail; c++) {
                 __m256i x = _mm256_loadu_si256 ((const __m256i *) (xq + 32 * c));
                 __m256i ip = is_w4 ? s_dot_u8s8 (w[c], x) : s_dot_s8s8 (w[c], x);
+                if (two) {
+                    __m256i x2 = _mm256_loadu_si256 ((const __m256i *) (a->q2 + off * 32 + 32 * c));
+                    __m256i ip2 = is_w4 ? s_dot_u8s8 (w[c], x2) : s_dot_s8s8 (w[c], x2);
+                    ip = _mm256_add_epi32 (_mm256_slli_epi32 (ip, KERNELS_ACT2_SHIFT), ip2);
+                }
                 acc[u] = _mm256_fmadd_ps (_mm256_cvtepi32_ps (ip), _mm256_permutevar8x32_ps (
                              sc, _mm256_loadu_si256 ((const __m256i *) tidx[c])), acc[u]);
             }
-            if (is_w4)
-                acc[u] = _mm256_fmadd_ps (mv, _mm256_loadu_ps (a->s + off), acc[u]);
+            acc[u] = _mm256_fmadd_ps (mv, _mm256_loadu_ps (a->s + off), acc[u]);
         }
     }
     #pragma GCC unroll 4
@@ -213,36 +253,40 @@ s_tail_index (int T, int32_t tidx[8][8])
             tidx[c][k] = T ? (8 * c + k) % T : 0;
 }
 
-static void
-s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+//  All tokens of rows [r0, r1) in tiles of TT, one instantiation per tile
+//  size, format and activation levels.
+static inline __attribute__ ((always_inline)) void
+s_q_rows (const qmatrix_t *W, const qact_t *a, int r0, int r1, int is_w4, int two, float *y, int ldy)
 {
     int32_t tidx[8][8];
     s_tail_index (W->nb & 7, tidx);
     for (int r = r0; r < r1; r++)
         for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
             switch (a->n_tokens - t0) {
-                case 1: s_q_tile (W, a, r, t0, 1, 1, y, ldy, tidx); break;
-                case 2: s_q_tile (W, a, r, t0, 2, 1, y, ldy, tidx); break;
-                case 3: s_q_tile (W, a, r, t0, 3, 1, y, ldy, tidx); break;
-                default: s_q_tile (W, a, r, t0, 4, 1, y, ldy, tidx); break;
+                case 1: s_q_tile (W, a, r, t0, 1, is_w4, two, y, ldy, tidx); break;
+                case 2: s_q_tile (W, a, r, t0, 2, is_w4, two, y, ldy, tidx); break;
+                case 3: s_q_tile (W, a, r, t0, 3, is_w4, two, y, ldy, tidx); break;
+                default: s_q_tile (W, a, r, t0, 4, is_w4, two, y, ldy, tidx); break;
             }
         }
 }
 
 static void
+s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+{
+    if (a->q2)
+        s_q_rows (W, a, r0, r1, 1, 1, y, ldy);
+    else
+        s_q_rows (W, a, r0, r1, 1, 0, y, ldy);
+}
+
+static void
 s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
 {
-    int32_t tidx[8][8];
-    s_tail_index (W->nb & 7, tidx);
-    for (int r = r0; r < r1; r++)
-        for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
-            switch (a->n_tokens - t0) {
-                case 1: s_q_tile (W, a, r, t0, 1, 0, y, ldy, tidx); break;
-                case 2: s_q_tile (W, a, r, t0, 2, 0, y, ldy, tidx); break;
-                case 3: s_q_tile (W, a, r, t0, 3, 0, y, ldy, tidx); break;
-                default: s_q_tile (W, a, r, t0, 4, 0, y, ldy, tidx); break;
-            }
-        }
+    if (a->q2)
+        s_q_rows (W, a, r0, r1, 0, 1, y, ldy);
+    else
+        s_q_rows (W, a, r0, r1, 0, 0, y, ldy);
 }
 
 //  f32: tiles of two tokens, four accumulators each to cover FMA latency.

@@ -25,10 +25,11 @@
 #define TT 4                    //  tokens per tile
 
 static void
-s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
+s_quantize_act (const float *x, int nb, int nbp, int8_t *q, int8_t *q2, float *d, float *s)
 {
     const __m512 sign = _mm512_set1_ps (-0.0f);
     const __m512i lo = _mm512_set1_epi32 (-127), hi = _mm512_set1_epi32 (127);
+    const __m512 scale2 = _mm512_set1_ps ((float) (1 << KERNELS_ACT2_SHIFT));
     for (int g = 0; g < nb; g++) {
         const float *xg = x + (size_t) g * 32;
         __m512 v0 = _mm512_loadu_ps (xg), v1 = _mm512_loadu_ps (xg + 16);
@@ -37,18 +38,39 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         float dg = am >= KERNELS_ACT_TINY ? am / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
         __m512 vid = _mm512_set1_ps (id);
-        __m512i i0 = _mm512_cvtps_epi32 (_mm512_mul_ps (v0, vid));     //  nearest even
-        __m512i i1 = _mm512_cvtps_epi32 (_mm512_mul_ps (v1, vid));
+        __m512 f0 = _mm512_mul_ps (v0, vid), f1 = _mm512_mul_ps (v1, vid);
+        __m512i i0 = _mm512_cvtps_epi32 (f0);     //  nearest even
+        __m512i i1 = _mm512_cvtps_epi32 (f1);
         i0 = _mm512_min_epi32 (_mm512_max_epi32 (i0, lo), hi);
         i1 = _mm512_min_epi32 (_mm512_max_epi32 (i1, lo), hi);
-                int8_t tmp[32];
+        int8_t tmp[32];
         _mm_storeu_si128 ((__m128i *) tmp, _mm512_cvtepi32_epi8 (i0));
         _mm_storeu_si128 ((__m128i *) (tmp + 16), _mm512_cvtepi32_epi8 (i1));
         kernels_put_act_group (q, nb, g, tmp);
-        d[g] = dg;
-        s[g] = dg * (float) _mm512_reduce_add_epi32 (_mm512_add_epi32 (i0, i1));
+        int sum = _mm512_reduce_add_epi32 (_mm512_add_epi32 (i0, i1));
+        if (q2) {
+            //  Exact residual and power-of-two scale (see the scalar
+            //  reference); f0/f1 also feed the conversions, so they are
+            //  never contracted into an FMA.
+            __m512 r0 = _mm512_mul_ps (_mm512_sub_ps (f0, _mm512_cvtepi32_ps (i0)), scale2);
+            __m512 r1 = _mm512_mul_ps (_mm512_sub_ps (f1, _mm512_cvtepi32_ps (i1)), scale2);
+            __m512i j0 = _mm512_min_epi32 (_mm512_max_epi32 (_mm512_cvtps_epi32 (r0), lo), hi);
+            __m512i j1 = _mm512_min_epi32 (_mm512_max_epi32 (_mm512_cvtps_epi32 (r1), lo), hi);
+            _mm_storeu_si128 ((__m128i *) tmp, _mm512_cvtepi32_epi8 (j0));
+            _mm_storeu_si128 ((__m128i *) (tmp + 16), _mm512_cvtepi32_epi8 (j1));
+            kernels_put_act_group (q2, nb, g, tmp);
+            int sum2 = _mm512_reduce_add_epi32 (_mm512_add_epi32 (j0, j1));
+            d[g] = dg / (float) (1 << KERNELS_ACT2_SHIFT);
+            s[g] = d[g] * (float) (sum * (1 << KERNELS_ACT2_SHIFT) + sum2);
+        }
+        else {
+            d[g] = dg;
+            s[g] = dg * (float) sum;
+        }
     }
     memset (q + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
+    if (q2)
+        memset (q2 + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
     for (int g = nb; g < nbp; g++) {
         d[g] = 0.0f;
         s[g] = 0.0f;
@@ -60,13 +82,13 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
 //  lane 8 + g are group g) and is scaled once: d_w d_x for its 8 groups is
 //  one vector, repeated in both halves.
 static inline __attribute__ ((always_inline)) void
-s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, float *y, int ldy,
-          int32_t tidx[4][16])
+s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, int two, float *y,
+          int ldy, int32_t tidx[4][16])
 {
     const int nb = W->nb, nbp = a->nbp, nfull = nb >> 3, tail = nb & 7;
     const uint8_t *qs = W->qs + (size_t) r * W->qs_stride;
     const uint16_t *dw = W->d + (size_t) r * nb;
-    const uint16_t *mw = is_w4 ? W->m + (size_t) r * nb : NULL;
+    const uint16_t *mw = W->m + (size_t) r * nb;
     const __m512i mask = _mm512_set1_epi8 (0x0f);
     const __m512i bias = _mm512_set1_epi8 ((char) 0x80);
     __m512 acc[TT];
@@ -79,10 +101,11 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
     for (int B = 0; B < nfull; B++) {
         int g0 = B * 8;
         __m256 dv = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (dw + g0)));
-        //  The per-group constant term: w4's min times d_x sum(xq); for w8
-        //  the -128 d_w d_x sum(xq) that undoes the +128 bias of the quants.
-        __m256 mv = is_w4 ? _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (mw + g0)))
-                          : _mm256_mul_ps (dv, _mm256_set1_ps (-128.0f));
+        //  The per-group constant term: the min times d_x sum(xq); for w8
+        //  also the -128 d_w d_x sum(xq) that undoes the +128 bias of the quants.
+        __m256 mv = _mm256_cvtph_ps (_mm_loadu_si128 ((const __m128i *) (mw + g0)));
+        if (!is_w4)
+            mv = _mm256_fmadd_ps (dv, _mm256_set1_ps (-128.0f), mv);
         __m512i w0, w1, w2, w3;         //  meet activation bytes [64 k, 64 k + 64)
         if (is_w4) {
             __m512i v0 = _mm512_loadu_si512 (qs + (size_t) B * 128);
@@ -107,6 +130,14 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             p = _mm512_dpbusd_epi32 (p, w1, _mm512_loadu_si512 (xq + 64));
             p = _mm512_dpbusd_epi32 (p, w2, _mm512_loadu_si512 (xq + 128));
             p = _mm512_dpbusd_epi32 (p, w3, _mm512_loadu_si512 (xq + 192));
+            if (two) {
+                const int8_t *xq2 = a->q2 + off * 32;
+                __m512i p2 = _mm512_dpbusd_epi32 (_mm512_setzero_si512 (), w0, _mm512_loadu_si512 (xq2));
+                p2 = _mm512_dpbusd_epi32 (p2, w1, _mm512_loadu_si512 (xq2 + 64));
+                p2 = _mm512_dpbusd_epi32 (p2, w2, _mm512_loadu_si512 (xq2 + 128));
+                p2 = _mm512_dpbusd_epi32 (p2, w3, _mm512_loadu_si512 (xq2 + 192));
+                p = _mm512_add_epi32 (_mm512_slli_epi32 (p, KERNELS_ACT2_SHIFT), p2);
+            }
             __m256 sc = _mm256_mul_ps (dv, _mm256_loadu_ps (a->d + off));
             acc[u] = _mm512_fmadd_ps (_mm512_cvtepi32_ps (p), _mm512_broadcast_f32x8 (sc), acc[u]);
             macc[u] = _mm256_fmadd_ps (mv, _mm256_loadu_ps (a->s + off), macc[u]);
@@ -120,8 +151,9 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
         int g0 = nfull * 8, nz = (tail + 1) / 2;
         __mmask8 k8 = (__mmask8) ((1u << tail) - 1);
         __m256 dv = _mm256_cvtph_ps (_mm_maskz_loadu_epi16 (k8, dw + g0));
-        __m256 mv = is_w4 ? _mm256_cvtph_ps (_mm_maskz_loadu_epi16 (k8, mw + g0))
-                          : _mm256_mul_ps (dv, _mm256_set1_ps (-128.0f));
+        __m256 mv = _mm256_cvtph_ps (_mm_maskz_loadu_epi16 (k8, mw + g0));
+        if (!is_w4)
+            mv = _mm256_fmadd_ps (dv, _mm256_set1_ps (-128.0f), mv);
         const uint8_t *p = qs + (size_t) nfull * (is_w4 ? 128 : 256);
         __m512i w[4];
         for (int c = 0; c < nz; c++) {
@@ -156,6 +188,11 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             for (int c = 0; c < nz; c++) {
                 __m512i ip = _mm512_dpbusd_epi32 (_mm512_setzero_si512 (), w[c],
                                                   _mm512_loadu_si512 (xq + 64 * c));
+                if (two) {
+                    __m512i ip2 = _mm512_dpbusd_epi32 (_mm512_setzero_si512 (), w[c],
+                                                       _mm512_loadu_si512 (a->q2 + off * 32 + 64 * c));
+                    ip = _mm512_add_epi32 (_mm512_slli_epi32 (ip, KERNELS_ACT2_SHIFT), ip2);
+                }
                 acc[u] = _mm512_fmadd_ps (_mm512_cvtepi32_ps (ip),
                                           _mm512_permutexvar_ps (_mm512_loadu_si512 (tidx[c]), sc), acc[u]);
             }
@@ -177,36 +214,40 @@ s_tail_index (int T, int32_t tidx[4][16])
             tidx[c][k] = T ? (16 * c + k) % T : 0;
 }
 
-static void
-s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+//  All tokens of rows [r0, r1) in tiles of TT, one instantiation per tile
+//  size, format and activation levels.
+static inline __attribute__ ((always_inline)) void
+s_q_rows (const qmatrix_t *W, const qact_t *a, int r0, int r1, int is_w4, int two, float *y, int ldy)
 {
     int32_t tidx[4][16];
     s_tail_index (W->nb & 7, tidx);
     for (int r = r0; r < r1; r++)
         for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
             switch (a->n_tokens - t0) {
-                case 1: s_q_tile (W, a, r, t0, 1, 1, y, ldy, tidx); break;
-                case 2: s_q_tile (W, a, r, t0, 2, 1, y, ldy, tidx); break;
-                case 3: s_q_tile (W, a, r, t0, 3, 1, y, ldy, tidx); break;
-                default: s_q_tile (W, a, r, t0, 4, 1, y, ldy, tidx); break;
+                case 1: s_q_tile (W, a, r, t0, 1, is_w4, two, y, ldy, tidx); break;
+                case 2: s_q_tile (W, a, r, t0, 2, is_w4, two, y, ldy, tidx); break;
+                case 3: s_q_tile (W, a, r, t0, 3, is_w4, two, y, ldy, tidx); break;
+                default: s_q_tile (W, a, r, t0, 4, is_w4, two, y, ldy, tidx); break;
             }
         }
 }
 
 static void
+s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+{
+    if (a->q2)
+        s_q_rows (W, a, r0, r1, 1, 1, y, ldy);
+    else
+        s_q_rows (W, a, r0, r1, 1, 0, y, ldy);
+}
+
+static void
 s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
 {
-    int32_t tidx[4][16];
-    s_tail_index (W->nb & 7, tidx);
-    for (int r = r0; r < r1; r++)
-        for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
-            switch (a->n_tokens - t0) {
-                case 1: s_q_tile (W, a, r, t0, 1, 0, y, ldy, tidx); break;
-                case 2: s_q_tile (W, a, r, t0, 2, 0, y, ldy, tidx); break;
-                case 3: s_q_tile (W, a, r, t0, 3, 0, y, ldy, tidx); break;
-                default: s_q_tile (W, a, r, t0, 4, 0, y, ldy, tidx); break;
-            }
-        }
+    if (a->q2)
+        s_q_rows (W, a, r0, r1, 0, 1, y, ldy);
+    else
+        s_q_rows (W, a, r0, r1, 0, 0, y, ldy);
 }
 
 //  f32: tiles of two tokens, two accumulators per token.

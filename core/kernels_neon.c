@@ -24,10 +24,29 @@
 
 #define TT 4                    //  tokens per tile
 
-static void
-s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
+//  Rounds 8 float vectors' worth (32 values) to int8 in natural order:
+//  half to even, NaN to -127 as on x86, clamped to [-127, 127]; adds the
+//  int32 values to *sum and keeps them in iv (for the residual).
+static inline void
+s_round_group (const float32x4_t f[8], int8_t out[32], int32x4_t iv[8], int32x4_t *sum)
 {
     const int32x4_t lo = vdupq_n_s32 (-127), hi = vdupq_n_s32 (127);
+    int16x8_t h[4];
+    for (int k = 0; k < 8; k++) {
+        int32x4_t v = vcvtnq_s32_f32 (f[k]);
+        v = vbslq_s32 (vceqq_f32 (f[k], f[k]), v, lo);
+        iv[k] = vminq_s32 (vmaxq_s32 (v, lo), hi);
+        *sum = vaddq_s32 (*sum, iv[k]);
+    }
+    for (int k = 0; k < 8; k += 2)
+        h[k / 2] = vcombine_s16 (vmovn_s32 (iv[k]), vmovn_s32 (iv[k + 1]));
+    vst1q_s8 (out, vcombine_s8 (vmovn_s16 (h[0]), vmovn_s16 (h[1])));
+    vst1q_s8 (out + 16, vcombine_s8 (vmovn_s16 (h[2]), vmovn_s16 (h[3])));
+}
+
+static void
+s_quantize_act (const float *x, int nb, int nbp, int8_t *q, int8_t *q2, float *d, float *s)
+{
     for (int g = 0; g < nb; g++) {
         const float *xg = x + (size_t) g * 32;
         float32x4_t v[8];
@@ -39,32 +58,35 @@ s_quantize_act (const float *x, int nb, int nbp, int8_t *q, float *d, float *s)
         float am = vmaxnmvq_f32 (amax);
         float dg = am >= KERNELS_ACT_TINY ? am / 127.0f : 0.0f;
         float id = dg != 0.0f ? 1.0f / dg : 0.0f;
-        int32x4_t sum = vdupq_n_s32 (0);
-        int16x8_t h[4];
-        for (int k = 0; k < 8; k += 2) {
-            int32x4_t i0, i1;
-            for (int e = 0; e < 2; e++) {
-                float32x4_t f = vmulq_n_f32 (v[k + e], id);
-                //  Round half to even; NaN becomes -127 as on x86.
-                int32x4_t iv = vcvtnq_s32_f32 (f);
-                iv = vbslq_s32 (vceqq_f32 (f, f), iv, lo);
-                iv = vminq_s32 (vmaxq_s32 (iv, lo), hi);
-                sum = vaddq_s32 (sum, iv);
-                if (e == 0)
-                    i0 = iv;
-                else
-                    i1 = iv;
-            }
-            h[k / 2] = vcombine_s16 (vmovn_s32 (i0), vmovn_s32 (i1));
-        }
+        float32x4_t f[8];
+        int32x4_t iv[8], sum = vdupq_n_s32 (0);
+        for (int k = 0; k < 8; k++)
+            f[k] = vmulq_n_f32 (v[k], id);
         int8_t tmp[32];
-        vst1q_s8 (tmp, vcombine_s8 (vmovn_s16 (h[0]), vmovn_s16 (h[1])));
-        vst1q_s8 (tmp + 16, vcombine_s8 (vmovn_s16 (h[2]), vmovn_s16 (h[3])));
+        s_round_group (f, tmp, iv, &sum);
         kernels_put_act_group (q, nb, g, tmp);
-        d[g] = dg;
-        s[g] = dg * (float) vaddvq_s32 (sum);
+        if (q2) {
+            //  Exact residual and power-of-two scale (see the scalar
+            //  reference); f also feeds the conversion, so it is never
+            //  contracted into an FMA.
+            int32x4_t rv[8], sum2 = vdupq_n_s32 (0);
+            float32x4_t r[8];
+            for (int k = 0; k < 8; k++)
+                r[k] = vmulq_n_f32 (vsubq_f32 (f[k], vcvtq_f32_s32 (iv[k])),
+                                    (float) (1 << KERNELS_ACT2_SHIFT));
+            s_round_group (r, tmp, rv, &sum2);
+            kernels_put_act_group (q2, nb, g, tmp);
+            d[g] = dg / (float) (1 << KERNELS_ACT2_SHIFT);
+            s[g] = d[g] * (float) (vaddvq_s32 (sum) * (1 << KERNELS_ACT2_SHIFT) + vaddvq_s32 (sum2));
+        }
+        else {
+            d[g] = dg;
+            s[g] = dg * (float) vaddvq_s32 (sum);
+        }
     }
     memset (q + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
+    if (q2)
+        memset (q2 + (size_t) nb * 32, 0, (size_t) (nbp - nb) * 32);
     for (int g = nb; g < nbp; g++) {
         d[g] = 0.0f;
         s[g] = 0.0f;
@@ -101,12 +123,13 @@ s_load_fp16x4 (const uint16_t *src, int n)
 //  is scaled once; the last T < 8 groups (32 T activation bytes) go in
 //  16-byte chunks whose lane k belongs to group (4 c + k) mod T.
 static inline __attribute__ ((always_inline)) void
-s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, float *y, int ldy)
+s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4, int two, float *y,
+          int ldy)
 {
     const int nb = W->nb, nbp = a->nbp, nfull = nb >> 3, tail = nb & 7;
     const uint8_t *qs = W->qs + (size_t) r * W->qs_stride;
     const uint16_t *dw = W->d + (size_t) r * nb;
-    const uint16_t *mw = is_w4 ? W->m + (size_t) r * nb : NULL;
+    const uint16_t *mw = W->m + (size_t) r * nb;
     const uint8x16_t mask = vdupq_n_u8 (0x0f);
     float32x4_t acc[TT];
     #pragma GCC unroll 4
@@ -116,11 +139,7 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
         int g0 = B * 8;
         const uint8_t *p = qs + (size_t) B * (is_w4 ? 128 : 256);
         float32x4_t dv0 = s_load_fp16x4 (dw + g0, 4), dv1 = s_load_fp16x4 (dw + g0 + 4, 4);
-        float32x4_t mv0 = vdupq_n_f32 (0.0f), mv1 = mv0;
-        if (is_w4) {
-            mv0 = s_load_fp16x4 (mw + g0, 4);
-            mv1 = s_load_fp16x4 (mw + g0 + 4, 4);
-        }
+        float32x4_t mv0 = s_load_fp16x4 (mw + g0, 4), mv1 = s_load_fp16x4 (mw + g0 + 4, 4);
         int8x16_t w[16];                //  w[2 j + h] meets activation bytes 32 j + 16 h
         if (is_w4)
             for (int i = 0; i < 8; i++) {
@@ -140,12 +159,20 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
                 i0 = s_dot16 (i0, w[2 * j], vld1q_s8 (xq + 32 * j));
                 i1 = s_dot16 (i1, w[2 * j + 1], vld1q_s8 (xq + 32 * j + 16));
             }
+            if (two) {
+                const int8_t *xq2 = a->q2 + off * 32;
+                int32x4_t j0 = vdupq_n_s32 (0), j1 = vdupq_n_s32 (0);
+                for (int j = 0; j < 8; j++) {
+                    j0 = s_dot16 (j0, w[2 * j], vld1q_s8 (xq2 + 32 * j));
+                    j1 = s_dot16 (j1, w[2 * j + 1], vld1q_s8 (xq2 + 32 * j + 16));
+                }
+                i0 = vaddq_s32 (vshlq_n_s32 (i0, KERNELS_ACT2_SHIFT), j0);
+                i1 = vaddq_s32 (vshlq_n_s32 (i1, KERNELS_ACT2_SHIFT), j1);
+            }
             acc[u] = vfmaq_f32 (acc[u], vcvtq_f32_s32 (i0), vmulq_f32 (dv0, vld1q_f32 (a->d + off)));
             acc[u] = vfmaq_f32 (acc[u], vcvtq_f32_s32 (i1), vmulq_f32 (dv1, vld1q_f32 (a->d + off + 4)));
-            if (is_w4) {
-                acc[u] = vfmaq_f32 (acc[u], mv0, vld1q_f32 (a->s + off));
-                acc[u] = vfmaq_f32 (acc[u], mv1, vld1q_f32 (a->s + off + 4));
-            }
+            acc[u] = vfmaq_f32 (acc[u], mv0, vld1q_f32 (a->s + off));
+            acc[u] = vfmaq_f32 (acc[u], mv1, vld1q_f32 (a->s + off + 4));
         }
     }
     if (tail) {
@@ -154,7 +181,7 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
         float dwf[8] = { 0 }, mwf[8] = { 0 };
         for (int g = 0; g < tail; g++) {
             dwf[g] = ggml_fp16_to_fp32 (dw[g0 + g]);
-            mwf[g] = is_w4 ? ggml_fp16_to_fp32 (mw[g0 + g]) : 0.0f;
+            mwf[g] = ggml_fp16_to_fp32 (mw[g0 + g]);
         }
         int8x16_t w[14];
         for (int c = 0; c < 2 * tail; c++) {
@@ -179,6 +206,9 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
             }
             for (int c = 0; c < 2 * tail; c++) {
                 int32x4_t ip = s_dot16 (vdupq_n_s32 (0), w[c], vld1q_s8 (xq + 16 * c));
+                if (two)
+                    ip = vaddq_s32 (vshlq_n_s32 (ip, KERNELS_ACT2_SHIFT),
+                                    s_dot16 (vdupq_n_s32 (0), w[c], vld1q_s8 (a->q2 + off * 32 + 16 * c)));
                 for (int k = 0; k < 4; k++)
                     lane[k] = sc[(4 * c + k) % tail];
                 acc[u] = vfmaq_f32 (acc[u], vcvtq_f32_s32 (ip), vld1q_f32 (lane));
@@ -191,32 +221,38 @@ s_q_tile (const qmatrix_t *W, const qact_t *a, int r, int t0, int nt, int is_w4,
         y[(size_t) (t0 + u) * ldy + r] = vaddvq_f32 (acc[u]);
 }
 
-static void
-s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+//  All tokens of rows [r0, r1) in tiles of TT, one instantiation per tile
+//  size, format and activation levels.
+static inline __attribute__ ((always_inline)) void
+s_q_rows (const qmatrix_t *W, const qact_t *a, int r0, int r1, int is_w4, int two, float *y, int ldy)
 {
     for (int r = r0; r < r1; r++)
         for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
             switch (a->n_tokens - t0) {
-                case 1: s_q_tile (W, a, r, t0, 1, 1, y, ldy); break;
-                case 2: s_q_tile (W, a, r, t0, 2, 1, y, ldy); break;
-                case 3: s_q_tile (W, a, r, t0, 3, 1, y, ldy); break;
-                default: s_q_tile (W, a, r, t0, 4, 1, y, ldy); break;
+                case 1: s_q_tile (W, a, r, t0, 1, is_w4, two, y, ldy); break;
+                case 2: s_q_tile (W, a, r, t0, 2, is_w4, two, y, ldy); break;
+                case 3: s_q_tile (W, a, r, t0, 3, is_w4, two, y, ldy); break;
+                default: s_q_tile (W, a, r, t0, 4, is_w4, two, y, ldy); break;
             }
         }
 }
 
 static void
+s_matmul_w4 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
+{
+    if (a->q2)
+        s_q_rows (W, a, r0, r1, 1, 1, y, ldy);
+    else
+        s_q_rows (W, a, r0, r1, 1, 0, y, ldy);
+}
+
+static void
 s_matmul_w8 (const qmatrix_t *W, const qact_t *a, int r0, int r1, float *y, int ldy)
 {
-    for (int r = r0; r < r1; r++)
-        for (int t0 = 0; t0 < a->n_tokens; t0 += TT) {
-            switch (a->n_tokens - t0) {
-                case 1: s_q_tile (W, a, r, t0, 1, 0, y, ldy); break;
-                case 2: s_q_tile (W, a, r, t0, 2, 0, y, ldy); break;
-                case 3: s_q_tile (W, a, r, t0, 3, 0, y, ldy); break;
-                default: s_q_tile (W, a, r, t0, 4, 0, y, ldy); break;
-            }
-        }
+    if (a->q2)
+        s_q_rows (W, a, r0, r1, 0, 1, y, ldy);
+    else
+        s_q_rows (W, a, r0, r1, 0, 0, y, ldy);
 }
 
 //  f32: tiles of two tokens, four accumulators each to cover FMA latency.

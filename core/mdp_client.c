@@ -6,6 +6,8 @@
     per RFC 18 (one request at a time) in mdp_client_request; the send/recv
     pair lets a caller pipeline if it knows its broker allows it (ours does).
 */
+#include <stdatomic.h>
+#include <unistd.h>
 #include "mdp_common.h"
 #include "mdp_client.h"
 
@@ -18,18 +20,76 @@ struct _mdp_client_t {
     int backoff_max;            //  back-off ceiling, msecs
     int connects;               //  sockets opened so far
     bool verbose;               //  log commands
+    zsock_t *monitor;           //  PAIR receiving the dealer's DISCONNECTED events
+    bool lost;                  //  the connection dropped after the last send
+    char *last_service;         //  the last request, for mdp_client_resend
+    zmsg_t *last_body;
 };
+
+//  Stops and closes the dealer's monitor, then the dealer.
+static void
+s_client_close (mdp_client_t *self)
+{
+    if (self->dealer && self->monitor)
+        zmq_socket_monitor (zsock_resolve (self->dealer), NULL, 0);
+    zsock_destroy (&self->monitor);
+    zsock_destroy (&self->dealer);
+}
+
+//  Watches the dealer for lost connections. Without a monitor the client
+//  still works, it just learns of a lost broker by timeout.
+static void
+s_client_monitor (mdp_client_t *self)
+{
+    static atomic_int s_next_monitor;
+    char endpoint [64];
+    snprintf (endpoint, sizeof endpoint, "inproc://mdp-client-monitor-%d-%d",
+              (int) getpid (), atomic_fetch_add (&s_next_monitor, 1));
+    if (zmq_socket_monitor (zsock_resolve (self->dealer), endpoint, ZMQ_EVENT_DISCONNECTED))
+        return;
+    self->monitor = zsock_new (ZMQ_PAIR);
+    if (self->monitor && zsock_connect (self->monitor, "%s", endpoint) == 0)
+        return;
+    zmq_socket_monitor (zsock_resolve (self->dealer), NULL, 0);
+    zsock_destroy (&self->monitor);
+}
+
+//  Reads the monitor's pending events; true if the connection dropped.
+static bool
+s_client_drain_monitor (mdp_client_t *self)
+{
+    bool dropped = false;
+    while (self->monitor && zsock_events (self->monitor) & ZMQ_POLLIN) {
+        zmsg_t *event = zmsg_recv (self->monitor);
+        zframe_t *head = event? zmsg_first (event): NULL;
+        if (head && zframe_size (head) >= 2) {
+            uint16_t id;
+            memcpy (&id, zframe_data (head), 2);
+            if (id == ZMQ_EVENT_DISCONNECTED)
+                dropped = true;
+        }
+        zmsg_destroy (&event);
+    }
+    if (dropped) {
+        self->lost = true;
+        zsys_info ("mdp_client: lost the connection to the broker at %s: replies in flight are lost",
+                   self->endpoint);
+    }
+    return dropped;
+}
 
 static int
 s_client_connect (mdp_client_t *self)
 {
-    zsock_destroy (&self->dealer);
+    s_client_close (self);
+    self->lost = false;
     self->dealer = zsock_new (ZMQ_DEALER);
     if (!self->dealer)
         return -1;
     zsock_set_linger (self->dealer, 0);
+    s_client_monitor (self);
     if (zsock_connect (self->dealer, "%s", self->endpoint)) {
-        zsock_destroy (&self->dealer);
+        s_client_close (self);
         return -1;
     }
     self->connects++;
@@ -58,8 +118,10 @@ mdp_client_destroy (mdp_client_t **self_p)
     assert (self_p);
     if (*self_p) {
         mdp_client_t *self = *self_p;
-        zsock_destroy (&self->dealer);
+        s_client_close (self);
         zstr_free (&self->endpoint);
+        zstr_free (&self->last_service);
+        zmsg_destroy (&self->last_body);
         free (self);
         *self_p = NULL;
     }
@@ -109,6 +171,20 @@ mdp_client_send (mdp_client_t *self, const char *service, zmsg_t **body_p)
         msg = zmsg_new ();
     if (zmsg_size (msg) == 0)
         zmsg_pushmem (msg, "", 0);
+    //  Events from before this request concern earlier ones.
+    s_client_drain_monitor (self);
+    self->lost = false;
+    //  Kept for mdp_client_resend; `service` may be the old copy itself.
+    char *last_service = strdup (service);
+    zstr_free (&self->last_service);
+    zmsg_destroy (&self->last_body);
+    self->last_service = last_service;
+    self->last_body = zmsg_dup (msg);
+    service = self->last_service;
+    if (!service) {
+        zmsg_destroy (&msg);
+        return -1;
+    }
     uint8_t cmd = MDPC_REQUEST;
     zmsg_pushstr (msg, service);
     zmsg_pushmem (msg, &cmd, 1);
@@ -134,10 +210,28 @@ mdp_client_recv (mdp_client_t *self, int timeout_ms, int *command_p, char **serv
     assert (command_p);
     if (!self->dealer)
         return NULL;
-    if (timeout_ms >= 0) {
-        zmq_pollitem_t item = { zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, timeout_ms) <= 0)
+    //  A reply already queued wins over a drop reported after it.
+    if (!(zsock_events (self->dealer) & ZMQ_POLLIN)) {
+        if (s_client_drain_monitor (self))
             return NULL;
+        zmq_pollitem_t items [] = {
+            { zsock_resolve (self->dealer), 0, ZMQ_POLLIN, 0 },
+            { self->monitor? zsock_resolve (self->monitor): NULL, 0, ZMQ_POLLIN, 0 }
+        };
+        int64_t deadline = timeout_ms >= 0? zclock_mono () + timeout_ms: -1;
+        while (true) {
+            long wait = deadline < 0? -1: (long) (deadline - zclock_mono ());
+            if (deadline >= 0 && wait < 0)
+                wait = 0;
+            if (zmq_poll (items, self->monitor? 2: 1, wait) < 0)
+                return NULL;                    //  interrupted
+            if (items [0].revents & ZMQ_POLLIN)
+                break;
+            if ((items [1].revents & ZMQ_POLLIN) && s_client_drain_monitor (self))
+                return NULL;
+            if (deadline >= 0 && zclock_mono () >= deadline)
+                return NULL;
+        }
     }
     zmsg_t *msg = zmsg_recv (self->dealer);
     if (!msg)
@@ -178,8 +272,9 @@ mdp_client_request (mdp_client_t *self, const char *service, zmsg_t **body_p)
     for (int attempt = 0; attempt <= self->retries && !reply; attempt++) {
         if (attempt > 0) {
             //  The old socket may hold a late reply: a fresh one cannot.
-            zsys_info ("mdp_client: no reply from '%s' in %d ms, retrying in %d ms (%d/%d)",
-                       service, self->timeout, backoff, attempt, self->retries);
+            zsys_info ("mdp_client: %s '%s', retrying in %d ms (%d/%d)",
+                       self->lost? "lost the broker while waiting for": "no reply in time from",
+                       service, backoff, attempt, self->retries);
             zclock_sleep (backoff);
             backoff = backoff * 2 > self->backoff_max? self->backoff_max: backoff * 2;
             if (s_client_connect (self))
@@ -197,8 +292,8 @@ mdp_client_request (mdp_client_t *self, const char *service, zmsg_t **body_p)
             char *from = NULL;
             zmsg_t *msg = mdp_client_recv (self, (int) left, &cmd, &from);
             if (!msg) {
-                if (zsys_interrupted)
-                    break;
+                if (zsys_interrupted || self->lost)
+                    break;              //  lost: the reply cannot come, retry now
                 continue;
             }
             if (!streq (from, service))
@@ -217,6 +312,25 @@ mdp_client_request (mdp_client_t *self, const char *service, zmsg_t **body_p)
     }
     zmsg_destroy (&request);
     return reply;
+}
+
+bool
+mdp_client_lost (mdp_client_t *self)
+{
+    assert (self);
+    if (!self->lost)
+        s_client_drain_monitor (self);
+    return self->lost;
+}
+
+int
+mdp_client_resend (mdp_client_t *self)
+{
+    assert (self);
+    if (!self->last_service || !self->last_body || s_client_connect (self))
+        return -1;
+    zmsg_t *copy = zmsg_dup (self->last_body);
+    return mdp_client_send (self, self->last_service, &copy);
 }
 
 int

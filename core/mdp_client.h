@@ -14,6 +14,13 @@
 
     Broker errors (no worker before the expiry, malformed request, queue
     full) arrive as a FINAL whose body is {"v":1,"status":4xx|5xx,"error":...}.
+
+    A lost broker connection (the broker restarted or the link dropped)
+    loses every reply in flight: the broker's ROUTER drops messages to the
+    old connection. The client watches its socket (a ZMQ monitor) and says
+    so at once instead of letting the caller wait out its timeout:
+    mdp_client_recv returns NULL and mdp_client_lost is true; the caller
+    may then mdp_client_resend the last request.
 */
 #ifndef MDP_CLIENT_H_INCLUDED
 #define MDP_CLIENT_H_INCLUDED
@@ -73,9 +80,21 @@ int
 zmsg_t *
     mdp_client_recv (mdp_client_t *self, int timeout_ms, int *command_p, char **service_p);
 
+//  True when the broker connection dropped after the last send: replies to
+//  requests in flight are lost (the socket reconnects by itself).
+bool
+    mdp_client_lost (mdp_client_t *self);
+
+//  Sends the last request (service and body of the last mdp_client_send)
+//  again, on a fresh socket so no late reply of the first attempt can
+//  arrive. Returns 0, or -1 when nothing was sent yet or sending fails.
+int
+    mdp_client_resend (mdp_client_t *self);
+
 //  Sends a REQUEST and waits for its FINAL, retrying as described above.
 //  PARTIALs are skipped but each one restarts the attempt's timer, since
 //  they show that the service is working. Takes ownership of *body_p.
+//  An attempt also ends early when the broker connection drops.
 //  Returns the FINAL's body (caller owns it), or NULL after the last
 //  attempt timed out.
 zmsg_t *

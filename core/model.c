@@ -271,14 +271,37 @@ model_file_format (int ggml_type)
     switch (ggml_type) {
         case GGML_TYPE_Q4_0:
         case GGML_TYPE_Q4_1:
+        case SPLITMESH_TYPE_W4G128:
             return QFMT_W4;
         case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q5_0:
+        case GGML_TYPE_Q5_1:
         case GGML_TYPE_Q4_K:
         case GGML_TYPE_Q6_K:
             return QFMT_W8;
         default:
             return QFMT_F32;
     }
+}
+
+//  qmatrix_new_from_ggml, with splitmesh's W4G128 first rewritten as Q4_1
+//  (the group's d and m repeated per 32), which converts to w4 losslessly.
+static qmatrix_t *
+s_qmatrix_from_ggml (qfmt_t fmt, int type, const void *data, int rows, int cols,
+                     char *err, size_t err_size)
+{
+    if (type != SPLITMESH_TYPE_W4G128)
+        return qmatrix_new_from_ggml (fmt, type, data, rows, cols, err, err_size);
+    size_t bytes = ggml_row_size (GGML_TYPE_Q4_1, cols) * (size_t) rows;
+    void *q41 = bytes ? malloc (bytes) : NULL;
+    if (!q41 || ggml_w4g128_to_q4_1 (data, q41, (int64_t) rows * cols)) {
+        snprintf (err, err_size, q41 ? "w4g128 needs a multiple of 128 columns" : "out of memory");
+        free (q41);
+        return NULL;
+    }
+    qmatrix_t *m = qmatrix_new_from_ggml (fmt, GGML_TYPE_Q4_1, q41, rows, cols, err, err_size);
+    free (q41);
+    return m;
 }
 
 static qmatrix_t *
@@ -288,10 +311,22 @@ s_load_matrix (model_t *self, const char *name, qfmt_t fmt, int rows, int cols,
     const gguf_tensor_t *t = s_tensor (self->gguf, name, rows, cols, err, err_size);
     if (!t)
         return NULL;
-    if (self->opts.file_formats)
-        fmt = model_file_format ((int) t->type);
     char qerr[160] = "";
-    qmatrix_t *m = qmatrix_new_from_ggml (fmt, t->type, t->data, rows, cols, qerr, sizeof qerr);
+    qmatrix_t *m = NULL;
+    if (self->opts.file_formats) {
+        fmt = model_file_format ((int) t->type);
+        //  A Q4_K matrix whose sub-block scales and mins are fp16 values
+        //  (e.g. written from Q4_1 weights by splitmesh quantize) is Q4_1
+        //  in other clothes: it runs at w4 without loss instead of w8.
+        if (t->type == GGML_TYPE_Q4_K) {
+            void *q41 = malloc (ggml_row_size (GGML_TYPE_Q4_1, cols) * (size_t) rows);
+            if (q41 && !ggml_q4_K_to_q4_1_exact (t->data, q41, (int64_t) rows * cols))
+                m = qmatrix_new_from_ggml (QFMT_W4, GGML_TYPE_Q4_1, q41, rows, cols, qerr, sizeof qerr);
+            free (q41);
+        }
+    }
+    if (!m)
+        m = s_qmatrix_from_ggml (fmt, t->type, t->data, rows, cols, qerr, sizeof qerr);
     if (!m) {
         snprintf (err, err_size, "tensor '%s': %s", name, qerr[0] ? qerr : "conversion failed");
         return NULL;
@@ -355,7 +390,7 @@ s_load_stacked (model_t *self, const char *const *names, const int *rows, int n,
         off += (size_t) rows[i] * cols * sizeof (float);
     }
     char qerr[160] = "";
-    qmatrix_t *m = qmatrix_new_from_ggml (fmt, type, buf, total, cols, qerr, sizeof qerr);
+    qmatrix_t *m = s_qmatrix_from_ggml (fmt, type, buf, total, cols, qerr, sizeof qerr);
     free (buf);
     if (!m) {
         snprintf (err, err_size, "tensor '%s'%s: %s", names[0], n > 1 ? " (stacked)" : "",

@@ -75,7 +75,9 @@ typedef struct _kvcache_t kvcache_t;   //  see kvcache.h
 model_options_t model_options_default (void);
 
 //  The runtime format a matrix of ggml type gets with file_formats:
-//  Q4_0, Q4_1 -> w4 (lossless); Q8_0, Q4_K, Q6_K -> w8 (Q8_0 lossless);
+//  Q4_0, Q4_1, splitmesh W4G128 -> w4 (lossless); Q8_0, Q5_0, Q5_1, Q4_K,
+//  Q6_K -> w8 (Q8_0 lossless); a Q4_K matrix whose sub-block scales and
+//  mins are exact fp16 values loads as w4 without loss instead (s_load_matrix);
 //  F32, F16, BF16 -> f32 (lossless). A fused matrix (q|k|v, gate|up) whose
 //  parts differ takes the widest of its parts' formats.
 qfmt_t model_file_format (int ggml_type);

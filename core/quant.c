@@ -2,9 +2,10 @@
 
     The loader hands each GGUF tensor to qmatrix_new_from_ggml, which copies
     it into one of the engine's formats (quant.h): losslessly where a ggml
-    block maps onto ours (q4_1/q4_0 -> w4, q8_0 -> w8), otherwise by
+    block maps onto ours (q4_1/q4_0 -> w4 or w8, q8_0 -> w8), otherwise by
     dequantizing a row to f32 and quantizing that. qmatrix_matmul quantizes
-    the activations once per call on the caller's thread, then splits the
+    the activations once per call on the caller's thread (one or two int8
+    levels, qmatrix_act_levels), then splits the
     output rows among the pool's threads and runs the kernel family chosen by
     kernels_get (kernels.c).
 */
@@ -108,7 +109,7 @@ s_alloc (qfmt_t fmt, int rows, int cols, char *err, size_t err_size)
         self->qs_stride = (size_t) self->nb * (fmt == QFMT_W8 ? 32 : 16);
         off_d = s_align64 (r * self->qs_stride + KERNELS_QS_SLACK);
         off_m = off_d + s_align64 (r * (size_t) self->nb * sizeof (uint16_t));
-        total = off_m + (fmt == QFMT_W4 ? s_align64 (r * (size_t) self->nb * sizeof (uint16_t)) : 0);
+        total = off_m + s_align64 (r * (size_t) self->nb * sizeof (uint16_t));
     }
     self->mem = aligned_alloc (64, total);
     if (!self->mem) {
@@ -124,8 +125,7 @@ s_alloc (qfmt_t fmt, int rows, int cols, char *err, size_t err_size)
     else {
         self->qs = (uint8_t *) (base + off_qs);
         self->d = (uint16_t *) (base + off_d);
-        if (fmt == QFMT_W4)
-            self->m = (uint16_t *) (base + off_m);
+        self->m = (uint16_t *) (base + off_m);
     }
     return self;
 }
@@ -170,10 +170,7 @@ qmatrix_bytes (const qmatrix_t *self)
     size_t r = (size_t) self->rows;
     if (self->fmt == QFMT_F32)
         return r * (size_t) self->cols * sizeof (float);
-    size_t bytes = r * self->qs_stride + r * (size_t) self->nb * sizeof (uint16_t);
-    if (self->fmt == QFMT_W4)
-        bytes += r * (size_t) self->nb * sizeof (uint16_t);
-    return bytes;
+    return r * self->qs_stride + 2 * r * (size_t) self->nb * sizeof (uint16_t);
 }
 
 //  ---------------------------------------------------------------------
@@ -182,12 +179,18 @@ qmatrix_bytes (const qmatrix_t *self)
 //  rounded values, so the error per element stays within half a step.
 //  Return -1 when a value is not finite or a scale overflows fp16.
 
+//  Stores a group of 4-bit quants (0..15) with w = d q + m; in w8 they are
+//  int8 values 0..15 (lossless: w8 keeps the min too).
 static void
 s_put_w4 (qmatrix_t *self, int row, int g, const uint8_t q[32], uint16_t d, uint16_t m)
 {
     uint8_t *dst = self->qs + (size_t) row * self->qs_stride;
-    for (int j = 0; j < 16; j++)
-        dst[kernels_w4_offset (self->nb, g, j)] = (uint8_t) (q[j] | (q[j + 16] << 4));
+    if (self->fmt == QFMT_W8)
+        for (int j = 0; j < 32; j++)
+            dst[kernels_w8_offset (self->nb, g, j)] = q[j];
+    else
+        for (int j = 0; j < 16; j++)
+            dst[kernels_w4_offset (self->nb, g, j)] = (uint8_t) (q[j] | (q[j + 16] << 4));
     self->d[(size_t) row * self->nb + g] = d;
     self->m[(size_t) row * self->nb + g] = m;
 }
@@ -239,6 +242,7 @@ s_quant_group_w8 (qmatrix_t *self, int row, int g, const float *x)
         dst[kernels_w8_offset (self->nb, g, j)] = (int8_t) (v < -127 ? -127 : v > 127 ? 127 : v);
     }
     self->d[(size_t) row * self->nb + g] = d16;
+    self->m[(size_t) row * self->nb + g] = 0;
     return 0;
 }
 
@@ -292,13 +296,13 @@ qmatrix_get_row (const qmatrix_t *self, int row, float *out)
     const uint16_t *dr = self->d + (size_t) row * self->nb;
     for (int g = 0; g < self->nb; g++) {
         float d = ggml_fp16_to_fp32 (dr[g]);
+        float m = ggml_fp16_to_fp32 (self->m[(size_t) row * self->nb + g]);
         if (self->fmt == QFMT_W8) {
             const int8_t *q = (const int8_t *) qs;
             for (int j = 0; j < 32; j++)
-                out[g * 32 + j] = d * (float) q[kernels_w8_offset (self->nb, g, j)];
+                out[g * 32 + j] = d * (float) q[kernels_w8_offset (self->nb, g, j)] + m;
         }
         else {
-            float m = ggml_fp16_to_fp32 (self->m[(size_t) row * self->nb + g]);
             for (int j = 0; j < 32; j++)
                 out[g * 32 + j] = d * (float) ((qs[kernels_w4_offset (self->nb, g, j)] >> (j & 16 ? 4 : 0)) & 0xf) + m;
         }
@@ -309,7 +313,7 @@ qmatrix_get_row (const qmatrix_t *self, int row, float *out)
 //  ---------------------------------------------------------------------
 //  ggml sources
 
-//  Copies a row of q4_1 / q4_0 blocks into w4 without loss. q4_0's
+//  Copies a row of q4_1 / q4_0 blocks into w4 or w8 without loss. q4_0's
 //  x = d (q - 8) becomes d q + m with m = -8 d, exact in fp16 unless it
 //  overflows; such a group is requantized from its floats instead.
 static int
@@ -346,7 +350,7 @@ s_row_q4_to_w4 (qmatrix_t *self, int row, int type, const void *src)
                 float x[32];
                 for (int j = 0; j < 32; j++)
                     x[j] = d * (float) (q[j] - 8);
-                if (s_quant_group_w4 (self, row, g, x))
+                if ((self->fmt == QFMT_W4 ? s_quant_group_w4 : s_quant_group_w8) (self, row, g, x))
                     return -1;
                 continue;
             }
@@ -368,6 +372,7 @@ s_row_q8_to_w8 (qmatrix_t *self, int row, const void *src)
         for (int j = 0; j < 32; j += 4)
             memcpy (dst + kernels_w8_offset (self->nb, g, j), blk.qs + j, 4);
         self->d[(size_t) row * self->nb + g] = blk.d;
+        self->m[(size_t) row * self->nb + g] = 0;
     }
     return 0;
 }
@@ -392,7 +397,7 @@ qmatrix_new_from_ggml (qfmt_t fmt, int ggml_type, const void *data, int rows, in
                tt ? tt->name : "unknown", cols);
         goto fail;
     }
-    int lossless = (fmt == QFMT_W4 && (ggml_type == GGML_TYPE_Q4_1 || ggml_type == GGML_TYPE_Q4_0))
+    int lossless = (fmt != QFMT_F32 && (ggml_type == GGML_TYPE_Q4_1 || ggml_type == GGML_TYPE_Q4_0))
                 || (fmt == QFMT_W8 && ggml_type == GGML_TYPE_Q8_0);
     if (!lossless) {
         tmp = (float *) malloc ((size_t) cols * sizeof (float));
@@ -404,7 +409,7 @@ qmatrix_new_from_ggml (qfmt_t fmt, int ggml_type, const void *data, int rows, in
     for (int r = 0; r < rows; r++) {
         const void *src = (const char *) data + (size_t) r * row_bytes;
         int rc;
-        if (fmt == QFMT_W4 && lossless)
+        if (lossless && ggml_type != GGML_TYPE_Q8_0)
             rc = s_row_q4_to_w4 (self, r, ggml_type, src);
         else
         if (lossless)
@@ -429,6 +434,41 @@ fail:
 
 //  ---------------------------------------------------------------------
 //  Matmul driver
+
+//  Activation levels per format: 0 = not read yet, else 1 or 2.
+static atomic_int s_levels[QFMT_COUNT];
+
+static int
+s_levels_from_env (qfmt_t fmt)
+{
+    const char *name = fmt == QFMT_W8 ? "SPLITMESH_W8_ACT_LEVELS" : "SPLITMESH_W4_ACT_LEVELS";
+    const char *env = getenv (name);
+    if (env && strcmp (env, "1") == 0)
+        return 1;
+    if (env && strcmp (env, "2") == 0)
+        return 2;
+    return fmt == QFMT_W8 ? 2 : 1;
+}
+
+int
+qmatrix_act_levels (qfmt_t fmt)
+{
+    if (fmt != QFMT_W8 && fmt != QFMT_W4)
+        return 0;
+    int n = atomic_load_explicit (&s_levels[fmt], memory_order_relaxed);
+    if (!n) {
+        n = s_levels_from_env (fmt);
+        atomic_store_explicit (&s_levels[fmt], n, memory_order_relaxed);
+    }
+    return n;
+}
+
+void
+qmatrix_act_levels_refresh (void)
+{
+    atomic_store (&s_levels[QFMT_W8], s_levels_from_env (QFMT_W8));
+    atomic_store (&s_levels[QFMT_W4], s_levels_from_env (QFMT_W4));
+}
 
 //  Per-thread scratch for quantized activations, grown on demand and freed
 //  when the thread exits.
@@ -504,6 +544,7 @@ s_task_quantize (void *arg, int ith, int nth)
          t = atomic_fetch_add (&job->next_token, 1))
         job->k->quantize_act (job->x + (size_t) t * job->W->cols, a->nb, a->nbp,
                               a->q + (size_t) t * a->nbp * 32,
+                              a->q2 ? a->q2 + (size_t) t * a->nbp * 32 : NULL,
                               a->d + (size_t) t * a->nbp, a->s + (size_t) t * a->nbp);
 }
 
@@ -557,7 +598,9 @@ qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, thre
         a->nbp = W->nbp;
         size_t nq = (size_t) n_tokens * a->nbp * 32;
         size_t nf = (size_t) n_tokens * a->nbp;
-        char *mem = (char *) s_scratch_get (s_align64 (nq) + 2 * s_align64 (nf * sizeof (float)));
+        int two = qmatrix_act_levels (W->fmt) == 2;
+        char *mem = (char *) s_scratch_get ((two ? 2 : 1) * s_align64 (nq)
+                                            + 2 * s_align64 (nf * sizeof (float)));
         if (!mem) {
             //  Out of memory for a few KB of scratch: nothing sane is left
             //  to do, and silently wrong logits would be worse than stopping.
@@ -567,6 +610,7 @@ qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, thre
         a->q = (int8_t *) mem;
         a->d = (float *) (mem + s_align64 (nq));
         a->s = (float *) (mem + s_align64 (nq) + s_align64 (nf * sizeof (float)));
+        a->q2 = two ? (int8_t *) (mem + s_align64 (nq) + 2 * s_align64 (nf * sizeof (float))) : NULL;
         //  Quantizing is ~1% of the matmul; only spread it for big batches.
         atomic_init (&job.next_token, 0);
         threadpool_run_shared (n_tokens >= 8 ? pool : NULL, s_task_quantize, &job);

@@ -4,8 +4,10 @@
     engine's own formats, laid out for the kernels rather than for the file:
 
       1. f32: row-major floats, the reference path (float FMA).
-      2. w8:  per row, groups of 32 columns; int8 quants (symmetric) and one
-              fp16 scale per group: w = d * q. Q8_0 converts losslessly.
+      2. w8:  per row, groups of 32 columns; int8 quants and an fp16 scale
+              and min per group: w = d * q + m. Q8_0 (m = 0), Q4_1 and
+              Q4_0 (q in 0..15, m as in w4) convert losslessly; other
+              sources are requantized symmetrically (m = 0).
       3. w4:  per row, groups of 32 columns; 4-bit unsigned quants and an
               fp16 scale and min per group: w = d * q + m (asymmetric, as
               ggml's q4_1), 20 bytes per 32 weights like q4_1. Q4_1 and
@@ -20,6 +22,11 @@
     w8 and w4 matmuls quantize the activations to int8 per group of 32 (one
     float scale per group, round to nearest even, like ggml's q8_1) and use
     integer dot products: dot = sum_g d_w d_x isum_g + m_w d_x sum(xq)_g.
+    w8 by default quantizes the activations on two levels (the rounding
+    residual again to int8, x ~ d (256 q + q2), about 15 bits per value;
+    two integer dot products per group, combined exactly in int32), so a
+    w8 matmul of lossless weights is close to the f32 one (kernels.h,
+    qact_t; qmatrix_act_levels).
     Kernels exist for AVX-512 VNNI, AVX2, ARM NEON and portable scalar C,
     chosen at run time (kernels.h).
 */
@@ -89,6 +96,17 @@ int qmatrix_get_row (const qmatrix_t *self, int row, float *out);
 //  calling thread), each with its own pool or none: a pool runs one job at
 //  a time. The caller's thread quantizes x; W is only read.
 void qmatrix_matmul (const qmatrix_t *W, const float *x, int n_tokens, float *y, threadpool_t *pool);
+
+//  Activation levels a w8 or w4 matmul uses: 2 (int8 plus an int8
+//  residual) or 1 (plain int8); 0 for f32. Defaults: w8 2, w4 1; the
+//  environment variables SPLITMESH_W8_ACT_LEVELS and SPLITMESH_W4_ACT_LEVELS
+//  ("1" or "2") override them, read on first use (for benchmarks and
+//  accuracy comparisons).
+int qmatrix_act_levels (qfmt_t fmt);
+
+//  Re-reads those variables (tests, benchmarks). Not thread-safe against
+//  concurrent matmuls.
+void qmatrix_act_levels_refresh (void);
 
 //  Which kernel family runs: "avx512vnni", "avx2" or "scalar" on x86-64,
 //  "neon" or "scalar" on AArch64: the best the CPU supports, capped by the

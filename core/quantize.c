@@ -23,7 +23,8 @@
 #include "tokenizer.h"
 
 const int quantize_candidates[QUANTIZE_N_CANDIDATES] = {
-    GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0, GGML_TYPE_F16
+    SPLITMESH_TYPE_W4G128, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
+    GGML_TYPE_Q5_1, GGML_TYPE_Q6_K, GGML_TYPE_Q8_0, GGML_TYPE_F16
 };
 
 #define S_MAX_TEXT (64u << 20)
@@ -38,8 +39,8 @@ typedef struct {
     const gguf_tensor_t *parts[3];
     int rows;                   //  rows of all parts together
     int cols;
-    uint64_t bytes[QUANTIZE_N_CANDIDATES];
-    double kl[QUANTIZE_N_CANDIDATES];
+    uint64_t bytes[QUANTIZE_N_CANDIDATES];     //  0: candidate does not apply
+    double kl[QUANTIZE_N_CANDIDATES];           //  NAN: not known (not measured)
     int choice;                 //  index into quantize_candidates
 } s_unit_t;
 
@@ -50,14 +51,17 @@ struct _quantize_plan_t {
     uint64_t f32_bytes;         //  every tensor at 4 bytes per element
     uint64_t other_bytes;       //  tensors outside the units, copied as is
     int calib_tokens;
+    int measured;               //  measurements run (not from the cache)
     bool tied;
+    bool allow_splitmesh;
 };
 
 quantize_options_t
 quantize_options_default (void)
 {
     return (quantize_options_t) {
-        .calib_path = NULL, .calib_seqs = 2, .calib_len = 128, .n_threads = 2
+        .calib_path = NULL, .calib_seqs = 8, .calib_len = 64, .n_threads = 2,
+        .allow_splitmesh_types = false, .cache_path = NULL
     };
 }
 
@@ -93,10 +97,18 @@ s_add_unit (quantize_plan_t *self, const char *unit_name, s_kind_t kind, int lay
         u->cols = (int) t->ne[0];
         u->rows += (int) t->ne[1];
     }
-    for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+    for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++) {
+        int type = quantize_candidates[c];
+        //  Without measurement every applicable KL is 0; with it, KLs are
+        //  filled in by s_measure (NAN: not measured).
+        u->kl[c] = 0;
+        if (ggml_type_is_splitmesh (type) && !self->allow_splitmesh)
+            continue;
+        if (ggml_row_size (type, (int64_t) u->cols) == 0)
+            continue;               //  the row is not whole blocks of the type
         for (int i = 0; i < n_parts; i++)
-            u->bytes[c] += ggml_row_size (quantize_candidates[c], (int64_t) u->cols)
-                         * u->parts[i]->ne[1];
+            u->bytes[c] += ggml_row_size (type, (int64_t) u->cols) * u->parts[i]->ne[1];
+    }
     self->n_units++;
     return 0;
 }
@@ -247,7 +259,8 @@ typedef struct {
     int n_seqs, len, dim, vocab, n_layers;
     int32_t *tokens;            //  n_seqs x len
     float *xs;                  //  n_seqs x (n_layers + 1) x len x dim: layer inputs
-    float *base_logp;           //  n_seqs x len x vocab
+    float *base_p;              //  n_seqs x len x vocab: baseline probabilities
+    double *base_negent;        //  n_seqs x len: sum p log p of the baseline
     float *x;                   //  len x dim scratch
     float *logits;              //  len x vocab scratch
 } s_calib_t;
@@ -278,18 +291,27 @@ s_run (s_calib_t *c, int s, int from, bool keep)
     return model_head (c->model, c->x, c->len, c->logits);
 }
 
-//  Mean KL (baseline || current) over the sequence's positions, summed
-//  into *kl.
+//  KL (baseline || current) summed over the sequence's positions into *kl.
+//  With z the current logits and p the baseline's probabilities,
+//  KL = sum p log p - sum p z + logsumexp (z): one expf pass per position.
 static void
-s_kl (s_calib_t *c, int s, float *logq, double *kl)
+s_kl (s_calib_t *c, int s, double *kl)
 {
     for (int t = 0; t < c->len; t++) {
-        const float *lp = c->base_logp + ((size_t) s * c->len + t) * c->vocab;
-        s_log_softmax (c->logits + (size_t) t * c->vocab, c->vocab, logq);
-        double sum = 0;
-        for (int i = 0; i < c->vocab; i++)
-            sum += exp ((double) lp[i]) * ((double) lp[i] - logq[i]);
-        *kl += sum;
+        const float *p = c->base_p + ((size_t) s * c->len + t) * c->vocab;
+        const float *z = c->logits + (size_t) t * c->vocab;
+        float mx = z[0];
+        for (int i = 1; i < c->vocab; i++)
+            mx = z[i] > mx ? z[i] : mx;
+        //  Double sums: the KL of a small perturbation (1e-4) is far below
+        //  the rounding of float sums over a 49152-entry vocabulary.
+        double se = 0, pz = 0, ps = 0;
+        for (int i = 0; i < c->vocab; i++) {
+            se += expf (z[i] - mx);
+            pz += (double) p[i] * (z[i] - mx);
+            ps += p[i];
+        }
+        *kl += c->base_negent[(size_t) s * c->len + t] - pz + ps * log (se);
     }
 }
 
@@ -336,18 +358,162 @@ cleanup:
     return rc;
 }
 
+//  The sensitivity cache: a header line naming the model (file name and
+//  size) and the calibration, then one "unit type kl" line per measurement.
+static void
+s_cache_header (const char *model_path, const quantize_options_t *o, char *out, size_t size)
+{
+    FILE *f = fopen (model_path, "rb");
+    long long bytes = -1;
+    if (f && fseek (f, 0, SEEK_END) == 0)
+        bytes = (long long) ftell (f);
+    if (f)
+        fclose (f);
+    const char *mb = strrchr (model_path, '/'), *cb = strrchr (o->calib_path, '/');
+    snprintf (out, size, "# splitmesh quantize sensitivity v1 model=%s bytes=%lld calib=%s seqs=%d len=%d",
+              mb ? mb + 1 : model_path, bytes, cb ? cb + 1 : o->calib_path, o->calib_seqs, o->calib_len);
+}
+
+//  Loads matching cached KLs into known[u][c]; returns the open (append)
+//  cache file, or NULL without a cache path. A cache of another model or
+//  calibration is started afresh.
+static FILE *
+s_cache_open (quantize_plan_t *self, const char *model_path, const quantize_options_t *o,
+              bool *known, char *err, size_t err_size)
+{
+    if (!o->cache_path)
+        return NULL;
+    char header[512], line[512];
+    s_cache_header (model_path, o, header, sizeof header);
+    bool match = false;
+    FILE *f = fopen (o->cache_path, "r");
+    if (f) {
+        if (fgets (line, sizeof line, f)) {
+            line[strcspn (line, "\n")] = 0;
+            match = !strcmp (line, header);
+        }
+        while (match && fgets (line, sizeof line, f)) {
+            char uname[64], tname[16];
+            double kl;
+            if (sscanf (line, "%63s %15s %lf", uname, tname, &kl) != 3 || !isfinite (kl))
+                continue;
+            int type = ggml_type_from_name (tname);
+            for (int u = 0; u < self->n_units; u++)
+                if (!strcmp (self->units[u].name, uname))
+                    for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+                        if (quantize_candidates[c] == type && self->units[u].bytes[c]) {
+                            self->units[u].kl[c] = kl < 0 ? 0 : kl;
+                            known[u * QUANTIZE_N_CANDIDATES + c] = true;
+                        }
+        }
+        fclose (f);
+    }
+    f = fopen (o->cache_path, match ? "a" : "w");
+    if (!f) {
+        snprintf (err, err_size, "cannot write the sensitivity cache '%s': %s", o->cache_path,
+                  strerror (errno));
+        return (FILE *) -1;
+    }
+    if (!match)
+        fprintf (f, "%s\n", header);
+    fflush (f);
+    return f;
+}
+
+//  Candidate indices of a unit that apply, cheapest first.
+static int
+s_order (const s_unit_t *u, int *order)
+{
+    int n = 0;
+    for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+        if (u->bytes[c])
+            order[n++] = c;
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && u->bytes[order[j]] < u->bytes[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    return n;
+}
+
 static int
 s_measure (quantize_plan_t *self, const char *model_path, const quantize_options_t *o,
            char *err, size_t err_size)
 {
     int rc = -1;
     s_calib_t c = { 0 };
-    float *logq = NULL;
+    FILE *cache = NULL;
+    float *src = NULL;
+    bool *known = calloc ((size_t) self->n_units * QUANTIZE_N_CANDIDATES, sizeof *known);
+    if (!known) {
+        snprintf (err, err_size, "out of memory");
+        return -1;
+    }
+    for (int u = 0; u < self->n_units; u++)
+        for (int ci = 0; ci < QUANTIZE_N_CANDIDATES; ci++)
+            self->units[u].kl[ci] = NAN;
+    cache = s_cache_open (self, model_path, o, known, err, err_size);
+    if (cache == (FILE *) -1) {
+        cache = NULL;
+        goto cleanup;
+    }
+    //  Which (unit, candidate) pairs need a model run: in each unit's
+    //  cheapest-first order, up to the first candidate that reproduces the
+    //  source values exactly (KL 0); dearer ones cannot lower the KL.
+    //  F16 is taken as lossless (KL 0) and not measured.
+    int total = 0, done = 0;
+    for (int u = 0; u < self->n_units; u++) {
+        s_unit_t *unit = &self->units[u];
+        int order[QUANTIZE_N_CANDIDATES], n = s_order (unit, order);
+        for (int k = 0; k < n; k++) {
+            int ci = order[k];
+            if (quantize_candidates[ci] == GGML_TYPE_F16) {
+                unit->kl[ci] = 0;
+                break;
+            }
+            if (known[u * QUANTIZE_N_CANDIDATES + ci]) {
+                if (unit->kl[ci] == 0)
+                    break;
+                continue;
+            }
+            if (!src)
+                src = s_unit_values (unit, -1);
+            float *v = s_unit_values (unit, quantize_candidates[ci]);
+            if (!src || !v) {
+                free (v);
+                snprintf (err, err_size, "out of memory");
+                goto cleanup;
+            }
+            bool exact = !memcmp (src, v, (size_t) unit->rows * unit->cols * sizeof (float));
+            free (v);
+            if (exact) {
+                unit->kl[ci] = 0;
+                known[u * QUANTIZE_N_CANDIDATES + ci] = true;
+                if (cache) {
+                    fprintf (cache, "%s %s 0\n", unit->name, ggml_type_traits (quantize_candidates[ci])->name);
+                    fflush (cache);
+                }
+                break;
+            }
+            total++;
+        }
+        free (src);
+        src = NULL;
+    }
+    free (src);
+    src = NULL;
+    self->calib_tokens = o->calib_seqs * o->calib_len;
+    if (total == 0) {
+        rc = 0;
+        goto cleanup;
+    }
+
     model_options_t mo = model_options_default ();
     mo.n_threads = o->n_threads;
     c.model = model_load (model_path, &mo, err, err_size);
     if (!c.model)
-        return -1;
+        goto cleanup;
     const model_config_t *cfg = model_config (c.model);
     c.n_seqs = o->calib_seqs;
     c.len = o->calib_len;
@@ -370,38 +536,48 @@ s_measure (quantize_plan_t *self, const char *model_path, const quantize_options
     size_t xsz = (size_t) c.len * c.dim;
     c.kv = kvcache_new (c.model, c.len);
     c.xs = malloc ((size_t) c.n_seqs * (c.n_layers + 1) * xsz * sizeof (float));
-    c.base_logp = malloc ((size_t) c.n_seqs * c.len * c.vocab * sizeof (float));
+    c.base_p = malloc ((size_t) c.n_seqs * c.len * c.vocab * sizeof (float));
+    c.base_negent = malloc ((size_t) c.n_seqs * c.len * sizeof (double));
     c.x = malloc (xsz * sizeof (float));
     c.logits = malloc ((size_t) c.len * c.vocab * sizeof (float));
-    logq = malloc ((size_t) c.vocab * sizeof (float));
-    if (!c.kv || !c.xs || !c.base_logp || !c.x || !c.logits || !logq) {
+    if (!c.kv || !c.xs || !c.base_p || !c.base_negent || !c.x || !c.logits) {
         snprintf (err, err_size, "out of memory for calibration");
         goto cleanup;
     }
     for (int s = 0; s < c.n_seqs; s++) {
         if (s_run (&c, s, -1, true))
             goto model_failed;
-        for (int t = 0; t < c.len; t++)
-            s_log_softmax (c.logits + (size_t) t * c.vocab, c.vocab,
-                           c.base_logp + ((size_t) s * c.len + t) * c.vocab);
+        for (int t = 0; t < c.len; t++) {
+            float *p = c.base_p + ((size_t) s * c.len + t) * c.vocab;
+            s_log_softmax (c.logits + (size_t) t * c.vocab, c.vocab, p);
+            double ne = 0;
+            for (int i = 0; i < c.vocab; i++) {
+                double lp = p[i];
+                p[i] = (float) exp (lp);
+                ne += (double) p[i] * lp;
+            }
+            c.base_negent[(size_t) s * c.len + t] = ne;
+        }
     }
-    //  F16 is taken as lossless (KL 0) and not measured: its error is far
-    //  below the 8-bit format's, and measuring it would cost a third more.
-    int n_measured = QUANTIZE_N_CANDIDATES - 1;
-    int total = self->n_units * n_measured, done = 0;
     for (int u = 0; u < self->n_units; u++) {
         s_unit_t *unit = &self->units[u];
+        int order[QUANTIZE_N_CANDIDATES], n = s_order (unit, order);
         qmatrix_t **slots[2] = { NULL, NULL };
         int n_slots = s_slots (c.model, unit, slots);
         qmatrix_t *orig = *slots[0];
         int from = unit->kind == S_EMBD ? -1 : unit->kind == S_OUTPUT ? c.n_layers : unit->layer;
-        for (int ci = 0; ci < n_measured; ci++) {
+        for (int k = 0; k < n; k++) {
+            int ci = order[k];
+            if (unit->kl[ci] == 0)
+                break;              //  exact (or F16): dearer ones are dominated
+            if (known[u * QUANTIZE_N_CANDIDATES + ci])
+                continue;
+            const char *tname = ggml_type_traits (quantize_candidates[ci])->name;
             float *v = s_unit_values (unit, quantize_candidates[ci]);
             qmatrix_t *qm = v ? qmatrix_new_from_f32 (QFMT_F32, v, unit->rows, unit->cols) : NULL;
             free (v);
             if (!qm) {
-                snprintf (err, err_size, "cannot build the %s copy of %s",
-                          ggml_type_traits (quantize_candidates[ci])->name, unit->name);
+                snprintf (err, err_size, "cannot build the %s copy of %s", tname, unit->name);
                 goto cleanup;
             }
             for (int i = 0; i < n_slots; i++)
@@ -412,30 +588,38 @@ s_measure (quantize_plan_t *self, const char *model_path, const quantize_options
                 if (s_run (&c, s, from, false))
                     bad = 1;
                 else
-                    s_kl (&c, s, logq, &kl);
+                    s_kl (&c, s, &kl);
             }
             for (int i = 0; i < n_slots; i++)
                 *slots[i] = orig;
             qmatrix_destroy (&qm);
             if (bad)
                 goto model_failed;
-            unit->kl[ci] = kl / ((double) c.n_seqs * c.len);
-            if (unit->kl[ci] < 0)
-                unit->kl[ci] = 0;       //  rounding below zero
+            kl /= (double) c.n_seqs * c.len;
+            unit->kl[ci] = kl < 0 ? 0 : kl;     //  rounding below zero
+            known[u * QUANTIZE_N_CANDIDATES + ci] = true;
+            self->measured++;
+            if (cache) {
+                fprintf (cache, "%s %s %.9g\n", unit->name, tname, unit->kl[ci]);
+                fflush (cache);
+            }
             if (o->progress)
                 o->progress (o->progress_arg, ++done, total, unit->name);
         }
     }
-    self->calib_tokens = c.n_seqs * c.len;
     rc = 0;
     goto cleanup;
 model_failed:
     snprintf (err, err_size, "model evaluation failed: %s", model_error (c.model));
 cleanup:
-    free (logq);
+    if (cache)
+        fclose (cache);
+    free (src);
+    free (known);
     free (c.tokens);
     free (c.xs);
-    free (c.base_logp);
+    free (c.base_p);
+    free (c.base_negent);
     free (c.x);
     free (c.logits);
     kvcache_destroy (&c.kv);
@@ -461,6 +645,7 @@ quantize_plan_new (const char *model_path, const quantize_options_t *opts,
         snprintf (err, err_size, "out of memory");
         return NULL;
     }
+    self->allow_splitmesh = o.allow_splitmesh_types;
     if (!(self->gguf = gguf_open (model_path, err, err_size)))
         goto failed;
     if (s_find_units (self, err, err_size))
@@ -542,6 +727,13 @@ quantize_parse_budget (const quantize_plan_t *self, const char *text, uint64_t *
     return 0;
 }
 
+//  A candidate the assignment may choose: it applies and its KL is known.
+static bool
+s_usable (const s_unit_t *u, int c)
+{
+    return u->bytes[c] > 0 && !isnan (u->kl[c]);
+}
+
 uint64_t
 quantize_plan_bytes (const quantize_plan_t *self)
 {
@@ -556,9 +748,9 @@ quantize_plan_min_bytes (const quantize_plan_t *self)
 {
     uint64_t b = self->other_bytes;
     for (int u = 0; u < self->n_units; u++) {
-        uint64_t m = self->units[u].bytes[0];
-        for (int c = 1; c < QUANTIZE_N_CANDIDATES; c++)
-            if (self->units[u].bytes[c] < m)
+        uint64_t m = UINT64_MAX;
+        for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+            if (s_usable (&self->units[u], c) && self->units[u].bytes[c] < m)
                 m = self->units[u].bytes[c];
         b += m;
     }
@@ -571,11 +763,13 @@ quantize_plan_assign (quantize_plan_t *self, uint64_t budget, char *err, size_t 
     //  Cheapest candidate everywhere (ties: the lower KL).
     for (int u = 0; u < self->n_units; u++) {
         s_unit_t *unit = &self->units[u];
-        unit->choice = 0;
-        for (int c = 1; c < QUANTIZE_N_CANDIDATES; c++)
-            if (unit->bytes[c] < unit->bytes[unit->choice]
-            || (unit->bytes[c] == unit->bytes[unit->choice] && unit->kl[c] < unit->kl[unit->choice]))
+        unit->choice = -1;
+        for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
+            if (s_usable (unit, c)
+            && (unit->choice < 0 || unit->bytes[c] < unit->bytes[unit->choice]
+            || (unit->bytes[c] == unit->bytes[unit->choice] && unit->kl[c] < unit->kl[unit->choice])))
                 unit->choice = c;
+        assert (unit->choice >= 0);     //  F16 always applies
     }
     uint64_t used = quantize_plan_bytes (self);
     if (used > budget) {
@@ -593,7 +787,7 @@ quantize_plan_assign (quantize_plan_t *self, uint64_t budget, char *err, size_t 
             s_unit_t *unit = &self->units[u];
             for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++) {
                 uint64_t cur = unit->bytes[unit->choice];
-                if (unit->bytes[c] <= cur || unit->kl[c] >= unit->kl[unit->choice]
+                if (!s_usable (unit, c) || unit->bytes[c] <= cur || unit->kl[c] >= unit->kl[unit->choice]
                 ||  used - cur + unit->bytes[c] > budget)
                     continue;
                 double gain = (unit->kl[unit->choice] - unit->kl[c]) / (double) (unit->bytes[c] - cur);
@@ -619,6 +813,9 @@ quantize_plan_set_uniform (quantize_plan_t *self, int ggml_type)
     for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++)
         if (quantize_candidates[c] == ggml_type) {
             for (int u = 0; u < self->n_units; u++)
+                if (!self->units[u].bytes[c])
+                    return -1;
+            for (int u = 0; u < self->n_units; u++)
                 self->units[u].choice = c;
             return 0;
         }
@@ -638,8 +835,13 @@ s_file_type (const quantize_plan_t *self)
             best = c;
     switch (quantize_candidates[best]) {
         case GGML_TYPE_Q4_0: return 2;      //  LLAMA_FTYPE_MOSTLY_Q4_0
+        case SPLITMESH_TYPE_W4G128:         //  (llama.cpp cannot load it anyway)
         case GGML_TYPE_Q4_1: return 3;      //  LLAMA_FTYPE_MOSTLY_Q4_1
         case GGML_TYPE_Q8_0: return 7;      //  LLAMA_FTYPE_MOSTLY_Q8_0
+        case GGML_TYPE_Q5_0: return 8;      //  LLAMA_FTYPE_MOSTLY_Q5_0
+        case GGML_TYPE_Q5_1: return 9;      //  LLAMA_FTYPE_MOSTLY_Q5_1
+        case GGML_TYPE_Q4_K: return 15;     //  LLAMA_FTYPE_MOSTLY_Q4_K_M
+        case GGML_TYPE_Q6_K: return 18;     //  LLAMA_FTYPE_MOSTLY_Q6_K
         default:             return 1;      //  LLAMA_FTYPE_MOSTLY_F16
     }
 }
@@ -658,6 +860,13 @@ quantize_plan_write (quantize_plan_t *self, const char *out_path, char *err, siz
             goto writer_failed;
     if (gguf_writer_set_u32 (w, "general.file_type", s_file_type (self))
     ||  gguf_writer_set_str (w, "general.quantized_by", "splitmesh quantize (per-tensor KL budget)"))
+        goto writer_failed;
+    bool nonstandard = false;
+    for (int u = 0; u < self->n_units; u++)
+        nonstandard = nonstandard || ggml_type_is_splitmesh (quantize_candidates[self->units[u].choice]);
+    if (nonstandard
+    &&  gguf_writer_set_str (w, "splitmesh.nonstandard_types",
+                             "w4g128 (type 4128): splitmesh loads this file, llama.cpp cannot"))
         goto writer_failed;
     for (int i = 0; i < gguf_tensor_count (self->gguf); i++) {
         const gguf_tensor_t *t = gguf_tensor_at (self->gguf, i);
@@ -712,10 +921,21 @@ quantize_plan_unit_name (const quantize_plan_t *self, int unit)
 double
 quantize_plan_unit_kl (const quantize_plan_t *self, int unit, int c)
 {
-    if (unit < 0 || unit >= self->n_units || c < 0 || c >= QUANTIZE_N_CANDIDATES)
+    if (unit < 0 || unit >= self->n_units || c < 0 || c >= QUANTIZE_N_CANDIDATES
+    ||  !self->units[unit].bytes[c])
         return NAN;
     return self->units[unit].kl[c];
 }
+
+uint64_t
+quantize_plan_unit_bytes (const quantize_plan_t *self, int unit, int c)
+{
+    if (unit < 0 || unit >= self->n_units || c < 0 || c >= QUANTIZE_N_CANDIDATES)
+        return 0;
+    return self->units[unit].bytes[c];
+}
+
+int quantize_plan_measured (const quantize_plan_t *self) { return self->measured; }
 
 int
 quantize_plan_unit_type (const quantize_plan_t *self, int unit)

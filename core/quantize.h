@@ -25,11 +25,19 @@
     attn_qkv, attn_output, ffn_gate_up and ffn_down, plus token_embd (and
     output when not tied).
 
-    Candidate formats: Q4_0 (W4, group 32, symmetric), Q4_1 (W4, group 32,
-    with min), Q8_0 (W8, group 32), F16. "W4 with group 128" has no
-    standard ggml type; Q4_K (256-element super-blocks) needs rows of a
-    multiple of 256 (SmolLM2's 576-wide matrices are not) and the engine has
-    no Q4_K kernel, so it is not a candidate.
+    Candidate formats (per unit, those whose block divides the row):
+    splitmesh W4G128 (W4, group 128, 4.25 bits/weight; only with
+    allow_splitmesh_types, llama.cpp cannot load it), Q4_0 (W4, group 32,
+    4.5), Q4_K (4.5, rows of 256), Q4_1 (W4, group 32, with min, 5.0),
+    Q5_0 (5.5), Q5_1 (6.0), Q6_K (6.56, rows of 256), Q8_0 (8.5), F16.
+    A candidate dearer than one that reproduces the unit's source values
+    exactly (KL 0) cannot lower the KL and is not measured; F16 is taken as
+    lossless.
+
+    Calibration: calib_seqs x calib_len tokens (default 8 x 64 = 512) of the
+    calibration text. With cache_path, every measured KL is appended to
+    that file as it is measured and reused by later runs with the same
+    model and calibration (one measurement for every budget, resumable).
 
     Budget: bytes of tensor data in the output file (metadata excluded),
     given as bytes ("90000000", "90MB", "86MiB") or as a compression ratio
@@ -46,17 +54,20 @@
 extern "C" {
 #endif
 
-#define QUANTIZE_N_CANDIDATES 4
-//  The candidate ggml types, cheapest first: Q4_0, Q4_1, Q8_0, F16.
+#define QUANTIZE_N_CANDIDATES 9
+//  The candidate types, cheapest first: W4G128 (splitmesh's), Q4_0, Q4_K,
+//  Q4_1, Q5_0, Q5_1, Q6_K, Q8_0, F16.
 extern const int quantize_candidates[QUANTIZE_N_CANDIDATES];
 
 typedef void (quantize_progress_fn) (void *arg, int done, int total, const char *what);
 
 typedef struct {
     const char *calib_path;     //  calibration text; NULL: no measurement (KL = 0)
-    int calib_seqs;             //  sequences (default 2)
-    int calib_len;              //  tokens per sequence (default 128)
+    int calib_seqs;             //  sequences (default 8)
+    int calib_len;              //  tokens per sequence (default 64)
     int n_threads;              //  default 2
+    bool allow_splitmesh_types; //  offer W4G128 (files llama.cpp cannot load)
+    const char *cache_path;     //  optional sensitivity cache (read and appended)
     quantize_progress_fn *progress;     //  optional, called after each measurement
     void *progress_arg;
 } quantize_options_t;
@@ -86,7 +97,8 @@ int quantize_parse_budget (const quantize_plan_t *self, const char *text, uint64
 int quantize_plan_assign (quantize_plan_t *self, uint64_t budget, char *err, size_t err_size);
 
 //  Sets every unit to one ggml type (a candidate), e.g. uniform baselines.
-//  Returns 0, or -1 for a type that is not a candidate.
+//  Returns 0, or -1 for a type that is not a candidate or does not apply
+//  to every unit (W4G128, Q4_K, Q6_K need rows of 128 / 256).
 int quantize_plan_set_uniform (quantize_plan_t *self, int ggml_type);
 
 //  Writes the GGUF for the current assignment. Returns 0, or -1 with a message.
@@ -100,8 +112,13 @@ double quantize_plan_kl (const quantize_plan_t *self);              //  sum of a
 int quantize_plan_calib_tokens (const quantize_plan_t *self);       //  tokens measured
 int quantize_plan_unit_count (const quantize_plan_t *self);
 const char *quantize_plan_unit_name (const quantize_plan_t *self, int unit);
-//  KL of unit at candidate index c (order of quantize_candidates).
+//  KL of unit at candidate index c (order of quantize_candidates); NAN when
+//  the candidate does not apply to the unit or was not measured (dominated).
 double quantize_plan_unit_kl (const quantize_plan_t *self, int unit, int c);
+//  Bytes of unit at candidate c; 0 when the candidate does not apply.
+uint64_t quantize_plan_unit_bytes (const quantize_plan_t *self, int unit, int c);
+//  Candidates measured in this run (not taken from the cache).
+int quantize_plan_measured (const quantize_plan_t *self);
 //  ggml type assigned to unit.
 int quantize_plan_unit_type (const quantize_plan_t *self, int unit);
 

@@ -164,6 +164,50 @@ Test (broker_integration, broker_restart_traffic_resumes_within_5_s)
     mdp_client_destroy (&client);
 }
 
+//  A request in flight when its broker dies cannot be answered (the
+//  broker's ROUTER drops replies to the old connection): the client must
+//  say so at once, not after its timeout, and resending must work once the
+//  broker is back.
+Test (broker_integration, request_lost_with_its_broker_is_reported_at_once_and_resent)
+{
+    pid_t broker = s_broker_spawn ();
+    s_worker_spawn ("A", "3000");       //  slow: the request is in flight for 3 s
+    s_wait_workers (1);
+    mdp_client_t *client = mdp_client_new (s_endpoint);
+    zmsg_t *body = sm_body_new (NULL, -1, -1);
+    cr_assert_eq (mdp_client_send (client, "echo", &body), 0);
+    zclock_sleep (200);
+    cr_assert_not (mdp_client_lost (client));
+    sm_kill (broker, SIGKILL, 1000);
+    int64_t killed = zclock_mono ();
+    int command = 0;
+    zmsg_t *reply = mdp_client_recv (client, 20000, &command, NULL);
+    int64_t noticed = zclock_mono () - killed;
+    cr_assert_null (reply, "no reply can come from a dead broker");
+    cr_assert (mdp_client_lost (client), "recv returned without saying the broker was lost");
+    cr_assert (noticed < 2000, "the loss was noticed only after %lld ms", (long long) noticed);
+    cr_log_info ("broker killed: the client knew after %lld ms", (long long) noticed);
+
+    s_broker_spawn ();
+    s_wait_workers (1);
+    cr_assert_eq (mdp_client_resend (client), 0);
+    reply = mdp_client_recv (client, 10000, &command, NULL);
+    cr_assert_not_null (reply, "the resent request got no answer");
+    cr_assert_eq (command, MDPC_FINAL);
+    cr_assert_not (mdp_client_lost (client));
+    int64_t status = 0;
+    cr_assert_eq (sm_body_int (reply, "status", &status), 0);
+    char *error = sm_body_str (reply, "error");
+    cr_assert_eq (status, 200, "resent request answered %lld: %s", (long long) status, error? error: "");
+    zstr_free (&error);
+    zmsg_destroy (&reply);
+    //  Nothing sent yet on a new client: nothing to resend.
+    mdp_client_t *fresh = mdp_client_new (s_endpoint);
+    cr_assert_eq (mdp_client_resend (fresh), -1);
+    mdp_client_destroy (&fresh);
+    mdp_client_destroy (&client);
+}
+
 Test (broker_integration, session_affinity_holds_for_1000_requests_and_moves_on_death)
 {
     s_broker_spawn ();

@@ -1,86 +1,119 @@
-/*  test_curve_capture.c: what an eavesdropper on the link sees.
+/*  test_curve_capture.c: what an eavesdropper on the link sees during a
+    real generation.
 
-    Captures loopback traffic with tshark (Debian package `tshark`; runs as
-    root in CI) on two ports at once while a request carrying a recognisable
-    prompt and token-id array crosses the mesh:
-      - the crypt-proxy link (CURVE): must hold neither the prompt's bytes
-        nor the MessagePack encoding of the token ids, in either direction;
-      - the cloud broker's port (plaintext MDP behind the cloud proxy), the
-        control: must hold both, proving the capture and the search work
-        and the test could fail.
+    `splitmesh up --crypt` on a tiny generated model: the device side
+    (broker-device, tokenizer, edge-draft, split-prefix, the device
+    crypt-proxy) and the cloud side (the cloud crypt-proxy, broker-cloud,
+    cloud-target) joined only by the CURVE link. tshark (Debian package
+    `tshark`) captures loopback traffic on two ports at once while real
+    `generate` requests run with a recognisable prompt:
+      - the crypt-proxy link (CURVE) must hold none of the needles, in
+        either direction;
+      - the cloud broker's port (plaintext MDP behind the cloud proxy: what
+        the cloud processes receive) is the control, proving the capture
+        and the search work and the test could fail.
+
+    Needles, and why the control shows them: in `prefix` mode (the
+    default) the cloud receives layer-L activations, never the prompt's
+    text or ids, but it does receive the drafted token ids and answers
+    with `next_token`, so it learns every token of the answer. In `none`
+    mode (the cloud-only baseline) the prompt's token ids go to the cloud.
+    So the test runs one generation in each mode and looks for
+      1. the prompt's bytes (and a distinctive part of it): the link must
+         not hold them; no control (in no mode does the text reach the
+         cloud: tokenization is on the device);
+      2. the MessagePack encoding of the prompt's token ids as the
+         tokenizer produced them (`splitmesh tokenize`; the ids without the
+         array header, so they match inside the longer array the pipeline
+         sends): the link must not hold them; control: the cloud port shows
+         them (none mode);
+      3. the answer's token ids as the cloud returns them, the MessagePack
+         pair `next_token: id` of every token of the prefix-mode answer,
+         and the field names `next_token` and `draft_tokens`: the link
+         must hold none; control: the cloud port shows them;
+      4. the answer's ids in sequence (first six, MessagePack): the link
+         must not hold them (the cloud never sees them as one run, so this
+         one has no control).
     Skips, saying why, when tshark is missing or cannot capture.
-
-    The traffic is s_private_traffic: today an echo request; when
-    edge-draft's `generate` exists, replace it with a real generation whose
-    prompt and token ids are the needles (the checks stay as they are).
 */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <msgpack.h>
 #include <signal.h>
 #include <unistd.h>
-#include "sm_mdp.h"
-#include "sm_proc.h"
+#include "sm_cli.h"
 #include "sm_crypt.h"
+#include "sm_proc.h"
 
-static sm_crypt_t s_mesh;
+static char *s_dir;
+static char s_run_dir [1024], s_model [1024];
 
 static const char *s_prompt = "The launch code for project PURPLE-OCTOPUS is 4471-zeta";
-static const int s_tokens [] = { 504, 4471, 28912, 1337, 42, 49151, 9001, 31337, 2718, 16180 };
-#define NTOKENS (sizeof s_tokens / sizeof s_tokens [0])
-
-static void
-s_init (void)
-{
-    cr_assert_eq (sm_crypt_init (&s_mesh, "sm-curve-capture", true), 0);
-}
 
 static void
 s_fini (void)
 {
-    sm_crypt_fini (&s_mesh);
+    if (s_dir) {
+        sm_mesh_teardown (s_run_dir);
+        sm_tmpdir_remove (&s_dir);
+    }
+    sm_proc_kill_all ();
 }
 
-TestSuite (curve_capture, .init = s_init, .fini = s_fini, .timeout = 60);
+TestSuite (curve_capture, .fini = s_fini, .timeout = 150);
 
-//  The MessagePack encoding of the token array: the needle for ids.
+//  MessagePack of the ids, one after another (no array header).
 static void
-s_pack_tokens (msgpack_sbuffer *sbuf)
+s_pack_ids (msgpack_sbuffer *sbuf, const int32_t *ids, size_t count)
 {
     msgpack_packer pk;
     msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
-    msgpack_pack_array (&pk, NTOKENS);
-    for (size_t i = 0; i < NTOKENS; i++)
-        msgpack_pack_int (&pk, s_tokens [i]);
+    for (size_t i = 0; i < count; i++)
+        msgpack_pack_int64 (&pk, ids [i]);
 }
 
-//  One request that carries the secret prompt and token ids through the
-//  mesh and back (the echo worker returns the body). Returns the status.
-static int
-s_private_traffic (void)
+//  MessagePack of the map entry "next_token": id, as the codec writes it.
+static void
+s_pack_next_token (msgpack_sbuffer *sbuf, int32_t id)
 {
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 5);
-    msgpack_pack_str_with_body (&pk, "v", 1);
-    msgpack_pack_int (&pk, 1);
-    msgpack_pack_str_with_body (&pk, "t", 1);
-    msgpack_pack_str_with_body (&pk, "prefill", 7);
-    msgpack_pack_str_with_body (&pk, "session", 7);
-    msgpack_pack_str_with_body (&pk, "cap-1", 5);
-    msgpack_pack_str_with_body (&pk, "prompt", 6);
-    msgpack_pack_str_with_body (&pk, s_prompt, strlen (s_prompt));
-    msgpack_pack_str_with_body (&pk, "tokens", 6);
-    s_pack_tokens (&sbuf);
-    zmsg_t *body = zmsg_new ();
-    zmsg_addmem (body, sbuf.data, sbuf.size);
-    msgpack_sbuffer_destroy (&sbuf);
-    zmsg_t *reply = sm_crypt_call (&s_mesh, &body, 5000, NULL);
-    int status = sm_crypt_status (reply);
-    zmsg_destroy (&reply);
-    return status;
+    msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
+    msgpack_pack_str_with_body (&pk, "next_token", 10);
+    msgpack_pack_int64 (&pk, id);
+}
+
+static int32_t *
+s_generate (const char *privacy, size_t *n)
+{
+    sm_cli_result_t *r = SM_SPLITMESH (90, "generate", "--run-dir", s_run_dir, "--json",
+                                       "--privacy", privacy, "-n", "24", "--draft-k", "4",
+                                       "--timeout", "30", s_prompt);
+    cr_assert_eq (r->status, 0, "generate --privacy %s failed:\n%s\n%s", privacy, r->out, r->err);
+    int32_t *tokens = sm_json_ints (r->out, "tokens", n);
+    cr_assert (tokens && *n > 0, "no tokens in %s", r->out);
+    cr_assert (!strstr (r->out, "\"degraded\":true"), "the generation did not reach the cloud");
+    sm_cli_result_destroy (&r);
+    return tokens;
+}
+
+//  The prompt's ids from `splitmesh tokenize` (space-separated).
+static int32_t *
+s_tokenize (size_t *n)
+{
+    sm_cli_result_t *r = SM_SPLITMESH (30, "tokenize", "--model", s_model, s_prompt);
+    cr_assert_eq (r->status, 0, "tokenize failed: %s", r->err);
+    int32_t *ids = calloc (strlen (r->out) + 1, sizeof *ids);
+    size_t count = 0;
+    for (char *p = r->out, *end; *p; p = end) {
+        long id = strtol (p, &end, 10);
+        if (end == p)
+            break;
+        ids [count++] = (int32_t) id;
+    }
+    sm_cli_result_destroy (&r);
+    *n = count;
+    return ids;
 }
 
 static uint32_t
@@ -165,19 +198,45 @@ s_tshark_path (void)
     return NULL;
 }
 
-Test (curve_capture, link_holds_no_prompt_and_no_token_ids)
+Test (curve_capture, real_generation_link_holds_no_prompt_and_no_token_ids)
 {
     const char *tshark = s_tshark_path ();
     if (!tshark)
         cr_skip_test ("tshark is not installed (Debian package tshark; scripts/install-deps.sh)");
-    cr_assert_eq (sm_crypt_start_all (&s_mesh, 1, NULL), 0);
-    cr_assert_geq (sm_crypt_wait_ok (&s_mesh, 5000, 2000), 0);
+    const char *names [] = { "splitmesh-broker", "splitmesh-tokenizer", "splitmesh-split-prefix",
+                             "splitmesh-cloud-target", "splitmesh-edge-draft", "splitmesh-crypt-proxy" };
+    for (size_t i = 0; i < sizeof names / sizeof names [0]; i++) {
+        char path [PATH_MAX];
+        snprintf (path, sizeof path, "%s/%s", sm_bin_dir (), names [i]);
+        if (access (path, X_OK))
+            cr_skip_test ("%s is not built", names [i]);
+    }
+    s_dir = sm_tmpdir_new ("curve_capture");
+    cr_assert (s_dir);
+    snprintf (s_run_dir, sizeof s_run_dir, "%s/run", s_dir);
+    snprintf (s_model, sizeof s_model, "%s/tiny.gguf", s_dir);
+    sm_cli_result_t *r = SM_SPLITMESH (60, "tiny-model", "--out", s_model, "--layers", "4",
+                                       "--seed", "3", "--ctx", "256");
+    cr_assert_eq (r->status, 0, "%s", r->err);
+    sm_cli_result_destroy (&r);
+    r = SM_SPLITMESH (120, "up", "--crypt", "--run-dir", s_run_dir, "--model", s_model,
+                      "--split", "2", "--no-telemetry", "--no-gateway", "--timeout", "60");
+    cr_assert_eq (r->status, 0, "up --crypt failed:\n%s\n%s", r->out, r->err);
+    sm_cli_result_destroy (&r);
+    char link [256] = "", cloud [256] = "";
+    cr_assert_eq (sm_mesh_env (s_run_dir, "SPLITMESH_CRYPT_LINK", link, sizeof link), 0);
+    cr_assert_eq (sm_mesh_env (s_run_dir, "SPLITMESH_CLOUD", cloud, sizeof cloud), 0);
+    int link_port = sm_endpoint_port (link);
+    int plain_port = sm_endpoint_port (cloud);
+    cr_assert (link_port > 0 && plain_port > 0, "endpoints '%s' '%s'", link, cloud);
+    size_t n_prompt = 0;
+    int32_t *prompt_ids = s_tokenize (&n_prompt);
+    cr_assert_geq (n_prompt, 8, "the prompt tokenized to %zu ids", n_prompt);
 
-    int plain_port = atoi (strrchr (s_mesh.cloud_ep, ':') + 1);
-    char filter [128], pcap [600], log [600];
-    snprintf (filter, sizeof filter, "tcp port %d or tcp port %d", s_mesh.link_port, plain_port);
-    snprintf (pcap, sizeof pcap, "%s/link.pcap", s_mesh.dir);
-    snprintf (log, sizeof log, "%s/tshark.log", s_mesh.dir);
+    char filter [128], pcap [1200], log [1200];
+    snprintf (filter, sizeof filter, "tcp port %d or tcp port %d", link_port, plain_port);
+    snprintf (pcap, sizeof pcap, "%s/link.pcap", s_dir);
+    snprintf (log, sizeof log, "%s/tshark.log", s_dir);
     pid_t pid = sm_spawn (log, tshark, "-i", "lo", "-f", filter, "-F", "pcap", "-w", pcap, NULL);
     cr_assert_gt (pid, 0);
     //  tshark says "Capturing on ..." once dumpcap listens, or why not.
@@ -205,30 +264,66 @@ Test (curve_capture, link_holds_no_prompt_and_no_token_ids)
         cr_skip_test ("%s", reason);
     }
     zclock_sleep (300);
-    cr_assert_eq (s_private_traffic (), 200, "the private request failed");
-    cr_assert_eq (s_private_traffic (), 200);
+    size_t n_none = 0, n_prefix = 0;
+    int32_t *answer_none = s_generate ("none", &n_none);
+    int32_t *answer = s_generate ("prefix", &n_prefix);
     zclock_sleep (500);
     sm_kill (pid, SIGINT, 5000);        //  tshark flushes the file on SIGINT
 
-    zchunk_t *link = zchunk_new (NULL, 0);
+    zchunk_t *on_link = zchunk_new (NULL, 0);
     zchunk_t *plain = zchunk_new (NULL, 0);
-    int packets = s_split_pcap (pcap, s_mesh.link_port, plain_port, link, plain);
+    int packets = s_split_pcap (pcap, link_port, plain_port, on_link, plain);
     cr_assert_gt (packets, 0, "the capture holds no TCP packets (%d)", packets);
-    cr_assert_gt (zchunk_size (link), 2 * strlen (s_prompt), "no link traffic captured");
+    cr_assert_gt (zchunk_size (on_link), 1000, "no link traffic captured");
+    cr_assert_gt (zchunk_size (plain), 1000, "no cloud broker traffic captured");
 
+    //  1. The prompt's text: never in clear on the link.
+    cr_assert (!s_contains (on_link, s_prompt, strlen (s_prompt)), "the prompt crossed the link in clear");
+    cr_assert (!s_contains (on_link, "PURPLE-OCTOPUS", 14), "part of the prompt crossed the link in clear");
+    //  2. The prompt's ids, the tokenizer's, inner ones (the edges may merge
+    //  differently with what the pipeline adds around the prompt).
     msgpack_sbuffer ids;
     msgpack_sbuffer_init (&ids);
-    s_pack_tokens (&ids);
-    //  Control: the plaintext hop behind the cloud proxy shows both.
-    cr_assert (s_contains (plain, s_prompt, strlen (s_prompt)),
-               "control failed: prompt not seen on the plaintext broker port");
+    s_pack_ids (&ids, prompt_ids + 1, n_prompt - 2);
     cr_assert (s_contains (plain, ids.data, ids.size),
-               "control failed: token ids not seen on the plaintext broker port");
-    //  The CURVE link shows neither.
-    cr_assert (!s_contains (link, s_prompt, strlen (s_prompt)), "the prompt crossed the link in clear");
-    cr_assert (!s_contains (link, ids.data, ids.size), "the token ids crossed the link in clear");
-    cr_assert (!s_contains (link, "PURPLE-OCTOPUS", 14), "part of the prompt crossed the link in clear");
+               "control failed: the prompt's token ids not seen on the cloud broker port (none mode)");
+    cr_assert (!s_contains (on_link, ids.data, ids.size), "the prompt's token ids crossed the link in clear");
     msgpack_sbuffer_destroy (&ids);
-    zchunk_destroy (&link);
+    //  3. The answer's ids as the cloud returns them, and the field names.
+    int seen_plain = 0;
+    for (size_t i = 0; i < n_prefix; i++) {
+        msgpack_sbuffer pair;
+        msgpack_sbuffer_init (&pair);
+        s_pack_next_token (&pair, answer [i]);
+        seen_plain += s_contains (plain, pair.data, pair.size);
+        cr_assert (!s_contains (on_link, pair.data, pair.size),
+                   "answer token %d (next_token) crossed the link in clear", answer [i]);
+        msgpack_sbuffer_destroy (&pair);
+    }
+    cr_assert_gt (seen_plain, 0, "control failed: no answer token as next_token on the cloud broker port");
+    const char *fields [] = { "next_token", "draft_tokens", "activations" };
+    for (size_t i = 0; i < sizeof fields / sizeof fields [0]; i++) {
+        cr_assert (s_contains (plain, fields [i], strlen (fields [i])),
+                   "control failed: '%s' not seen on the cloud broker port", fields [i]);
+        cr_assert (!s_contains (on_link, fields [i], strlen (fields [i])),
+                   "the field name '%s' crossed the link in clear", fields [i]);
+    }
+    //  4. The answers' ids in sequence.
+    int32_t *answers [] = { answer, answer_none };
+    size_t counts [] = { n_prefix, n_none };
+    for (int a = 0; a < 2; a++) {
+        msgpack_sbuffer run;
+        msgpack_sbuffer_init (&run);
+        s_pack_ids (&run, answers [a], counts [a] < 6? counts [a]: 6);
+        cr_assert (!s_contains (on_link, run.data, run.size), "the answer's token ids crossed the link in clear");
+        msgpack_sbuffer_destroy (&run);
+    }
+    cr_log_info ("capture: %d TCP packets; link %zu bytes, cloud broker %zu bytes; prompt %zu ids; "
+                 "answer %zu tokens, %d of them seen as next_token on the cloud broker port",
+                 packets, zchunk_size (on_link), zchunk_size (plain), n_prompt, n_prefix, seen_plain);
+    free (prompt_ids);
+    free (answer);
+    free (answer_none);
+    zchunk_destroy (&on_link);
     zchunk_destroy (&plain);
 }

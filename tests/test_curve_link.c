@@ -235,9 +235,10 @@ Test (curve_link, malformed_link_messages_are_rejected)
     cr_assert_geq (sm_crypt_wait_ok (&s_mesh, 3000, 2000), 0);
 }
 
-//  The cloud proxy's pool is bounded: beyond it, requests get a clear 503
-//  at once, and the ones within it are served.
-Test (curve_link, cloud_inflight_bound_answers_503)
+//  The cloud proxy's pool is bounded: beyond it, requests get 429 "busy,
+//  retry after" with retry_after_ms at once (as the broker answers), and
+//  the ones within it are served.
+Test (curve_link, cloud_inflight_bound_answers_429)
 {
     s_mesh.cloud_max_inflight = 2;
     cr_assert_eq (sm_crypt_start_all (&s_mesh, 1, NULL), 0);
@@ -260,8 +261,11 @@ Test (curve_link, cloud_inflight_bound_answers_503)
             ok++;
         else {
             char *error = sm_body_str (reply, "error");
-            cr_assert_eq (status, 503, "status %d (%s)", status, error);
+            cr_assert_eq (status, 429, "status %d (%s)", status, error);
             cr_assert (error && strstr (error, "in-flight bound"), "error: %s", error);
+            int64_t retry = -1;
+            sm_body_int (reply, "retry_after_ms", &retry);
+            cr_assert_eq (retry, 250, "no retry_after_ms hint");
             free (error);
             busy++;
         }
@@ -270,6 +274,78 @@ Test (curve_link, cloud_inflight_bound_answers_503)
     }
     cr_assert_eq (ok, 2, "%d served, %d refused", ok, busy);
     cr_assert_eq (busy, N - 2);
+}
+
+//  Resident memory of a process in KiB (VmRSS), -1 when unreadable.
+static long
+s_rss_kib (pid_t pid)
+{
+    char path [64], line [256];
+    snprintf (path, sizeof path, "/proc/%d/status", (int) pid);
+    FILE *file = fopen (path, "r");
+    long kib = -1;
+    while (file && fgets (line, sizeof line, file))
+        if (strncmp (line, "VmRSS:", 6) == 0)
+            kib = atol (line + 6);
+    if (file)
+        fclose (file);
+    return kib;
+}
+
+//  A flood far beyond the bound, in waves: every request is answered, with
+//  a result or 429 (never lost, never another error), the proxy keeps
+//  serving afterwards, and its memory does not grow with the flood.
+Test (curve_link, flood_answers_result_or_429_with_bounded_memory, .timeout = 90)
+{
+    s_mesh.cloud_max_inflight = 4;
+    cr_assert_eq (sm_crypt_start_all (&s_mesh, 1, NULL), 0);
+    enum { WAVES = 6, N = 200 };
+    mdp_client_t *client [N];
+    for (int i = 0; i < N; i++)
+        client [i] = mdp_client_new (s_mesh.device_ep);
+    long rss_first = -1, rss_last = -1;
+    int ok = 0, busy = 0;
+    for (int wave = 0; wave < WAVES; wave++) {
+        for (int i = 0; i < N; i++) {
+            char session [32];
+            snprintf (session, sizeof session, "flood-%d-%d", wave, i);
+            zmsg_t *body = sm_body_new (session, 20, -1);
+            cr_assert_eq (mdp_client_send (client [i], "echo", &body), 0);
+        }
+        for (int i = 0; i < N; i++) {
+            int command = 0;
+            zmsg_t *reply = mdp_client_recv (client [i], 10000, &command, NULL);
+            cr_assert_not_null (reply, "wave %d: request %d got no answer", wave, i);
+            int status = sm_crypt_status (reply);
+            if (status == 200)
+                ok++;
+            else {
+                char *error = sm_body_str (reply, "error");
+                cr_assert_eq (status, 429, "wave %d: status %d (%s)", wave, status, error);
+                int64_t retry = -1;
+                sm_body_int (reply, "retry_after_ms", &retry);
+                cr_assert_eq (retry, 250, "wave %d: no retry_after_ms (%s)", wave, error);
+                free (error);
+                busy++;
+            }
+            zmsg_destroy (&reply);
+        }
+        long rss = s_rss_kib (s_mesh.cloud_proxy);
+        cr_assert_gt (rss, 0);
+        if (wave == 1)
+            rss_first = rss;        //  after warm-up (pool and buffers made)
+        rss_last = rss;
+    }
+    for (int i = 0; i < N; i++)
+        mdp_client_destroy (&client [i]);
+    cr_log_info ("flood: %d served, %d answered 429; cloud proxy RSS %ld KiB after wave 2, "
+                 "%ld KiB after wave %d", ok, busy, rss_first, rss_last, WAVES);
+    cr_assert_eq (ok + busy, WAVES * N);
+    cr_assert_gt (ok, 0);
+    cr_assert_gt (busy, 0, "the flood never reached the bound");
+    //  Four more waves of 200 must not add more than 8 MiB.
+    cr_assert_lt (rss_last - rss_first, 8 * 1024, "RSS grew from %ld to %ld KiB", rss_first, rss_last);
+    cr_assert_geq (sm_crypt_wait_ok (&s_mesh, 3000, 2000), 0, "the proxy stopped serving");
 }
 
 //  A fake cloud proxy (CURVE server with the real server key) answers with

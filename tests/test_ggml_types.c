@@ -126,6 +126,8 @@ Test (ggml_types, golden_q4_1) { s_check_golden ("q4_1", GGML_TYPE_Q4_1, 1); }
 Test (ggml_types, golden_q8_0) { s_check_golden ("q8_0", GGML_TYPE_Q8_0, 1); }
 Test (ggml_types, golden_q4_k) { s_check_golden ("q4_k", GGML_TYPE_Q4_K, 0); }
 Test (ggml_types, golden_q6_k) { s_check_golden ("q6_k", GGML_TYPE_Q6_K, 0); }
+Test (ggml_types, golden_q5_0) { s_check_golden ("q5_0", GGML_TYPE_Q5_0, 1); }
+Test (ggml_types, golden_q5_1) { s_check_golden ("q5_1", GGML_TYPE_Q5_1, 1); }
 
 Test (ggml_types, table_matches_ggml)
 {
@@ -134,6 +136,8 @@ Test (ggml_types, table_matches_ggml)
         { GGML_TYPE_Q4_0, "q4_0", 32, 18 },  { GGML_TYPE_Q4_1, "q4_1", 32, 20 },
         { GGML_TYPE_Q8_0, "q8_0", 32, 34 },  { GGML_TYPE_Q4_K, "q4_K", 256, 144 },
         { GGML_TYPE_Q6_K, "q6_K", 256, 210 }, { GGML_TYPE_BF16, "bf16", 1, 2 },
+        { GGML_TYPE_Q5_0, "q5_0", 32, 22 },  { GGML_TYPE_Q5_1, "q5_1", 32, 24 },
+        { SPLITMESH_TYPE_W4G128, "w4g128", 128, 68 },
     };
     for (size_t i = 0; i < sizeof want / sizeof want [0]; i++) {
         const ggml_type_traits_t *t = ggml_type_traits (want [i].type);
@@ -146,14 +150,17 @@ Test (ggml_types, table_matches_ggml)
         cr_assert_eq (ggml_type_from_name (want [i].name), want [i].type);
     }
     //  Types ggml has but splitmesh does not read, and nonsense.
-    int unsupported [] = { -1, 4, 5, 6, 7, 9, 10, 11, 13, 15, 29, 39, 40, 1000 };
+    int unsupported [] = { -1, 4, 5, 9, 10, 11, 13, 15, 29, 39, 40, 1000, 4127, 4129 };
     for (size_t i = 0; i < sizeof unsupported / sizeof unsupported [0]; i++) {
         cr_assert_null (ggml_type_traits (unsupported [i]), "type %d", unsupported [i]);
         cr_assert_eq (ggml_row_size (unsupported [i], 256), 0);
     }
     cr_assert_eq (ggml_type_from_name ("Q4_K"), GGML_TYPE_Q4_K);
     cr_assert_eq (ggml_type_from_name ("BF16"), GGML_TYPE_BF16);
-    cr_assert_eq (ggml_type_from_name ("q5_0"), -1);
+    cr_assert_eq (ggml_type_from_name ("q5_k"), -1);
+    cr_assert (ggml_type_is_splitmesh (SPLITMESH_TYPE_W4G128));
+    cr_assert (!ggml_type_is_splitmesh (GGML_TYPE_Q4_1));
+    cr_assert_gt (SPLITMESH_TYPE_W4G128, GGML_TYPE_COUNT, "outside ggml's range");
     cr_assert_eq (ggml_type_from_name ("q4"), -1);
     cr_assert_eq (ggml_type_from_name (""), -1);
     cr_assert_eq (ggml_type_from_name (NULL), -1);
@@ -170,7 +177,9 @@ Test (ggml_types, row_size)
     float x [32] = { 0 };
     uint8_t q [64];
     cr_assert_eq (ggml_quantize (GGML_TYPE_Q8_0, x, q, 31), -1);
-    cr_assert_eq (ggml_quantize (7, x, q, 32), -1);
+    cr_assert_eq (ggml_quantize (5, x, q, 32), -1);
+    cr_assert_eq (ggml_row_size (SPLITMESH_TYPE_W4G128, 576), 0, "576 is not whole groups of 128");
+    cr_assert_eq (ggml_row_size (SPLITMESH_TYPE_W4G128, 1536), 12 * 68);
     cr_assert_eq (ggml_dequantize (GGML_TYPE_Q4_0, q, x, 16), -1);
 }
 
@@ -343,4 +352,78 @@ Test (ggml_types, k_quants_shapes)
             }
         }
     }
+}
+
+//  W4G128 (splitmesh's W4, group 128): the dequantized values are the codes
+//  on the group's grid, the quantizer's error is within half a step of the
+//  min..max grid (the least-squares refit only lowers it), and the Q4_1
+//  rewrite the engine loads gives the same floats bit for bit.
+Test (ggml_types, w4g128)
+{
+    enum { N = 1536 };
+    static float x [N], y [N], z [N];
+    static uint8_t q [N / 128 * 68], q41 [N / 32 * 20];
+    uint32_t seed = 12345;
+    for (int i = 0; i < N; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x [i] = ((float) (seed >> 8) / 16777216.0f - 0.5f) * (i < 128 ? 1e-3f : 0.1f);
+    }
+    x [200] = 0.9f;                     //  an outlier in group 1
+    for (int i = 256; i < 384; i++)
+        x [i] = 0.25f;                  //  a constant group
+    cr_assert_eq (ggml_quantize (SPLITMESH_TYPE_W4G128, x, q, N), 0);
+    cr_assert_eq (ggml_dequantize (SPLITMESH_TYPE_W4G128, q, y, N), 0);
+    for (int g = 0; g < N / 128; g++) {
+        float mn = x [g * 128], mx = mn;
+        double err = 0, err_minmax = 0;
+        for (int j = 0; j < 128; j++) {
+            float v = x [g * 128 + j];
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+        }
+        float step = (mx - mn) / 15;
+        for (int j = 0; j < 128; j++) {
+            float v = x [g * 128 + j];
+            err += (double) (y [g * 128 + j] - v) * (y [g * 128 + j] - v);
+            float c = step > 0 ? roundf ((v - mn) / step) * step + mn : mn;
+            err_minmax += (double) (c - v) * (c - v);
+        }
+        //  fp16 storage of d and m adds a little on top of the fit.
+        CHECK (err <= err_minmax * 1.01 + 1e-10 * 128, "group %d: error %g > min..max grid's %g",
+               g, err, err_minmax);
+    }
+    cr_assert_float_eq (y [300], 0.25f, 1e-4f, "constant group");
+    cr_assert_eq (ggml_w4g128_to_q4_1 (q, q41, N), 0);
+    cr_assert_eq (ggml_dequantize (GGML_TYPE_Q4_1, q41, z, N), 0);
+    cr_assert_eq (memcmp (y, z, sizeof y), 0, "Q4_1 rewrite must be exact");
+    cr_assert_eq (ggml_w4g128_to_q4_1 (q, q41, 100), -1);
+}
+
+//  A Q4_K super-block whose scales and mins are fp16 values rewrites as
+//  eight Q4_1 blocks with the same floats; one whose products are not
+//  exact is refused.
+Test (ggml_types, q4_K_to_q4_1_exact)
+{
+    uint8_t blk [144], q41 [8 * 20];
+    float a [256], b [256];
+    uint32_t seed = 777;
+    for (int i = 0; i < 144; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        blk [i] = (uint8_t) (seed >> 24);
+    }
+    uint16_t d = ggml_fp32_to_fp16 (1.0f / 64), dmin = ggml_fp32_to_fp16 (1.0f / 128);
+    memcpy (blk, &d, 2);
+    memcpy (blk + 2, &dmin, 2);
+    cr_assert_eq (ggml_dequantize (GGML_TYPE_Q4_K, blk, a, 256), 0);
+    cr_assert_eq (ggml_q4_K_to_q4_1_exact (blk, q41, 256), 0);
+    cr_assert_eq (ggml_dequantize (GGML_TYPE_Q4_1, q41, b, 256), 0);
+    cr_assert_eq (memcmp (a, b, sizeof a), 0, "same values bit for bit");
+    //  A scale with all 11 mantissa bits set times a 6-bit code such as 63
+    //  needs more than fp16's precision.
+    d = ggml_fp32_to_fp16 (1.9990234375f / 64);
+    memcpy (blk, &d, 2);
+    for (int i = 4; i < 16; i++)
+        blk [i] = 0xff;
+    cr_assert_eq (ggml_q4_K_to_q4_1_exact (blk, q41, 256), -1);
+    cr_assert_eq (ggml_q4_K_to_q4_1_exact (blk, q41, 100), -1);
 }

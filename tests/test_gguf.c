@@ -562,8 +562,8 @@ Test (gguf, bad_tensor_infos)
     s_expect_error (&b, "tensor 'huge' data [0, +4398046511104) ends past end of file");
     b = s_one_tensor ("u", 1, (uint64_t []) { 32 }, 99, 0);
     s_expect_error (&b, "tensor 'u': unknown ggml type 99");
-    b = s_one_tensor ("q5", 1, (uint64_t []) { 32 }, 6, 0);
-    s_expect_error (&b, "tensor 'q5': ggml type q5_0 (6) is not supported");
+    b = s_one_tensor ("q2", 1, (uint64_t []) { 256 }, 10, 0);
+    s_expect_error (&b, "tensor 'q2': ggml type q2_K (10) is not supported");
     b = s_one_tensor ("blk", 1, (uint64_t []) { 33 }, GGML_TYPE_Q4_0, 0);
     s_expect_error (&b, "tensor 'blk': ne[0] = 33 is not a multiple of the q4_0 block size 32");
     b = s_one_tensor ("k", 2, (uint64_t []) { 128, 2 }, GGML_TYPE_Q4_K, 0);

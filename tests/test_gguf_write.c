@@ -317,8 +317,8 @@ Test (gguf_write, rejects_what_the_reader_would)
     cr_assert (strstr (gguf_writer_error (w), "n_dims 5"));
     cr_assert_eq (gguf_writer_add_tensor_f32 (w, "e", GGML_TYPE_F32, 2, (uint64_t []) { 4, 0 }, x), -1);
     cr_assert (strstr (gguf_writer_error (w), "dimension 1 = 0"));
-    cr_assert_eq (gguf_writer_add_tensor_f32 (w, "f", (ggml_type_t) 6, 1, (uint64_t []) { 32 }, x), -1);
-    cr_assert (strstr (gguf_writer_error (w), "unsupported ggml type 6"));
+    cr_assert_eq (gguf_writer_add_tensor_f32 (w, "f", (ggml_type_t) 10, 1, (uint64_t []) { 256 }, x), -1);
+    cr_assert (strstr (gguf_writer_error (w), "unsupported ggml type 10"));
     cr_assert_eq (gguf_writer_add_tensor_f32 (w, "a_name_that_is_far_too_long_for_ggml_which_allows_sixty_three_bytes",
                                               GGML_TYPE_F32, 1, (uint64_t []) { 4 }, x), -1);
     cr_assert (strstr (gguf_writer_error (w), "not within 1..63 bytes"));

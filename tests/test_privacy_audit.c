@@ -8,7 +8,10 @@
     int8 link changes values by at most its quantisation step. The command
     must run on a tiny model, refuse bad arguments, and report, at L = 1
     without noise and an fp32 link, a top-1 agreement of 1 (the split
-    itself changes nothing) with recovery rates in [0, 1].
+    itself changes nothing) with recovery rates in [0, 1]. The layer-table
+    attack (nn_layer) must find what it is built to find: with windows of
+    2 every other position is a token alone in its cache, exactly what the
+    attacker's table holds, so it recovers at least half the positions.
 */
 #include <criterion/criterion.h>
 #include <limits.h>
@@ -194,6 +197,10 @@ Test (privacy_audit, command_runs_on_a_tiny_model_and_checks_arguments)
     //  fp32 link, no noise: the split alone changes no answer.
     cr_assert_float_eq (top1, 1.0, 1e-9, "top-1 agreement %g at sigma 0 over fp32", top1);
     cr_assert (nn >= 0 && nn <= 1 && probe >= 0 && probe <= 1);
+    double nnl = -1, nnlc = -1;
+    cr_assert_eq (sm_json_number (first, "nn_layer_recovery", &nnl), 0, "%s", json);
+    cr_assert_eq (sm_json_number (first, "nn_layer_centred_recovery", &nnlc), 0);
+    cr_assert (nnl >= 0 && nnl <= 1 && nnlc >= 0 && nnlc <= 1);
     double clean = -1;
     cr_assert_eq (sm_json_number (json, "clean_perplexity", &clean), 0);
     cr_assert_float_eq (ppl, clean, 1e-3 * clean, "sigma 0 perplexity %g vs clean %g", ppl, clean);
@@ -202,6 +209,23 @@ Test (privacy_audit, command_runs_on_a_tiny_model_and_checks_arguments)
     cr_assert (noisy);
     cr_assert_eq (sm_json_number (noisy, "top1_agreement", &top1), 0);
     cr_assert_lt (top1, 1.0, "sigma 1 left every answer unchanged");
+
+    //  Windows of 2: every other position is a lone token (position 0 of
+    //  an empty cache), whose activation is exactly its row of the table.
+    r = SM_SPLITMESH (60, "privacy-audit", "--model", model, "--calib", calib, "--eval", eval,
+                      "--format", "f32", "--dtype", "fp32", "--depths", "2", "--sigmas", "0",
+                      "--fit-tokens", "64", "--eval-tokens", "64", "--window", "2", "--out", out);
+    cr_assert_eq (r->status, 0, "privacy-audit failed:\n%s", r->err);
+    sm_cli_result_destroy (&r);
+    f = fopen (out, "r");
+    cr_assert (f);
+    n = fread (json, 1, sizeof json - 1, f);
+    json [n] = 0;
+    fclose (f);
+    cr_assert_eq (sm_json_number (json, "nn_layer_recovery", &nnl), 0, "%s", json);
+    cr_assert_eq (sm_json_number (json, "nn_recovery", &nn), 0);
+    cr_assert_geq (nnl, 0.5, "nn_layer recovered %g with lone tokens at half the positions", nnl);
+    cr_log_info ("windows of 2, L = 2: nn_layer %g, nn (embeddings) %g", nnl, nn);
 
     r = SM_SPLITMESH (20, "privacy-audit", "--model", model, "--calib", calib, "--eval", eval,
                       "--depths", "4");

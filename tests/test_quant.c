@@ -176,7 +176,7 @@ Test (quant, q8_0_to_w8_is_exact)
     char err[128];
     qmatrix_t *W = qmatrix_new_from_ggml (QFMT_W8, GGML_TYPE_Q8_0, raw, rows, cols, err, sizeof err);
     cr_assert_not_null (W, "%s", err);
-    cr_assert_eq (qmatrix_bytes (W), (size_t) rows * nb * 34);       //  as q8_0
+    cr_assert_eq (qmatrix_bytes (W), (size_t) rows * nb * 36);       //  q8_0 plus a (zero) min
     float row[96];
     for (int r = 0; r < rows; r++) {
         qmatrix_get_row (W, r, row);
@@ -299,28 +299,33 @@ Test (quant, from_f32_within_half_step)
     free (w);
 }
 
-Test (quant, q4_1_to_w8_requantizes_within_bound)
+Test (quant, q4_1_and_q4_0_to_w8_are_exact)
 {
+    //  w8 keeps q4's quants (0..15) with its scale and min: the same floats
+    //  as ggml's dequantization, bit for bit.
     int rows = 2, cols = 64;
-    uint8_t raw[2 * 2 * 20];
+    uint8_t raw[2 * 2 * 20], raw0[2 * 2 * 18];
     for (int b = 0; b < 4; b++) {
         uint16_t d = s_rand_half (1e-2f, 0.2f, 0), m = s_rand_half (1e-2f, 1.0f, 1);
         memcpy (raw + b * 20, &d, 2);
         memcpy (raw + b * 20 + 2, &m, 2);
+        memcpy (raw0 + b * 18, &d, 2);
         for (int j = 0; j < 16; j++)
-            raw[b * 20 + 4 + j] = (uint8_t) s_rand ();
+            raw[b * 20 + 4 + j] = raw0[b * 18 + 2 + j] = (uint8_t) s_rand ();
     }
-    //  The exact floats, from the lossless path.
-    qmatrix_t *W4 = qmatrix_new_from_ggml (QFMT_W4, GGML_TYPE_Q4_1, raw, rows, cols, NULL, 0);
-    cr_assert_not_null (W4);
-    float w[128];
-    for (int r = 0; r < rows; r++)
-        qmatrix_get_row (W4, r, w + r * cols);
-    qmatrix_t *W8 = qmatrix_new_from_ggml (QFMT_W8, GGML_TYPE_Q4_1, raw, rows, cols, NULL, 0);
-    cr_assert_not_null (W8);
-    s_check_requant (QFMT_W8, w, W8, rows, cols);
-    qmatrix_destroy (&W4);
-    qmatrix_destroy (&W8);
+    for (int k = 0; k < 2; k++) {
+        int type = k ? GGML_TYPE_Q4_0 : GGML_TYPE_Q4_1;
+        const uint8_t *src = k ? raw0 : raw;
+        qmatrix_t *W8 = qmatrix_new_from_ggml (QFMT_W8, type, src, rows, cols, NULL, 0);
+        cr_assert_not_null (W8);
+        float want[64], got[64];
+        for (int r = 0; r < rows; r++) {
+            ggml_type_traits (type)->to_float (src + (size_t) r * ggml_row_size (type, cols), want, cols);
+            qmatrix_get_row (W8, r, got);
+            cr_assert_arr_eq (got, want, sizeof got, "%s row %d", k ? "q4_0" : "q4_1", r);
+        }
+        qmatrix_destroy (&W8);
+    }
 }
 
 Test (quant, bad_args)
@@ -359,7 +364,7 @@ Test (quant, bad_args)
     qmatrix_destroy (&W);
 
     char err[128] = "";
-    cr_assert_null (qmatrix_new_from_ggml (QFMT_W4, 7, w, 1, 32, err, sizeof err));
+    cr_assert_null (qmatrix_new_from_ggml (QFMT_W4, 10, w, 1, 32, err, sizeof err));
     cr_assert (strstr (err, "not supported"), "message: %s", err);
     err[0] = 0;
     cr_assert_null (qmatrix_new_from_ggml (QFMT_W4, GGML_TYPE_Q4_1, NULL, 1, 32, err, sizeof err));

@@ -6,6 +6,7 @@
     errors without an output file.
 */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "gguf.h"
 #include "kvcache.h"
 #include "model.h"
+#include "model_impl.h"
 #include "quantize.h"
 
 static char s_dir[256];
@@ -140,7 +142,7 @@ Test (quantize, budget_respected_and_output_loads)
     const char *budgets[] = { "4x", "5.5x", "6x" };
     for (int i = 0; i < 3; i++) {
         char args[2048];
-        snprintf (args, sizeof args, "--model '%s' --budget %s --out '%s' --calib '%s' --calib-len 32",
+        snprintf (args, sizeof args, "--model '%s' --budget %s --out '%s' --calib '%s' --calib-seqs 2 --calib-len 32",
                   s_src, budgets[i], s_out, s_calib ());
         cr_assert_eq (s_quantize (args), 0, "quantize %s: %s", budgets[i], s_read_log ());
         double ratio = atof (budgets[i]);
@@ -185,21 +187,39 @@ Test (quantize, more_budget_never_more_kl)
     char err[256];
     quantize_options_t qo = quantize_options_default ();
     qo.calib_path = s_calib ();
+    qo.calib_seqs = 2;
     qo.calib_len = 32;
     quantize_plan_t *p = quantize_plan_new (s_src, &qo, err, sizeof err);
     cr_assert_not_null (p, "%s", err);
     cr_assert_eq (quantize_plan_calib_tokens (p), 64);
-    //  Every measured KL is finite and non-negative; Q8_0 beats Q4_0 overall.
-    double k4 = 0, k8 = 0;
+    //  Every KL of a candidate that applies is finite and non-negative (an
+    //  F32 source has no exact candidate but F16, so all are measured);
+    //  the ones that do not apply (W4G128 not allowed, K-quants on rows of
+    //  64 or 128) are NAN with 0 bytes. Q8_0 beats Q5_1 beats Q4_0 overall.
+    int c_q4_0 = -1, c_q5_1 = -1, c_q8_0 = -1;
+    for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++) {
+        c_q4_0 = quantize_candidates[c] == GGML_TYPE_Q4_0 ? c : c_q4_0;
+        c_q5_1 = quantize_candidates[c] == GGML_TYPE_Q5_1 ? c : c_q5_1;
+        c_q8_0 = quantize_candidates[c] == GGML_TYPE_Q8_0 ? c : c_q8_0;
+    }
+    double k4 = 0, k5 = 0, k8 = 0;
     for (int u = 0; u < quantize_plan_unit_count (p); u++) {
         for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++) {
             double kl = quantize_plan_unit_kl (p, u, c);
+            int type = quantize_candidates[c];
+            if (ggml_type_is_splitmesh (type) || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q6_K) {
+                cr_assert (isnan (kl), "unit %d cand %d does not apply: kl %g", u, c, kl);
+                cr_assert_eq (quantize_plan_unit_bytes (p, u, c), 0);
+                continue;
+            }
             cr_assert (kl >= 0 && kl < 100, "unit %d cand %d kl %g", u, c, kl);
         }
-        k4 += quantize_plan_unit_kl (p, u, 0);
-        k8 += quantize_plan_unit_kl (p, u, 2);
+        k4 += quantize_plan_unit_kl (p, u, c_q4_0);
+        k5 += quantize_plan_unit_kl (p, u, c_q5_1);
+        k8 += quantize_plan_unit_kl (p, u, c_q8_0);
     }
-    cr_assert_gt (k4, k8);
+    cr_assert_gt (k4, k5);
+    cr_assert_gt (k5, k8);
     cr_assert_gt (k4, 0);
     double prev = 1e30;
     uint64_t f32 = quantize_plan_f32_bytes (p);
@@ -292,4 +312,158 @@ Test (quantize, file_format_mapping)
     cr_assert_eq (model_file_format (GGML_TYPE_Q4_K), QFMT_W8);
     cr_assert_eq (model_file_format (GGML_TYPE_F16), QFMT_F32);
     cr_assert_eq (model_file_format (GGML_TYPE_F32), QFMT_F32);
+    cr_assert_eq (model_file_format (GGML_TYPE_Q5_0), QFMT_W8);
+    cr_assert_eq (model_file_format (GGML_TYPE_Q5_1), QFMT_W8);
+    cr_assert_eq (model_file_format (SPLITMESH_TYPE_W4G128), QFMT_W4);
+}
+
+//  Q5_0 / Q5_1 files (standard ggml types) load in the engine, at F32 and
+//  with file_formats (-> w8), with logits close to the F32 source's.
+Test (quantize, q5_uniform_loads)
+{
+    const char *types[] = { "q5_0", "q5_1" };
+    int want[] = { GGML_TYPE_Q5_0, GGML_TYPE_Q5_1 };
+    char err[256];
+    model_options_t mo = model_options_default ();
+    model_t *src = model_load (s_src, &mo, err, sizeof err);
+    cr_assert_not_null (src, "%s", err);
+    int v = model_config (src)->vocab_size, n = 6;
+    float *l0 = malloc ((size_t) n * v * sizeof *l0), *l1 = malloc ((size_t) n * v * sizeof *l1);
+    s_logits (src, l0, n);
+    for (int i = 0; i < 2; i++) {
+        char args[2048];
+        snprintf (args, sizeof args, "--model '%s' --uniform %s --out '%s'", s_src, types[i], s_out);
+        cr_assert_eq (s_quantize (args), 0, "%s", s_read_log ());
+        int n_types, t[8];
+        s_tensor_bytes (s_out, &n_types, t);
+        cr_assert_eq (n_types, 1);
+        cr_assert_eq (t[0], want[i]);
+        mo.file_formats = true;
+        model_t *m = model_load (s_out, &mo, err, sizeof err);
+        cr_assert_not_null (m, "%s: %s", types[i], err);
+        cr_assert_eq (qmatrix_format (m->w.layers[0].w_down), QFMT_W8);
+        s_logits (m, l1, n);
+        double num = 0, den = 0;
+        for (int k = 0; k < n * v; k++) {
+            num += (l0[k] - l1[k]) * (double) (l0[k] - l1[k]);
+            den += l0[k] * (double) l0[k];
+        }
+        cr_assert_lt (num / den, 5e-2, "%s logits vs source: rel err^2 %g", types[i], num / den);
+        //  The w8 runtime of the file against the file's own values at F32.
+        mo.file_formats = false;
+        model_t *f = model_load (s_out, &mo, err, sizeof err);
+        cr_assert_not_null (f, "%s: %s", types[i], err);
+        float *lf = malloc ((size_t) n * v * sizeof *lf);
+        s_logits (f, lf, n);
+        num = den = 0;
+        for (int k = 0; k < n * v; k++) {
+            num += (lf[k] - l1[k]) * (double) (lf[k] - l1[k]);
+            den += lf[k] * (double) lf[k];
+        }
+        cr_assert_lt (num / den, 1e-3, "%s file formats vs F32: rel err^2 %g", types[i], num / den);
+        free (lf);
+        model_destroy (&f);
+        model_destroy (&m);
+    }
+    free (l0);
+    free (l1);
+    model_destroy (&src);
+}
+
+//  W4 with group 128 (splitmesh's W4G128) is offered only when allowed;
+//  then the cheapest file uses it for the rows of 128 (ffn_down here),
+//  says so in its metadata, and the engine loads it as w4 without loss:
+//  every weight of the runtime matrix equals the file's dequantized value.
+Test (quantize, w4g128_only_when_allowed_and_lossless_in_engine)
+{
+    char err[256], args[2048];
+    quantize_options_t qo = quantize_options_default ();
+    quantize_plan_t *p = quantize_plan_new (s_src, &qo, err, sizeof err);
+    cr_assert_not_null (p, "%s", err);
+    unsigned long long min_std = quantize_plan_min_bytes (p);
+    quantize_plan_destroy (&p);
+    qo.allow_splitmesh_types = true;
+    p = quantize_plan_new (s_src, &qo, err, sizeof err);
+    cr_assert_not_null (p, "%s", err);
+    unsigned long long min_all = quantize_plan_min_bytes (p);
+    quantize_plan_destroy (&p);
+    cr_assert_lt (min_all, min_std, "W4G128 is the cheapest format for rows of 128");
+    //  Not allowed: the cheapest assignment holds no W4G128.
+    snprintf (args, sizeof args, "--model '%s' --budget %llu --out '%s' --calib '%s' "
+              "--calib-seqs 1 --calib-len 16", s_src, min_std, s_out, s_calib ());
+    cr_assert_eq (s_quantize (args), 0, "%s", s_read_log ());
+    int n_types, types[8];
+    s_tensor_bytes (s_out, &n_types, types);
+    for (int k = 0; k < n_types; k++)
+        cr_assert_neq (types[k], SPLITMESH_TYPE_W4G128);
+    //  Allowed: at the smallest budget every ffn_down is W4G128.
+    snprintf (args, sizeof args, "--model '%s' --budget %llu --out '%s' --calib '%s' "
+              "--calib-seqs 1 --calib-len 16 --allow-splitmesh-types", s_src, min_all, s_out, s_calib ());
+    cr_assert_eq (s_quantize (args), 0, "%s", s_read_log ());
+    gguf_t *g = gguf_open (s_out, err, sizeof err);
+    cr_assert_not_null (g, "%s", err);
+    const char *note = NULL;
+    size_t note_len = 0;
+    cr_assert (gguf_get_str (g, "splitmesh.nonstandard_types", &note, &note_len));
+    const gguf_tensor_t *down = gguf_find_tensor (g, "blk.1.ffn_down.weight");
+    cr_assert_not_null (down);
+    cr_assert_eq ((int) down->type, SPLITMESH_TYPE_W4G128);
+    int rows = (int) down->ne[1], cols = (int) down->ne[0];
+    float *want = malloc ((size_t) rows * cols * sizeof *want), *row = malloc ((size_t) cols * sizeof *row);
+    cr_assert_eq (ggml_dequantize (down->type, down->data, want, (int64_t) rows * cols), 0);
+    model_options_t mo = model_options_default ();
+    mo.file_formats = true;
+    model_t *m = model_load (s_out, &mo, err, sizeof err);
+    cr_assert_not_null (m, "%s", err);
+    qmatrix_t *w = m->w.layers[1].w_down;
+    cr_assert_eq (qmatrix_format (w), QFMT_W4);
+    for (int r = 0; r < rows; r++) {
+        cr_assert_eq (qmatrix_get_row (w, r, row), 0);
+        if (memcmp (row, want + (size_t) r * cols, (size_t) cols * sizeof *row))
+            cr_assert_fail ("row %d of the w4 matrix differs from the file's values", r);
+    }
+    model_destroy (&m);
+    //  A uniform W4G128 needs every row to be whole groups of 128.
+    snprintf (args, sizeof args, "--model '%s' --uniform w4g128 --out '%s' --allow-splitmesh-types",
+              s_src, s_out);
+    cr_assert_eq (s_quantize (args), 2, "%s", s_read_log ());
+    snprintf (args, sizeof args, "--model '%s' --uniform w4g128 --out '%s'", s_src, s_out);
+    cr_assert_eq (s_quantize (args), 2, "%s", s_read_log ());
+    cr_assert_not_null (strstr (s_read_log (), "--allow-splitmesh-types"), "%s", s_read_log ());
+    free (want);
+    free (row);
+    gguf_destroy (&g);
+}
+
+//  The sensitivity cache: a second run with the same model and calibration
+//  measures nothing and gets the same KLs; another calibration starts afresh.
+Test (quantize, sensitivity_cache_is_reused)
+{
+    char err[256], cache[320];
+    snprintf (cache, sizeof cache, "%s/sens.cache", s_dir);
+    quantize_options_t qo = quantize_options_default ();
+    qo.calib_path = s_calib ();
+    qo.calib_seqs = 1;
+    qo.calib_len = 16;
+    qo.cache_path = cache;
+    quantize_plan_t *a = quantize_plan_new (s_src, &qo, err, sizeof err);
+    cr_assert_not_null (a, "%s", err);
+    cr_assert_gt (quantize_plan_measured (a), 0);
+    quantize_plan_t *b = quantize_plan_new (s_src, &qo, err, sizeof err);
+    cr_assert_not_null (b, "%s", err);
+    cr_assert_eq (quantize_plan_measured (b), 0, "everything should come from the cache");
+    for (int u = 0; u < quantize_plan_unit_count (a); u++)
+        for (int c = 0; c < QUANTIZE_N_CANDIDATES; c++) {
+            double ka = quantize_plan_unit_kl (a, u, c), kb = quantize_plan_unit_kl (b, u, c);
+            cr_assert ((isnan (ka) && isnan (kb)) || fabs (ka - kb) <= 1e-8 * (ka > 1 ? ka : 1),
+                       "unit %d cand %d: %g vs %g", u, c, ka, kb);
+        }
+    qo.calib_len = 17;
+    quantize_plan_t *c = quantize_plan_new (s_src, &qo, err, sizeof err);
+    cr_assert_not_null (c, "%s", err);
+    cr_assert_eq (quantize_plan_measured (c), quantize_plan_measured (a));
+    quantize_plan_destroy (&a);
+    quantize_plan_destroy (&b);
+    quantize_plan_destroy (&c);
+    unlink (cache);
 }

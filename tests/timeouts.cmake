@@ -22,3 +22,7 @@ set(TIMEOUT_gateway_cancel 180)
 # chaos: a mesh of 14 processes, 12 faults during 12 generations (tiny model).
 set(TIMEOUT_chaos 200)
 set(TIMEOUT_gpu_mesh 900)   # GPU hosts only (skips elsewhere): a mesh per format, 12 generations each
+# privacy_full: the real-model case loads SmolLM2 in the test (reference) and in a mesh.
+set(TIMEOUT_privacy_full 300)
+# engine: greedy continuations vs llama.cpp (3 x 384 steps of the real model); slow on a busy machine.
+set(TIMEOUT_llamacpp_greedy 300)

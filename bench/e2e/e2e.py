@@ -32,15 +32,20 @@ PROMPTS = [
 ]
 
 CONFIGS = [
-    # (name, mode, drafter)
-    ("cloud_only", "cloud_only", "model"),
-    ("split_spec_model", "speculative", "model"),
-    ("split_spec_ngram", "speculative", "ngram"),
+    # (name, mode, drafter, mesh)
+    ("cloud_only", "cloud_only", "model", "main"),
+    ("split_spec_model", "speculative", "model", "main"),
+    ("split_spec_ngram", "speculative", "ngram", "main"),
+    # The same as split_spec_model on a second mesh whose edge-draft sends no
+    # verify before the answer to the last one (SPLITMESH_NO_PIPELINE=1): the
+    # design before pipelined verifies, measured in the same run as a peer.
+    ("split_spec_model_serial", "speculative", "model", "serial"),
 ]
 
 
-def run(cmd, timeout):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+def run(cmd, timeout, env=None):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                       env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -109,6 +114,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", required=True)
     ap.add_argument("--raw", required=True, help="where the per-request FINALs go")
+    ap.add_argument("--serial", type=int, default=1,
+                    help="1: also measure split_spec_model_serial (edge-draft --no-pipeline) on a second mesh")
     args = ap.parse_args()
     sm = args.splitmesh
     rtts = [int(x) for x in args.rtts.split(",")]
@@ -116,28 +123,34 @@ def main():
     cells = []
     raw = []
     agreements = []
+    pipelined_vs_serial = []
+    configs = [c for c in CONFIGS if c[3] == "main" or args.serial]
     for rtt in rtts:
-        run_dir = tempfile.mkdtemp(prefix=f"e2e-bench-rtt{rtt}-")
+        run_dirs = {mesh: tempfile.mkdtemp(prefix=f"e2e-bench-rtt{rtt}-{mesh}-")
+                    for mesh in sorted(set(c[3] for c in configs))}
         try:
-            rc, out, err = run([sm, "up", "--run-dir", run_dir, "--model", args.model,
-                                "--split", str(args.split), "--threads", str(args.threads),
-                                "--link", f"rtt={rtt}", "--no-telemetry", "--timeout", "300"], 400)
-            if rc != 0:
-                raise RuntimeError(f"up failed: {err}")
-            # Warm-up: page in the weights of every process.
-            generate(sm, run_dir, "Hello", 8, "speculative", "model", args.draft_k)
-            generate(sm, run_dir, "Hello", 4, "cloud_only", "model", args.draft_k)
+            for mesh, run_dir in run_dirs.items():
+                env = dict(os.environ)
+                env["SPLITMESH_NO_PIPELINE"] = "1" if mesh == "serial" else "0"
+                rc, out, err = run([sm, "up", "--run-dir", run_dir, "--model", args.model,
+                                    "--split", str(args.split), "--threads", str(args.threads),
+                                    "--link", f"rtt={rtt}", "--no-telemetry", "--timeout", "300"], 400, env)
+                if rc != 0:
+                    raise RuntimeError(f"up failed: {err}")
+                # Warm-up: page in the weights of every process.
+                generate(sm, run_dir, "Hello", 8, "speculative", "model", args.draft_k)
+                generate(sm, run_dir, "Hello", 4, "cloud_only", "model", args.draft_k)
             tokens_by = {}
-            reqs_by = {name: [] for name, _, _ in CONFIGS}
+            reqs_by = {name: [] for name, _, _, _ in configs}
             # Interleaved (prompt outer, path inner): the machine is shared,
             # and a load change during the run then hits every path alike.
             for i, prompt in enumerate(prompts):
-                for name, mode, drafter in CONFIGS:
-                    r = generate(sm, run_dir, prompt, args.tokens, mode, drafter, args.draft_k)
+                for name, mode, drafter, mesh in configs:
+                    r = generate(sm, run_dirs[mesh], prompt, args.tokens, mode, drafter, args.draft_k)
                     reqs_by[name].append(r)
                     raw.append({"rtt_ms": rtt, "config": name, "prompt": i, "final": r})
                     tokens_by.setdefault(name, []).append(r["tokens"])
-            for name, mode, drafter in CONFIGS:
+            for name, mode, drafter, _ in configs:
                 reqs = reqs_by[name]
                 cell = {"rtt_ms": rtt, "config": name, "mode": mode, "drafter": drafter}
                 cell.update(summarize(reqs))
@@ -153,9 +166,14 @@ def main():
                     same, n = agreement(tokens_by[name][i], tokens_by["cloud_only"][i])
                     agreements.append({"rtt_ms": rtt, "config": name, "prompt": i, "identical_prefix": same,
                                        "compared": n})
+                if "split_spec_model_serial" in tokens_by:
+                    # Pipelining must not change a greedy token.
+                    same, n = agreement(tokens_by["split_spec_model"][i], tokens_by["split_spec_model_serial"][i])
+                    pipelined_vs_serial.append(same == n and len(tokens_by["split_spec_model"][i]) == n)
         finally:
-            run([sm, "down", "--run-dir", run_dir, "-q"], 120)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            for run_dir in run_dirs.values():
+                run([sm, "down", "--run-dir", run_dir, "-q"], 120)
+                shutil.rmtree(run_dir, ignore_errors=True)
 
     def cell(rtt, name):
         for c in cells:
@@ -168,7 +186,7 @@ def main():
         base = cell(rtt, "cloud_only")["tokens_per_s"]
         speedup[str(rtt)] = {
             name: round(cell(rtt, name)["tokens_per_s"] / base, 3) if base else None
-            for name in ("split_spec_model", "split_spec_ngram")
+            for name, _, _, _ in configs if name != "cloud_only"
         }
     per_drafter = {}
     for name, drafter in (("split_spec_model", "model"), ("split_spec_ngram", "ngram")):
@@ -191,6 +209,7 @@ def main():
     result = {
         "speedup_vs_cloud_only_rtt50ms": speedup[str(headline_rtt)]["split_spec_model"],
         "speedup_vs_cloud_only_rtt50ms_ngram": speedup[str(headline_rtt)]["split_spec_ngram"],
+        "speedup_vs_cloud_only_rtt50ms_serial": speedup[str(headline_rtt)].get("split_spec_model_serial"),
         "acceptance_rate": per_drafter["model"]["acceptance_rate"],
         "mean_accepted_len": per_drafter["model"]["mean_accepted_len"],
         "link_bytes_per_token": per_drafter["model"]["link_bytes_per_token"],
@@ -204,6 +223,8 @@ def main():
             "generations_fully_identical": sum(1 for a in agreements if a["identical_prefix"] == a["compared"]),
             "generations": len(agreements),
         },
+        "pipelined_equals_serial": {"generations": len(pipelined_vs_serial),
+                                    "identical": sum(pipelined_vs_serial)},
         "cells": cells,
         "config": {
             "rtts_ms": rtts, "prompts": len(prompts), "tokens_per_request": args.tokens,

@@ -57,7 +57,7 @@ dat=$(mktemp)
 import json, sys
 d = json.load(open(sys.argv[1]))
 for rtt, s in sorted(d["speedup_vs_cloud_only"].items(), key=lambda kv: int(kv[0])):
-    print(rtt, s["split_spec_model"], s["split_spec_ngram"])
+    print(rtt, s["split_spec_model"], s["split_spec_ngram"], s.get("split_spec_model_serial", "NaN"))
 PY
 gnuplot <<GP
 set terminal pngcairo size 800,500 noenhanced
@@ -69,7 +69,8 @@ set key top left
 set grid
 set yrange [0:*]
 set xrange [-5:*]
-plot '$dat' using 1:2 with linespoints lw 2 pt 7 title 'draft model (W4)', \
+plot '$dat' using 1:2 with linespoints lw 2 pt 7 title 'draft model (W4), pipelined verifies (default)', \
+     '$dat' using 1:4 with linespoints lw 2 pt 9 title 'draft model (W4), --no-pipeline', \
      '$dat' using 1:3 with linespoints lw 2 pt 5 title 'n-gram prompt lookup', \
      1 with lines dt 2 lc rgb 'gray' title 'cloud-only', \
      2.5 with lines dt 3 lc rgb 'red' title 'goal at 50 ms (2.5x)'
@@ -100,8 +101,15 @@ for cell in d["cells"]:
           f"{cell['ttft_ms_mean']:.1f} | {acc} | {mal} | {cell['link_bytes_per_token']:.0f} | "
           f"{s if s is not None else 1.0:.2f}x |")
 print()
-print(f"Headline: speedup over cloud-only at 50 ms RTT **{d['speedup_vs_cloud_only_rtt50ms']}x** (draft model), "
+print(f"Headline: speedup over cloud-only at 50 ms RTT **{d['speedup_vs_cloud_only_rtt50ms']}x** (draft model, "
+      f"default: pipelined verifies, the next round's verify sent before this one's answer), "
+      f"{d.get('speedup_vs_cloud_only_rtt50ms_serial')}x (draft model, edge-draft --no-pipeline: one verify at "
+      f"a time, the next round drafted while it travels; split_spec_model_serial, same run), "
       f"{d['speedup_vs_cloud_only_rtt50ms_ngram']}x (n-gram). Goal: 2.5x.\n")
+pe = d.get("pipelined_equals_serial")
+if pe:
+    print(f"Pipelined (default) vs --no-pipeline greedy output: {pe['identical']} of {pe['generations']} generations "
+          f"identical.\n")
 print("Per drafter (all RTTs pooled):\n")
 print("| drafter | acceptance | mean accepted drafts per round | link bytes per token |")
 print("|---|---:|---:|---:|")

@@ -6,6 +6,8 @@
 # writes bench/results/engine.json and engine.md with the machine, commit
 # and command. The token ids are llama.cpp's tokenization of the start of
 # ../shared/data/wikitext-2-test.txt (the WikiText-2 test split).
+# "w8act1" is W8 with one-level int8 activations (SPLITMESH_W8_ACT_LEVELS=1),
+# the cost baseline for W8's default two-level activations.
 #
 # usage: bench/engine/run.sh [--prompt 128] [--decode 128] [--repeat 3]  (repeat = rounds)
 # env:   SPLITMESH_MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf),
@@ -39,9 +41,12 @@ trap 'rm -rf "$TMP"' EXIT
 # chances at a quiet moment; /proc/loadavg is recorded with each run.
 for r in $(seq "$REPEAT"); do
   for t in 1 2; do
-    for f in f32 w8 w4; do
-      "$BENCH" --model "$MODEL" --tokens "$TMP/ids.txt" --format $f --threads $t \
-        --prompt "$PROMPT" --decode "$DECODE" --repeat 1 | sed "s/}\$/,\"round\":$r,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}/" \
+    for f in f32 w8 w8act1 w4; do
+      lv=2 fmt=$f
+      [ "$f" = w8act1 ] && { lv=1; fmt=w8; }
+      SPLITMESH_W8_ACT_LEVELS=$lv "$BENCH" --model "$MODEL" --tokens "$TMP/ids.txt" --format $fmt --threads $t \
+        --prompt "$PROMPT" --decode "$DECODE" --repeat 1 \
+        | sed "s/\"format\":\"$fmt\"/\"format\":\"$f\"/; s/}\$/,\"round\":$r,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}/" \
         | tee -a "$TMP/results.jsonl"
     done
     "$PY" bench/engine/llamacpp_bench.py --model "$MODEL" --tokens "$TMP/ids.txt" --threads $t \
@@ -84,6 +89,9 @@ for r in rows:
         out[f"decode_tps_{r['format']}_{t}t"] = r["decode_tps"]
         out[f"prompt_tps_{r['format']}_{t}t"] = r["prompt_tps"]
 for t in (1, 2):
+    if f"decode_tps_w8_{t}t" in out and f"decode_tps_w8act1_{t}t" in out:
+        out[f"decode_ratio_w8_two_level_vs_one_level_{t}t"] = round(out[f"decode_tps_w8_{t}t"] / out[f"decode_tps_w8act1_{t}t"], 3)
+        out[f"prompt_ratio_w8_two_level_vs_one_level_{t}t"] = round(out[f"prompt_tps_w8_{t}t"] / out[f"prompt_tps_w8act1_{t}t"], 3)
     if f"llamacpp_decode_tps_q4_{t}t" in out and f"decode_tps_w4_{t}t" in out:
         out[f"decode_ratio_w4_vs_llamacpp_{t}t"] = round(out[f"decode_tps_w4_{t}t"] / out[f"llamacpp_decode_tps_q4_{t}t"], 3)
 md = ["# Engine throughput (bench/engine)", "",
@@ -105,6 +113,10 @@ for t in (1, 2):
     k = f"decode_ratio_w4_vs_llamacpp_{t}t"
     if k in out:
         md.append(f"- W4 decode vs llama.cpp Q4_1, {t} thread(s): {out[k]}x")
+    k = f"decode_ratio_w8_two_level_vs_one_level_{t}t"
+    if k in out:
+        md.append(f"- W8 two-level activations vs one level (w8act1), {t} thread(s): decode {out[k]}x, "
+                  f"prompt {out[f'prompt_ratio_w8_two_level_vs_one_level_{t}t']}x")
 json.dump(out, open("bench/results/engine.json", "w"), indent=1)
 open("bench/results/engine.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))

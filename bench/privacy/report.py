@@ -33,16 +33,29 @@ def main():
     for k, v in r["attacks"].items():
         md.append(f"- `{k}`: {v}")
     md.append("")
-    md.append("| L | sigma | act RMS | nn | nn centred | linear probe | top-1 agreement | perplexity |")
-    md.append("|---|---|---|---|---|---|---|---|")
+    layer = all("nn_layer_recovery" in x for x in rows)
+    if layer:
+        md.append("| L | sigma | act RMS | nn (embeddings) | nn centred | nn (layer-L table) | "
+                  "nn layer centred | linear probe | top-1 agreement | perplexity |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|")
+    else:
+        md.append("| L | sigma | act RMS | nn | nn centred | linear probe | top-1 agreement | perplexity |")
+        md.append("|---|---|---|---|---|---|---|---|")
     for x in rows:
-        md.append(f"| {x['L']} | {x['sigma']:g} | {x['act_rms']:.2f} | {x['nn_recovery']:.3f} | "
-                  f"{x['nn_centred_recovery']:.3f} | {x['probe_recovery']:.3f} | "
-                  f"{x['top1_agreement']:.3f} | {x['perplexity']:.2f} |")
+        cells = [f"{x['L']}", f"{x['sigma']:g}", f"{x['act_rms']:.2f}", f"{x['nn_recovery']:.3f}",
+                 f"{x['nn_centred_recovery']:.3f}"]
+        if layer:
+            cells += [f"{x['nn_layer_recovery']:.3f}", f"{x['nn_layer_centred_recovery']:.3f}"]
+        cells += [f"{x['probe_recovery']:.3f}", f"{x['top1_agreement']:.3f}", f"{x['perplexity']:.2f}"]
+        md.append("| " + " | ".join(cells) + " |")
     md.append("")
     md.append(f"Recovery rates are shares of {r['eval']['tokens']} positions: one position is "
               f"{1 / r['eval']['tokens']:.4f}; a binomial 95% interval at p = 0.5 is about "
               f"+-{1.96 * (0.25 / r['eval']['tokens']) ** 0.5:.3f}.")
+    if layer and "layer_table_seconds" in r:
+        md.append("")
+        md.append(f"The layer-L tables (every vocabulary token alone through layers [0, L), built "
+                  f"incrementally over the depths) took {r['layer_table_seconds']:.0f} s of the run.")
     with open(prefix + ".md", "w") as f:
         f.write("\n".join(md) + "\n")
 
@@ -56,13 +69,22 @@ def main():
                     # sigma 0 drawn at 0.003 on the log axis
                     s = x["sigma"] if x["sigma"] > 0 else 0.003
                     f.write(f"{s} {x['probe_recovery']} {x['nn_centred_recovery']} "
-                            f"{x['top1_agreement']} {x['perplexity']}\n")
+                            f"{x['top1_agreement']} {x['perplexity']} "
+                            f"{x.get('nn_layer_recovery', 0)} {x.get('nn_layer_centred_recovery', 0)}\n")
         plots = lambda col: ", ".join(
-            f"'{tmp}/L{L}.dat' using 1:{col} with linespoints lw 2 title 'L={L}'" for L in depths)
+            f"'{tmp}/L{L}.dat' using 1:{col} with linespoints lw 2 lc {i + 1} title 'L={L}'"
+            for i, L in enumerate(depths))
+        layer_panel = ""
+        if layer:
+            centred = plots(7).replace("lw 2", "lw 1 dt 2").replace("title 'L={", "notitle '{").replace("title 'L=", "notitle 'L=")
+            layer_panel = ("set title 'nn over the layer-L table (token alone through [0, L)); dashed: centred'\n"
+                           "set key center right\n"
+                           f"plot {plots(6)}, {centred}\n"
+                           "set key bottom left")
         script = f"""
-set terminal pngcairo size 1500,480 font ',10' noenhanced
+set terminal pngcairo size {2000 if layer else 1500},480 font ',10' noenhanced
 set output '{prefix}.png'
-set multiplot layout 1,3 title 'splitmesh privacy audit: {r["model"]}, {r["link_dtype"]} link, {r["eval"]["tokens"]} eval tokens (sigma 0 drawn at 0.003)'
+set multiplot layout 1,{4 if layer else 3} title 'splitmesh privacy audit: {r["model"]}, {r["link_dtype"]} link, {r["eval"]["tokens"]} eval tokens (sigma 0 drawn at 0.003)'
 set logscale x
 set xlabel 'noise sigma (x activation RMS)'
 set key bottom left
@@ -70,6 +92,7 @@ set yrange [0:1]
 set ylabel 'tokens recovered'
 set title 'linear probe (ridge -> embedding -> nn)'
 plot {plots(2)}
+{layer_panel}
 set title 'top-1 agreement with the unsplit model'
 set ylabel 'agreement'
 plot {plots(4)}

@@ -19,10 +19,16 @@
       - prefill and decode tokens/s (full speed check).
 
     Prints one JSON object per file (and the baseline) on stdout, one a line.
+    With --base-cache FILE the baseline's results (NLL, top-1 per position,
+    greedy continuations, speeds) are read from FILE when it matches the
+    same text, tokens, windows and prompts, else computed and written
+    there, so a second run (e.g. the mixed files once measured) does not
+    redo the slow F32 baseline.
     A file that does not exist yet is waited for (up to an hour), so the
     evaluation can overlap a quantize run that writes the files.
 */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,6 +202,45 @@ s_acceptance (model_t *m, const s_ref_t *r, double *decode_tps)
     return proposed ? (double) accepted / proposed : 0;
 }
 
+//  The baseline cache: a header of the run's parameters, then the results.
+typedef struct {
+    char magic[8];
+    int n_tok, ctx, n_prompts, gen, k, n_scored;
+    char text[256];
+    double nll, acc, tps, dec;
+} s_base_header_t;
+
+static bool
+s_base_load (const char *path, const s_base_header_t *want, s_ref_t *r, s_base_header_t *got)
+{
+    FILE *f = path ? fopen (path, "rb") : NULL;
+    bool ok = false;
+    if (!f)
+        return false;
+    if (fread (got, sizeof *got, 1, f) == 1 && !memcmp (got->magic, want->magic, 8)
+    &&  got->n_tok == want->n_tok && got->ctx == want->ctx && got->n_prompts == want->n_prompts
+    &&  got->gen == want->gen && got->k == want->k && got->n_scored == want->n_scored
+    &&  !strcmp (got->text, want->text)
+    &&  fread (r->base_top, sizeof (int), (size_t) got->n_scored, f) == (size_t) got->n_scored
+    &&  fread (r->target, sizeof (int32_t), (size_t) got->n_prompts * got->gen, f)
+            == (size_t) got->n_prompts * got->gen)
+        ok = true;
+    fclose (f);
+    return ok;
+}
+
+static void
+s_base_save (const char *path, const s_base_header_t *h, const s_ref_t *r)
+{
+    FILE *f = path ? fopen (path, "wb") : NULL;
+    if (!f)
+        return;
+    fwrite (h, sizeof *h, 1, f);
+    fwrite (r->base_top, sizeof (int), (size_t) h->n_scored, f);
+    fwrite (r->target, sizeof (int32_t), (size_t) h->n_prompts * h->gen, f);
+    fclose (f);
+}
+
 static uint64_t
 s_tensor_bytes (const char *path)
 {
@@ -211,7 +256,7 @@ s_tensor_bytes (const char *path)
 int
 main (int argc, char **argv)
 {
-    const char *base_path = NULL, *text_path = NULL;
+    const char *base_path = NULL, *text_path = NULL, *base_cache = NULL;
     s_ref_t r = { .n_tok = 2048, .ctx = 256, .n_prompts = 4, .gen = 32, .k = 4 };
     int threads = 2, first_file = argc;
     for (int i = 1; i < argc; i++) {
@@ -223,12 +268,13 @@ main (int argc, char **argv)
         else if (!strcmp (argv[i], "--prompts") && i + 1 < argc) r.n_prompts = atoi (argv[++i]);
         else if (!strcmp (argv[i], "--gen") && i + 1 < argc) r.gen = atoi (argv[++i]);
         else if (!strcmp (argv[i], "--k") && i + 1 < argc) r.k = atoi (argv[++i]);
+        else if (!strcmp (argv[i], "--base-cache") && i + 1 < argc) base_cache = argv[++i];
         else { first_file = i; break; }
     }
     if (!base_path || !text_path || r.ctx < 64 || r.n_tok < r.ctx || threads < 1 || r.k < 1
     ||  r.gen < 1 || r.n_prompts < 1) {
         fprintf (stderr, "usage: bench_quant --base F32SRC.gguf --text TEST.txt [--tokens N] [--ctx C] "
-                 "[--threads T] [--prompts P] [--gen G] [--k K] FILE.gguf...\n");
+                 "[--threads T] [--prompts P] [--gen G] [--k K] [--base-cache FILE] FILE.gguf...\n");
         return 2;
     }
     r.n_win = r.n_tok / r.ctx;
@@ -261,11 +307,28 @@ main (int argc, char **argv)
     int n_scored = r.n_win * (r.ctx - 1);
     r.base_top = malloc ((size_t) n_scored * sizeof (int));
     r.target = malloc ((size_t) r.n_prompts * r.gen * sizeof (int32_t));
-    double tps = s_windows (base, &r, &r.base_nll, r.base_top, NULL, NULL);
-    s_targets (base, &r);
+    s_base_header_t want = { .magic = "SMQBASE", .n_tok = r.n_tok, .ctx = r.ctx,
+                             .n_prompts = r.n_prompts, .gen = r.gen, .k = r.k, .n_scored = n_scored }, got;
+    const char *tb = strrchr (text_path, '/');
+    snprintf (want.text, sizeof want.text, "%s", tb ? tb + 1 : text_path);
+    double tps, dec = 0, base_acc;
+    if (s_base_load (base_cache, &want, &r, &got)) {
+        r.base_nll = got.nll;
+        tps = got.tps;
+        dec = got.dec;
+        base_acc = got.acc;
+    }
+    else {
+        tps = s_windows (base, &r, &r.base_nll, r.base_top, NULL, NULL);
+        s_targets (base, &r);
+        base_acc = s_acceptance (base, &r, &dec);
+        want.nll = r.base_nll;
+        want.acc = base_acc;
+        want.tps = tps;
+        want.dec = dec;
+        s_base_save (base_cache, &want, &r);
+    }
     double base_ppl = exp (r.base_nll / n_scored);
-    double dec = 0;
-    double base_acc = s_acceptance (base, &r, &dec);
     printf ("{\"file\":\"%s\",\"baseline\":true,\"ppl\":%.4f,\"tokens_scored\":%d,"
             "\"acceptance\":%.4f,\"prefill_tps\":%.1f,\"decode_tps\":%.1f}\n",
             base_path, base_ppl, n_scored, base_acc, tps, dec);

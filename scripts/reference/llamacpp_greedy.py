@@ -8,6 +8,13 @@ best and second-best logits. tests/test_forward_ref.c runs the engine
 greedily on the same ids and allows a divergence only at a step whose margin
 here is below 1e-3 (a near-tie that rounding may flip).
 
+With --kv-f32 llama.cpp keeps K and V in f32 (type_k = type_v = 0, no
+flash attention); run on an F32 GGUF (gguf_to_f32.py) that makes llama.cpp
+compute the same function as the engine's F32 path (f32 x f32 matmuls, f32
+attention), so any divergence must sit at a near-tie. On the Q4_1 file
+llama.cpp quantizes activations to q8_1 and caches K/V in f16: a different
+function, kept as a looser comparison for the engine's W4 path.
+
 Output: a text file, one record per line, which C parses with strtol/strtof:
   prompt <n> <id> ...
   gen <n> <id> ...
@@ -44,14 +51,17 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kv-f32", action="store_true", help="f32 K/V cache, no flash attention")
     args = ap.parse_args()
 
     import llama_cpp
     _, ref = golden.read_logits(args.ids_from)
+    extra = dict(type_k=0, type_v=0, flash_attn=False) if args.kv_f32 else {}
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=512, n_batch=512, logits_all=False,
-                          n_threads=args.threads, verbose=False)
+                          n_threads=args.threads, verbose=False, **extra)
     lines = [f"# llama-cpp-python {llama_cpp.__version__} CPU greedy, {args.threads} threads, "
-             f"model {os.path.basename(args.model)}, prompt ids from {os.path.basename(args.ids_from)}",
+             f"model {os.path.basename(args.model)}, prompt ids from {os.path.basename(args.ids_from)}, "
+             f"KV cache {'f32' if args.kv_f32 else 'default (f16)'}",
              f"# command: {' '.join(sys.argv)}"]
     for ids, _ in ref:
         ids = [int(i) for i in ids]

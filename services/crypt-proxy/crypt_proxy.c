@@ -26,6 +26,7 @@
 #include "mdp_worker.h"
 #include "link_emu.h"
 #include "codec.h"
+#include "metrics.h"
 #include "crypt_proxy.h"
 
 #define LINK_CMD_REQUEST    'R'
@@ -81,17 +82,52 @@ s_set_heartbeats (zsock_t *sock, int timeout_ms)
     zsock_set_heartbeat_timeout (sock, timeout);
 }
 
-//  Error FINAL body {"v":1,"status":S,"error":TEXT}. Caller owns it.
+//  Error FINAL body {"v":1,"status":S,"error":TEXT}, with retry_after_ms
+//  for 429. Caller owns it.
 static zmsg_t *
 s_error_body (int status, const char *text)
 {
     zmsg_t *body = zmsg_new ();
-    zframe_t *frame = wire_error_frame (status, text, -1);
+    zframe_t *frame = wire_error_frame (status, text, status == 429? CRYPT_RETRY_AFTER_MS: -1);
     if (frame)
         zmsg_append (body, &frame);
     else
         zmsg_addstr (body, text);
     return body;
+}
+
+//  Status of a FINAL body: its `status` when it is an error reply, 200
+//  for any other reply (MessagePack or not: the proxy does not judge it).
+static int
+s_body_status (zmsg_t *body)
+{
+    zframe_t *frame = body? zmsg_first (body): NULL;
+    wire_peek_t peek;
+    wire_err_t err;
+    if (frame && wire_peek (zframe_data (frame), zframe_size (frame), &peek, &err) == 0
+    &&  peek.status > 0)
+        return peek.status;
+    return 200;
+}
+
+//  Counts one FINAL sent back to its requester (requests_total, and
+//  errors_total when it failed).
+static void
+s_count_final (metrics_t *metrics, const char *role, int status)
+{
+    char labels [48];
+    snprintf (labels, sizeof labels, "role=%s,status=%d", role, status);
+    metrics_count (metrics, "crypt_proxy_requests_total", labels, 1);
+    if (status >= 400)
+        metrics_count (metrics, "crypt_proxy_errors_total", labels, 1);
+}
+
+static void
+s_count_bytes (metrics_t *metrics, const char *role, const char *direction, size_t bytes)
+{
+    char labels [48];
+    snprintf (labels, sizeof labels, "role=%s,direction=%s", role, direction);
+    metrics_count (metrics, "crypt_proxy_link_bytes_total", labels, (double) bytes);
 }
 
 //  Monitor events we act on (zmq.h, libzmq 4.3)
@@ -263,8 +299,9 @@ typedef struct {
     bool link_up;               //  an authenticated connection exists
     char link_state [160];      //  last event, for error texts
     int timeout_ms;             //  device-side deadline
+    metrics_t *metrics;         //  NULL without --telemetry
     //  statistics
-    uint64_t sent, replies, errors, lost, late;
+    uint64_t sent, replies, errors, lost, late, relinks;
     bool terminated;
 } device_t;
 
@@ -303,6 +340,7 @@ s_device_fail (device_t *self, device_request_t *req, int status, const char *te
     zmsg_t *body = s_error_body (status, text);
     mdp_worker_send_final (self->worker [req->service], req->client, &body);
     self->errors++;
+    s_count_final (self->metrics, "device", status);
     char key [17];
     s_key_of (req->id, key);
     if (self->config.verbose)
@@ -341,7 +379,9 @@ s_device_link_send (device_t *self, zmsg_t **msg_p)
         *msg_p = NULL;
         return;
     }
+    size_t bytes = zmsg_content_size (*msg_p);
     if (zmsg_send (msg_p, self->link) == 0) {
+        s_count_bytes (self->metrics, "device", "sent", bytes);
         req->sent = true;
         req->link_deadline = 0;
         self->sent++;
@@ -447,6 +487,7 @@ s_device_deliver (device_t *self, zmsg_t **msg_p)
         mdp_worker_send_partial (self->worker [req->service], req->client, msg_p);
     }
     else {
+        s_count_final (self->metrics, "device", s_body_status (msg));
         mdp_worker_send_final (self->worker [req->service], req->client, msg_p);
         self->replies++;
         zhashx_delete (self->requests, key);
@@ -464,6 +505,7 @@ s_device_link_recv (device_t *self)
     zmsg_t *msg = zmsg_recv (self->link);
     if (!msg)
         return;
+    s_count_bytes (self->metrics, "device", "received", zmsg_content_size (msg));
     if (self->emu) {
         int64_t now = zclock_usecs ();
         int64_t due = link_emu_schedule (self->emu, LINK_DOWN, zmsg_content_size (msg), now);
@@ -546,6 +588,8 @@ s_device_relink (device_t *self)
         zsys_error ("crypt-proxy device: %s", err);     //  retried on the next failure
     self->link_up = false;
     self->relink_at = 0;
+    self->relinks++;
+    metrics_count (self->metrics, "crypt_proxy_reconnects_total", "role=device", 1);
     if (self->config.verbose)
         zsys_info ("crypt-proxy device: link socket rebuilt");
 }
@@ -633,6 +677,7 @@ s_device_destroy (device_t **self_p)
     zlistx_destroy (&self->down);
     zlistx_destroy (&self->pending);
     link_emu_destroy (&self->emu);
+    metrics_destroy (&self->metrics);
     free (self->services_text);
     free (self);
     *self_p = NULL;
@@ -666,6 +711,13 @@ s_device_new (zsock_t *pipe, const crypt_proxy_config_t *config, char *err, size
         self->emu = link_emu_new (&params, err, err_size);
         if (!self->emu)
             goto failed;
+    }
+    if (config->telemetry && *config->telemetry) {
+        self->metrics = metrics_new ("crypt-proxy", config->instance, config->telemetry);
+        if (!self->metrics) {
+            snprintf (err, err_size, "bad telemetry endpoint '%s'", config->telemetry);
+            goto failed;
+        }
     }
     cert = s_load_secret_cert (config->cert, err, err_size);
     if (!cert)
@@ -729,9 +781,9 @@ s_device_stats (device_t *self)
 {
     zstr_sendf (self->pipe,
         "role=device inflight=%zu link_up=%d sent=%" PRIu64 " replies=%" PRIu64
-        " errors=%" PRIu64 " lost=%" PRIu64 " late=%" PRIu64,
+        " errors=%" PRIu64 " lost=%" PRIu64 " late=%" PRIu64 " relinks=%" PRIu64,
         zhashx_size (self->requests), self->link_up? 1: 0, self->sent,
-        self->replies, self->errors, self->lost, self->late);
+        self->replies, self->errors, self->lost, self->late, self->relinks);
 }
 
 static void
@@ -850,6 +902,8 @@ s_device_run (device_t *self)
             s_device_flush_pending (self);
         if (zclock_mono () >= expire_at) {
             s_device_expire (self);
+            metrics_gauge (self->metrics, "crypt_proxy_inflight", "role=device",
+                           (double) zhashx_size (self->requests));
             expire_at = zclock_mono () + 100;
         }
     }
@@ -883,8 +937,9 @@ typedef struct {
     uint64_t allow_signature;   //  listing of the allow dir when last loaded
     int allow_count;            //  certificates in it
     int64_t allow_missed_at;    //  zclock_mono of the last re-read on a miss
+    metrics_t *metrics;         //  NULL without --telemetry
     //  statistics
-    uint64_t requests, replies, errors, reloads, refused;
+    uint64_t requests, replies, errors, reloads, refused, busy, reconnects;
     int64_t refused_logged_at;  //  zclock_mono of the last refusal log line
     bool terminated;
 } cloud_t;
@@ -974,6 +1029,7 @@ s_cloud_destroy (cloud_t **self_p)
     zsock_destroy (&self->router);
     zactor_destroy (&self->auth);
     zhashx_destroy (&self->allowed);
+    metrics_destroy (&self->metrics);
     free (self->broker);
     free (self->allow);
     free (self);
@@ -993,6 +1049,13 @@ s_cloud_new (zsock_t *pipe, const crypt_proxy_config_t *config, char *err, size_
     self->max_calls = config->max_inflight? config->max_inflight: CRYPT_INFLIGHT_DEFAULT;
     self->calls = (cloud_call_t *) zmalloc (sizeof (cloud_call_t) * self->max_calls);
     self->allowed = zhashx_new ();
+    if (config->telemetry && *config->telemetry) {
+        self->metrics = metrics_new ("crypt-proxy", config->instance, config->telemetry);
+        if (!self->metrics) {
+            snprintf (err, err_size, "bad telemetry endpoint '%s'", config->telemetry);
+            goto failed;
+        }
+    }
 
     cert = s_load_secret_cert (config->cert, err, err_size);
     if (!cert)
@@ -1047,9 +1110,12 @@ s_cloud_reply (cloud_t *self, zframe_t *peer, const byte *id, char cmd, zmsg_t *
     zmsg_pushmem (msg, id, LINK_ID_SIZE);
     zmsg_pushmem (msg, &cmd, 1);
     zmsg_pushstr (msg, CRYPT_LINK_MAGIC);
+    size_t bytes = zmsg_content_size (msg);
     zframe_t *copy = zframe_dup (peer);
     zmsg_prepend (msg, &copy);
-    if (zmsg_send (&msg, self->router) != 0) {
+    if (zmsg_send (&msg, self->router) == 0)
+        s_count_bytes (self->metrics, "cloud", "sent", bytes);
+    else {
         //  The device proxy is gone (restarted, link dropped); it has
         //  already failed the request on its side.
         if (self->config.verbose)
@@ -1064,6 +1130,7 @@ s_cloud_error (cloud_t *self, zframe_t *peer, const byte *id, int status, const 
     zmsg_t *body = s_error_body (status, text);
     s_cloud_reply (self, peer, id, LINK_CMD_FINAL, &body);
     self->errors++;
+    s_count_final (self->metrics, "cloud", status);
 }
 
 //  A request from a device proxy.
@@ -1074,6 +1141,7 @@ s_cloud_request (cloud_t *self)
     if (!msg)
         return;
     zframe_t *peer = zmsg_pop (msg);
+    s_count_bytes (self->metrics, "cloud", "received", zmsg_content_size (msg));
     zframe_t *magic = zmsg_pop (msg);
     zframe_t *cmd = zmsg_pop (msg);
     zframe_t *idf = zmsg_pop (msg);
@@ -1129,7 +1197,9 @@ s_cloud_request (cloud_t *self)
         }
     }
     if (!call) {
-        s_cloud_error (self, peer, id, 503, "crypt-proxy: cloud proxy at its in-flight bound; retry");
+        //  The broker's overload answer: busy, retry after a moment.
+        self->busy++;
+        s_cloud_error (self, peer, id, 429, "crypt-proxy: busy, cloud proxy at its in-flight bound; retry after");
         goto cleanup;
     }
     call->busy = true;
@@ -1172,6 +1242,7 @@ s_cloud_reply_in (cloud_t *self, cloud_call_t *call)
         s_cloud_reply (self, call->peer, call->id, LINK_CMD_PARTIAL, &body);
     }
     else {
+        s_count_final (self->metrics, "cloud", s_body_status (body));
         s_cloud_reply (self, call->peer, call->id, LINK_CMD_FINAL, &body);
         self->replies++;
         s_cloud_call_done (call);
@@ -1193,6 +1264,8 @@ s_cloud_expire (cloud_t *self)
             //  A fresh socket, so the late reply is never taken for the
             //  answer to the next request on this client.
             mdp_client_reconnect (call->client);
+            self->reconnects++;
+            metrics_count (self->metrics, "crypt_proxy_reconnects_total", "role=cloud", 1);
         }
     }
 }
@@ -1237,9 +1310,10 @@ s_cloud_pipe (cloud_t *self)
             busy += self->calls [i].busy? 1: 0;
         zstr_sendf (self->pipe,
             "role=cloud inflight=%d pool=%d requests=%" PRIu64 " replies=%" PRIu64
-            " errors=%" PRIu64 " reloads=%" PRIu64 " refused=%" PRIu64 " allowed_files=%d",
+            " errors=%" PRIu64 " reloads=%" PRIu64 " refused=%" PRIu64 " allowed_files=%d"
+            " busy=%" PRIu64 " reconnects=%" PRIu64,
             busy, self->ncalls, self->requests, self->replies, self->errors,
-            self->reloads, self->refused, self->allow_count);
+            self->reloads, self->refused, self->allow_count, self->busy, self->reconnects);
     }
     else
     if (streq (command, "ERROR"))
@@ -1285,6 +1359,10 @@ s_cloud_run (cloud_t *self)
             s_cloud_request (self);
         if (zclock_mono () >= tick_at) {
             s_cloud_expire (self);
+            int busy = 0;
+            for (int i = 0; i < self->ncalls; i++)
+                busy += self->calls [i].busy? 1: 0;
+            metrics_gauge (self->metrics, "crypt_proxy_inflight", "role=cloud", (double) busy);
             tick_at = zclock_mono () + 100;
         }
         if (zclock_mono () >= allow_at) {
@@ -1305,7 +1383,8 @@ crypt_proxy_actor (zsock_t *pipe, void *args)
     //  The caller's strings may go away after the signal: work on copies.
     crypt_proxy_config_t copy = *(const crypt_proxy_config_t *) args;
     const char **strings [] = { &copy.broker, &copy.cert, &copy.services, &copy.connect,
-                                &copy.server_key, &copy.link, &copy.bind, &copy.allow };
+                                &copy.server_key, &copy.link, &copy.bind, &copy.allow,
+                                &copy.telemetry, &copy.instance };
     const size_t nstrings = sizeof strings / sizeof strings [0];
     for (size_t i = 0; i < nstrings; i++)
         if (*strings [i])

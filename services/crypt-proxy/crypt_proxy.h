@@ -29,7 +29,19 @@
       removed key gets 403 on a connection that was admitted before.
       Each request is sent to the cloud broker from a pooled mdp_client (MDP
       replies carry no id, so one request per client socket at a time); the
-      pool is bounded by max_inflight, beyond which requests get 503.
+      pool is bounded by max_inflight, beyond which requests get 429
+      "busy, retry after" with retry_after_ms (as the broker answers).
+    - Both roles publish metrics (core/metrics.h) when given the telemetry
+      endpoint, all named splitmesh_crypt_proxy_* with a `role` label:
+        requests_total{role,status}     FINALs sent back, by status
+        errors_total{role,status}       those with status >= 400
+        link_bytes_total{role,direction=sent|received}
+                                        link message payload bytes (the
+                                        plaintext before CURVE, which adds
+                                        about 33 bytes per frame)
+        inflight{role}                  requests out (gauge)
+        reconnects_total{role}          device: link socket rebuilt; cloud:
+                                        pooled broker client reconnected
 
     Link message frames (after the ROUTER's peer id on the cloud side):
 
@@ -55,7 +67,8 @@ extern "C" {
 #define CRYPT_CAPACITY_DEFAULT  64      //  requests in flight per bridged service
 #define CRYPT_INFLIGHT_DEFAULT  256     //  cloud: requests in flight, all devices
 #define CRYPT_SERVICES_MAX      16
-#define CRYPT_LINK_TIMEOUT_DEFAULT 3000 //  msecs of link silence before it is dead      //  services one device proxy bridges
+#define CRYPT_LINK_TIMEOUT_DEFAULT 3000 //  msecs of link silence before it is dead
+#define CRYPT_RETRY_AFTER_MS    250     //  the 429 busy answer's retry_after_ms
 
 typedef enum { CRYPT_ROLE_DEVICE = 1, CRYPT_ROLE_CLOUD = 2 } crypt_role_t;
 
@@ -82,6 +95,8 @@ typedef struct {
     int link_timeout_ms;        //  CURVE link declared dead after this much
                                 //  silence (ZMTP heartbeats every third of
                                 //  it); 0: CRYPT_LINK_TIMEOUT_DEFAULT
+    const char *telemetry;      //  telemetry XSUB endpoint, or NULL: no metrics
+    const char *instance;       //  metrics instance name, or NULL
     bool verbose;
 } crypt_proxy_config_t;
 

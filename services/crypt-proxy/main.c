@@ -40,12 +40,19 @@ static const options_spec_t s_options [] = {
       .help = "MDP heartbeat with the broker (0: the MDP default)" },
     { "link-timeout-ms", 0, "SPLITMESH_CRYPT_LINK_TIMEOUT_MS", OPTIONS_INT, .min = 0, .max = S_MAX,
       .help = "CURVE link dead after N ms of silence (ZMTP heartbeats; 0: 3000)" },
+    { "telemetry", 0, "SPLITMESH_TELEMETRY", OPTIONS_STRING, .arg = "EP",
+      .help = "publish metrics to this telemetry XSUB endpoint" },
+    { "instance", 0, "SPLITMESH_INSTANCE", OPTIONS_STRING, .arg = "NAME",
+      .help = "instance name in metrics (default host:pid)" },
     { "verbose", 'v', "SPLITMESH_CRYPT_VERBOSE", OPTIONS_BOOL, .help = "log every command" },
 };
 
 int
 main (int argc, char **argv)
 {
+    //  One MDP client (a DEALER and its monitor) per request in flight:
+    //  ZeroMQ's default of 1024 sockets a process is too few under load.
+    zsys_set_max_sockets (0);
     int status;
     options_t *opts = options_new_from_args ("splitmesh-crypt-proxy", "--role device|cloud [options]",
         "device role (MDP worker on the device broker, CURVE client of the cloud proxy):\n"
@@ -74,6 +81,8 @@ main (int argc, char **argv)
         .timeout_ms = options_int (opts, "timeout-ms"),
         .heartbeat_ms = options_int (opts, "heartbeat-ms"),
         .link_timeout_ms = options_int (opts, "link-timeout-ms"),
+        .telemetry = options_string (opts, "telemetry"),
+        .instance = options_string (opts, "instance"),
         .verbose = options_bool (opts, "verbose")
     };
     char err [512];

@@ -190,6 +190,7 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
         sh->k_max = DRAFTER_MAX_K;
     sh->fixed_k = a->fixed_k;
     sh->lookahead = !a->no_lookahead;
+    sh->pipeline = sh->lookahead && !a->no_pipeline;
     if (a->draft_min_p < 0 || a->draft_min_p > 1) {
         snprintf (self->start_error, sizeof self->start_error, "--draft-min-p must be in [0, 1], got %g", a->draft_min_p);
         return -1;
@@ -247,7 +248,8 @@ s_start (s_self_t *self, const edge_draft_args_t *a)
     zsys_info ("edge-draft: %d workers of 'generate' on %s, cloud %s%s%s, draft %s, ctx %d, k max %d%s%s",
                self->n_workers, sh->broker, sh->cloud, self->proxy ? " via link " : "",
                self->proxy ? a->link : "", sh->draft ? "model" : "ngram only", sh->ctx, sh->k_max,
-               sh->fixed_k ? " (fixed)" : " (adaptive)", sh->lookahead ? ", lookahead" : "");
+               sh->fixed_k ? " (fixed)" : " (adaptive)",
+               sh->pipeline ? ", lookahead, pipelined verifies" : sh->lookahead ? ", lookahead" : "");
     return 0;
 }
 

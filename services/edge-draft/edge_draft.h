@@ -56,6 +56,7 @@ typedef struct {
     int draft_k_max;            //  cap on k per round (0: EDGE_DRAFT_KMAX_DEFAULT)
     bool fixed_k;               //  keep the request's draft_k (no adaptation)
     bool no_lookahead;          //  do not draft ahead while a verify travels
+    bool no_pipeline;           //  draft ahead, but send no verify before the last one's answer
     double draft_min_p;         //  end a round after a draft with p below this (0: never)
     int threads;                //  draft model threads (0: 1)
     int workers;                //  concurrent generations (0: EDGE_DRAFT_WORKERS_DEFAULT)

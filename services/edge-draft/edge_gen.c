@@ -49,6 +49,8 @@
 #define S_REPREFILLS    8       //  404 recoveries per round
 #define S_REPREFILL_MS  10      //  back-off before the 2nd.. recovery, doubled, plus jitter
 static uint64_t s_random64 (void);
+typedef struct _gen_t gen_t;
+static void s_forget_inflight (gen_t *g);
 
 #define S_MS_PER_POSITION 20     //  added to a call's timeout per position it evaluates
 #define S_DRAFT_PREFILL_CHUNK 32 //  prompt positions the draft reads between looks at the reply
@@ -56,8 +58,12 @@ static uint64_t s_random64 (void);
 #define S_MDP_OVERHEAD  8       //  bytes of MDP header frames ("MDPC02", command, empty)
 #define S_RESUME_MS     500     //  degraded: ask whether the cloud is back this often
 #define S_PROBE_MS      1000    //  degraded: a probe without answer by then failed
+#define S_AHEAD_MAX     (2 * (DRAFTER_MAX_K + 1))  //  drafts beyond a round's chunk: two chunks
+#define S_MIN_CHUNK     3       //  fewest drafts a chunk sent early carries (unless k is less):
+                                //  a verify's fixed cost is about one target forward, so
+                                //  smaller chunks cost the target more per token than drafting
 
-typedef struct {
+struct _gen_t {
     edge_shared_t *sh;
     mdp_worker_t *worker;
     zframe_t *client;
@@ -106,15 +112,30 @@ typedef struct {
     int64_t t_start, t_first, t_last;  //  usecs
     int64_t us_draft, us_extend, us_verify;    //  this round's parts (verbose log)
     bool lookahead;             //  draft the next round while verify travels
+    bool pipeline;              //  ... and send its verify before this one's answer
     drafter_proposal_t *prop2;  //  scratch proposal for lookahead drafting
-    int32_t ahead [DRAFTER_MAX_K + 1];  //  e_1..e_m drafted during this round's verify
+    int32_t ahead [S_AHEAD_MAX];    //  e_1..e_m drafted beyond this round's chunk
     int n_ahead;
-    int32_t pre [DRAFTER_MAX_K];        //  e_2..e_m: next round's drafts, if it starts ...
+    int32_t pre [S_AHEAD_MAX];      //  e_2..e_m: next round's drafts, if it starts ...
     int n_pre;
     int pre_at;                 //  ... with this many context tokens
     int32_t pre_last;           //  ... the last of them being e_1
     int n_ahead_used;           //  lookahead drafts proposed (verbose stats)
-} gen_t;
+    //  Pipelining: the chunk [e_1, e_2..e_{m+1}] sent as a verify at
+    //  n_ctx + k while this round's verify travels (next_*), and, once the
+    //  round's answer made it valid, as this round's chunk (sent_*).
+    bool next_sent;
+    int next_k, next_connects;  //  its drafts; the cloud client's socket then
+    int64_t next_at;            //  sent at (mono ms)
+    bool sent;
+    int sent_k, sent_pos, sent_connects;
+    int64_t sent_at;
+    int stale;                  //  target FINALs still due for chunks a rejection made void
+    int n_early, n_void;        //  chunks sent early and used / made void (stats)
+    bool early_round;           //  this round's verify was sent in the last one (log)
+    double wait_ms;             //  moving average: a verify's send -> answer (0: none yet)
+    double draft_ms;            //  moving average: one lookahead draft (0: none yet)
+};
 
 //  ---------------------------------------------------------------------
 //  Calls to the other services
@@ -197,6 +218,8 @@ static int
 s_call (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
         const void *msg, const wire_desc_t *reply_desc, void *reply, int n_pos)
 {
+    if (to_cloud)
+        s_forget_inflight (g);
     mdp_client_t *client = to_cloud ? g->cloud : g->dev;
     int timeout_ms = s_timeout (g, n_pos);
     mdp_client_set_timeout (client, timeout_ms);
@@ -268,15 +291,74 @@ s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *
             zmsg_destroy (&rep);        //  a PARTIAL, or a stray late reply
             continue;
         }
+        if (to_cloud && g->stale > 0) {
+            //  The answer to a chunk a rejection made void: it came first.
+            g->down += zmsg_content_size (rep) + strlen (service) + S_MDP_OVERHEAD;
+            g->stale--;
+            zmsg_destroy (&rep);
+            continue;
+        }
         int status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
         if (status < 500 && status != 429)
             return status;
         break;
     }
     //  No answer in time, or 5xx: drop whatever may still come on this
-    //  socket and do it the synchronous way.
+    //  socket (chunks sent ahead too) and do it the synchronous way.
     mdp_client_reconnect (client);
+    if (to_cloud) {
+        g->stale = 0;
+        g->next_sent = false;
+        g->sent = false;
+    }
     return s_call (g, to_cloud, service, desc, msg, reply_desc, reply, n_pos);
+}
+
+//  Pipelining: drops every target answer still due (chunks sent ahead,
+//  void ones) by opening a fresh socket, so none can be taken for the
+//  answer to a later call.
+static void
+s_forget_inflight (gen_t *g)
+{
+    if (g->cloud && (g->stale || g->next_sent || g->sent))
+        mdp_client_reconnect (g->cloud);
+    g->stale = 0;
+    g->next_sent = false;
+    g->sent = false;
+}
+
+//  A chunk sent on the cloud socket numbered `connects` turned out void:
+//  its answer, if that socket still exists, is to be skipped.
+static void
+s_void (gen_t *g, int connects)
+{
+    if (mdp_client_connects (g->cloud) == connects)
+        g->stale++;
+    g->n_void++;
+}
+
+//  True when a target answer is waiting; answers to void chunks are
+//  consumed on the way (never mistaken for the one awaited).
+static bool
+s_target_ready (gen_t *g)
+{
+    while (s_call_ready (g, true)) {
+        if (!g->stale)
+            return true;
+        int command = 0;
+        char *name = NULL;
+        zmsg_t *rep = mdp_client_recv (g->cloud, 0, &command, &name);
+        bool ours = rep && name && streq (name, "target") && command == MDPC_FINAL;
+        zstr_free (&name);
+        if (!rep)
+            return true;            //  let the caller's wait sort it out
+        if (ours) {
+            g->down += zmsg_content_size (rep) + strlen ("target") + S_MDP_OVERHEAD;
+            g->stale--;
+        }
+        zmsg_destroy (&rep);
+    }
+    return false;
 }
 
 //  Best-effort session_close to one service (short timeout, no retries).
@@ -688,6 +770,9 @@ s_full_verify (gen_t *g, const wire_activations_t *hidden, int k, int pos,
 static int
 s_prefill (gen_t *g, int n, int32_t *next)
 {
+    //  (A re-prefill: whatever was sent ahead is void, and its answers must
+    //  not be taken for the prefill's.)
+    s_forget_inflight (g);
     wire_prefill_t pf;
     wire_msg_init (&wire_prefill_desc, &pf);
     pf.session = g->session;
@@ -778,26 +863,184 @@ s_prefill (gen_t *g, int n, int32_t *next)
     return status;
 }
 
-//  Drafts e_1, e_2, ... after ctx + d_1..d_k until the verify reply is
-//  there or enough for the next round are ready. The tokens go into
-//  g->ctx beyond n_ctx (scratch: emission overwrites them) and g->ahead.
-static void
-s_lookahead (gen_t *g, int k)
+//  The next round's draft length when this round's k drafts are all
+//  accepted (as s_round will pick it then), or 0 when no round with
+//  drafts would follow.
+static int
+s_next_k (gen_t *g, int k)
 {
-    int limit = drafter_adapt_k (g->k, k, k, g->sh->k_max) + 1;
-    if (limit > DRAFTER_MAX_K + 1)
-        limit = DRAFTER_MAX_K + 1;
+    int nk = g->sh->fixed_k || g->k <= 0 ? g->k : drafter_adapt_k (g->k, k, k, g->sh->k_max);
+    int n_ctx = g->n_ctx + k + 1;
+    int remaining = (int) g->req.max_tokens - g->n_out - k - 1;
+    if (n_ctx > g->sh->ctx)
+        return 0;
+    if (nk > remaining - 1)
+        nk = remaining - 1;
+    if (nk > g->sh->ctx - n_ctx)
+        nk = g->sh->ctx - n_ctx;
+    if (nk > g->cap - n_ctx)
+        nk = g->cap - n_ctx;
+    return nk > 0 ? nk : 0;
+}
+
+//  Pipelining: sends the chunk [e_1, e_2..e_{nk+1}] drafted ahead as the
+//  next round's verify now, at position n_ctx + k, while this round's
+//  verify of [t0, d_1..d_k] travels. It assumes this round accepts all k
+//  drafts and the target's next token is e_1; when that happens the next
+//  round only waits for its answer, otherwise the answer is void and
+//  skipped (the next verify's pos rolls the target's cache back, as after
+//  any rejection, and split-prefix's likewise). The prefix extend runs
+//  now (device-local). Returns false when nothing was sent (then the
+//  round goes on as without pipelining).
+static bool
+s_dispatch (gen_t *g, int k, int nk)
+{
+    int pos = g->n_ctx + k;
+    wire_verify_t v;
+    wire_msg_init (&wire_verify_desc, &v);
+    v.session = g->session;
+    v.pos = (uint32_t) pos;
+    v.draft_tokens = g->ahead + 1;
+    v.draft_tokens_count = (size_t) nk;
+    v.temperature = g->temperature;
+    v.top_k = (uint32_t) g->top_k;
+    v.top_p = g->top_p;
+    v.seed = g->seed;
+    v.has_seed = true;
+    wire_activations_reply_t ar;
+    memset (&ar, 0, sizeof ar);
+    int status = 0;
+    if (g->use_prefix) {
+        wire_extend_t e;
+        wire_msg_init (&wire_extend_desc, &e);
+        e.session = g->session;
+        e.pos = (uint32_t) pos;
+        e.tokens = g->ahead;
+        e.tokens_count = (size_t) nk + 1;
+        status = s_call (g, false, "prefix", &wire_extend_desc, &e, &wire_activations_reply_desc, &ar, nk + 1);
+        if (status == 0
+        && (!ar.activations || ar.activations->n_pos != (uint32_t) nk + 1 || ar.pos != (uint32_t) pos))
+            status = 500;
+        v.activations = ar.activations;
+    }
+    else {
+        v.tokens = g->ahead;
+        v.tokens_count = (size_t) nk + 1;
+    }
+    int64_t now = zclock_mono ();
+    if (status == 0)
+        status = s_call_start (g, true, "target", &wire_verify_desc, &v);
+    if (g->use_prefix)
+        wire_msg_free (&wire_activations_reply_desc, &ar);
+    if (status) {
+        //  Only an optimisation: the next round sends it the usual way.
+        g->err [0] = 0;
+        return false;
+    }
+    g->next_sent = true;
+    g->next_k = nk;
+    g->next_at = now;
+    g->next_connects = mdp_client_connects (g->cloud);
+    return true;
+}
+
+//  While this round's verify travels: drafts e_1, e_2, ... after
+//  ctx + d_1..d_k (greedy, as if every draft and the draft's own guess of
+//  the bonus token were accepted), until the answer is there or enough
+//  are ready. With pipelining, as soon as the next round's chunk is
+//  drafted it is sent (s_dispatch) and drafting goes on for the round
+//  after it. The tokens go into g->ctx beyond n_ctx (scratch: emission
+//  overwrites them) and g->ahead, which may already hold some (drafted
+//  during the last round's verify, beyond this round's chunk).
+static void
+s_lookahead (gen_t *g, int k, int64_t sent_ms)
+{
+    int nk = g->pipeline && !g->next_sent ? s_next_k (g, k) : 0;
+    int after = g->sh->fixed_k ? g->k : drafter_adapt_k (g->k, k, k, g->sh->k_max);
+    int limit = after + 1;
+    if (g->pipeline && (nk > 0 || g->next_sent)) {
+        int sent_k = nk > 0 ? nk : g->next_k;
+        limit = sent_k + 1 + (g->sh->fixed_k ? sent_k : drafter_adapt_k (sent_k, sent_k, sent_k, g->sh->k_max)) + 1;
+    }
+    if (limit > S_AHEAD_MAX)
+        limit = S_AHEAD_MAX;
     if (limit > g->cap - g->n_ctx - k)
         limit = g->cap - g->n_ctx - k;
+    if (g->n_ahead > limit)
+        g->n_ahead = limit > 0 ? limit : 0;
     for (int i = 0; i < k; i++)
         g->ctx [g->n_ctx + i] = g->prop->d [i];
+    for (int i = 0; i < g->n_ahead; i++)
+        g->ctx [g->n_ctx + k + i] = g->ahead [i];
     char err [256];
-    while (g->n_ahead < limit && !s_call_ready (g, true)) {
+    bool tried = false;
+    while (!s_target_ready (g)) {
+        //  The next chunk goes out when it is complete, or with what is
+        //  drafted when the answer is due before one more draft is done:
+        //  so its size follows what the round trip leaves time to draft.
+        if (nk > 0 && !tried && g->n_ahead >= 2) {
+            int ready = g->n_ahead - 1 < nk ? g->n_ahead - 1 : nk;
+            bool due = g->wait_ms > 0 && g->draft_ms > 0
+                    && (double) (zclock_mono () - sent_ms) + g->draft_ms >= g->wait_ms
+                    && ready >= S_MIN_CHUNK;
+            if (ready == nk || due) {
+                tried = true;
+                s_dispatch (g, k, ready);
+                continue;
+            }
+        }
+        if (g->n_ahead >= limit)
+            break;
         int n = g->n_ctx + k + g->n_ahead;
+        int64_t t0 = zclock_usecs ();
         if (drafter_propose (g->drafter, g->ctx, n, 1, NULL, g->prop2, err, sizeof err) || g->prop2->k != 1)
             break;      //  only an optimisation: the round goes on without it
+        double ms = (zclock_usecs () - t0) / 1e3;
+        g->draft_ms = g->draft_ms > 0 ? 0.8 * g->draft_ms + 0.2 * ms : ms;
         g->ctx [n] = g->prop2->d [0];
         g->ahead [g->n_ahead++] = g->prop2->d [0];
+    }
+}
+
+//  Waits for the answer to this round's chunk (k drafts at pos), sent
+//  during the last round's verify (s_dispatch). Returns 0 with *vr, or -1 when no clean
+//  answer came in time (the caller then forgets it and does the round
+//  the usual way, which handles errors, 404 re-prefills and retries).
+static int
+s_sent_finish (gen_t *g, int k, int pos, wire_verify_reply_t *vr)
+{
+    int64_t deadline = g->sent_at + s_timeout (g, k + 1);
+    while (true) {
+        int64_t left = deadline - zclock_mono ();
+        if (left <= 0)
+            return -1;
+        int command = 0;
+        char *name = NULL;
+        zmsg_t *rep = mdp_client_recv (g->cloud, (int) left, &command, &name);
+        bool ours = rep && name && streq (name, "target") && command == MDPC_FINAL;
+        zstr_free (&name);
+        if (!rep)
+            return -1;
+        if (!ours) {
+            zmsg_destroy (&rep);
+            continue;
+        }
+        if (g->stale > 0) {
+            g->down += zmsg_content_size (rep) + strlen ("target") + S_MDP_OVERHEAD;
+            g->stale--;
+            zmsg_destroy (&rep);
+            continue;
+        }
+        int status = s_parse (g, true, "target", &wire_verify_desc, &rep, &wire_verify_reply_desc, vr);
+        if (status) {
+            g->err [0] = 0;
+            return -1;
+        }
+        if (vr->accepted > (uint32_t) k || vr->n_pos != (uint32_t) pos + 1 + vr->accepted) {
+            wire_msg_free (&wire_verify_reply_desc, vr);
+            return -1;          //  not the answer to this chunk
+        }
+        return 0;
     }
 }
 
@@ -847,8 +1090,34 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
     }
     wire_activations_reply_t ar;
     memset (&ar, 0, sizeof ar);
-    int status;
-    if (g->use_prefix) {
+    wire_verify_reply_t vr;
+    int status = 0;
+    bool early = false;         //  the answer came for a chunk sent last round
+    g->early_round = false;
+    if (g->sent) {
+        //  Sent during the last round's verify (s_dispatch): only its
+        //  answer is due; draft on (and maybe send the next chunk) meanwhile.
+        g->sent = false;
+        if (g->sent_pos == pos && g->sent_k == k
+        &&  mdp_client_connects (g->cloud) == g->sent_connects) {
+            g->us_extend = 0;
+            int64_t t0 = zclock_usecs ();
+            s_lookahead (g, k, g->sent_at);
+            early = s_sent_finish (g, k, pos, &vr) == 0;
+            g->early_round = early;
+            g->us_verify = zclock_usecs () - t0;
+            if (early)
+                g->n_early++;
+            else {
+                //  No clean answer: drop the socket (and anything sent on
+                //  it) and do the round the usual way.
+                mdp_client_reconnect (g->cloud);
+                g->stale = 0;
+                g->next_sent = false;
+            }
+        }
+    }
+    if (!early && g->use_prefix) {
         wire_extend_t e;
         wire_msg_init (&wire_extend_desc, &e);
         e.session = g->session;
@@ -867,28 +1136,32 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
         }
         v.activations = ar.activations;
     }
-    else {
+    else
+    if (!early) {
         v.tokens = rows;
         v.tokens_count = (size_t) k + 1;
     }
-    wire_verify_reply_t vr;
     int64_t t0 = zclock_usecs ();
-    g->n_ahead = 0;
-    if (g->lookahead && k > 0) {
+    if (!early && g->lookahead && k > 0) {
         //  While the verify travels, draft on as if all k drafts and the
         //  draft's own guess of the bonus token were accepted (greedy only:
         //  the guesses use no randomness, so timing cannot change output).
         int64_t started = zclock_mono ();
         status = s_call_start (g, true, "target", &wire_verify_desc, &v);
         if (status == 0) {
-            s_lookahead (g, k);
+            s_lookahead (g, k, started);
             status = s_call_finish (g, true, "target", &wire_verify_desc, &v,
                                     &wire_verify_reply_desc, &vr, k + 1, started);
+            double ms = (double) (zclock_mono () - started);
+            if (status == 0)
+                g->wait_ms = g->wait_ms > 0 ? 0.7 * g->wait_ms + 0.3 * ms : ms;
         }
     }
     else
+    if (!early)
         status = s_call (g, true, "target", &wire_verify_desc, &v, &wire_verify_reply_desc, &vr, k + 1);
-    g->us_verify = zclock_usecs () - t0;
+    if (!early)
+        g->us_verify = zclock_usecs () - t0;
     if (status == 0)
         metrics_observe (g->sh->metrics, "verify_seconds", NULL, g->us_verify / 1e6);
     if (g->use_prefix)
@@ -930,6 +1203,7 @@ s_degrade (gen_t *g, int status)
 {
     if ((status != 503 && status != 504) || !g->sh->draft || g->edge_only)
         return false;
+    s_forget_inflight (g);
     zsys_warning ("edge-draft: session %s: %s; continuing with the draft model alone (degraded)",
                   g->session, g->err);
     g->edge_only = true;
@@ -1057,10 +1331,26 @@ s_round (gen_t *g)
     g->us_extend = 0;
     int64_t t_draft = zclock_usecs ();
     //  Drafts made during the last verify, when that verify accepted
-    //  everything and its next token was the draft's guess.
+    //  everything and its next token was the draft's guess; with
+    //  pipelining the first sent_k of them may already be on their way
+    //  as this round's verify.
     int p = 0;
-    if (g->n_pre > 0 && g->pre_at == g->n_ctx && g->ctx [g->n_ctx - 1] == g->pre_last && k > 0) {
+    bool have_pre = g->n_pre > 0 && g->pre_at == g->n_ctx && g->ctx [g->n_ctx - 1] == g->pre_last;
+    if (g->sent && !(have_pre && g->sent_k <= k && g->sent_k <= g->n_pre)) {
+        g->sent = false;
+        s_void (g, g->sent_connects);
+    }
+    if (g->sent)
+        k = g->sent_k;
+    else
+    if (g->pipeline && have_pre && g->n_pre < k && g->n_pre >= S_MIN_CHUNK)
+        k = g->n_pre;           //  send at once what is drafted; drafting goes on meanwhile
+    g->n_ahead = 0;
+    if (have_pre && k > 0) {
         p = g->n_pre < k ? g->n_pre : k;
+        //  Drafts beyond this round's: the start of its lookahead.
+        g->n_ahead = g->n_pre - p;
+        memcpy (g->ahead, g->pre + p, (size_t) g->n_ahead * sizeof *g->ahead);
         for (int i = 0; i < p; i++) {
             g->prop->d [i] = g->pre [i];
             g->ctx [g->n_ctx + i] = g->pre [i];
@@ -1092,6 +1382,8 @@ s_round (gen_t *g)
     int status = 0;
     for (int attempt = 0; ; attempt++) {
         status = s_verify (g, k, &accepted, &next);
+        if (status)
+            s_forget_inflight (g);      //  a chunk sent ahead of a failed verify is void
         if (status != 404 || attempt >= S_REPREFILLS)
             break;
         //  The session is gone on some replica: rebuild both caches. When
@@ -1114,10 +1406,24 @@ s_round (gen_t *g)
     }
     if (g->sh->verbose)
         zsys_info ("edge-draft: session %s pos %d: %d/%d accepted, next %d "
-                   "(draft %.1f ms, extend %.1f ms, verify %.1f ms, %d drafted ahead)",
+                   "(draft %.1f ms, extend %.1f ms, verify %.1f ms, %d drafted ahead%s%s)",
                    g->session, g->n_ctx - 1, accepted, k, next,
-                   g->us_draft / 1e3, g->us_extend / 1e3, g->us_verify / 1e3, g->n_ahead);
-    if (accepted == k && g->n_ahead >= 2 && next == g->ahead [0]) {
+                   g->us_draft / 1e3, g->us_extend / 1e3, g->us_verify / 1e3, g->n_ahead,
+                   g->early_round ? ", sent early" : "",
+                   g->next_sent ? ", next sent" : "");
+    bool guessed = accepted == k && g->n_ahead >= 1 && next == g->ahead [0];
+    if (g->next_sent && !guessed)
+        s_void (g, g->next_connects);
+    if (g->next_sent && guessed) {
+        //  The chunk sent ahead is the next round's verify, already asked.
+        g->sent = true;
+        g->sent_k = g->next_k;
+        g->sent_pos = g->n_ctx + k;
+        g->sent_at = g->next_at;
+        g->sent_connects = g->next_connects;
+    }
+    g->next_sent = false;
+    if (guessed && g->n_ahead >= 2) {
         g->n_pre = g->n_ahead - 1;
         memcpy (g->pre, g->ahead + 1, (size_t) g->n_pre * sizeof *g->pre);
         g->pre_at = g->n_ctx + k + 1;
@@ -1359,6 +1665,7 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
     }
 
     g->lookahead = sh->lookahead && g->temperature <= 0 && drafter_kind (g->drafter) == DRAFTER_MODEL;
+    g->pipeline = g->lookahead && sh->pipeline && !g->full;
 
     //  3. Prefill, and the first token from the target.
     if (!g->edge_only) {
@@ -1393,7 +1700,10 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
             s_round (g);
         s_partial (g);
     }
-    //  5. Close the sessions (best effort) and answer.
+    //  5. Close the sessions (best effort) and answer. Answers still due
+    //  to chunks sent ahead must not be read as the close's, nor reach
+    //  this thread's next generation.
+    s_forget_inflight (g);
     if (g->use_prefix)
         s_close (g, false, "prefix");
     if (g->use_target)
@@ -1401,9 +1711,10 @@ edge_gen_handle (edge_shared_t *sh, mdp_worker_t *worker, zframe_t *client,
     s_reply_final (g);
     if (sh->verbose)
         zsys_info ("edge-draft: session %s: %d prompt + %d tokens, %llu/%llu drafts accepted "
-                   "(%d drafted during a verify), finish %s",
+                   "(%d drafted during a verify; %d verifies sent a round early, %d of them void), finish %s",
                    g->session, g->n_prompt, g->n_out, (unsigned long long) g->accepted,
-                   (unsigned long long) g->proposed, g->n_ahead_used, wire_finish_reason_names [g->finish]);
+                   (unsigned long long) g->proposed, g->n_ahead_used, g->n_early + g->n_void, g->n_void,
+                   wire_finish_reason_names [g->finish]);
 done:
     s_gen_free (g);
     free (g);

@@ -36,6 +36,7 @@ typedef struct {
     int k_max;                  //  cap on draft length
     bool fixed_k;               //  no adaptation
     bool lookahead;             //  greedy: draft the next round during verify
+    bool pipeline;              //  ... and send its verify before this one's answer
     float draft_min_p;          //  confidence stop of the model drafter (0: off)
     int timeout_ms;             //  per attempt of one call
     int heartbeat_ms;           //  MDP heartbeat

@@ -30,6 +30,8 @@ s_usage (FILE *out)
         "                       and adapts within [1, N] (default %d)  [SPLITMESH_DRAFT_K]\n"
         "  --fixed-k            keep the request's draft_k every round\n"
         "  --no-lookahead       greedy: do not draft the next round while a verify travels\n"
+        "  --no-pipeline        greedy: draft ahead, but send no verify before the\n"
+        "                       answer to the last one                [SPLITMESH_NO_PIPELINE=1]\n"
         "  --draft-min-p P      end a round after a draft the draft model gives p < P\n"
         "                       (default %.2f; 0: always draft k)\n"
         "  --threads N          draft model threads (default 1)        [SPLITMESH_THREADS]\n"
@@ -85,6 +87,7 @@ main (int argc, char **argv)
         { "draft-k", required_argument, 0, 'k' },
         { "fixed-k", no_argument, 0, 'K' },
         { "no-lookahead", no_argument, 0, 'A' },
+        { "no-pipeline", no_argument, 0, 'N' },
         { "draft-min-p", required_argument, 0, 'P' },
         { "threads", required_argument, 0, 't' },
         { "workers", required_argument, 0, 'w' },
@@ -109,6 +112,8 @@ main (int argc, char **argv)
         .instance = s_env ("SPLITMESH_INSTANCE"),
         .draft_min_p = EDGE_DRAFT_MIN_P_DEFAULT
     };
+    if (s_env ("SPLITMESH_NO_PIPELINE") && streq (s_env ("SPLITMESH_NO_PIPELINE"), "1"))
+        a.no_pipeline = true;
     if (s_env ("SPLITMESH_DRAFT_K"))
         a.draft_k_max = s_number ("draft-k", s_env ("SPLITMESH_DRAFT_K"));
     if (s_env ("SPLITMESH_THREADS"))
@@ -132,6 +137,7 @@ main (int argc, char **argv)
             case 'k': a.draft_k_max = s_number ("draft-k", optarg); break;
             case 'K': a.fixed_k = true; break;
             case 'A': a.no_lookahead = true; break;
+            case 'N': a.no_pipeline = true; break;
             case 'P': {
                 char *end = NULL;
                 a.draft_min_p = strtod (optarg, &end);

@@ -42,6 +42,7 @@
 
 #define S_MAX_BODY      (4 * 1024 * 1024)   //  request bodies above this: 413
 #define S_HEALTH_MS     1000                //  wait for the broker's mmi.service answer
+#define S_RESENDS       3                   //  resends of a request lost with its broker
 
 struct _gateway_t {
     struct MHD_Daemon *httpd;   //  HTTP server
@@ -664,6 +665,13 @@ s_stream_reply (s_request_t *request, zmsg_t **reply_p, int command)
     const char *code;
     char error [1024];
     wire_err_t err;
+    if (!reply && mdp_client_lost (request->client)) {
+        s_emit (request, s_error_json (502, NULL, "bad_gateway",
+                                       "lost the connection to the mesh mid-generation; "
+                                       "the text streamed so far is incomplete"));
+        s_emit_done (request);
+        return;
+    }
     if (!reply) {
         snprintf (error, sizeof error, "no reply from the mesh within %d ms",
                   request->gateway->timeout_ms);
@@ -766,7 +774,21 @@ s_respond_whole (struct MHD_Connection *connection, s_request_t *request)
     zmsg_t *reply = request->first;
     int command = request->first_command;
     request->first = NULL;
+    int resends = 0;
     while (true) {
+        if (!reply && mdp_client_lost (request->client) && resends < S_RESENDS) {
+            //  Nothing was sent to the HTTP client yet: start over.
+            resends++;
+            zsys_info ("gateway: %s lost the broker mid-generation, sending the request again "
+                       "(%d/%d)", request->id, resends, S_RESENDS);
+            size = 0;
+            request->n_tokens = 0;
+            zclock_sleep (250 * resends);
+            if (mdp_client_resend (request->client) == 0) {
+                reply = mdp_client_recv (request->client, request->gateway->timeout_ms, &command, NULL);
+                continue;
+            }
+        }
         if (!reply) {
             rc = s_respond_error (connection, 504, NULL, "timeout",
                                   "no reply from the mesh within %d ms", request->gateway->timeout_ms);
@@ -903,6 +925,23 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
         zsys_info ("gateway: %s %s%s", request->id, chat? "chat": "completion", stream? " (stream)": "");
     //  The first reply decides the HTTP status.
     request->first = mdp_client_recv (request->client, self->timeout_ms, &request->first_command, NULL);
+    //  A broker restart loses the request with the connection; nothing was
+    //  streamed yet, so sending it again is safe.
+    for (int resend = 1; !request->first && resend <= S_RESENDS && mdp_client_lost (request->client);
+         resend++) {
+        zsys_info ("gateway: %s lost the broker, sending the request again (%d/%d)",
+                   request->id, resend, S_RESENDS);
+        zclock_sleep (250 * resend);
+        if (mdp_client_resend (request->client))
+            break;
+        request->first = mdp_client_recv (request->client, self->timeout_ms,
+                                          &request->first_command, NULL);
+    }
+    if (!request->first && mdp_client_lost (request->client)) {
+        rc = s_respond_error (connection, 502, NULL, "bad_gateway",
+                              "lost the connection to the broker at %s", self->broker);
+        goto done;
+    }
     if (!request->first) {
         rc = s_respond_error (connection, 504, NULL, "timeout",
                               "no reply from the mesh within %d ms", self->timeout_ms);

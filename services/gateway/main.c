@@ -47,6 +47,9 @@ main (int argc, char **argv)
         s_options, OPTIONS_COUNT (s_options), argc, argv, &status);
     if (!opts)
         return status;
+    //  One MDP client (a DEALER and its monitor) per request in flight:
+    //  ZeroMQ's default of 1024 sockets a process is too few under load.
+    zsys_set_max_sockets (0);
     //  Before any thread exists, so all of them inherit the mask.
     zsys_handler_set (NULL);
     sigset_t signals;

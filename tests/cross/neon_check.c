@@ -32,7 +32,7 @@ s_uniform (float lo, float hi)
                        s_failures++; return; } while (0)
 
 static void
-s_check_quantize (void)
+s_check_quantize (int levels)
 {
     const kernels_t *k = kernels_get ();
     int nb = 19, nbp = 24;
@@ -47,22 +47,28 @@ s_check_quantize (void)
     x[5 * 32 + 7] = INFINITY;
     x[6 * 32 + 9] = -INFINITY;
     x[7 * 32 + 3] = NAN;
-    int8_t q1[24 * 32], q2[24 * 32];
+    int8_t q1[24 * 32], q2[24 * 32], r1[24 * 32], r2[24 * 32];
     float d1[24], d2[24], s1[24], s2[24];
     memset (q2, 0x55, sizeof q2);
-    kernels_quantize_act_ref (x, nb, nbp, q1, d1, s1);
-    k->quantize_act (x, nb, nbp, q2, d2, s2);
+    memset (r2, 0x55, sizeof r2);
+    memset (r1, 0, sizeof r1);
+    kernels_quantize_act_ref (x, nb, nbp, q1, levels == 2 ? r1 : NULL, d1, s1);
+    k->quantize_act (x, nb, nbp, q2, levels == 2 ? r2 : NULL, d2, s2);
     for (int i = 0; i < 24 * 32; i++)
-        if (q1[i] != q2[i])
-            FAIL ("%s quantize: byte %d is %d, reference %d", k->name, i, q2[i], q1[i]);
+        if (q1[i] != q2[i] || (levels == 2 && r1[i] != r2[i]))
+            FAIL ("%s quantize (%d levels): byte %d is %d/%d, reference %d/%d", k->name, levels, i,
+                  q2[i], r2[i], q1[i], r1[i]);
     for (int g = 0; g < 24; g++)
         if (memcmp (&d1[g], &d2[g], 4) || (g != 7 && memcmp (&s1[g], &s2[g], 4)))
             FAIL ("%s quantize: group %d scale %g/%g sum %g/%g", k->name, g, d2[g], d1[g], s2[g], s1[g]);
 }
 
 static void
-s_check_format (qfmt_t fmt, threadpool_t **pools)
+s_check_format (qfmt_t fmt, int levels, threadpool_t **pools)
 {
+    setenv ("SPLITMESH_W8_ACT_LEVELS", levels == 2 ? "2" : "1", 1);
+    setenv ("SPLITMESH_W4_ACT_LEVELS", levels == 2 ? "2" : "1", 1);
+    qmatrix_act_levels_refresh ();
     static const int shapes[][2] = { { 1, 32 }, { 7, 64 }, { 33, 96 }, { 50, 160 }, { 64, 576 },
                                      { 97, 1536 }, { 3, 8288 } };
     static const int tokens[] = { 1, 2, 3, 4, 5, 8, 17 };
@@ -77,15 +83,18 @@ s_check_format (qfmt_t fmt, threadpool_t **pools)
             qmatrix_get_row (W, r, wd + (size_t) r * cols);
         float *x = malloc ((size_t) 17 * cols * sizeof (float));
         float *xd = malloc ((size_t) 17 * cols * sizeof (float));
-        int8_t *q = malloc ((size_t) nbp * 32);
+        int8_t *q = malloc ((size_t) nbp * 32), *q2 = malloc ((size_t) nbp * 32);
         float *d = malloc (nbp * sizeof (float)), *sx = malloc (nbp * sizeof (float));
         for (int i = 0; i < 17 * cols; i++)
             x[i] = s_uniform (-2, 2) * ((i / 32) % 3 == 0 ? 0.1f : 1.0f);
         for (int t = 0; t < 17; t++) {
-            kernels_quantize_act_ref (x + (size_t) t * cols, nb, nbp, q, d, sx);
-            for (int c = 0; c < cols; c++)
+            kernels_quantize_act_ref (x + (size_t) t * cols, nb, nbp, q, levels == 2 ? q2 : NULL, d, sx);
+            for (int c = 0; c < cols; c++) {
+                size_t o = kernels_w8_offset (nb, c / 32, c % 32);
                 xd[(size_t) t * cols + c] = fmt == QFMT_F32 ? x[(size_t) t * cols + c]
-                                         : d[c / 32] * (float) q[kernels_w8_offset (nb, c / 32, c % 32)];
+                                         : levels == 2 ? (float) ((double) d[c / 32] * (256.0 * q[o] + q2[o]))
+                                         : d[c / 32] * (float) q[o];
+            }
         }
         float *y = malloc ((size_t) 17 * rows * sizeof (float));
         for (size_t ti = 0; ti < sizeof tokens / sizeof tokens[0]; ti++)
@@ -107,7 +116,7 @@ s_check_format (qfmt_t fmt, threadpool_t **pools)
                                   r, got, exact);
                     }
             }
-        free (w); free (wd); free (x); free (xd); free (q); free (d); free (sx); free (y);
+        free (w); free (wd); free (x); free (xd); free (q); free (q2); free (d); free (sx); free (y);
         qmatrix_destroy (&W);
     }
 }
@@ -125,9 +134,11 @@ main (void)
         else
             unsetenv ("SPLITMESH_SIMD");
         printf ("family %s\n", kernels_simd_refresh ());
-        s_check_quantize ();
-        for (qfmt_t fmt = QFMT_F32; fmt < QFMT_COUNT; fmt++)
-            s_check_format (fmt, pools);
+        for (int levels = 1; levels <= 2; levels++) {
+            s_check_quantize (levels);
+            for (qfmt_t fmt = QFMT_F32; fmt < QFMT_COUNT; fmt++)
+                s_check_format (fmt, levels, pools);
+        }
     }
     for (int n = 2; n <= 4; n++)
         threadpool_destroy (&pools[n]);

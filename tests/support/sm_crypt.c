@@ -246,3 +246,36 @@ sm_crypt_wait_ok (sm_crypt_t *self, int timeout_ms, int attempt_ms)
     }
     return -1;
 }
+
+int
+sm_mesh_env (const char *run_dir, const char *key, char *buf, size_t size)
+{
+    char path [1024], line [4096];
+    snprintf (path, sizeof path, "%s/mesh.env", run_dir);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return -1;
+    int rc = -1;
+    size_t keylen = strlen (key);
+    while (rc && fgets (line, sizeof line, file)) {
+        if (strncmp (line, key, keylen) || line [keylen] != '=' || line [keylen + 1] != '\'')
+            continue;
+        char *value = line + keylen + 2;
+        char *end = strrchr (value, '\'');
+        if (!end)
+            continue;
+        *end = '\0';
+        snprintf (buf, size, "%s", value);
+        rc = 0;
+    }
+    fclose (file);
+    return rc;
+}
+
+int
+sm_endpoint_port (const char *endpoint)
+{
+    const char *colon = endpoint && strncmp (endpoint, "tcp://", 6) == 0? strrchr (endpoint, ':'): NULL;
+    int port = colon? atoi (colon + 1): -1;
+    return port > 0 && port < 65536? port: -1;
+}

@@ -94,6 +94,16 @@ bool
 int
     sm_crypt_wait_ok (sm_crypt_t *self, int timeout_ms, int attempt_ms);
 
+//  `splitmesh up --crypt` meshes (test_curve_up, test_curve_capture): the
+//  value of KEY in <run_dir>/mesh.env copied to buf. Returns 0, or -1 when
+//  the file or the key is missing.
+int
+    sm_mesh_env (const char *run_dir, const char *key, char *buf, size_t size);
+
+//  The port of a tcp://host:port endpoint, -1 when there is none.
+int
+    sm_endpoint_port (const char *endpoint);
+
 #ifdef __cplusplus
 }
 #endif

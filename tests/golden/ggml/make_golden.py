@@ -52,9 +52,9 @@ def random_blocks(qtype):
         v = np.where((v & 0x7F80) == 0x7F80, v & 0x807F, v)  # no inf/NaN from random
         v[:6] = [0x0000, 0x8000, 0x0001, 0x7F7F, 0x7F80, 0xFF80]
         return v.view(np.uint8).reshape(nb, ts)
-    if qtype in (T.Q4_0, T.Q8_0):
+    if qtype in (T.Q4_0, T.Q8_0, T.Q5_0):
         raw[:, 0:2] = fp16_bytes(rng.normal(0, 0.02, nb))
-    elif qtype == T.Q4_1:
+    elif qtype in (T.Q4_1, T.Q5_1):
         raw[:, 0:2] = fp16_bytes(rng.uniform(0, 0.01, nb))
         raw[:, 2:4] = fp16_bytes(rng.normal(0, 0.05, nb))
     elif qtype == T.Q4_K:
@@ -84,8 +84,8 @@ def quant_inputs(qtype):
 
 
 def main():
-    types = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q6_K]
-    can_quantize = {T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q8_0}
+    types = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q6_K, T.Q5_0, T.Q5_1]
+    can_quantize = {T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q8_0, T.Q5_0, T.Q5_1}
     for qtype in types:
         bs, ts = GGML_QUANT_SIZES[qtype]
         nbytes = N // bs * ts
