@@ -139,33 +139,59 @@ k_emit_int8 (const float *xf, int8_t *act, float *xs, int t, int K, float amax, 
 //  clamped to +-127. Each warp's 32 consecutive elements are one group
 //  (blockDim and K multiples of 32). IEEE operations spelled out: the file
 //  builds with --use_fast_math. Called by the whole block.
+//  With act2 (the engine's two activation levels, kernels.h qact_t), the
+//  rounding residual is quantized again: q2 = rint (256 (x / d1 - q)),
+//  d = d1 / 256, and xsum gets d (256 sum q + sum q2) per group (one
+//  level: d1 sum q), the term the group's min multiplies.
 static __device__ void
-k_emit_int8_g32 (const float *xf, int8_t *act, float *xs, int t, int K)
+k_emit_int8_g32 (const float *xf, int8_t *act, int8_t *act2, float *xs, float *xsum, int t, int K)
 {
     const float *row = xf + (size_t) t * K;
     int8_t *out = act + (size_t) t * K;
-    float *d = xs + (size_t) t * (K / 32);
+    float *d = xs + (size_t) t * (K / 32), *sm = xsum + (size_t) t * (K / 32);
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        float v = row[i];
-        float amax = k_warp_max (fabsf (v));
+        float x = row[i];
+        float amax = k_warp_max (fabsf (x));
         float dg = amax >= 1e-30f ? __fdiv_rn (amax, 127.0f) : 0.0f;
         float id = dg != 0.0f ? __frcp_rn (dg) : 0.0f;
-        float fv = rintf (__fmul_rn (v, id));
+        float v = __fmul_rn (x, id);
+        float fv = rintf (v);
         int q = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
         out[i] = (int8_t) q;
-        if ((threadIdx.x & 31) == 0)
-            d[i / 32] = dg;
+        int q2 = 0;
+        if (act2) {
+            float fr = rintf (__fmul_rn (__fsub_rn (v, (float) q), 256.0f));
+            q2 = !(fr >= -127.0f) ? -127 : fr > 127.0f ? 127 : (int) fr;
+            act2[(size_t) t * K + i] = (int8_t) q2;
+        }
+        int sum = q, sum2 = q2;
+        for (int o = 16; o > 0; o >>= 1) {
+            sum += __shfl_xor_sync (0xffffffffu, sum, o);
+            sum2 += __shfl_xor_sync (0xffffffffu, sum2, o);
+        }
+        if ((threadIdx.x & 31) == 0) {
+            if (act2) {
+                float dd = __fdiv_rn (dg, 256.0f);
+                d[i / 32] = dd;
+                sm[i / 32] = __fmul_rn (dd, (float) (sum * 256 + sum2));
+            }
+            else {
+                d[i / 32] = dg;
+                sm[i / 32] = __fmul_rn (dg, (float) sum);
+            }
+        }
     }
 }
 
 //  Emits row t in the GEMM's int8 input format (W8 1 or 2).
 template <int W8>
 static __device__ __forceinline__ void
-k_emit_q (const float *xf, int8_t *act, float *xs, int t, int K, float amax, float *sh)
+k_emit_q (const float *xf, int8_t *act, float *xs, int t, int K, float amax, float *sh, int8_t *act2,
+          float *xsum)
 {
     if (W8 == 2) {
         __syncthreads ();       //  xf's row is complete
-        k_emit_int8_g32 (xf, act, xs, t, K);
+        k_emit_int8_g32 (xf, act, act2, xs, xsum, t, K);
     }
     else
         k_emit_int8 (xf, act, xs, t, K, amax, sh);
@@ -203,7 +229,7 @@ k_rope_table (const int32_t *tok_pos, const float *inv_freq, float *cos_t, float
 template <int W8>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
-               const float *norm_w, float eps, int dim, void *act, float *xf)
+               const float *norm_w, float eps, int dim, void *act, float *xf, int8_t *act2, float *xsum)
 {
     K_PDL ();
     __shared__ float sh[32];
@@ -234,7 +260,7 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
             ((__half *) act)[(size_t) t * dim + i] = __float2half (v);
     }
     if (W8)
-        k_emit_q<W8> (xf, (int8_t *) act, xs, t, dim, amax, sh);
+        k_emit_q<W8> (xf, (int8_t *) act, xs, t, dim, amax, sh, act2, xsum);
 }
 
 //  The KV cache's element: fp16, but fp32 for w8 (W8 == 2), whose point is
@@ -490,7 +516,7 @@ k_attention_gqa (const float *q, const KV *kc, const KV *vc, const int32_t *bloc
 //  act[t] = x[t] (fp32 rows of K) in the GEMM input format.
 template <int W8>
 static __global__ void __launch_bounds__ (K_THREADS)
-k_emit (const float *x, int K, void *act, float *xs)
+k_emit (const float *x, int K, void *act, float *xs, int8_t *act2, float *xsum)
 {
     K_PDL ();
     __shared__ float sh[32];
@@ -504,13 +530,14 @@ k_emit (const float *x, int K, void *act, float *xs)
             ((__half *) act)[(size_t) t * K + i] = __float2half (row[i]);
     }
     if (W8)
-        k_emit_q<W8> (x, (int8_t *) act, xs, t, K, amax, sh);
+        k_emit_q<W8> (x, (int8_t *) act, xs, t, K, amax, sh, act2, xsum);
 }
 
 //  act[t] = silu (gate) * up from the stacked gate|up product (2 * hidden).
 template <int W8>
 static __global__ void __launch_bounds__ (K_THREADS)
-k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf)
+k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf, int8_t *act2,
+          float *xsum)
 {
     K_PDL ();
     __shared__ float sh[32];
@@ -529,7 +556,7 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
             ((__half *) act)[(size_t) t * hidden + i] = __float2half (v);
     }
     if (W8)
-        k_emit_q<W8> (xf, (int8_t *) act, xs, t, hidden, amax, sh);
+        k_emit_q<W8> (xf, (int8_t *) act, xs, t, hidden, amax, sh, act2, xsum);
 }
 
 //  logits[t] = head product (rows of ld, vocab used), dequantized; argmax[t] = its largest entry
@@ -801,7 +828,8 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
 template <int T, int S>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
-              const int8_t *__restrict__ X, const float *__restrict__ Xd, float *__restrict__ Y,
+              const __half *__restrict__ Wm, const int8_t *__restrict__ X, const int8_t *__restrict__ X2,
+              const float *__restrict__ Xd, const float *__restrict__ Xs, float *__restrict__ Y,
               int N, int K, int pf)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -815,12 +843,13 @@ k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
         return;
     int G = K / 32;
     const int4 *w[K_SK_ROWS];
-    const __half *wd[K_SK_ROWS];
+    const __half *wd[K_SK_ROWS], *wm[K_SK_ROWS];
 #pragma unroll
     for (int r = 0; r < K_SK_ROWS; r++) {
         int row = min (row0 + r, N - 1);
         w[r] = (const int4 *) (W + (size_t) row * K);
         wd[r] = Wd + (size_t) row * G;
+        wm[r] = Wm + (size_t) row * G;
     }
     float acc[K_SK_ROWS][T];
 #pragma unroll
@@ -834,25 +863,38 @@ k_skinny_i8g (const int8_t *__restrict__ W, const __half *__restrict__ Wd,
         bool ok = c < nk;
         int g = c >> 1;
         int4 wv[K_SK_ROWS];
-        float dw[K_SK_ROWS];
+        float dw[K_SK_ROWS], mw[K_SK_ROWS];
 #pragma unroll
         for (int r = 0; r < K_SK_ROWS; r++) {
             wv[r] = ok ? __ldcs (w[r] + c) : make_int4 (0, 0, 0, 0);
             dw[r] = ok ? __half2float (wd[r][g]) : 0.0f;
+            mw[r] = ok ? __half2float (wm[r][g]) : 0.0f;
         }
 #pragma unroll
         for (int t = 0; t < T; t++) {
             int4 xv = ok ? __ldg ((const int4 *) (X + (size_t) t * K) + c) : make_int4 (0, 0, 0, 0);
+            int4 xv2 = ok && X2 ? __ldg ((const int4 *) (X2 + (size_t) t * K) + c) : make_int4 (0, 0, 0, 0);
             float dx = ok ? Xd[(size_t) t * G + g] : 0.0f;
+            float sx = ok ? Xs[(size_t) t * G + g] : 0.0f;
 #pragma unroll
             for (int r = 0; r < K_SK_ROWS; r++) {
+                //  kernels.c s_matmul_w8: per group d_w d_x isum + m_w s_x,
+                //  isum = 256 isum (q) + isum (q2) with two levels (exact
+                //  in int32: |isum (q)| <= 32 x 127 x 127).
                 int v = __dp4a (wv[r].x, xv.x, 0);
                 v = __dp4a (wv[r].y, xv.y, v);
                 v = __dp4a (wv[r].z, xv.z, v);
                 v = __dp4a (wv[r].w, xv.w, v);
+                int v2 = __dp4a (wv[r].x, xv2.x, 0);
+                v2 = __dp4a (wv[r].y, xv2.y, v2);
+                v2 = __dp4a (wv[r].z, xv2.z, v2);
+                v2 = __dp4a (wv[r].w, xv2.w, v2);
                 v += __shfl_xor_sync (0xffffffffu, v, 1);
+                v2 += __shfl_xor_sync (0xffffffffu, v2, 1);
+                int isum = X2 ? v * 256 + v2 : v;
                 if (!(lane & 1))
-                    acc[r][t] = __fadd_rn (acc[r][t], __fmul_rn (__fmul_rn (dw[r], dx), (float) v));
+                    acc[r][t] = __fadd_rn (acc[r][t], __fadd_rn (__fmul_rn (__fmul_rn (dw[r], dx), (float) isum),
+                                                                 __fmul_rn (mw[r], sx)));
             }
         }
     }

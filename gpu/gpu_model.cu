@@ -37,6 +37,8 @@
 
 extern "C" {
 #include "model_impl.h"
+#include "kernels.h"
+#include "quant.h"
 }
 
 //  One weight matrix on the device.
@@ -46,6 +48,7 @@ typedef struct {
     void *data;                 //  (n, cols) fp16 or int8; rows past `rows` are zero
     float *scale;               //  (n) per output channel (W8A8), else NULL
     __half *gscale;             //  (n, cols / 32) per group of 32 columns (W8), else NULL
+    __half *gmin;               //  (n, cols / 32) per-group min (W8: w = d q + m), else NULL
 } s_mat_t;
 
 typedef struct {
@@ -114,6 +117,9 @@ struct _gpu_model_t {
     float *x;                   //  (cap, dim) residual stream
     void *act;                  //  (cap, max_k) GEMM input, int8 or fp16
     float *xs;                  //  (cap) per-token activation scale
+    float *xsum;                //  w8: (cap, groups) d * (256 sum q + sum q2) per group
+    int8_t *act2;               //  w8 with two activation levels: the residual quants, else NULL
+    int act_levels;             //  w8: the CPU engine's activation levels (qmatrix_act_levels)
     float *xf;                  //  (cap, max_k) fp32 rows before int8 quantization
     void *raw;                  //  (cap, widest GEMM output) product, int32 or fp16
     float *q, *att;             //  (cap, q_dim)
@@ -259,7 +265,7 @@ s_mat_bytes (const gpu_model_t *self, const s_mat_t *m)
 {
     size_t n = (size_t) m->rows * m->cols;
     if (s_g32 (self))
-        return n + (size_t) m->rows * (m->cols / 32) * sizeof (__half);
+        return n + (size_t) m->rows * (m->cols / 32) * 2 * sizeof (__half);
     return s_w8 (self) ? n + (size_t) m->rows * sizeof (float) : n * 2;
 }
 
@@ -278,6 +284,8 @@ s_mat_alloc (gpu_model_t *self, s_mat_t *m, int rows, int cols)
         size_t g = (size_t) m->n * (cols / 32) * sizeof (__half);
         S_CUDA (cudaMalloc (&m->gscale, g));
         S_CUDA (cudaMemset (m->gscale, 0, g));
+        S_CUDA (cudaMalloc (&m->gmin, g));
+        S_CUDA (cudaMemset (m->gmin, 0, g));
     }
     else
     if (s_w8 (self)) {
@@ -294,6 +302,8 @@ s_mat_free (s_mat_t *m)
     cudaFree (m->data);
     cudaFree (m->scale);
     cudaFree (m->gscale);
+    cudaFree (m->gmin);
+    m->gmin = NULL;
     m->data = NULL;
     m->scale = NULL;
     m->gscale = NULL;
@@ -315,9 +325,27 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
     std::vector<float> sbuf (slab);
     int G = cols / 32;
     std::vector<__half> gbuf (s_g32 (self) ? (size_t) slab * G : 0);
+    std::vector<__half> mbuf (s_g32 (self) ? (size_t) slab * G : 0);
+    //  A CPU w8 matrix (quant.h: w = d q + m per group, lossless from
+    //  Q4_1 / Q4_0 / Q8_0) is taken as it is: its quants, scales and mins.
+    bool cpu_w8 = s_g32 (self) && src->fmt == QFMT_W8;
     for (int r0 = 0; r0 < rows; r0 += slab) {
         int nr = rows - r0 < slab ? rows - r0 : slab;
         for (int r = 0; r < nr; r++) {
+            if (cpu_w8) {
+                const int8_t *qs = (const int8_t *) (src->qs + (size_t) (r0 + r) * src->qs_stride);
+                const uint16_t *d = src->d + (size_t) (r0 + r) * G, *mn = src->m + (size_t) (r0 + r) * G;
+                for (int g = 0; g < G; g++) {
+                    for (int j = 0; j < 32; j++)
+                        qbuf[(size_t) r * cols + g * 32 + j] = qs[kernels_w8_offset (G, g, j)];
+                    __half_raw hd, hm;
+                    hd.x = d[g];
+                    hm.x = mn[g];
+                    gbuf[(size_t) r * G + g] = __half (hd);
+                    mbuf[(size_t) r * G + g] = __half (hm);
+                }
+                continue;
+            }
             qmatrix_get_row (src, r0 + r, row.data ());
             if (s_g32 (self)) {
                 //  quant.c's s_quant_group_w8: d = fp16 (amax / 127),
@@ -336,6 +364,7 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
                         qbuf[(size_t) r * cols + g * 32 + j] = (int8_t) (v < -127 ? -127 : v > 127 ? 127 : v);
                     }
                     gbuf[(size_t) r * G + g] = d16;
+                    mbuf[(size_t) r * G + g] = __float2half (0.0f);
                 }
             }
             else
@@ -357,9 +386,12 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
         if (s_w8 (self)) {
             S_CUDA (cudaMemcpy ((int8_t *) m->data + (size_t) r0 * cols, qbuf.data (),
                                 (size_t) nr * cols, cudaMemcpyHostToDevice));
-            if (s_g32 (self))
+            if (s_g32 (self)) {
                 S_CUDA (cudaMemcpy (m->gscale + (size_t) r0 * G, gbuf.data (), (size_t) nr * G * sizeof (__half),
                                     cudaMemcpyHostToDevice));
+                S_CUDA (cudaMemcpy (m->gmin + (size_t) r0 * G, mbuf.data (), (size_t) nr * G * sizeof (__half),
+                                    cudaMemcpyHostToDevice));
+            }
             else
                 S_CUDA (cudaMemcpy (m->scale + r0, sbuf.data (), nr * sizeof (float), cudaMemcpyHostToDevice));
         }
@@ -448,6 +480,7 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
     }
     self->config = *c;
     self->opts = *o;
+    self->act_levels = qmatrix_act_levels (QFMT_W8) == 1 ? 1 : 2;
     //  Tuning defaults; SPLITMESH_GPU_PDL=0 and SPLITMESH_GPU_PREFETCH_MB
     //  override them (gpu_model_tune at run time).
     {
@@ -524,7 +557,13 @@ s_alloc_run (gpu_model_t *self)
     S_CUDA (cudaMalloc (&self->x, cap * c->dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->act, cap * self->max_k * 2));
     size_t xs_n = s_g32 (self) ? cap * (self->max_k / 32 + 1) : cap;    //  per group (w8) or token
-    S_CUDA (cudaMalloc (&self->xs, xs_n * sizeof (float)));
+    //  w8: per group its scale, then (xs + xs_n) its sum d (256 sum q + sum q2).
+    S_CUDA (cudaMalloc (&self->xs, (s_g32 (self) ? 2 : 1) * xs_n * sizeof (float)));
+    if (s_g32 (self)) {
+        self->xsum = self->xs + xs_n;
+        //  act holds cap x max_k x 2 bytes: the second half is the residual level.
+        self->act2 = self->act_levels == 2 ? (int8_t *) self->act + cap * self->max_k : NULL;
+    }
     S_CUDA (cudaMalloc (&self->xf, cap * self->max_k * sizeof (float)));
     S_CUDA (cudaMalloc (&self->raw, cap * max_n * ebytes));
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
@@ -667,9 +706,11 @@ s_skinny_g32 (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
     int pf = s_prefetch_row_bytes (self, W, (size_t) W->cols);
     return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_i8g, T),
                  dim3 (blocks), dim3 (K_SK_WARPS * 32),
-                 (const int8_t *) W->data, (const __half *) W->gscale,
+                 (const int8_t *) W->data, (const __half *) W->gscale, (const __half *) W->gmin,
                  (const int8_t *) self->act + (size_t) t0 * W->cols,
+                 (const int8_t *) (self->act2 ? self->act2 + (size_t) t0 * W->cols : NULL),
                  (const float *) self->xs + (size_t) t0 * (W->cols / 32),
+                 (const float *) self->xsum + (size_t) t0 * (W->cols / 32),
                  (float *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
 }
 
@@ -1203,7 +1244,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     if (first_norm
         && s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
                  (const void *) NULL, (const float *) NULL, self->xs, first_norm, c->norm_eps, c->dim,
-                 self->act, self->xf))
+                 self->act, self->xf, self->act2, self->xsum))
         return -1;
     for (int l = l0; l < n_layers; l++) {
         const s_layer_t *L = &(*self->layers)[l];
@@ -1260,18 +1301,19 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         if (rc)
             return -1;
         if (s_go (self, "emit", 0, k_emit<W8>, dim3 (t), dim3 (K_THREADS), (const float *) self->att, q_dim,
-                  self->act, self->xs))
+                  self->act, self->xs, self->act2, self->xsum))
             return -1;
         if (s_gemm (self, &L->wo, t, "gemm_o"))
             return -1;
         if (s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
                   (const void *) self->raw, (const float *) L->wo.scale, self->xs, (const float *) L->ffn_norm,
-                  c->norm_eps, c->dim, self->act, self->xf))
+                  c->norm_eps, c->dim, self->act, self->xf, self->act2, self->xsum))
             return -1;
         if (s_gemm (self, &L->wgu, t, "gemm_gate_up"))
             return -1;
         if (s_go (self, "swiglu", 0, k_swiglu<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
-                  (const float *) L->wgu.scale, self->xs, c->hidden_dim, self->act, self->xf))
+                  (const float *) L->wgu.scale, self->xs, c->hidden_dim, self->act, self->xf, self->act2,
+                  self->xsum))
             return -1;
         if (s_gemm (self, &L->wdown, t, "gemm_down"))
             return -1;
@@ -1279,7 +1321,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
                                  : want_head ? self->output_norm : NULL;
         if (s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
                   (const void *) self->raw, (const float *) L->wdown.scale, self->xs, next_norm, c->norm_eps,
-                  c->dim, self->act, self->xf))
+                  c->dim, self->act, self->xf, self->act2, self->xsum))
             return -1;
     }
     if (want_head) {
@@ -1528,7 +1570,8 @@ s_enqueue_head (gpu_model_t *self, int n)
     const model_config_t *c = &self->config;
     self->pdl_next = false;
     k_add_rmsnorm<W8><<<n, K_THREADS, 0, self->stream>>> (self->x, NULL, NULL, self->xs, self->output_norm,
-                                                          c->norm_eps, c->dim, self->act, self->xf);
+                                                          c->norm_eps, c->dim, self->act, self->xf, self->act2,
+                                                          self->xsum);
     S_LAUNCH ();
     if (s_gemm (self, &self->output, n, "gemm_head"))
         return -1;

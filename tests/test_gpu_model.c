@@ -29,6 +29,8 @@
 #include "kvcache.h"
 #include "model.h"
 #include "model_impl.h"
+#include "kernels.h"
+#include "quant.h"
 #include "tokenizer.h"
 
 #define TINY_LAYERS 3
@@ -198,7 +200,16 @@ typedef struct {
     int rows, cols;
     int8_t *q;                  //  (rows, cols)
     float *s;                   //  (rows), or (rows, cols / 32) with s_ref_g32
+    float *m;                   //  (rows, cols / 32) per-group mins with s_ref_g32 (w = d q + m)
 } s_i8_t;
+
+static float
+s_f16 (uint16_t bits)
+{
+    _Float16 h;
+    memcpy (&h, &bits, sizeof h);
+    return (float) h;
+}
 
 //  The reference in groups of 32 (the GPU's w8 format: the CPU engine's w8
 //  numerics) instead of per row / per token; fp32 KV cache and embeddings.
@@ -207,12 +218,25 @@ static bool s_ref_g32;
 static s_i8_t
 s_i8_new (const qmatrix_t *m)
 {
-    s_i8_t w = { qmatrix_rows (m), qmatrix_cols (m), NULL, NULL };
+    s_i8_t w = { qmatrix_rows (m), qmatrix_cols (m), NULL, NULL, NULL };
     w.q = malloc ((size_t) w.rows * w.cols);
     w.s = malloc ((size_t) w.rows * (w.cols / 32 + 1) * sizeof (float));
+    w.m = calloc ((size_t) w.rows * (w.cols / 32 + 1), sizeof (float));
     float *row = malloc ((size_t) w.cols * sizeof (float));
-    cr_assert (w.q && w.s && row);
+    cr_assert (w.q && w.s && w.m && row);
+    int G = w.cols / 32;
     for (int r = 0; r < w.rows; r++) {
+        if (s_ref_g32 && m->fmt == QFMT_W8) {
+            //  The engine's w8 as it is (quant.h: w = d q + m per group).
+            const int8_t *qs = (const int8_t *) (m->qs + (size_t) r * m->qs_stride);
+            for (int g = 0; g < G; g++) {
+                for (int j = 0; j < 32; j++)
+                    w.q[(size_t) r * w.cols + g * 32 + j] = qs[kernels_w8_offset (G, g, j)];
+                w.s[(size_t) r * G + g] = s_f16 (m->d[(size_t) r * G + g]);
+                w.m[(size_t) r * G + g] = s_f16 (m->m[(size_t) r * G + g]);
+            }
+            continue;
+        }
         qmatrix_get_row (m, r, row);
         if (s_ref_g32) {
             //  quant.c's s_quant_group_w8.
@@ -250,6 +274,7 @@ s_i8_free (s_i8_t *w)
 {
     free (w->q);
     free (w->s);
+    free (w->m);
 }
 
 //  Relative perturbation of the reference's quantizer inputs (0: none),
@@ -278,34 +303,57 @@ s_i8_mv (const s_i8_t *W, const float *x_in, float *y)
     for (int c = 0; c < W->cols; c++)
         x[c] = s_perturb (x_in[c]);
     if (s_ref_g32) {
-        //  kernels.c's kernels_quantize_act_ref and s_matmul_w8.
+        //  kernels.c's kernels_quantize_act_ref and s_matmul_w8, with the
+        //  engine's activation levels (two by default: x ~ d (256 q + q2)).
         int G = W->cols / 32;
+        bool two = qmatrix_act_levels (QFMT_W8) == 2;
         float *dx = malloc ((size_t) G * sizeof (float));
-        cr_assert (dx);
+        float *sx = malloc ((size_t) G * sizeof (float));
+        int8_t *xq2 = calloc ((size_t) W->cols, 1);
+        cr_assert (dx && sx && xq2);
         for (int g = 0; g < G; g++) {
             float amax = 0;
             for (int j = 0; j < 32; j++)
                 amax = fmaxf (amax, fabsf (x[g * 32 + j]));
             float dg = amax >= 1e-30f ? amax / 127.0f : 0.0f;
             float id = dg != 0.0f ? 1.0f / dg : 0.0f;
+            int sum = 0, sum2 = 0;
             for (int j = 0; j < 32; j++) {
-                float fv = nearbyintf (x[g * 32 + j] * id);
-                xq[g * 32 + j] = (int8_t) (!(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv);
+                //  volatile: v must be the rounded product, as in kernels.c
+                //  (a contracted fma (x, id, -iv) would give another residual).
+                volatile float v = x[g * 32 + j] * id;
+                float fv = nearbyintf (v);
+                int iv = !(fv >= -127.0f) ? -127 : fv > 127.0f ? 127 : (int) fv;
+                xq[g * 32 + j] = (int8_t) iv;
+                sum += iv;
+                if (two) {
+                    float fr = nearbyintf ((v - (float) iv) * 256.0f);
+                    int ir = !(fr >= -127.0f) ? -127 : fr > 127.0f ? 127 : (int) fr;
+                    xq2[g * 32 + j] = (int8_t) ir;
+                    sum2 += ir;
+                }
             }
-            dx[g] = dg;
+            dx[g] = two ? dg / 256.0f : dg;
+            sx[g] = two ? dx[g] * (float) (sum * 256 + sum2) : dg * (float) sum;
         }
         for (int r = 0; r < W->rows; r++) {
             const int8_t *wr = W->q + (size_t) r * W->cols;
             float acc = 0.0f;
             for (int g = 0; g < G; g++) {
-                int32_t isum = 0;
-                for (int j = 0; j < 32; j++)
+                int32_t isum = 0, isum2 = 0;
+                for (int j = 0; j < 32; j++) {
                     isum += (int32_t) wr[g * 32 + j] * xq[g * 32 + j];
-                acc += W->s[(size_t) r * G + g] * dx[g] * (float) isum;
+                    isum2 += (int32_t) wr[g * 32 + j] * xq2[g * 32 + j];
+                }
+                if (two)
+                    isum = isum * 256 + isum2;
+                acc += W->s[(size_t) r * G + g] * dx[g] * (float) isum + W->m[(size_t) r * G + g] * sx[g];
             }
             y[r] = acc;
         }
         free (dx);
+        free (sx);
+        free (xq2);
         free (xq);
         free (x);
         return;
@@ -558,18 +606,24 @@ Test (gpu_model, w8_reference_layers_match_cpu_w8, .fini = s_cleanup)
         cr_assert_eq (model_forward (cpu, kv, l, l + 1, 0, N, x1), 0);
         s_w8ref_layer (cpu, &R, l, x2, N);
         //  Tokens off by more than float rounding: each such token is one
-        //  int8 rounding flip (a value within an ulp of a .5 boundary).
+        //  int8 rounding flip (a value within an ulp of a .5 boundary). With
+        //  the engine's two activation levels a flip of the residual level
+        //  moves its element by 1/256 of a one-level step, and 1e-7
+        //  differences of the inputs flip some in most tokens (measured:
+        //  1-3e-5 a token, 5e-5 over the whole pass, vs 7e-3 with one
+        //  level): the bound is that of a residual-level flip, 2e-4.
+        double tol = qmatrix_act_levels (QFMT_W8) == 2 ? 2e-4 : 1e-5;
         int off = 0;
         for (int t = 0; t < N; t++) {
             double et = s_rel_err (x2 + (size_t) t * D, x1 + (size_t) t * D, D);
-            if (et > 1e-5) {
+            if (et > tol) {
                 off++;
                 printf ("TINY w8 C reference vs CPU engine w8, layer %d alone: token %d off by %.3e\n",
                         l, t, et);
             }
         }
-        printf ("TINY w8 C reference vs CPU engine w8, layer %d alone: %d of %d tokens beyond 1e-5\n",
-                l, off, N);
+        printf ("TINY w8 C reference vs CPU engine w8, layer %d alone: %d of %d tokens beyond %.0e\n",
+                l, off, N, tol);
         cr_expect_leq (off, 2, "layer %d: %d tokens differ beyond float rounding", l, off);
     }
     float *l1 = malloc ((size_t) N * V * sizeof (float));
@@ -1508,4 +1562,5 @@ Test (gpu_model, smollm2_gpu_vs_cpu, .timeout = 600)
     tokenizer_destroy (&tk);
     model_destroy (&cpu);
 }
+
 
