@@ -1462,10 +1462,10 @@ Test (gpu_model, tiny_w8_matches_cpu_w8, .fini = s_cleanup)
 }
 
 //  Issue 5's accuracy criterion on SmolLM2: GPU w8 vs the CPU backend's w8
-//  on the same weights (the CPU w8 model's quants and fp16 scales are
-//  uploaded bit for bit), top-1 over the text (the issue's bar, 0.995, is
-//  NOT reached: 0.976; see the bound below); also reported against the
-//  CPU's f32 forward (the format's own quantization loss).
+//  on the same weights (the CPU w8 model's quants, fp16 scales and mins are
+//  uploaded bit for bit), top-1 over the text, >= 0.995 (the issue's bar);
+//  also reported against the CPU's f32 forward (the format's own
+//  quantization loss).
 Test (gpu_model, smollm2_w8_vs_cpu_w8, .timeout = 600)
 {
     s_need_device ();
@@ -1499,10 +1499,11 @@ Test (gpu_model, smollm2_w8_vs_cpu_w8, .timeout = 600)
                 "%d/%d = %.4f\n", chunks[k], e, a, N, (double) a / N);
         printf ("SMOLLM2 w8 (chunks of %d) vs CPU f32: rel logit err %.3e, top-1 agreement %d/%d = %.4f\n",
                 chunks[k], e32, b, N, (double) b / N);
-        //  Issue 5 asks for 0.995; measured on the H100 (commit 2dd5f7d):
-        //  0.976 vs the CPU's w8, 0.986 vs its f32 (gpu/NOTES.md). Not met:
-        //  this bound only guards against regressions of the kernels.
-        cr_expect_geq ((double) a / N, 0.96, "w8 chunks of %d: top-1 agreement with CPU w8 %d/%d",
+        //  Issue 5 asks for 0.995. With the engine's one-level activations
+        //  it was 0.976 (H100, 2dd5f7d: int8 rounding flips); with its two
+        //  levels (15 bits a value) 207/207 = 1.0, rel 1.1e-4 (H200,
+        //  f97be53, gpu/NOTES.md).
+        cr_expect_geq ((double) a / N, 0.995, "w8 chunks of %d: top-1 agreement with CPU w8 %d/%d",
                        chunks[k], a, N);
         free (got);
     }
