@@ -227,11 +227,11 @@ s_read_record (void)
                 //  The one error the protocol expects: edge-draft pipelines
                 //  verifies (prefix mode), and one sent ahead of a verify
                 //  that then rejected a draft starts past the target's
-                //  cache: 422 "position gap", skipped by the edge
-                //  (docs/pipeline.md). Anything else is a failure.
+                //  cache: 409 "stale pipelined verify", skipped by the
+                //  edge (docs/pipeline.md). Anything else is a failure.
                 wire_error_t e;
                 cr_assert_eq (wire_decode (&wire_error_desc, data, size, &e, &err), 0, "%s", err.text);
-                bool gap = e.status == 422 && e.error && strstr (e.error, "position gap");
+                bool gap = e.status == 409 && e.error && strstr (e.error, "stale pipelined verify");
                 cr_assert (gap, "the target answered an error: %u %s", e.status, e.error ? e.error : "");
                 wire_msg_free (&wire_error_desc, &e);
             }

@@ -172,8 +172,13 @@ s_params (double temperature, uint32_t top_k, double top_p, uint64_t seed)
 //  Checks the positions a request writes. Returns NULL or an error reply.
 static zframe_t *
 s_check_pos (s_state_t *self, const char *id, s_session_t *session, uint32_t pos, size_t n,
-             s_mode_t mode)
+             s_mode_t mode, bool pipelined)
 {
+    //  A pipelined verify past the end: its predecessor rejected drafts
+    //  (docs/pipeline.md), an expected outcome rather than a caller's error.
+    if ((int) pos > session->n_pos && pipelined)
+        return service_error (409, "stale pipelined verify: pos %u but session '%s' holds %d "
+                              "positions (the previous verify rejected drafts)", pos, id, session->n_pos);
     if ((int) pos > session->n_pos)
         return service_error (422, "position gap: pos %u but session '%s' holds %d positions",
                               pos, id, session->n_pos);
@@ -269,7 +274,7 @@ s_prefill_admit (s_state_t *self, zframe_t *body, int n_jobs, s_job_t *job, zfra
         }
     }
     else {
-        if ((reply = s_check_pos (self, req->session, session, req->pos, job->n, mode)))
+        if ((reply = s_check_pos (self, req->session, session, req->pos, job->n, mode, false)))
             goto fail;
         if (req->pos == 0) {
             session->mode = mode;
@@ -360,7 +365,7 @@ s_verify_admit (s_state_t *self, zframe_t *body, s_job_t *job, zframe_t **reply_
                                job->n);
         goto fail;
     }
-    if ((reply = s_check_pos (self, req->session, session, req->pos, job->n, mode)))
+    if ((reply = s_check_pos (self, req->session, session, req->pos, job->n, mode, req->pipelined)))
         goto fail;
     //  Validate the drafts before touching the cache.
     for (int i = 0; i < (int) req->draft_tokens_count; i++)

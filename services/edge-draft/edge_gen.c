@@ -907,6 +907,7 @@ s_dispatch (gen_t *g, int k, int nk)
     v.top_p = g->top_p;
     v.seed = g->seed;
     v.has_seed = true;
+    v.pipelined = true;
     wire_activations_reply_t ar;
     memset (&ar, 0, sizeof ar);
     int status = 0;
