@@ -692,7 +692,9 @@ static __device__ __forceinline__ void k_put (__half *p, float v) { *p = __float
 //  the end. The products are the same as cuBLASLt's: int32 sums (exact, so
 //  identical) or fp16 results of fp32 accumulation. Needs K % 16 == 0.
 #define K_SK_WARPS 8
+#ifndef K_SK_ROWS
 #define K_SK_ROWS 4
+#endif
 
 //  Split form (template S = 2, 4 or 8 warps a row group; S = 1 is the
 //  plain form), for matrices of few rows (o, down, qkv: N / 32 blocks

@@ -146,7 +146,7 @@ struct _gpu_model_t {
     int split_rows;             //  matrices of fewer rows run the split skinny kernel (0: never)
     int split_ks[GPU_FMT_COUNT];    //  its warps per row group, by format (2, 4, 8; 1: plain)
     bool attn_gqa;              //  attention one block per KV head (its query heads together)
-    bool fuse_rope;             //  RoPE + KV cache writes in the skinny qkv GEMM's epilogue,
+    int fuse_rope;              //  RoPE + KV cache writes in the skinny qkv GEMM's epilogue,
                                 //  the emit kernel in the per-head attention (fp16, w8a8)
     unsigned *att_count;        //  (cap) head blocks of a token done (fused w8a8 emit)
     int gqa_min_blocks;         //  ... when t x n_kv_heads blocks reach this (2 an SM)
@@ -491,7 +491,7 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         const char *pf = getenv ("SPLITMESH_GPU_PREFETCH_MB");
         self->pdl = pdl ? atoi (pdl) != 0 : S_PDL_DEFAULT;
         const char *fuse = getenv ("SPLITMESH_GPU_FUSE");
-        self->fuse_rope = fuse ? atoi (fuse) != 0 : true;
+        self->fuse_rope = fuse ? atoi (fuse) : 1;
         self->prefetch_budget = (size_t) (pf ? atoi (pf) : S_PREFETCH_MB_DEFAULT) << 20;
         self->split_rows = s_split_rows_default ();
         for (int f = 0; f < GPU_FMT_COUNT; f++)
@@ -1081,7 +1081,7 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
     else if (!strcmp (name, "gqa"))
         self->attn_gqa = value != 0;
     else if (!strcmp (name, "fuse"))
-        self->fuse_rope = value != 0;
+        self->fuse_rope = (int) value;
     else if (!strcmp (name, "prefetch"))
         self->prefetch_budget = value > 0 ? (size_t) value : 0;
     else if (!strcmp (name, "profile")) {
@@ -1313,8 +1313,11 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, self->opts.page_size, \
             self->max_blocks, scale, emit, self->act, self->xs, self->att_count)
         int rc = -2;
-        //  The per-head kernel emits the o GEMM's input itself (round 3).
-        int emit = self->fuse_rope && W8 != 2 ? (W8 ? 2 : 1) : 0;
+        //  The per-head kernel emits the o GEMM's input itself (round 3):
+        //  fp16 by default; w8a8's last-head-block quantization
+        //  (SPLITMESH_GPU_FUSE=2) measured no faster than the emit kernel
+        //  (attention 18 -> 22 us a layer, graphed verify 3.77 vs 3.79 ms).
+        int emit = self->fuse_rope && W8 == 0 ? 1 : self->fuse_rope > 1 && W8 == 1 ? 2 : 0;
         //  A block per KV head pays off in large batches (64 x 5 positions:
         //  attention 484 -> 242 us a layer on an H200); at verify sizes
         //  (5 x 8 = 40 blocks) it leaves SMs idle: 18 -> 25 us a layer.
