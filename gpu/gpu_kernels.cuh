@@ -693,8 +693,12 @@ static __device__ __forceinline__ void k_put (__half *p, float v) { *p = __float
 //  identical) or fp16 results of fp32 accumulation. Needs K % 16 == 0.
 #define K_SK_WARPS 8
 #ifndef K_SK_ROWS
-#define K_SK_ROWS 4
+#define K_SK_ROWS 4             //  8 measured slower in every GEMM (round 3: registers)
 #endif
+#ifndef K_SK_UNROLL
+#define K_SK_UNROLL 8           //  chunks a lane's loop unrolls (loads in flight)
+#endif
+static constexpr int k_sk_unroll = K_SK_UNROLL;     //  (pragmas do not expand macros)
 
 //  Split form (template S = 2, 4 or 8 warps a row group; S = 1 is the
 //  plain form), for matrices of few rows (o, down, qkv: N / 32 blocks
@@ -845,7 +849,7 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
         for (int t = 0; t < T; t++)
             acc[r][t] = 0;
     int nk = K / 16;
-#pragma unroll 2
+#pragma unroll (k_sk_unroll)
     for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
         int4 wv[K_SK_ROWS];
 #pragma unroll
@@ -907,7 +911,7 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
     int nk = K / 8;             //  8 halves per 16 bytes
-#pragma unroll 2
+#pragma unroll (k_sk_unroll)
     for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
         float wf[K_SK_ROWS][8];
 #pragma unroll
