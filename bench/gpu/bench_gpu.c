@@ -250,7 +250,11 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
         { "v4", 0, 0, 1, 0, 0, 0 }, { "pdl", 1, 0, 1, 0, 0, 0 }, { "gqa", 0, 0, 1, 1, 0, 0 },
         { "pdl+gqa+ks2", 1, -1, 2, 1, 0, 0 }, { "pdl+gqa+ks4", 1, -1, 4, 1, 0, 0 },
         { "pdl+gqa+ks8", 1, -1, 8, 1, 0, 0 }, { "nofuse", 1, -1, 0, 1, 0, 0 },
-        { "fuse2", 1, -1, 0, 1, 0, 2 }, { "default", 1, -1, 0, 1, 0, 1 },
+        { "fuse2", 1, -1, 0, 1, 0, 2 },
+        //  Every matrix split (gate|up, head too): more, smaller blocks, so
+        //  the last wave of blocks is a smaller share of the GEMM.
+        { "allsplit2", 1, 1 << 30, 2, 1, 0, 1 }, { "allsplit4", 1, 1 << 30, 4, 1, 0, 1 },
+        { "default", 1, -1, 0, 1, 0, 1 },
     };
     for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
         gpu_model_tune (g, "pdl", var[v].pdl);
