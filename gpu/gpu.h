@@ -128,7 +128,10 @@ int gpu_model_set_skinny (gpu_model_t *self, bool on);
 //  model's format: 1 (plain), 2, 4, 8; 0 the default), "gqa" (0/1: attention a block per KV head),
 //  "prefetch" (bytes of
 //  each skinny GEMM's weights prefetched into L2 before it waits for its
-//  input, with pdl), "profile" (0/1: forwards run ungraphed with an event
+//  input, with pdl), "fuse" (0: off; 1, the default: RoPE and the KV cache
+//  writes in the skinny qkv GEMM's epilogue, fp16 attention writing the o
+//  GEMM's input; 2: also w8a8's emit in the attention; SPLITMESH_GPU_FUSE
+//  sets it at load), "profile" (0/1: forwards run ungraphed with an event
 //  after every kernel; times summed per kernel; resets the table).
 //  Cached graphs are captured again. Returns 0, or -1 on an unknown name.
 int gpu_model_tune (gpu_model_t *self, const char *name, long value);

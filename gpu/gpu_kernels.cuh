@@ -324,11 +324,13 @@ template <int EPL, typename KV>
 static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
 k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
              const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
-             int kv_dim, int page_size, int max_blocks, float scale)
+             int kv_dim, int page_size, int max_blocks, float scale, int emit, void *act, float *xs,
+             unsigned *count)
 {
     K_PDL ();
     const int hd = EPL * 32;
     __shared__ float s_m[K_ATT_WARPS], s_l[K_ATT_WARPS], s_acc[K_ATT_WARPS][EPL * 32];
+    __shared__ unsigned s_last;
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int pos = tok_pos[t];
@@ -403,8 +405,46 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
             float o = 0.0f;
             for (int w = 0; w < K_ATT_WARPS; w++)
                 o += s_acc[w][lane + 32 * e] * f[w];
-            out[lane + 32 * e] = o * invL;
+            if (emit == 1)
+                ((__half *) act)[((size_t) t * n_heads + h) * hd + lane + 32 * e] = __float2half (o * invL);
+            else
+                out[lane + 32 * e] = o * invL;
         }
+    }
+    //  The emit kernel fused (round 3). emit 1 (fp16): the row went to act
+    //  as fp16 above. emit 2 (w8a8): the token's last head block to finish
+    //  (count[t] reaches n_heads) quantizes the whole row as k_emit does
+    //  (max |x| / 127, round to nearest even), reading the other blocks'
+    //  heads through L2, and puts count[t] back to 0 for the next launch.
+    if (emit == 2) {
+        if (warp == 0)
+            __threadfence ();
+        __syncthreads ();
+        if (threadIdx.x == 0) {
+            unsigned done = atomicAdd (&count[t], 1u);
+            s_last = done == (unsigned) n_heads - 1;
+            if (s_last)
+                count[t] = 0;
+        }
+        __syncthreads ();
+        if (!s_last)
+            return;
+        __threadfence ();
+        int K = n_heads * hd;
+        const float *row = att + (size_t) t * K;
+        float amax = 0.0f;
+        for (int i = threadIdx.x; i < K; i += blockDim.x)
+            amax = fmaxf (amax, fabsf (__ldcg (row + i)));
+        amax = k_block_max (amax, s_m);
+        float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+        float inv = 1.0f / sc;
+        int8_t *o8 = (int8_t *) act + (size_t) t * K;
+        for (int i = threadIdx.x; i < K; i += blockDim.x) {
+            int qi = __float2int_rn (__ldcg (row + i) * inv);
+            o8[i] = (int8_t) max (-127, min (127, qi));
+        }
+        if (threadIdx.x == 0)
+            xs[t] = sc;
     }
 }
 
@@ -652,7 +692,13 @@ static __device__ __forceinline__ void k_put (__half *p, float v) { *p = __float
 //  the end. The products are the same as cuBLASLt's: int32 sums (exact, so
 //  identical) or fp16 results of fp32 accumulation. Needs K % 16 == 0.
 #define K_SK_WARPS 8
-#define K_SK_ROWS 4
+#ifndef K_SK_ROWS
+#define K_SK_ROWS 4             //  8 measured slower in every GEMM (round 3: registers)
+#endif
+#ifndef K_SK_UNROLL
+#define K_SK_UNROLL 8           //  chunks a lane's loop unrolls (loads in flight)
+#endif
+static constexpr int k_sk_unroll = K_SK_UNROLL;     //  (pragmas do not expand macros)
 
 //  Split form (template S = 2, 4 or 8 warps a row group; S = 1 is the
 //  plain form), for matrices of few rows (o, down, qkv: N / 32 blocks
@@ -689,10 +735,99 @@ k_skinny_split_out (A (&acc)[K_SK_ROWS][T], O *Y, int N, int warp, int lane)
     }
 }
 
+//  The qkv GEMM's epilogue (skinny kernels, fp16 and w8a8, round 3):
+//  RoPE on the q and k rows, q to its fp32 buffer, k and v into the KV
+//  cache, with k_qkv_rope's arithmetic on the product as it would have been
+//  stored (w8a8: int32 x token scale x row scale; fp16: rounded to fp16),
+//  so the qkv_rope kernel and the product's round trip go away. A RoPE
+//  pair is two adjacent rows of one warp's 4 (q_dim, kv_dim, head_dim
+//  even). t0: the launch's first token in the batch.
+struct k_rope_ep {
+    float *q;                   //  NULL: no epilogue, the product goes to Y
+    __half *kc, *vc;
+    const float *w_scale, *xs;
+    const int32_t *block_table, *tok_pos, *tok_slot;
+    const float *cos_t, *sin_t;
+    int t0, q_dim, kv_dim, head_dim, page_size, max_blocks;
+};
+
+static __device__ __forceinline__ float
+k_ep_val (int a, const k_rope_ep &e, int t, int n)
+{
+    float x_scale = e.xs[t];
+    return (float) a * x_scale * e.w_scale[n];
+}
+
+static __device__ __forceinline__ float
+k_ep_val (float a, const k_rope_ep &e, int t, int n)
+{
+    return __half2float (__float2half (a));
+}
+
+//  Columns c, c + 1 (c even) of token t's qkv product: rotated and stored.
+template <typename A>
+static __device__ __forceinline__ void
+k_rope_store (const k_rope_ep &e, int t, int c, A a0, A a1)
+{
+    float x0 = k_ep_val (a0, e, t, c), x1 = k_ep_val (a1, e, t, c + 1);
+    int pos = e.tok_pos[t];
+    int page = e.block_table[(size_t) e.tok_slot[t] * e.max_blocks + pos / e.page_size];
+    size_t cbase = ((size_t) page * e.page_size + pos % e.page_size) * e.kv_dim;
+    if (c >= e.q_dim + e.kv_dim) {
+        k_kv_store (&e.vc[cbase + c - e.q_dim - e.kv_dim], x0);
+        k_kv_store (&e.vc[cbase + c - e.q_dim - e.kv_dim + 1], x1);
+        return;
+    }
+    int half_hd = e.head_dim / 2, i = (c % e.head_dim) / 2;
+    float co = e.cos_t[(size_t) t * half_hd + i], si = e.sin_t[(size_t) t * half_hd + i];
+    float y0 = x0 * co - x1 * si, y1 = x0 * si + x1 * co;
+    if (c < e.q_dim) {
+        e.q[(size_t) t * e.q_dim + c] = y0;
+        e.q[(size_t) t * e.q_dim + c + 1] = y1;
+    }
+    else {
+        k_kv_store (&e.kc[cbase + c - e.q_dim], y0);
+        k_kv_store (&e.kc[cbase + c - e.q_dim + 1], y1);
+    }
+}
+
+//  The skinny kernels' end with the epilogue: the warps' sums (each
+//  reduced over its lanes) through shared memory, added in warp order as
+//  k_skinny_split_out does, one thread a (row pair, token).
+template <int T, int S, typename A>
+static __device__ __forceinline__ void
+k_skinny_rope_out (A (&acc)[K_SK_ROWS][T], const k_rope_ep &e, int N, int warp, int lane)
+{
+    __shared__ A sh[K_SK_WARPS][K_SK_ROWS * T];
+    if (lane == 0)
+#pragma unroll
+        for (int r = 0; r < K_SK_ROWS; r++)
+#pragma unroll
+            for (int t = 0; t < T; t++)
+                sh[warp][r * T + t] = acc[r][t];
+    __syncthreads ();
+    const int G = K_SK_WARPS / S, P = K_SK_ROWS / 2;
+    int i = threadIdx.x;
+    if (i < G * P * T) {
+        int g = i / (P * T), j = i % (P * T);
+        int p = j / T, t = j % T;
+        int row = (blockIdx.x * G + g) * K_SK_ROWS + 2 * p;
+        A v0 = sh[g * S][2 * p * T + t], v1 = sh[g * S][(2 * p + 1) * T + t];
+#pragma unroll
+        for (int w = 1; w < S; w++) {
+            v0 += sh[g * S + w][2 * p * T + t];
+            v1 += sh[g * S + w][(2 * p + 1) * T + t];
+        }
+        if (row < N)
+            k_rope_store (e, e.t0 + t, row, v0, v1);
+    }
+}
+
 template <int T, int S>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t *__restrict__ Y,
-             int N, int K, int pf)
+             int N, int K, int pf,
+             k_rope_ep ep)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row0 = (blockIdx.x * (K_SK_WARPS / S) + warp / S) * K_SK_ROWS, kpart = warp % S;
@@ -705,7 +840,7 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
         for (int r = 0; r < K_SK_ROWS; r++)
             k_prefetch_row (w[r], pf, lane);
     K_PDL ();
-    if (S == 1 && row0 >= N)
+    if (S == 1 && row0 >= N && !ep.q)
         return;
     int acc[K_SK_ROWS][T];
 #pragma unroll
@@ -714,7 +849,7 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
         for (int t = 0; t < T; t++)
             acc[r][t] = 0;
     int nk = K / 16;
-#pragma unroll 2
+#pragma unroll (k_sk_unroll)
     for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
         int4 wv[K_SK_ROWS];
 #pragma unroll
@@ -741,17 +876,20 @@ k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t
             for (int o = 16; o > 0; o >>= 1)
                 v += __shfl_xor_sync (0xffffffffu, v, o);
             acc[r][t] = v;
-            if (S == 1 && lane == ((r * T + t) & 31) && row0 + r < N)
+            if (S == 1 && !ep.q && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = v;
         }
-    if (S > 1)
+    if (ep.q)
+        k_skinny_rope_out<T, S, int> (acc, ep, N, warp, lane);
+    else if (S > 1)
         k_skinny_split_out<T, S, int, int32_t> (acc, Y, N, warp, lane);
 }
 
 template <int T, int S>
 static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
 k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half *__restrict__ Y,
-              int N, int K, int pf)
+              int N, int K, int pf,
+             k_rope_ep ep)
 {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int row0 = (blockIdx.x * (K_SK_WARPS / S) + warp / S) * K_SK_ROWS, kpart = warp % S;
@@ -764,7 +902,7 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
         for (int r = 0; r < K_SK_ROWS; r++)
             k_prefetch_row (w[r], pf, lane);
     K_PDL ();
-    if (S == 1 && row0 >= N)
+    if (S == 1 && row0 >= N && !ep.q)
         return;
     float acc[K_SK_ROWS][T];
 #pragma unroll
@@ -773,7 +911,7 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
         for (int t = 0; t < T; t++)
             acc[r][t] = 0.0f;
     int nk = K / 8;             //  8 halves per 16 bytes
-#pragma unroll 2
+#pragma unroll (k_sk_unroll)
     for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
         float wf[K_SK_ROWS][8];
 #pragma unroll
@@ -811,10 +949,12 @@ k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half
         for (int t = 0; t < T; t++) {
             float v = k_warp_sum (acc[r][t]);
             acc[r][t] = v;
-            if (S == 1 && lane == ((r * T + t) & 31) && row0 + r < N)
+            if (S == 1 && !ep.q && lane == ((r * T + t) & 31) && row0 + r < N)
                 Y[(size_t) t * N + row0 + r] = __float2half (v);
         }
-    if (S > 1)
+    if (ep.q)
+        k_skinny_rope_out<T, S, float> (acc, ep, N, warp, lane);
+    else if (S > 1)
         k_skinny_split_out<T, S, float, __half> (acc, Y, N, warp, lane);
 }
 

@@ -146,6 +146,9 @@ struct _gpu_model_t {
     int split_rows;             //  matrices of fewer rows run the split skinny kernel (0: never)
     int split_ks[GPU_FMT_COUNT];    //  its warps per row group, by format (2, 4, 8; 1: plain)
     bool attn_gqa;              //  attention one block per KV head (its query heads together)
+    int fuse_rope;              //  RoPE + KV cache writes in the skinny qkv GEMM's epilogue,
+                                //  the emit kernel in the per-head attention (fp16, w8a8)
+    unsigned *att_count;        //  (cap) head blocks of a token done (fused w8a8 emit)
     int gqa_min_blocks;         //  ... when t x n_kv_heads blocks reach this (2 an SM)
     bool pdl_next;              //  the next launch may chain on the previous kernel
     size_t prefetch_budget;
@@ -487,6 +490,8 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         const char *pdl = getenv ("SPLITMESH_GPU_PDL");
         const char *pf = getenv ("SPLITMESH_GPU_PREFETCH_MB");
         self->pdl = pdl ? atoi (pdl) != 0 : S_PDL_DEFAULT;
+        const char *fuse = getenv ("SPLITMESH_GPU_FUSE");
+        self->fuse_rope = fuse ? atoi (fuse) : 1;
         self->prefetch_budget = (size_t) (pf ? atoi (pf) : S_PREFETCH_MB_DEFAULT) << 20;
         self->split_rows = s_split_rows_default ();
         for (int f = 0; f < GPU_FMT_COUNT; f++)
@@ -568,6 +573,8 @@ s_alloc_run (gpu_model_t *self)
     S_CUDA (cudaMalloc (&self->raw, cap * max_n * ebytes));
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->att_count, cap * sizeof (unsigned)));
+    S_CUDA (cudaMemset (self->att_count, 0, cap * sizeof (unsigned)));
     S_CUDA (cudaMalloc (&self->cos_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->sin_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->argmax, cap * sizeof (int32_t)));
@@ -676,8 +683,14 @@ s_skinny_blocks (const gpu_model_t *self, const s_mat_t *W, int *split)
 
 template <int T>
 static int
-s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
+s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label, const k_rope_ep *rope)
 {
+    k_rope_ep ep;
+    memset (&ep, 0, sizeof ep);
+    if (rope) {
+        ep = *rope;
+        ep.t0 = t0;
+    }
     int split;
     int blocks = s_skinny_blocks (self, W, &split);
     size_t row_bytes = (size_t) W->cols * (s_w8 (self) ? 1 : 2);
@@ -686,11 +699,11 @@ s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label)
         return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_i8, T),
                      dim3 (blocks), dim3 (K_SK_WARPS * 32),
                      (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
-                     (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
+                     (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf, ep);
     return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_f16, T),
                  dim3 (blocks), dim3 (K_SK_WARPS * 32),
                  (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
-                 (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf);
+                 (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf, ep);
 }
 
 //  raw (t x W.n) = act (t x W.cols) W^T, in the model's format: the
@@ -735,10 +748,15 @@ s_gemm_g32 (gpu_model_t *self, const s_mat_t *W, int t, const char *label)
     return 0;
 }
 
+//  rope (qkv only, may be NULL): the skinny kernels' RoPE + KV cache
+//  epilogue; *fused says whether it ran (else the caller runs qkv_rope).
 static int
-s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label)
+s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_rope_ep *rope = NULL,
+        bool *fused = NULL)
 {
     int rc = 0;
+    if (fused)
+        *fused = false;
     if (s_g32 (self))
         return s_gemm_g32 (self, W, t, label);
     //  fp16 up to 16 positions also runs the skinny kernel, 8 positions a
@@ -750,18 +768,20 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label)
     if (self->opts.skinny_gemm && t <= max_t && W->cols % 16 == 0) {
         for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
             switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
-                case 1: rc = s_skinny<1> (self, W, t0, label); break;
-                case 2: rc = s_skinny<2> (self, W, t0, label); break;
-                case 3: rc = s_skinny<3> (self, W, t0, label); break;
-                case 4: rc = s_skinny<4> (self, W, t0, label); break;
-                case 5: rc = s_skinny<5> (self, W, t0, label); break;
-                case 6: rc = s_skinny<6> (self, W, t0, label); break;
-                case 7: rc = s_skinny<7> (self, W, t0, label); break;
-                default: rc = s_skinny<8> (self, W, t0, label); break;
+                case 1: rc = s_skinny<1> (self, W, t0, label, rope); break;
+                case 2: rc = s_skinny<2> (self, W, t0, label, rope); break;
+                case 3: rc = s_skinny<3> (self, W, t0, label, rope); break;
+                case 4: rc = s_skinny<4> (self, W, t0, label, rope); break;
+                case 5: rc = s_skinny<5> (self, W, t0, label, rope); break;
+                case 6: rc = s_skinny<6> (self, W, t0, label, rope); break;
+                case 7: rc = s_skinny<7> (self, W, t0, label, rope); break;
+                default: rc = s_skinny<8> (self, W, t0, label, rope); break;
             }
             if (rc)
                 return -1;
         }
+        if (fused)
+            *fused = rope != NULL;
         return 0;
     }
     t = (t + 3) / 4 * 4;
@@ -813,6 +833,7 @@ s_free_all (gpu_model_t *self)
     cudaFree (self->raw);
     cudaFree (self->q);
     cudaFree (self->att);
+    cudaFree (self->att_count);
     cudaFree (self->cos_t);
     cudaFree (self->sin_t);
     cudaFree (self->logits);
@@ -1059,6 +1080,8 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
     }
     else if (!strcmp (name, "gqa"))
         self->attn_gqa = value != 0;
+    else if (!strcmp (name, "fuse"))
+        self->fuse_rope = (int) value;
     else if (!strcmp (name, "prefetch"))
         self->prefetch_budget = value > 0 ? (size_t) value : 0;
     else if (!strcmp (name, "profile")) {
@@ -1252,9 +1275,31 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         kv_t *kc = (kv_t *) self->kcache + (size_t) l * self->layer_stride;
         kv_t *vc = (kv_t *) self->vcache + (size_t) l * self->layer_stride;
 
-        if (s_gemm (self, &L->wqkv, t, "gemm_qkv"))
+        //  fp16 / w8a8: RoPE and the cache writes in the qkv GEMM's
+        //  epilogue when it is the skinny kernel (round 3).
+        k_rope_ep rope;
+        memset (&rope, 0, sizeof rope);
+        bool fused = false;
+        if (W8 != 2 && self->fuse_rope && c->head_dim % 2 == 0) {
+            rope.q = self->q;
+            rope.kc = (__half *) kc;
+            rope.vc = (__half *) vc;
+            rope.w_scale = L->wqkv.scale;
+            rope.xs = self->xs;
+            rope.block_table = (const int32_t *) self->d_block_table;
+            rope.tok_pos = tok_pos;
+            rope.tok_slot = tok_slot;
+            rope.cos_t = self->cos_t;
+            rope.sin_t = self->sin_t;
+            rope.q_dim = q_dim;
+            rope.kv_dim = c->kv_dim;
+            rope.head_dim = c->head_dim;
+            rope.page_size = self->opts.page_size;
+            rope.max_blocks = self->max_blocks;
+        }
+        if (s_gemm (self, &L->wqkv, t, "gemm_qkv", rope.q ? &rope : NULL, &fused))
             return -1;
-        if (s_go (self, "qkv_rope", 0, k_qkv_rope<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
+        if (!fused && s_go (self, "qkv_rope", 0, k_qkv_rope<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
                   (const float *) L->wqkv.scale, (const float *) self->xs, self->q, kc, vc,
                   (const int32_t *) self->d_block_table, tok_pos, tok_slot, (const float *) self->cos_t,
                   (const float *) self->sin_t, q_dim, c->kv_dim, c->head_dim, self->opts.page_size,
@@ -1266,8 +1311,13 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
 #define S_ATT(E) s_go (self, "attention", 0, k_attention<E, kv_t>, grid, dim3 (K_ATT_WARPS * 32), \
             (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, (const int32_t *) self->d_block_table, \
             tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, self->opts.page_size, \
-            self->max_blocks, scale)
+            self->max_blocks, scale, emit, self->act, self->xs, self->att_count)
         int rc = -2;
+        //  The per-head kernel emits the o GEMM's input itself (round 3):
+        //  fp16 by default; w8a8's last-head-block quantization
+        //  (SPLITMESH_GPU_FUSE=2) measured no faster than the emit kernel
+        //  (attention 18 -> 22 us a layer, graphed verify 3.77 vs 3.79 ms).
+        int emit = self->fuse_rope && W8 == 0 ? 1 : self->fuse_rope > 1 && W8 == 1 ? 2 : 0;
         //  A block per KV head pays off in large batches (64 x 5 positions:
         //  attention 484 -> 242 us a layer on an H200); at verify sizes
         //  (5 x 8 = 40 blocks) it leaves SMs idle: 18 -> 25 us a layer.
@@ -1286,7 +1336,9 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             else if (e == 2 && group == 1) rc = S_GQA (2, 1);
 #undef S_GQA
         }
-        if (rc == -2)
+        bool emitted = false;
+        if (rc == -2) {
+        emitted = emit != 0;
         switch (c->head_dim / 32) {
             case 1: rc = S_ATT (1); break;
             case 2: rc = S_ATT (2); break;
@@ -1297,10 +1349,11 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             case 7: rc = S_ATT (7); break;
             default: rc = S_ATT (8); break;
         }
+        }
 #undef S_ATT
         if (rc)
             return -1;
-        if (s_go (self, "emit", 0, k_emit<W8>, dim3 (t), dim3 (K_THREADS), (const float *) self->att, q_dim,
+        if (!emitted && s_go (self, "emit", 0, k_emit<W8>, dim3 (t), dim3 (K_THREADS), (const float *) self->att, q_dim,
                   self->act, self->xs, self->act2, self->xsum))
             return -1;
         if (s_gemm (self, &L->wo, t, "gemm_o"))

@@ -242,12 +242,19 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
     gpu_model_tune (g, "pdl", 0);
     gpu_model_tune (g, "split", 0);
     gpu_model_tune (g, "gqa", 0);
+    gpu_model_tune (g, "fuse", 0);
     s_verify_argmax (g, ids, 1, ctx, ref);
     //  Each step's change alone, then together (the last is the default).
-    struct { const char *name; int pdl, split, ks, gqa; long pf_mb; } var[] = {
-        { "v4", 0, 0, 1, 0, 0 }, { "pdl", 1, 0, 1, 0, 0 }, { "gqa", 0, 0, 1, 1, 0 },
-        { "pdl+gqa+ks2", 1, -1, 2, 1, 0 }, { "pdl+gqa+ks4", 1, -1, 4, 1, 0 },
-        { "pdl+gqa+ks8", 1, -1, 8, 1, 0 }, { "default", 1, -1, 0, 1, 0 },
+    //  fuse: round 3's RoPE + KV cache epilogue in the qkv GEMM.
+    struct { const char *name; int pdl, split, ks, gqa; long pf_mb; int fuse; } var[] = {
+        { "v4", 0, 0, 1, 0, 0, 0 }, { "pdl", 1, 0, 1, 0, 0, 0 }, { "gqa", 0, 0, 1, 1, 0, 0 },
+        { "pdl+gqa+ks2", 1, -1, 2, 1, 0, 0 }, { "pdl+gqa+ks4", 1, -1, 4, 1, 0, 0 },
+        { "pdl+gqa+ks8", 1, -1, 8, 1, 0, 0 }, { "nofuse", 1, -1, 0, 1, 0, 0 },
+        { "fuse2", 1, -1, 0, 1, 0, 2 },
+        //  Every matrix split (gate|up, head too): more, smaller blocks, so
+        //  the last wave of blocks is a smaller share of the GEMM.
+        { "allsplit2", 1, 1 << 30, 2, 1, 0, 1 }, { "allsplit4", 1, 1 << 30, 4, 1, 0, 1 },
+        { "default", 1, -1, 0, 1, 0, 1 },
     };
     for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
         gpu_model_tune (g, "pdl", var[v].pdl);
@@ -255,6 +262,7 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
         gpu_model_tune (g, "split_ks", var[v].ks);
         gpu_model_tune (g, "gqa", var[v].gqa);
         gpu_model_tune (g, "prefetch", var[v].pf_mb << 20);
+        gpu_model_tune (g, "fuse", var[v].fuse);
         double m = s_verify (g, ids, 1, ctx, reps);
         s_verify_argmax (g, ids, 1, ctx, am);
         int same = !memcmp (am, ref, K1 * sizeof (int32_t));
