@@ -159,7 +159,8 @@ Test (curve_up, generate_through_the_proxy_pair_with_metrics)
     //  250 ms; poll up to 10 s for both roles to show up).
     double dev_ok = NAN, cloud_ok = NAN, dev_sent = NAN, dev_recv = NAN,
            cloud_sent = NAN, cloud_recv = NAN, inflight = NAN;
-    for (int attempt = 0; attempt < 50; attempt++) {
+    double last_ok = NAN, last_sent = NAN, last_recv = NAN;
+    for (int attempt = 0; attempt < 40; attempt++) {
         sm_http_reply_t reply;
         if (sm_http_get (http_port, "/metrics", 2000, &reply) == 0 && reply.status == 200) {
             const char *text = reply.body;
@@ -175,10 +176,16 @@ Test (curve_up, generate_through_the_proxy_pair_with_metrics)
             inflight = s_metric (text, "splitmesh_crypt_proxy_inflight", LABELS ("role=\"device\""));
         }
         sm_http_reply_free (&reply);
-        if (dev_ok > 0 && cloud_ok == dev_ok && dev_sent > 0 && dev_recv > 0
-        &&  cloud_sent == dev_recv && cloud_recv == dev_sent && !isnan (inflight))
+        //  Metrics arrive every 250 ms per process, so one scrape can show
+        //  a consistent but partial picture: wait for two equal scrapes.
+        bool consistent = dev_ok > 0 && cloud_ok == dev_ok && dev_sent > 0 && dev_recv > 0
+                       && cloud_sent == dev_recv && cloud_recv == dev_sent && !isnan (inflight);
+        if (consistent && dev_ok == last_ok && dev_sent == last_sent && dev_recv == last_recv)
             break;
-        usleep (200 * 1000);
+        last_ok = dev_ok;
+        last_sent = dev_sent;
+        last_recv = dev_recv;
+        usleep (300 * 1000);
     }
     cr_log_info ("crypt-proxy metrics: requests 200 device %.0f cloud %.0f; link bytes device "
                  "sent %.0f received %.0f, cloud sent %.0f received %.0f; inflight %.0f",
