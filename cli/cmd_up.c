@@ -301,6 +301,29 @@ s_binary (const char *bin_dir, const char *name, char *buf, size_t size)
     return 0;
 }
 
+//  Adds the model options split-prefix and cloud-target share: the two
+//  halves of one target model must load it the same way.
+static void
+s_model_args (s_args_t *a, const s_options_t *o, const char *model)
+{
+    s_arg (a, "--model");
+    s_arg (a, "%s", model);
+    s_arg (a, "--format");
+    s_arg (a, "%s", o->format);
+    s_arg (a, "--threads");
+    s_arg (a, "%ld", o->threads);
+    s_arg (a, "--split");
+    s_arg (a, "%ld", o->split);
+    if (o->ctx > 0) {
+        s_arg (a, "--ctx");
+        s_arg (a, "%ld", o->ctx);
+    }
+    if (o->max_sessions > 0) {
+        s_arg (a, "--max-sessions");
+        s_arg (a, "%ld", o->max_sessions);
+    }
+}
+
 //  Adds the options every service process takes.
 static void
 s_common_args (s_args_t *a, const s_options_t *o, const mesh_state_t *state,
@@ -763,22 +786,7 @@ cmd_up (int argc, char **argv)
 
     s_arg (&a, "%s", bin_prefix);
     s_common_args (&a, &o, state, state->device_broker, "split-prefix");
-    s_arg (&a, "--model");
-    s_arg (&a, "%s", model);
-    s_arg (&a, "--format");
-    s_arg (&a, "%s", o.format);
-    s_arg (&a, "--threads");
-    s_arg (&a, "%ld", o.threads);
-    s_arg (&a, "--split");
-    s_arg (&a, "%ld", o.split);
-    if (o.ctx > 0) {
-        s_arg (&a, "--ctx");
-        s_arg (&a, "%ld", o.ctx);
-    }
-    if (o.max_sessions > 0) {
-        s_arg (&a, "--max-sessions");
-        s_arg (&a, "%ld", o.max_sessions);
-    }
+    s_model_args (&a, &o, model);
     if (o.act_dtype) {
         s_arg (&a, "--act-dtype");
         s_arg (&a, "%s", o.act_dtype);
@@ -792,22 +800,7 @@ cmd_up (int argc, char **argv)
         snprintf (name, sizeof name, "cloud-target-%ld", r);
         s_arg (&a, "%s", bin_target);
         s_common_args (&a, &o, state, state->cloud_broker, name);
-        s_arg (&a, "--model");
-        s_arg (&a, "%s", model);
-        s_arg (&a, "--format");
-        s_arg (&a, "%s", o.format);
-        s_arg (&a, "--threads");
-        s_arg (&a, "%ld", o.threads);
-        s_arg (&a, "--split");
-        s_arg (&a, "%ld", o.split);
-        if (o.ctx > 0) {
-            s_arg (&a, "--ctx");
-            s_arg (&a, "%ld", o.ctx);
-        }
-        if (o.max_sessions > 0) {
-            s_arg (&a, "--max-sessions");
-            s_arg (&a, "%ld", o.max_sessions);
-        }
+        s_model_args (&a, &o, model);
         if (s_start (state, name, &a))
             goto fail;
         s_args_free (&a);
