@@ -6,11 +6,12 @@
 
     The backend mirrors the engine's layer-range API (model.h) for the
     cloud-target, with two differences that matter on a GPU:
-      1. Weights live on the device as fp16 (cuBLASLt fp16 GEMM, fp32
-         accumulation) or as int8 with one fp32 scale per output channel
-         (W8A8: activations are quantized per token to int8, cuBLASLt int8
-         GEMM with int32 accumulation, dequantization fused into the kernel
-         that consumes the product).
+      1. Weights live on the device as fp16 (fp32 accumulation) or as int8
+         with one fp32 scale per output channel (W8A8: activations are
+         quantized per token to int8 on two levels, int32 accumulation,
+         dequantization in the GEMM's epilogue). Verify-sized batches (<= 8
+         positions a launch) run the backend's tensor-core GEMM
+         (gpu_mma.cuh), larger ones cuBLASLt.
       2. One call evaluates many sessions at once: gpu_forward_batch takes a
          list of (session, pos, n positions) and runs them as one forward
          pass over all their positions; every session's keys and values live
@@ -52,7 +53,9 @@ int gpu_selftest (char *err, size_t err_size);
 
 //  fp16: fp16 weights and GEMM inputs (fp32 accumulation).
 //  w8a8: int8 weights, one fp32 scale per output channel; int8 activations,
-//        one scale per token; int32 accumulation (cuBLASLt or dp4a).
+//        one scale per token, on two levels (x ~ d (q1 + q2 / 256); one with
+//        SPLITMESH_W8A8_ACT_LEVELS=1); int32 accumulation (tensor-core
+//        mma for <= 8 positions, cuBLASLt above).
 //  w8:   the CPU engine's w8 numerics (quant.h): int8 weights in groups of
 //        32 columns with one fp16 scale each (a CPU w8 matrix's quants and
 //        scales, bit for bit), int8 activations in groups of 32 with one
@@ -122,18 +125,19 @@ int gpu_model_set_graphs (gpu_model_t *self, bool on);
 //  Returns 0.
 int gpu_model_set_skinny (gpu_model_t *self, bool on);
 //  Tuning and measurement, for bench_gpu: "pdl" (0/1: programmatic
-//  dependent launch between the forward's kernels), "split" (matrices of
-//  fewer rows run the split skinny GEMM; 0 never, -1 the default: 4 blocks
-//  of 32 rows per SM), "split_ks" (its warps per 4-row group for this
-//  model's format: 1 (plain), 2, 4, 8; 0 the default), "gqa" (0/1: attention a block per KV head),
-//  "prefetch" (bytes of
-//  each skinny GEMM's weights prefetched into L2 before it waits for its
-//  input, with pdl), "fuse" (0: off; 1, the default: RoPE and the KV cache
-//  writes in the skinny qkv GEMM's epilogue, fp16 attention writing the o
-//  GEMM's input; 2: also w8a8's emit in the attention; SPLITMESH_GPU_FUSE
-//  sets it at load), "profile" (0/1: forwards run ungraphed with an event
-//  after every kernel; times summed per kernel; resets the table).
-//  Cached graphs are captured again. Returns 0, or -1 on an unknown name.
+//  dependent launch between the forward's kernels), "mma_split" (warps a
+//  16-row tile of the fp16 / w8a8 tensor-core GEMMs: 1, 2, 4, 8; 0 picks
+//  by the matrix's size), "act_levels" (w8a8 only: 1 or 2 int8
+//  activation levels), "split" and "split_ks" (w8's split skinny GEMM:
+//  matrices of fewer rows than split, -1 the default, use split_ks warps
+//  a 4-row group, 0 the default), "gqa" (0/1: attention a block per KV
+//  head), "prefetch" (bytes of each w8 skinny GEMM's weights prefetched
+//  into L2 before it waits for its input, with pdl), "fuse" (0/1, default
+//  1: RoPE and the KV cache writes in the tensor-core qkv GEMM's epilogue,
+//  fp16 attention writing the o GEMM's input; SPLITMESH_GPU_FUSE sets it
+//  at load), "profile" (0/1: forwards run ungraphed with an event after
+//  every kernel; times summed per kernel; resets the table). Cached
+//  graphs are captured again. Returns 0, or -1 on an unknown name or value.
 int gpu_model_tune (gpu_model_t *self, const char *name, long value);
 //  Prints the profile table (per kernel: calls, time, weight GB/s and its
 //  share of copy_bw bytes/s) to f. Returns 0, or -1 when nothing was profiled.

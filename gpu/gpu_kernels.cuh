@@ -29,19 +29,17 @@
 //  and their time is the number of dependent steps.
 #define K_THREADS 1024
 
-//  The kernels' W8 template argument: 0 fp16, 1 w8a8 (int32 products,
-//  per-token activation scale), 2 w8 (groups of 32: the GEMM gives fp32
-//  products already scaled; activations carry one scale per group).
+//  The kernels' W8 template argument: 0 fp16, 1 w8a8 (fp32 products, the
+//  GEMM dequantized them; activations carry one scale per token), 2 w8
+//  (groups of 32: fp32 products; activations carry one scale per group).
 //  Product element (t, n) of a GEMM with N outputs, dequantized.
 template <int W8>
 static __device__ __forceinline__ float
 k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int N)
 {
     size_t i = (size_t) t * N + n;
-    if (W8 == 2)
+    if (W8)                     //  w8a8 products are dequantized by the GEMM (gpu_mma.cuh)
         return ((const float *) raw)[i];
-    if (W8)
-        return (float) ((const int32_t *) raw)[i] * x_scale * w_scale[n];
     return __half2float (((const __half *) raw)[i]);
 }
 
@@ -114,20 +112,30 @@ k_prefetch_row (const void *row, int pf, int lane)
         asm volatile ("prefetch.global.L2 [%0];" :: "l" ((const char *) row + off));
 }
 
-//  Emits row t (K values, already in xf's row when W8, or given by the
-//  caller as fp16 otherwise) as int8 with a per-token scale. amax is the
-//  thread's share of max |v|. Called by the whole block.
+//  Emits row t (K values in xf's row) as int8 with a per-token scale d =
+//  max |x| / 127, q = rint (x / d) (as x * (1 / d)); with act2 (the row of
+//  the second level) also q2 = rint (256 (x / d - q)), so x ~ d (q + q2 /
+//  256) (gpu_mma.cuh says why). IEEE operations spelled out (the file
+//  builds with --use_fast_math): the CPU reference in test_gpu_model.c
+//  does the same. amax is the thread's share of max |x|. Called by the
+//  whole block.
 static __device__ void
-k_emit_int8 (const float *xf, int8_t *act, float *xs, int t, int K, float amax, float *sh)
+k_emit_int8 (const float *xf, int8_t *act, int8_t *act2, float *xs, int t, int K, float amax, float *sh)
 {
     amax = k_block_max (amax, sh);
-    float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
-    float inv = 1.0f / scale;
+    float scale = amax > 0.0f ? __fdiv_rn (amax, 127.0f) : 1.0f;
+    float inv = __frcp_rn (scale);
     const float *row = xf + (size_t) t * K;
     int8_t *out = act + (size_t) t * K;
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        int q = __float2int_rn (row[i] * inv);
-        out[i] = (int8_t) max (-127, min (127, q));
+        float v = __fmul_rn (row[i], inv);
+        float fv = rintf (v);
+        int q = max (-127, min (127, (int) fv));
+        out[i] = (int8_t) q;
+        if (act2) {
+            float fr = rintf (__fmul_rn (__fsub_rn (v, (float) q), 256.0f));
+            act2[i] = (int8_t) max (-127, min (127, (int) fr));
+        }
     }
     if (threadIdx.x == 0)
         xs[t] = scale;
@@ -193,8 +201,13 @@ k_emit_q (const float *xf, int8_t *act, float *xs, int t, int K, float amax, flo
         __syncthreads ();       //  xf's row is complete
         k_emit_int8_g32 (xf, act, act2, xs, xsum, t, K);
     }
-    else
-        k_emit_int8 (xf, act, xs, t, K, amax, sh);
+    else {
+        //  w8a8: the second level's rows follow the first's batch rounded
+        //  up to 4 (the cuBLASLt path multiplies both as one 2P-column
+        //  input); act2 only says whether there are two levels.
+        int P = (gridDim.x + 3) / 4 * 4;
+        k_emit_int8 (xf, act, act2 ? act + (size_t) (P + t) * K : NULL, xs, t, K, amax, sh);
+    }
 }
 
 //  x[t] = embedding row of tokens[t] (fp16 table).
@@ -318,19 +331,19 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
 //  head_dim / 32 elements, then the warps' partial results are merged.
 //  16 warps (was 4): a warp's positions are a dependent chain of loads,
 //  so at ctx 256 a warp walks 16 positions instead of 64.
+#ifndef K_ATT_WARPS
 #define K_ATT_WARPS 16
+#endif
 #define K_ATT_UNROLL 4
 template <int EPL, typename KV>
 static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
 k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
              const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
-             int kv_dim, int page_size, int max_blocks, float scale, int emit, void *act, float *xs,
-             unsigned *count)
+             int kv_dim, int page_size, int max_blocks, float scale, int emit, void *act)
 {
     K_PDL ();
     const int hd = EPL * 32;
     __shared__ float s_m[K_ATT_WARPS], s_l[K_ATT_WARPS], s_acc[K_ATT_WARPS][EPL * 32];
-    __shared__ unsigned s_last;
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int pos = tok_pos[t];
@@ -411,41 +424,10 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
                 out[lane + 32 * e] = o * invL;
         }
     }
-    //  The emit kernel fused (round 3). emit 1 (fp16): the row went to act
-    //  as fp16 above. emit 2 (w8a8): the token's last head block to finish
-    //  (count[t] reaches n_heads) quantizes the whole row as k_emit does
-    //  (max |x| / 127, round to nearest even), reading the other blocks'
-    //  heads through L2, and puts count[t] back to 0 for the next launch.
-    if (emit == 2) {
-        if (warp == 0)
-            __threadfence ();
-        __syncthreads ();
-        if (threadIdx.x == 0) {
-            unsigned done = atomicAdd (&count[t], 1u);
-            s_last = done == (unsigned) n_heads - 1;
-            if (s_last)
-                count[t] = 0;
-        }
-        __syncthreads ();
-        if (!s_last)
-            return;
-        __threadfence ();
-        int K = n_heads * hd;
-        const float *row = att + (size_t) t * K;
-        float amax = 0.0f;
-        for (int i = threadIdx.x; i < K; i += blockDim.x)
-            amax = fmaxf (amax, fabsf (__ldcg (row + i)));
-        amax = k_block_max (amax, s_m);
-        float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
-        float inv = 1.0f / sc;
-        int8_t *o8 = (int8_t *) act + (size_t) t * K;
-        for (int i = threadIdx.x; i < K; i += blockDim.x) {
-            int qi = __float2int_rn (__ldcg (row + i) * inv);
-            o8[i] = (int8_t) max (-127, min (127, qi));
-        }
-        if (threadIdx.x == 0)
-            xs[t] = sc;
-    }
+    //  The emit kernel fused (round 3), fp16 only (emit 1): the row went
+    //  to act as fp16 above. (w8a8's quantization needs the whole row's
+    //  maximum; a last-block-quantizes variant measured no faster than the
+    //  emit kernel, gpu/NOTES.md round 3, and was removed.)
 }
 
 //  The same attention with one block per (token, KV head): the G query
@@ -745,31 +727,16 @@ k_skinny_split_out (A (&acc)[K_SK_ROWS][T], O *Y, int N, int warp, int lane)
 struct k_rope_ep {
     float *q;                   //  NULL: no epilogue, the product goes to Y
     __half *kc, *vc;
-    const float *w_scale, *xs;
     const int32_t *block_table, *tok_pos, *tok_slot;
     const float *cos_t, *sin_t;
     int t0, q_dim, kv_dim, head_dim, page_size, max_blocks;
 };
 
-static __device__ __forceinline__ float
-k_ep_val (int a, const k_rope_ep &e, int t, int n)
-{
-    float x_scale = e.xs[t];
-    return (float) a * x_scale * e.w_scale[n];
-}
-
-static __device__ __forceinline__ float
-k_ep_val (float a, const k_rope_ep &e, int t, int n)
-{
-    return __half2float (__float2half (a));
-}
-
-//  Columns c, c + 1 (c even) of token t's qkv product: rotated and stored.
-template <typename A>
+//  Columns c, c + 1 (c even) of token t's qkv product (x0, x1, as the
+//  product would have been stored): rotated and stored.
 static __device__ __forceinline__ void
-k_rope_store (const k_rope_ep &e, int t, int c, A a0, A a1)
+k_rope_store (const k_rope_ep &e, int t, int c, float x0, float x1)
 {
-    float x0 = k_ep_val (a0, e, t, c), x1 = k_ep_val (a1, e, t, c + 1);
     int pos = e.tok_pos[t];
     int page = e.block_table[(size_t) e.tok_slot[t] * e.max_blocks + pos / e.page_size];
     size_t cbase = ((size_t) page * e.page_size + pos % e.page_size) * e.kv_dim;
@@ -789,173 +756,6 @@ k_rope_store (const k_rope_ep &e, int t, int c, A a0, A a1)
         k_kv_store (&e.kc[cbase + c - e.q_dim], y0);
         k_kv_store (&e.kc[cbase + c - e.q_dim + 1], y1);
     }
-}
-
-//  The skinny kernels' end with the epilogue: the warps' sums (each
-//  reduced over its lanes) through shared memory, added in warp order as
-//  k_skinny_split_out does, one thread a (row pair, token).
-template <int T, int S, typename A>
-static __device__ __forceinline__ void
-k_skinny_rope_out (A (&acc)[K_SK_ROWS][T], const k_rope_ep &e, int N, int warp, int lane)
-{
-    __shared__ A sh[K_SK_WARPS][K_SK_ROWS * T];
-    if (lane == 0)
-#pragma unroll
-        for (int r = 0; r < K_SK_ROWS; r++)
-#pragma unroll
-            for (int t = 0; t < T; t++)
-                sh[warp][r * T + t] = acc[r][t];
-    __syncthreads ();
-    const int G = K_SK_WARPS / S, P = K_SK_ROWS / 2;
-    int i = threadIdx.x;
-    if (i < G * P * T) {
-        int g = i / (P * T), j = i % (P * T);
-        int p = j / T, t = j % T;
-        int row = (blockIdx.x * G + g) * K_SK_ROWS + 2 * p;
-        A v0 = sh[g * S][2 * p * T + t], v1 = sh[g * S][(2 * p + 1) * T + t];
-#pragma unroll
-        for (int w = 1; w < S; w++) {
-            v0 += sh[g * S + w][2 * p * T + t];
-            v1 += sh[g * S + w][(2 * p + 1) * T + t];
-        }
-        if (row < N)
-            k_rope_store (e, e.t0 + t, row, v0, v1);
-    }
-}
-
-template <int T, int S>
-static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
-k_skinny_i8 (const int8_t *__restrict__ W, const int8_t *__restrict__ X, int32_t *__restrict__ Y,
-             int N, int K, int pf,
-             k_rope_ep ep)
-{
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = (blockIdx.x * (K_SK_WARPS / S) + warp / S) * K_SK_ROWS, kpart = warp % S;
-    const int4 *w[K_SK_ROWS];
-#pragma unroll
-    for (int r = 0; r < K_SK_ROWS; r++)
-        w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
-    if (pf && row0 < N)
-#pragma unroll
-        for (int r = 0; r < K_SK_ROWS; r++)
-            k_prefetch_row (w[r], pf, lane);
-    K_PDL ();
-    if (S == 1 && row0 >= N && !ep.q)
-        return;
-    int acc[K_SK_ROWS][T];
-#pragma unroll
-    for (int r = 0; r < K_SK_ROWS; r++)
-#pragma unroll
-        for (int t = 0; t < T; t++)
-            acc[r][t] = 0;
-    int nk = K / 16;
-#pragma unroll (k_sk_unroll)
-    for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
-        int4 wv[K_SK_ROWS];
-#pragma unroll
-        for (int r = 0; r < K_SK_ROWS; r++)
-            wv[r] = __ldcs (w[r] + c);      //  streamed once: evict first
-#pragma unroll
-        for (int t = 0; t < T; t++) {
-            int4 xv = __ldg ((const int4 *) (X + (size_t) t * K) + c);
-#pragma unroll
-            for (int r = 0; r < K_SK_ROWS; r++) {
-                acc[r][t] = __dp4a (wv[r].x, xv.x, acc[r][t]);
-                acc[r][t] = __dp4a (wv[r].y, xv.y, acc[r][t]);
-                acc[r][t] = __dp4a (wv[r].z, xv.z, acc[r][t]);
-                acc[r][t] = __dp4a (wv[r].w, xv.w, acc[r][t]);
-            }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < K_SK_ROWS; r++)
-#pragma unroll
-        for (int t = 0; t < T; t++) {
-            int v = acc[r][t];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1)
-                v += __shfl_xor_sync (0xffffffffu, v, o);
-            acc[r][t] = v;
-            if (S == 1 && !ep.q && lane == ((r * T + t) & 31) && row0 + r < N)
-                Y[(size_t) t * N + row0 + r] = v;
-        }
-    if (ep.q)
-        k_skinny_rope_out<T, S, int> (acc, ep, N, warp, lane);
-    else if (S > 1)
-        k_skinny_split_out<T, S, int, int32_t> (acc, Y, N, warp, lane);
-}
-
-template <int T, int S>
-static __global__ void __launch_bounds__ (K_SK_WARPS * 32)
-k_skinny_f16 (const __half *__restrict__ W, const __half *__restrict__ X, __half *__restrict__ Y,
-              int N, int K, int pf,
-             k_rope_ep ep)
-{
-    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int row0 = (blockIdx.x * (K_SK_WARPS / S) + warp / S) * K_SK_ROWS, kpart = warp % S;
-    const int4 *w[K_SK_ROWS];
-#pragma unroll
-    for (int r = 0; r < K_SK_ROWS; r++)
-        w[r] = (const int4 *) (W + (size_t) min (row0 + r, N - 1) * K);
-    if (pf && row0 < N)
-#pragma unroll
-        for (int r = 0; r < K_SK_ROWS; r++)
-            k_prefetch_row (w[r], pf, lane);
-    K_PDL ();
-    if (S == 1 && row0 >= N && !ep.q)
-        return;
-    float acc[K_SK_ROWS][T];
-#pragma unroll
-    for (int r = 0; r < K_SK_ROWS; r++)
-#pragma unroll
-        for (int t = 0; t < T; t++)
-            acc[r][t] = 0.0f;
-    int nk = K / 8;             //  8 halves per 16 bytes
-#pragma unroll (k_sk_unroll)
-    for (int c = kpart * 32 + lane; c < nk; c += S * 32) {
-        float wf[K_SK_ROWS][8];
-#pragma unroll
-        for (int r = 0; r < K_SK_ROWS; r++) {
-            int4 v = __ldcs (w[r] + c);
-            const __half2 *h = (const __half2 *) &v;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                float2 f = __half22float2 (h[j]);
-                wf[r][2 * j] = f.x;
-                wf[r][2 * j + 1] = f.y;
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < T; t++) {
-            int4 v = __ldg ((const int4 *) (X + (size_t) t * K) + c);
-            const __half2 *h = (const __half2 *) &v;
-            float xf[8];
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                float2 f = __half22float2 (h[j]);
-                xf[2 * j] = f.x;
-                xf[2 * j + 1] = f.y;
-            }
-#pragma unroll
-            for (int r = 0; r < K_SK_ROWS; r++)
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-                    acc[r][t] = fmaf (wf[r][j], xf[j], acc[r][t]);
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < K_SK_ROWS; r++)
-#pragma unroll
-        for (int t = 0; t < T; t++) {
-            float v = k_warp_sum (acc[r][t]);
-            acc[r][t] = v;
-            if (S == 1 && !ep.q && lane == ((r * T + t) & 31) && row0 + r < N)
-                Y[(size_t) t * N + row0 + r] = __float2half (v);
-        }
-    if (ep.q)
-        k_skinny_rope_out<T, S, float> (acc, ep, N, warp, lane);
-    else if (S > 1)
-        k_skinny_split_out<T, S, float, __half> (acc, Y, N, warp, lane);
 }
 
 //  The CPU engine's w8 (gpu.h, GPU_FMT_W8): W in groups of 32 columns with

@@ -25,7 +25,9 @@
     int8 tensor-core path requires.
 */
 #include "gpu.h"
+#include <type_traits>
 #include "gpu_kernels.cuh"
+#include "gpu_mma.cuh"
 #include <cuda_runtime.h>
 #include <cublasLt.h>
 #include <math.h>
@@ -49,6 +51,7 @@ typedef struct {
     float *scale;               //  (n) per output channel (W8A8), else NULL
     __half *gscale;             //  (n, cols / 32) per group of 32 columns (W8), else NULL
     __half *gmin;               //  (n, cols / 32) per-group min (W8: w = d q + m), else NULL
+    void *tiled;                //  fp16 / w8a8: the tensor-core GEMM's tiled copy (k_mma_tile), or NULL
 } s_mat_t;
 
 typedef struct {
@@ -78,6 +81,7 @@ typedef struct {
 #define S_SPLIT_W8A8 2
 #define S_SPLIT_W8 2
 #define S_PREFETCH_MB_DEFAULT 0
+#define S_TILED_DEFAULT true
 
 typedef struct {
     bool open;
@@ -118,10 +122,14 @@ struct _gpu_model_t {
     void *act;                  //  (cap, max_k) GEMM input, int8 or fp16
     float *xs;                  //  (cap) per-token activation scale
     float *xsum;                //  w8: (cap, groups) d * (256 sum q + sum q2) per group
-    int8_t *act2;               //  w8 with two activation levels: the residual quants, else NULL
-    int act_levels;             //  w8: the CPU engine's activation levels (qmatrix_act_levels)
+    int8_t *act2;               //  two activation levels, else NULL. w8: the residual quants
+                                //  (cap x max_k after act's); w8a8: a flag, its rows follow the
+                                //  batch's first-level rows in act (k_emit_q)
+    int act_levels;             //  w8: the CPU engine's (qmatrix_act_levels); w8a8: 2, or
+                                //  SPLITMESH_W8A8_ACT_LEVELS=1
+    int32_t *raw_i32;           //  w8a8: cuBLASLt's int32 products, both levels, before k_deq_planes
     float *xf;                  //  (cap, max_k) fp32 rows before int8 quantization
-    void *raw;                  //  (cap, widest GEMM output) product, int32 or fp16
+    void *raw;                  //  (cap, widest GEMM output) product: fp16, or fp32 dequantized
     float *q, *att;             //  (cap, q_dim)
     float *cos_t, *sin_t;       //  (cap, head_dim / 2)
     float *logits;              //  (cap, vocab) when the head is loaded
@@ -148,7 +156,9 @@ struct _gpu_model_t {
     bool attn_gqa;              //  attention one block per KV head (its query heads together)
     int fuse_rope;              //  RoPE + KV cache writes in the skinny qkv GEMM's epilogue,
                                 //  the emit kernel in the per-head attention (fp16, w8a8)
-    unsigned *att_count;        //  (cap) head blocks of a token done (fused w8a8 emit)
+    int mma_split;              //  warps a row tile of the tensor-core GEMMs (0: by size, s_mma_split)
+    bool tile_weights;          //  keep a tiled copy of each fp16 / w8a8 matrix (s_mat_tile)
+    int mma_ld;                 //  how the tensor-core GEMM reads weights (k_mma_ld's LD)
     int gqa_min_blocks;         //  ... when t x n_kv_heads blocks reach this (2 an SM)
     bool pdl_next;              //  the next launch may chain on the previous kernel
     size_t prefetch_budget;
@@ -299,9 +309,27 @@ s_mat_alloc (gpu_model_t *self, s_mat_t *m, int rows, int cols)
     return 0;
 }
 
+//  The tiled copy of m's data for the tensor-core GEMM (gpu_mma.cuh),
+//  when its rows are a multiple of 64 bytes.
+static int
+s_mat_tile (gpu_model_t *self, s_mat_t *m)
+{
+    size_t row_bytes = (size_t) m->cols * (s_w8 (self) ? 1 : 2);
+    if (s_g32 (self) || !self->tile_weights || row_bytes % 64)
+        return 0;
+    size_t tiles = (size_t) (m->n + 15) / 16, bytes = tiles * 16 * row_bytes;
+    S_CUDA (cudaMalloc (&m->tiled, bytes));
+    k_mma_tile<<<1024, 256, 0, self->stream>>> ((const char *) m->data, (char *) m->tiled, m->n, row_bytes,
+                                                 bytes / 16);
+    S_LAUNCH ();
+    return 0;
+}
+
 static void
 s_mat_free (s_mat_t *m)
 {
+    cudaFree (m->tiled);
+    m->tiled = NULL;
     cudaFree (m->data);
     cudaFree (m->scale);
     cudaFree (m->gscale);
@@ -402,7 +430,7 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
             S_CUDA (cudaMemcpy ((__half *) m->data + (size_t) r0 * cols, hbuf.data (),
                                 (size_t) nr * cols * 2, cudaMemcpyHostToDevice));
     }
-    return 0;
+    return s_mat_tile (self, m);
 }
 
 static int
@@ -434,7 +462,7 @@ s_mat_synth (gpu_model_t *self, s_mat_t *m, int rows, int cols, uint64_t seed)
     else
         k_fill_half<<<1024, 256, 0, self->stream>>> ((__half *) m->data, n, seed, amp);
     S_LAUNCH ();
-    return 0;
+    return s_mat_tile (self, m);
 }
 
 static int
@@ -484,6 +512,10 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
     self->config = *c;
     self->opts = *o;
     self->act_levels = qmatrix_act_levels (QFMT_W8) == 1 ? 1 : 2;
+    if (o->format == GPU_FMT_W8A8) {
+        const char *lv = getenv ("SPLITMESH_W8A8_ACT_LEVELS");
+        self->act_levels = lv && atoi (lv) == 1 ? 1 : 2;
+    }
     //  Tuning defaults; SPLITMESH_GPU_PDL=0 and SPLITMESH_GPU_PREFETCH_MB
     //  override them (gpu_model_tune at run time).
     {
@@ -497,6 +529,9 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         for (int f = 0; f < GPU_FMT_COUNT; f++)
             self->split_ks[f] = s_split_ks_default ((gpu_fmt_t) f);
         self->attn_gqa = true;
+        const char *tl = getenv ("SPLITMESH_GPU_TILED");
+        self->tile_weights = tl ? atoi (tl) != 0 : S_TILED_DEFAULT;
+        self->mma_ld = self->tile_weights ? 2 : 0;
         self->gqa_min_blocks = s_split_rows_default () / (2 * K_SK_WARPS * K_SK_ROWS);
     }
     self->prof_tab = new std::vector<s_prof_t> ();
@@ -569,12 +604,16 @@ s_alloc_run (gpu_model_t *self)
         //  act holds cap x max_k x 2 bytes: the second half is the residual level.
         self->act2 = self->act_levels == 2 ? (int8_t *) self->act + cap * self->max_k : NULL;
     }
+    else
+    if (s_w8 (self)) {
+        //  act's 2 x cap x max_k bytes hold both levels' rows (k_emit_q).
+        self->act2 = self->act_levels == 2 ? (int8_t *) self->act : NULL;
+        S_CUDA (cudaMalloc (&self->raw_i32, 2 * cap * max_n * sizeof (int32_t)));
+    }
     S_CUDA (cudaMalloc (&self->xf, cap * self->max_k * sizeof (float)));
     S_CUDA (cudaMalloc (&self->raw, cap * max_n * ebytes));
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
-    S_CUDA (cudaMalloc (&self->att_count, cap * sizeof (unsigned)));
-    S_CUDA (cudaMemset (self->att_count, 0, cap * sizeof (unsigned)));
     S_CUDA (cudaMalloc (&self->cos_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->sin_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->argmax, cap * sizeof (int32_t)));
@@ -681,9 +720,29 @@ s_skinny_blocks (const gpu_model_t *self, const s_mat_t *W, int *split)
 
 #define S_SPLIT_PICK(K, T) (split == 8 ? K<T, 8> : split == 4 ? K<T, 4> : split == 2 ? K<T, 2> : K<T, 1>)
 
+//  Warps a row tile of 16 for the tensor-core GEMM over W: 8, the most.
+//  Measured on an H100 (bench_gpu --profile, gpu/NOTES.md session 3):
+//  with fewer, each warp walks a longer stretch of its 16 rows and the
+//  8B verify got slower at every step down (fp16 6.26 / 7.18 / 9.88 /
+//  15.6 ms at 8 / 4 / 2 / 1), also for the wide matrices (gate|up, head).
+static int
+s_mma_split (const gpu_model_t *self, const s_mat_t *W)
+{
+    (void) W;
+    return self->mma_split ? self->mma_split : K_MMA_WARPS;
+}
+
+#define S_MMA_PICK_LD(F, T, LD) (split == 8 ? k_mma_gemm<F, T, 8, LD> : split == 4 ? k_mma_gemm<F, T, 4, LD> \
+                                 : split == 2 ? k_mma_gemm<F, T, 2, LD> : k_mma_gemm<F, T, 1, LD>)
+#define S_MMA_PICK(F, T) (ld == 2 ? S_MMA_PICK_LD (F, T, 2) : ld == 1 ? S_MMA_PICK_LD (F, T, 1) \
+                          : S_MMA_PICK_LD (F, T, 0))
+
+//  The tensor-core GEMM (gpu_mma.cuh) for tokens t0 .. t0 + T - 1 of a
+//  batch of t: fp16, or w8a8 with its products dequantized to fp32 (the
+//  second activation level's rows start at the batch rounded up to 4).
 template <int T>
 static int
-s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label, const k_rope_ep *rope)
+s_skinny (gpu_model_t *self, const s_mat_t *W, int t, int t0, const char *label, const k_rope_ep *rope)
 {
     k_rope_ep ep;
     memset (&ep, 0, sizeof ep);
@@ -691,19 +750,23 @@ s_skinny (gpu_model_t *self, const s_mat_t *W, int t0, const char *label, const 
         ep = *rope;
         ep.t0 = t0;
     }
-    int split;
-    int blocks = s_skinny_blocks (self, W, &split);
-    size_t row_bytes = (size_t) W->cols * (s_w8 (self) ? 1 : 2);
-    int pf = s_prefetch_row_bytes (self, W, row_bytes);
-    if (s_w8 (self))
-        return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_i8, T),
-                     dim3 (blocks), dim3 (K_SK_WARPS * 32),
-                     (const int8_t *) W->data, (const int8_t *) self->act + (size_t) t0 * W->cols,
-                     (int32_t *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf, ep);
-    return s_go (self, label, s_mat_bytes (self, W), S_SPLIT_PICK (k_skinny_f16, T),
-                 dim3 (blocks), dim3 (K_SK_WARPS * 32),
-                 (const __half *) W->data, (const __half *) self->act + (size_t) t0 * W->cols,
-                 (__half *) self->raw + (size_t) t0 * W->n, W->n, W->cols, pf, ep);
+    int split = s_mma_split (self, W);
+    int ld = W->tiled ? self->mma_ld : self->mma_ld == 2 ? 0 : self->mma_ld;
+    const void *wdata = ld == 2 ? W->tiled : W->data;
+    int blocks = ((W->n + 15) / 16 + K_MMA_WARPS / split - 1) / (K_MMA_WARPS / split);
+    if (s_w8 (self)) {
+        int P = (t + 3) / 4 * 4;
+        const int8_t *X = (const int8_t *) self->act + (size_t) t0 * W->cols;
+        const int8_t *X2 = self->act2 ? (const int8_t *) self->act + (size_t) (P + t0) * W->cols : NULL;
+        return s_go (self, label, s_mat_bytes (self, W), S_MMA_PICK (1, T), dim3 (blocks), dim3 (K_MMA_WARPS * 32),
+                     wdata, (const float *) W->scale, (const void *) X, (const void *) X2,
+                     (const float *) self->xs + t0, (void *) ((float *) self->raw + (size_t) t0 * W->n),
+                     W->n, W->cols, ep);
+    }
+    return s_go (self, label, s_mat_bytes (self, W), S_MMA_PICK (0, T), dim3 (blocks), dim3 (K_MMA_WARPS * 32),
+                 wdata, (const float *) NULL,
+                 (const void *) ((const __half *) self->act + (size_t) t0 * W->cols), (const void *) NULL,
+                 (const float *) NULL, (void *) ((__half *) self->raw + (size_t) t0 * W->n), W->n, W->cols, ep);
 }
 
 //  raw (t x W.n) = act (t x W.cols) W^T, in the model's format: the
@@ -765,17 +828,18 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
     //  one-position steps' results bit for bit (int8 products are exact
     //  either way).
     int max_t = s_w8 (self) ? K_SKINNY_MAX_T : 2 * K_SKINNY_MAX_T;
-    if (self->opts.skinny_gemm && t <= max_t && W->cols % 16 == 0) {
+    size_t row_bytes = (size_t) W->cols * (s_w8 (self) ? 1 : 2);
+    if (self->opts.skinny_gemm && t <= max_t && row_bytes % 64 == 0) {
         for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
             switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
-                case 1: rc = s_skinny<1> (self, W, t0, label, rope); break;
-                case 2: rc = s_skinny<2> (self, W, t0, label, rope); break;
-                case 3: rc = s_skinny<3> (self, W, t0, label, rope); break;
-                case 4: rc = s_skinny<4> (self, W, t0, label, rope); break;
-                case 5: rc = s_skinny<5> (self, W, t0, label, rope); break;
-                case 6: rc = s_skinny<6> (self, W, t0, label, rope); break;
-                case 7: rc = s_skinny<7> (self, W, t0, label, rope); break;
-                default: rc = s_skinny<8> (self, W, t0, label, rope); break;
+                case 1: rc = s_skinny<1> (self, W, t, t0, label, rope); break;
+                case 2: rc = s_skinny<2> (self, W, t, t0, label, rope); break;
+                case 3: rc = s_skinny<3> (self, W, t, t0, label, rope); break;
+                case 4: rc = s_skinny<4> (self, W, t, t0, label, rope); break;
+                case 5: rc = s_skinny<5> (self, W, t, t0, label, rope); break;
+                case 6: rc = s_skinny<6> (self, W, t, t0, label, rope); break;
+                case 7: rc = s_skinny<7> (self, W, t, t0, label, rope); break;
+                default: rc = s_skinny<8> (self, W, t, t0, label, rope); break;
             }
             if (rc)
                 return -1;
@@ -784,15 +848,24 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
             *fused = rope != NULL;
         return 0;
     }
-    t = (t + 3) / 4 * 4;
-    s_plan_t *p = s_plan (self, W->n, W->cols, t);
+    int P = (t + 3) / 4 * 4;
+    //  w8a8: both activation levels in one product of 2P columns (their
+    //  rows are contiguous in act), then dequantized as the tensor-core
+    //  GEMM does it.
+    int cols = s_w8 (self) && self->act2 ? 2 * P : P;
+    s_plan_t *p = s_plan (self, W->n, W->cols, cols);
     if (!p)
         return -1;
     if (s_w8 (self)) {
         int32_t alpha = 1, beta = 0;
         S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, self->act, p->lb, &beta,
-                              self->raw, p->lc, self->raw, p->lc, &p->algo,
+                              self->raw_i32, p->lc, self->raw_i32, p->lc, &p->algo,
                               self->workspace, self->workspace_size, self->stream));
+        self->pdl_next = false;
+        s_mark (self, label, s_mat_bytes (self, W));
+        return s_go (self, "dequant", 0, k_deq_planes, dim3 ((W->n + 255) / 256, t), dim3 (256),
+                     (const int32_t *) self->raw_i32, P, self->act2 != NULL, (const float *) W->scale,
+                     (const float *) self->xs, (float *) self->raw, W->n);
     }
     else {
         float alpha = 1.0f, beta = 0.0f;
@@ -833,7 +906,7 @@ s_free_all (gpu_model_t *self)
     cudaFree (self->raw);
     cudaFree (self->q);
     cudaFree (self->att);
-    cudaFree (self->att_count);
+    cudaFree (self->raw_i32);
     cudaFree (self->cos_t);
     cudaFree (self->sin_t);
     cudaFree (self->logits);
@@ -1082,6 +1155,23 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
         self->attn_gqa = value != 0;
     else if (!strcmp (name, "fuse"))
         self->fuse_rope = (int) value;
+    else if (!strcmp (name, "mma_split")) {
+        if (value != 0 && value != 1 && value != 2 && value != 4 && value != 8)
+            return s_fail (self, "gpu_model_tune: mma_split is 1, 2, 4 or 8, or 0 for the default (got %ld)",
+                           value);
+        self->mma_split = (int) value;
+    }
+    else if (!strcmp (name, "mma_ld")) {
+        if (value < 0 || value > 2)
+            return s_fail (self, "gpu_model_tune: mma_ld is 0, 1 or 2 (got %ld)", value);
+        self->mma_ld = (int) value;
+    }
+    else if (!strcmp (name, "act_levels")) {
+        if (self->opts.format != GPU_FMT_W8A8 || (value != 1 && value != 2))
+            return s_fail (self, "gpu_model_tune: act_levels is 1 or 2, for w8a8 (got %ld)", value);
+        self->act_levels = (int) value;
+        self->act2 = value == 2 ? (int8_t *) self->act : NULL;
+    }
     else if (!strcmp (name, "prefetch"))
         self->prefetch_budget = value > 0 ? (size_t) value : 0;
     else if (!strcmp (name, "profile")) {
@@ -1284,8 +1374,6 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             rope.q = self->q;
             rope.kc = (__half *) kc;
             rope.vc = (__half *) vc;
-            rope.w_scale = L->wqkv.scale;
-            rope.xs = self->xs;
             rope.block_table = (const int32_t *) self->d_block_table;
             rope.tok_pos = tok_pos;
             rope.tok_slot = tok_slot;
@@ -1311,13 +1399,11 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
 #define S_ATT(E) s_go (self, "attention", 0, k_attention<E, kv_t>, grid, dim3 (K_ATT_WARPS * 32), \
             (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, (const int32_t *) self->d_block_table, \
             tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, self->opts.page_size, \
-            self->max_blocks, scale, emit, self->act, self->xs, self->att_count)
+            self->max_blocks, scale, emit, self->act)
         int rc = -2;
-        //  The per-head kernel emits the o GEMM's input itself (round 3):
-        //  fp16 by default; w8a8's last-head-block quantization
-        //  (SPLITMESH_GPU_FUSE=2) measured no faster than the emit kernel
-        //  (attention 18 -> 22 us a layer, graphed verify 3.77 vs 3.79 ms).
-        int emit = self->fuse_rope && W8 == 0 ? 1 : self->fuse_rope > 1 && W8 == 1 ? 2 : 0;
+        //  The per-head kernel emits the o GEMM's input itself in fp16
+        //  (round 3).
+        int emit = self->fuse_rope && W8 == 0 ? 1 : 0;
         //  A block per KV head pays off in large batches (64 x 5 positions:
         //  attention 484 -> 242 us a layer on an H200); at verify sizes
         //  (5 x 8 = 40 blocks) it leaves SMs idle: 18 -> 25 us a layer.
@@ -1421,6 +1507,8 @@ s_run (gpu_model_t *self, int t, bool want_head)
         //  device work and a missing GEMM algorithm fails outside it.
         const model_config_t *c = &self->config;
         int tg = (t + 3) / 4 * 4;
+        if (self->opts.format == GPU_FMT_W8A8 && self->act2)
+            tg *= 2;            //  w8a8's two activation levels (s_gemm)
         bool skinny = self->opts.skinny_gemm && t <= K_SKINNY_MAX_T;
         for (size_t l = 0; !skinny && l < self->layers->size (); l++) {
             const s_layer_t *L = &(*self->layers)[l];

@@ -201,8 +201,8 @@ s_verify_argmax (gpu_model_t *g, const int *ids, int n, int ctx, int32_t *am)
 }
 
 //  --profile: per-kernel times of one 8B verify step (1 and 64 sessions),
-//  then the graphed verify under each tuning variant (PDL, L2 prefetch
-//  budgets), with the greedy tokens checked against the plain run.
+//  then the graphed verify under each tuning variant, with the greedy
+//  tokens checked against the default's.
 static void
 s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
 {
@@ -239,30 +239,25 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
         gpu_model_tune (g, "profile", 0);
     }
     int32_t ref[MAX_S * K1], am[MAX_S * K1];
-    gpu_model_tune (g, "pdl", 0);
-    gpu_model_tune (g, "split", 0);
-    gpu_model_tune (g, "gqa", 0);
-    gpu_model_tune (g, "fuse", 0);
     s_verify_argmax (g, ids, 1, ctx, ref);
-    //  Each step's change alone, then together (the last is the default).
-    //  fuse: round 3's RoPE + KV cache epilogue in the qkv GEMM.
-    struct { const char *name; int pdl, split, ks, gqa; long pf_mb; int fuse; } var[] = {
-        { "v4", 0, 0, 1, 0, 0, 0 }, { "pdl", 1, 0, 1, 0, 0, 0 }, { "gqa", 0, 0, 1, 1, 0, 0 },
-        { "pdl+gqa+ks2", 1, -1, 2, 1, 0, 0 }, { "pdl+gqa+ks4", 1, -1, 4, 1, 0, 0 },
-        { "pdl+gqa+ks8", 1, -1, 8, 1, 0, 0 }, { "nofuse", 1, -1, 0, 1, 0, 0 },
-        { "fuse2", 1, -1, 0, 1, 0, 2 },
-        //  Every matrix split (gate|up, head too): more, smaller blocks, so
-        //  the last wave of blocks is a smaller share of the GEMM.
-        { "allsplit2", 1, 1 << 30, 2, 1, 0, 1 }, { "allsplit4", 1, 1 << 30, 4, 1, 0, 1 },
-        { "default", 1, -1, 0, 1, 0, 1 },
+    //  Session 3 (gpu_mma.cuh): the tensor-core GEMM against cuBLASLt for
+    //  every product, without PDL, at each split (warps a row tile), and
+    //  w8a8 with one activation level; the last is the default.
+    struct { const char *name; int skinny, pdl, split, levels, ld; } var[] = {
+        { "cublaslt", 0, 1, 0, 2, 2 }, { "nopdl", 1, 0, 0, 2, 2 },
+        { "rm_s8", 1, 1, 8, 2, 0 }, { "l2hint_s8", 1, 1, 8, 2, 1 },
+        { "tiled_s1", 1, 1, 1, 2, 2 }, { "tiled_s2", 1, 1, 2, 2, 2 }, { "tiled_s4", 1, 1, 4, 2, 2 },
+        { "tiled_s8", 1, 1, 8, 2, 2 }, { "1level", 1, 1, 0, 1, 2 }, { "default", 1, 1, 0, 2, 2 },
     };
     for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
+        if (var[v].levels == 1 && fmt != GPU_FMT_W8A8)
+            continue;
+        gpu_model_set_skinny (g, var[v].skinny);
         gpu_model_tune (g, "pdl", var[v].pdl);
-        gpu_model_tune (g, "split", var[v].split);
-        gpu_model_tune (g, "split_ks", var[v].ks);
-        gpu_model_tune (g, "gqa", var[v].gqa);
-        gpu_model_tune (g, "prefetch", var[v].pf_mb << 20);
-        gpu_model_tune (g, "fuse", var[v].fuse);
+        gpu_model_tune (g, "mma_split", var[v].split);
+        gpu_model_tune (g, "mma_ld", var[v].ld);
+        if (fmt == GPU_FMT_W8A8)
+            gpu_model_tune (g, "act_levels", var[v].levels);
         double m = s_verify (g, ids, 1, ctx, reps);
         s_verify_argmax (g, ids, 1, ctx, am);
         int same = !memcmp (am, ref, K1 * sizeof (int32_t));
