@@ -381,6 +381,8 @@ cmd_generate (int argc, char **argv)
         free (data);
         return 1;
     }
+    //  A request lost with a restarting broker is sent again (below).
+    mdp_client_set_keep_for_resend (client, true);
     double t0 = s_now (), t_first = 0;
     if (mdp_client_send_mem (client, "generate", data, size)) {
         fprintf (stderr, "splitmesh generate: cannot send the request\n");

@@ -914,6 +914,8 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
               (uint64_t) zclock_time (), (uint64_t) atomic_fetch_add (&self->next_id, 1));
     request->created = (int64_t) time (NULL);
     request->client = mdp_client_new (self->broker);
+    if (request->client)
+        mdp_client_set_keep_for_resend (request->client, true);     //  s_resend
     if (!request->client || mdp_client_send_mem (request->client, "generate", data, size)) {
         rc = s_respond_error (connection, 502, NULL, "bad_gateway",
                               "cannot send to the broker at %s", self->broker);
