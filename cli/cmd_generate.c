@@ -280,19 +280,10 @@ cmd_generate (int argc, char **argv)
             case 'b': broker = optarg; break;
             case 't': bad = cli_parse_long (optarg, 1, 86400, &timeout_s); break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh generate: %s needs a value\n", argv [optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh generate: unknown option '%s'\n", argv [optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("generate", opt, argv, s_usage);
         }
-        if (bad) {
-            fprintf (stderr, "splitmesh generate: bad value '%s' for --%s\n", optarg,
-                     cli_option_name (longopts, opt));
-            return 2;
-        }
+        if (bad)
+            return cli_bad_value ("generate", longopts, opt, optarg);
     }
     if (optind + 1 != argc) {
         fprintf (stderr, "splitmesh generate: %s\n",
