@@ -946,7 +946,7 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
     request->created = (int64_t) time (NULL);
     request->client = mdp_client_new (self->broker);
     if (request->client)
-        mdp_client_set_keep_for_resend (request->client, true);     //  s_resend
+        mdp_client_set_keep_for_resend (request->client, true);     //  s_recv_resending
     if (!request->client || mdp_client_send_mem (request->client, "generate", data, size)) {
         rc = s_respond_error (connection, 502, NULL, "bad_gateway",
                               "cannot send to the broker at %s", self->broker);
