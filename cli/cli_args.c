@@ -1,4 +1,5 @@
-/*  cli_args.c: strict option-value parsing for the CLI subcommands.  */
+/*  cli_args.c: strict option-value parsing and the usage errors shared by
+    the CLI subcommands (see cli_args.h).  */
 #include "cli_args.h"
 #include <errno.h>
 #include <math.h>
@@ -76,4 +77,37 @@ cli_option_name (const struct option *longopts, int val)
         if (lo->val == val)
             return lo->name;
     return "?";
+}
+
+int
+cli_getopt_error (const char *command, int opt, char *const argv [], cli_usage_fn *usage)
+{
+    //  With opterr = 0 and a leading ':', getopt_long has just stepped over
+    //  the offending element: it is argv [optind - 1].
+    const char *arg = optind > 0? argv [optind - 1]: "?";
+    if (opt == ':') {
+        fprintf (stderr, "splitmesh %s: %s needs a value\n", command, arg);
+        return 2;
+    }
+    fprintf (stderr, "splitmesh %s: unknown option '%s'\n", command, arg);
+    if (usage)
+        usage (stderr);
+    return 2;
+}
+
+int
+cli_bad_value (const char *command, const struct option *longopts, int opt, const char *value)
+{
+    fprintf (stderr, "splitmesh %s: bad value '%s' for --%s\n", command, value? value: "",
+             cli_option_name (longopts, opt));
+    return 2;
+}
+
+int
+cli_no_operands (const char *command, int argc, char *const argv [])
+{
+    if (optind >= argc)
+        return 0;
+    fprintf (stderr, "splitmesh %s: unexpected argument '%s'\n", command, argv [optind]);
+    return 2;
 }

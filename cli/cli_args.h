@@ -9,6 +9,7 @@
 
 #include <getopt.h>
 #include <stddef.h>
+#include <stdio.h>
 #include "model.h"
 
 //  Whole string is a base-10 integer in [lo, hi]. Returns 0, or -1.
@@ -34,5 +35,32 @@ int cli_model_options (const char *command, const char *format, long threads, mo
 //  The long name of the option whose getopt value is val, for messages
 //  about a bad value; "?" when no entry has it.
 const char *cli_option_name (const struct option *longopts, int val);
+
+//  --- Usage errors of a getopt_long loop -------------------------------
+//  Every subcommand parses its options the same way: optind = 1, opterr = 0,
+//  an optstring that starts with ':', a switch with one case per option.
+//  These print the messages (on stderr, naming the command) and return 2,
+//  the usage exit status, so that a loop ends with
+//
+//      default: return cli_getopt_error ("up", opt, argv, s_usage);
+//      ...
+//      if (bad) return cli_bad_value ("up", longopts, opt, optarg);
+
+//  A subcommand's usage printer (its s_usage).
+typedef void (cli_usage_fn) (FILE *out);
+
+//  What getopt_long returned that no case of the command took: ':' (an
+//  option without its value) gives "splitmesh CMD: --opt needs a value";
+//  anything else (an unknown option) "splitmesh CMD: unknown option '--x'"
+//  and then the usage. Returns 2.
+int cli_getopt_error (const char *command, int opt, char *const argv [], cli_usage_fn *usage);
+
+//  "splitmesh CMD: bad value 'VALUE' for --NAME", NAME being the long
+//  option whose getopt value is opt. Returns 2.
+int cli_bad_value (const char *command, const struct option *longopts, int opt, const char *value);
+
+//  After the options, for commands that take no operands: 0 when none is
+//  left, else "splitmesh CMD: unexpected argument 'A'" and 2.
+int cli_no_operands (const char *command, int argc, char *const argv []);
 
 #endif

@@ -46,29 +46,19 @@ cmd_down (int argc, char **argv)
     opterr = 0;
     int opt;
     while ((opt = getopt_long (argc, argv, ":qh", longopts, NULL)) != -1) {
+        int bad = 0;
         switch (opt) {
             case 'r': run_dir_opt = optarg; break;
-            case 'g':
-                if (cli_parse_long (optarg, 0, 600000, &grace_ms)) {
-                    fprintf (stderr, "splitmesh down: bad value '%s' for --grace-ms\n", optarg);
-                    return 2;
-                }
-                break;
+            case 'g': bad = cli_parse_long (optarg, 0, 600000, &grace_ms); break;
             case 'q': quiet = true; break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh down: %s needs a value\n", argv [optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh down: unknown option '%s'\n", argv [optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("down", opt, argv, s_usage);
         }
+        if (bad)
+            return cli_bad_value ("down", longopts, opt, optarg);
     }
-    if (optind < argc) {
-        fprintf (stderr, "splitmesh down: unexpected argument '%s'\n", argv [optind]);
+    if (cli_no_operands ("down", argc, argv))
         return 2;
-    }
     char run_dir [PATH_MAX], path [PATH_MAX + 32], err [512] = "";
     if (mesh_state_resolve_dir (run_dir_opt, run_dir, sizeof run_dir)) {
         fprintf (stderr, "splitmesh down: run dir path too long\n");

@@ -280,19 +280,10 @@ cmd_generate (int argc, char **argv)
             case 'b': broker = optarg; break;
             case 't': bad = cli_parse_long (optarg, 1, 86400, &timeout_s); break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh generate: %s needs a value\n", argv [optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh generate: unknown option '%s'\n", argv [optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("generate", opt, argv, s_usage);
         }
-        if (bad) {
-            fprintf (stderr, "splitmesh generate: bad value '%s' for --%s\n", optarg,
-                     cli_option_name (longopts, opt));
-            return 2;
-        }
+        if (bad)
+            return cli_bad_value ("generate", longopts, opt, optarg);
     }
     if (optind + 1 != argc) {
         fprintf (stderr, "splitmesh generate: %s\n",
@@ -381,6 +372,8 @@ cmd_generate (int argc, char **argv)
         free (data);
         return 1;
     }
+    //  A request lost with a restarting broker is sent again (below).
+    mdp_client_set_keep_for_resend (client, true);
     double t0 = s_now (), t_first = 0;
     if (mdp_client_send_mem (client, "generate", data, size)) {
         fprintf (stderr, "splitmesh generate: cannot send the request\n");

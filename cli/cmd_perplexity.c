@@ -89,18 +89,10 @@ cmd_perplexity (int argc, char **argv)
             case 't': bad = cli_parse_long (optarg, 1, 256, &threads); break;
             case 'j': json = true; break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh perplexity: %s needs a value\n", argv[optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh perplexity: unknown option '%s'\n", argv[optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("perplexity", opt, argv, s_usage);
         }
-        if (bad) {
-            fprintf (stderr, "splitmesh perplexity: bad value '%s'\n", optarg);
-            return 2;
-        }
+        if (bad)
+            return cli_bad_value ("perplexity", longopts, opt, optarg);
     }
     if (!file || optind < argc) {
         fprintf (stderr, "splitmesh perplexity: --file is required (and no other arguments)\n");

@@ -308,7 +308,6 @@ cmd_privacy_audit (int argc, char **argv)
     int opt;
     while ((opt = getopt_long (argc, argv, ":h", longopts, NULL)) != -1) {
         int bad = 0;
-        char *end;
         switch (opt) {
             case 'c': calib = optarg; break;
             case 'e': eval = optarg; break;
@@ -320,24 +319,16 @@ cmd_privacy_audit (int argc, char **argv)
             case 'F': bad = cli_parse_long (optarg, 2, 1 << 20, &fit_tokens); break;
             case 'E': bad = cli_parse_long (optarg, 1, 1 << 20, &eval_tokens); break;
             case 'w': bad = cli_parse_long (optarg, 2, 4096, &window); break;
-            case 'r': ridge = strtod (optarg, &end); bad = *end || !(ridge > 0); break;
+            case 'r': bad = cli_parse_double (optarg, 0.0, 1e300, &ridge) || !(ridge > 0); break;
             case 'S': bad = cli_parse_long (optarg, 0, 1L << 30, &seed); break;
             case 't': bad = cli_parse_long (optarg, 1, 256, &threads); break;
             case 'o': out_path = optarg; break;
             case 'N': layer_nn = false; break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh privacy-audit: %s needs a value\n", argv [optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh privacy-audit: unknown option '%s'\n", argv [optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("privacy-audit", opt, argv, s_usage);
         }
-        if (bad) {
-            fprintf (stderr, "splitmesh privacy-audit: bad value '%s'\n", optarg);
-            return 2;
-        }
+        if (bad)
+            return cli_bad_value ("privacy-audit", longopts, opt, optarg);
     }
     if (!calib || !eval || optind < argc) {
         fprintf (stderr, "splitmesh privacy-audit: --calib and --eval are required (and no other arguments)\n");

@@ -171,18 +171,10 @@ cmd_quantize (int argc, char **argv)
             case 'j': json = true; break;
             case 'q': quiet = true; break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh quantize: %s needs a value\n", argv[optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh quantize: unknown option '%s'\n", argv[optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("quantize", opt, argv, s_usage);
         }
-        if (bad) {
-            fprintf (stderr, "splitmesh quantize: bad value '%s'\n", optarg);
-            return 2;
-        }
+        if (bad)
+            return cli_bad_value ("quantize", longopts, opt, optarg);
     }
     if (!model_path)
         model_path = getenv ("SPLITMESH_MODEL");

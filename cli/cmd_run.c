@@ -94,27 +94,13 @@ cmd_run (int argc, char **argv)
             case 'C': chat = true; break;
             case 'E': ignore_eos = true; break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh run: %s needs a value\n", argv[optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh run: unknown option '%s'\n", argv[optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("run", opt, argv, s_usage);
         }
-        if (bad) {
-            const char *name = "?";
-            for (const struct option *o = longopts; o->name; o++)
-                if (o->val == opt)
-                    name = o->name;
-            fprintf (stderr, "splitmesh run: bad value '%s' for --%s\n", optarg, name);
-            return 2;
-        }
+        if (bad)
+            return cli_bad_value ("run", longopts, opt, optarg);
     }
-    if (optind < argc) {
-        fprintf (stderr, "splitmesh run: unexpected argument '%s'\n", argv[optind]);
+    if (cli_no_operands ("run", argc, argv))
         return 2;
-    }
     if (!prompt) {
         fprintf (stderr, "splitmesh run: -p PROMPT is required\n");
         s_usage (stderr);

@@ -554,24 +554,13 @@ cmd_up (int argc, char **argv)
             case 'T': bad = cli_parse_long (optarg, 1, 3600, &o.timeout_s); break;
             case 'v': o.verbose = true; break;
             case 'h': s_usage (stdout); return 0;
-            case ':':
-                fprintf (stderr, "splitmesh up: %s needs a value\n", argv [optind - 1]);
-                return 2;
-            default:
-                fprintf (stderr, "splitmesh up: unknown option '%s'\n", argv [optind - 1]);
-                s_usage (stderr);
-                return 2;
+            default: return cli_getopt_error ("up", opt, argv, s_usage);
         }
-        if (bad) {
-            fprintf (stderr, "splitmesh up: bad value '%s' for --%s\n", optarg,
-                     cli_option_name (longopts, opt));
-            return 2;
-        }
+        if (bad)
+            return cli_bad_value ("up", longopts, opt, optarg);
     }
-    if (optind < argc) {
-        fprintf (stderr, "splitmesh up: unexpected argument '%s'\n", argv [optind]);
+    if (cli_no_operands ("up", argc, argv))
         return 2;
-    }
     const char *formats [] = { o.format, o.draft_format };
     for (int i = 0; i < 2; i++)
         if (strcmp (formats [i], "f32") && strcmp (formats [i], "w8") && strcmp (formats [i], "w4")) {

@@ -22,8 +22,9 @@ struct _mdp_client_t {
     bool verbose;               //  log commands
     zsock_t *monitor;           //  PAIR receiving the dealer's DISCONNECTED events
     bool lost;                  //  the connection dropped after the last send
-    char *last_service;         //  the last request, for mdp_client_resend
-    zmsg_t *last_body;
+    bool keep_for_resend;       //  keep the last request for mdp_client_resend
+    char *last_service;         //  the last request's service and body (kept
+    zmsg_t *last_body;          //  only with keep_for_resend)
 };
 
 //  Stops and closes the dealer's monitor, then the dealer.
@@ -156,6 +157,17 @@ mdp_client_set_verbose (mdp_client_t *self, bool verbose)
     self->verbose = verbose;
 }
 
+void
+mdp_client_set_keep_for_resend (mdp_client_t *self, bool keep)
+{
+    assert (self);
+    self->keep_for_resend = keep;
+    if (!keep) {
+        zstr_free (&self->last_service);
+        zmsg_destroy (&self->last_body);
+    }
+}
+
 int
 mdp_client_send (mdp_client_t *self, const char *service, zmsg_t **body_p)
 {
@@ -174,16 +186,21 @@ mdp_client_send (mdp_client_t *self, const char *service, zmsg_t **body_p)
     //  Events from before this request concern earlier ones.
     s_client_drain_monitor (self);
     self->lost = false;
-    //  Kept for mdp_client_resend; `service` may be the old copy itself.
-    char *last_service = strdup (service);
-    zstr_free (&self->last_service);
-    zmsg_destroy (&self->last_body);
-    self->last_service = last_service;
-    self->last_body = zmsg_dup (msg);
-    service = self->last_service;
-    if (!service) {
-        zmsg_destroy (&msg);
-        return -1;
+    if (self->keep_for_resend) {
+        //  Kept for mdp_client_resend; `service` may be the old copy itself.
+        char *last_service = strdup (service);
+        zmsg_t *last_body = zmsg_dup (msg);
+        zstr_free (&self->last_service);
+        zmsg_destroy (&self->last_body);
+        self->last_service = last_service;
+        self->last_body = last_body;
+        service = self->last_service;
+        if (!last_service || !last_body) {
+            zstr_free (&self->last_service);
+            zmsg_destroy (&self->last_body);
+            zmsg_destroy (&msg);
+            return -1;
+        }
     }
     uint8_t cmd = MDPC_REQUEST;
     zmsg_pushstr (msg, service);
@@ -327,10 +344,20 @@ int
 mdp_client_resend (mdp_client_t *self)
 {
     assert (self);
-    if (!self->last_service || !self->last_body || s_client_connect (self))
+    if (!self->keep_for_resend) {
+        zsys_error ("mdp_client: cannot resend: the client keeps no copy of its requests "
+                    "(call mdp_client_set_keep_for_resend before sending)");
+        return -1;
+    }
+    if (!self->last_service || !self->last_body) {
+        zsys_error ("mdp_client: cannot resend: no request was sent since "
+                    "mdp_client_set_keep_for_resend");
+        return -1;
+    }
+    if (s_client_connect (self))
         return -1;
     zmsg_t *copy = zmsg_dup (self->last_body);
-    return mdp_client_send (self, self->last_service, &copy);
+    return copy? mdp_client_send (self, self->last_service, &copy): -1;
 }
 
 int

@@ -19,8 +19,9 @@
     loses every reply in flight: the broker's ROUTER drops messages to the
     old connection. The client watches its socket (a ZMQ monitor) and says
     so at once instead of letting the caller wait out its timeout:
-    mdp_client_recv returns NULL and mdp_client_lost is true; the caller
-    may then mdp_client_resend the last request.
+    mdp_client_recv returns NULL and mdp_client_lost is true; a caller that
+    turned mdp_client_set_keep_for_resend on may then mdp_client_resend the
+    last request (off by default: keeping it costs a copy of every body).
 */
 #ifndef MDP_CLIENT_H_INCLUDED
 #define MDP_CLIENT_H_INCLUDED
@@ -60,6 +61,13 @@ void
 void
     mdp_client_set_verbose (mdp_client_t *self, bool verbose);
 
+//  Keeps a copy of each request body mdp_client_send sends, so that
+//  mdp_client_resend can send it again (default off: most callers never
+//  resend, and the copy doubles the memory of large bodies). Turning it
+//  off drops the copy kept so far.
+void
+    mdp_client_set_keep_for_resend (mdp_client_t *self, bool keep);
+
 //  Sends a REQUEST for `service`. Takes ownership of *body_p and nullifies
 //  it (NULL or an empty message sends one empty body frame, as RFC 18
 //  requires at least one). Returns 0, or -1 if the arguments are invalid.
@@ -87,7 +95,9 @@ bool
 
 //  Sends the last request (service and body of the last mdp_client_send)
 //  again, on a fresh socket so no late reply of the first attempt can
-//  arrive. Returns 0, or -1 when nothing was sent yet or sending fails.
+//  arrive. Needs mdp_client_set_keep_for_resend on before that send.
+//  Returns 0, or -1 (and logs why) when keeping is off, nothing was sent
+//  since it was turned on, or sending fails.
 int
     mdp_client_resend (mdp_client_t *self);
 

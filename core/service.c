@@ -267,8 +267,8 @@ service_count_reply (metrics_t *metrics, zframe_t *reply)
     char labels [32];
     snprintf (labels, sizeof labels, "status=%d", status);
     metrics_count (metrics, "requests_total", labels, 1);
-    //  409 (a stale pipelined verify) is an expected answer, not an error.
-    if (status >= 400 && status != 409)
+    //  The schema says which statuses are failures (409 stale is not).
+    if (wire_status_is_error (status))
         metrics_count (metrics, "errors_total", labels, 1);
 }
 

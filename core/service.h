@@ -87,7 +87,8 @@ zframe_t *service_check (zmsg_t *request, const char *service, wire_peek_t *peek
 
 //  Counts a reply in metrics as service_actor_run does:
 //  splitmesh_requests_total{status}, and splitmesh_errors_total{status}
-//  for status >= 400. Nothing when metrics is NULL or disabled.
+//  when the schema flags the status as an error (wire_status_is_error:
+//  409 stale is not). Nothing when metrics is NULL or disabled.
 void service_count_reply (metrics_t *metrics, zframe_t *reply);
 
 //  Starts actor with args and checks that it started. Returns the actor, or

@@ -254,6 +254,12 @@ const wire_desc_t *
 const char *
     wire_status_name (int status);
 
+//  True when a reply with this status counts as an error (errors_total):
+//  the `is_error` flag of messages.toml (409 stale: false, 400: true); a
+//  status the schema does not list is an error when it is >= 400.
+bool
+    wire_status_is_error (int status);
+
 #ifdef __cplusplus
 }
 #endif

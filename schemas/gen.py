@@ -90,7 +90,14 @@ def load(path):
         schema["limits"][name] = {"name": name, "value": int(lim["value"]),
                                   "doc": lim["doc"]}
     for st in doc["status"]:
-        schema["status"].append({"code": st["code"], "name": st["name"], "doc": st["doc"]})
+        where = f"status {st.get('code')}"
+        if not isinstance(st.get("is_error"), bool):
+            fail(f"{where}: needs is_error = true or false (does a reply with it count "
+                 f"in errors_total?)")
+        if st["code"] < 400 and st["is_error"]:
+            fail(f"{where}: a status below 400 cannot be an error")
+        schema["status"].append({"code": st["code"], "name": st["name"],
+                                 "is_error": st["is_error"], "doc": st["doc"]})
     for name, en in doc["enums"].items():
         schema["enums"][name] = {"name": name, "values": list(en["values"]),
                                  "doc": en["doc"]}
@@ -451,6 +458,16 @@ def render_c(schema, outdir):
     w("    }")
     w("}")
     w("")
+    w("bool")
+    w("wire_status_is_error (int status)")
+    w("{")
+    w("    switch (status) {")
+    for st in schema["status"]:
+        w(f"        case {st['code']}: return {'true' if st['is_error'] else 'false'};")
+    w("        default: return status >= 400;")
+    w("    }")
+    w("}")
+    w("")
     for m in schema["messages"]:
         w(f"extern const wire_desc_t wire_{m['name']}_desc;")
     w("")
@@ -658,6 +675,7 @@ def render_json(schema, out):
     doc = {"version": schema["version"],
            "limits": {k: v["value"] for k, v in schema["limits"].items()},
            "status": {st["name"]: st["code"] for st in schema["status"]},
+           "status_is_error": {st["name"]: st["is_error"] for st in schema["status"]},
            "enums": {k: v["values"] for k, v in schema["enums"].items()},
            "messages": []}
     for m in schema["messages"]:
@@ -805,12 +823,15 @@ def render_md(schema):
     w("## Status codes")
     w("")
     w("Carried in `error.status`; grouped like HTTP (2xx ok, 4xx the caller's "
-      "fault, 5xx ours).")
+      "fault, 5xx ours). *error* says whether a reply with the status counts in "
+      "`splitmesh_errors_total` (`wire_status_is_error` in C; a status not listed "
+      "counts when it is 400 or more).")
     w("")
-    w("| code | name | meaning |")
-    w("|---:|---|---|")
+    w("| code | name | error | meaning |")
+    w("|---:|---|---|---|")
     for st in schema["status"]:
-        w(f"| {st['code']} | `{st['name']}` | {st['doc']} |")
+        flag = "yes" if st["is_error"] else "no"
+        w(f"| {st['code']} | `{st['name']}` | {flag} | {st['doc']} |")
     w("")
     w("## Enumerations")
     w("")

@@ -111,6 +111,7 @@ Test (broker_integration, kill_9_worker_mid_request_answer_comes_from_the_other)
     pid_t slow = s_worker_spawn ("slow", "10000");
     s_wait_workers (1);
     mdp_client_t *client = mdp_client_new (s_endpoint);
+    mdp_client_set_keep_for_resend (client, true);
     zmsg_t *body = sm_body_new (NULL, -1, -1);
     cr_assert_eq (mdp_client_send (client, "echo", &body), 0);
     zclock_sleep (200);                 //  the slow worker now holds it
@@ -174,6 +175,7 @@ Test (broker_integration, request_lost_with_its_broker_is_reported_at_once_and_r
     s_worker_spawn ("A", "3000");       //  slow: the request is in flight for 3 s
     s_wait_workers (1);
     mdp_client_t *client = mdp_client_new (s_endpoint);
+    mdp_client_set_keep_for_resend (client, true);
     zmsg_t *body = sm_body_new (NULL, -1, -1);
     cr_assert_eq (mdp_client_send (client, "echo", &body), 0);
     zclock_sleep (200);
@@ -203,8 +205,47 @@ Test (broker_integration, request_lost_with_its_broker_is_reported_at_once_and_r
     zmsg_destroy (&reply);
     //  Nothing sent yet on a new client: nothing to resend.
     mdp_client_t *fresh = mdp_client_new (s_endpoint);
+    mdp_client_set_keep_for_resend (fresh, true);
     cr_assert_eq (mdp_client_resend (fresh), -1);
     mdp_client_destroy (&fresh);
+    mdp_client_destroy (&client);
+}
+
+//  Keeping a copy of every request for mdp_client_resend is opt-in: a
+//  client without it cannot resend (a clear -1, no crash, nothing sent),
+//  and its request is still answered normally.
+Test (broker_integration, resend_without_keep_for_resend_fails_cleanly)
+{
+    s_broker_spawn ();
+    s_worker_spawn ("A", "300");
+    s_wait_workers (1);
+    mdp_client_t *client = mdp_client_new (s_endpoint);
+    zmsg_t *body = sm_body_new (NULL, -1, -1);
+    cr_assert_eq (mdp_client_send (client, "echo", &body), 0);
+    int connects = mdp_client_connects (client);
+    cr_assert_eq (mdp_client_resend (client), -1, "resend worked without keep_for_resend");
+    cr_assert_eq (mdp_client_connects (client), connects, "a failed resend must not reconnect");
+    int command = 0;
+    zmsg_t *reply = mdp_client_recv (client, 10000, &command, NULL);
+    cr_assert_not_null (reply, "the request was not answered after the failed resend");
+    cr_assert_eq (command, MDPC_FINAL);
+    int64_t status = 0;
+    cr_assert_eq (sm_body_int (reply, "status", &status), 0);
+    cr_assert_eq (status, 200);
+    zmsg_destroy (&reply);
+    //  No second answer: the failed resend sent nothing.
+    cr_assert_null (mdp_client_recv (client, 800, &command, NULL));
+    //  Turned on, the next request can be resent; turned off again, the
+    //  copy is dropped and resend fails again.
+    mdp_client_set_keep_for_resend (client, true);
+    body = sm_body_new (NULL, -1, -1);
+    cr_assert_eq (mdp_client_send (client, "echo", &body), 0);
+    cr_assert_eq (mdp_client_resend (client), 0);
+    reply = mdp_client_recv (client, 10000, &command, NULL);
+    cr_assert_not_null (reply, "the resent request got no answer");
+    zmsg_destroy (&reply);
+    mdp_client_set_keep_for_resend (client, false);
+    cr_assert_eq (mdp_client_resend (client), -1);
     mdp_client_destroy (&client);
 }
 

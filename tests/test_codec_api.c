@@ -77,6 +77,15 @@ Test (codec_api, error_replies)
     zframe_destroy (&frame);
     cr_assert_str_eq (wire_status_name (413), "too_large");
     cr_assert_str_eq (wire_status_name (299), "unknown");
+    //  The schema's is_error flags; unlisted statuses fall back to >= 400.
+    cr_assert_not (wire_status_is_error (200));
+    cr_assert_not (wire_status_is_error (206));
+    cr_assert_not (wire_status_is_error (409), "409 stale is an expected answer");
+    cr_assert (wire_status_is_error (400));
+    cr_assert (wire_status_is_error (404));
+    cr_assert (wire_status_is_error (500));
+    cr_assert (wire_status_is_error (418));
+    cr_assert_not (wire_status_is_error (299));
 }
 
 Test (codec_api, peek_reads_routing_keys_without_decoding)

@@ -65,6 +65,10 @@ Test (codec_doc, generator_rejects_unbounded_and_bad_examples, .timeout = 60)
         { "[[message]]\nname = \"m\"\ndoc = \"d\"\n"
           "[[message.field]]\nkey = \"x\"\ntype = \"msg:nope\"\ndoc = \"d\"\n",
           "unknown message 'nope'" },
+        { "[[status]]\ncode = 409\nname = \"stale\"\ndoc = \"d\"\n",
+          "status 409: needs is_error" },
+        { "[[status]]\ncode = 206\nname = \"partial\"\nis_error = true\ndoc = \"d\"\n",
+          "status 206: a status below 400 cannot be an error" },
     };
     for (size_t i = 0; i < sizeof (cases) / sizeof (cases [0]); i++) {
         char tmp [] = "/tmp/splitmesh-toml-XXXXXX";
@@ -72,7 +76,7 @@ Test (codec_doc, generator_rejects_unbounded_and_bad_examples, .timeout = 60)
         cr_assert_geq (fd, 0);
         FILE *f = fdopen (fd, "w");
         fprintf (f, "version = 1\n[limits.max_x]\nvalue = 1\ndoc = \"x\"\n"
-                    "[[status]]\ncode = 200\nname = \"ok\"\ndoc = \"ok\"\n"
+                    "[[status]]\ncode = 200\nname = \"ok\"\nis_error = false\ndoc = \"ok\"\n"
                     "[enums.e]\nvalues = [\"a\"]\ndoc = \"e\"\n%s", cases [i].toml);
         fclose (f);
         char cmd [2048], out [4096];

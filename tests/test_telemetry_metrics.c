@@ -9,13 +9,15 @@
     prefix; bad names and labels are dropped without harm; events made
     before anyone subscribed are held and delivered (no slow-joiner loss);
     destroy flushes; calls from many threads add up; a disabled or NULL
-    publisher does nothing.
+    publisher does nothing; service_count_reply counts in errors_total only
+    the statuses the schema flags is_error (409 stale is not one).
 */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include "broker.h"
 #include "codec.h"
 #include "metrics.h"
+#include "service.h"
 
 static zactor_t *s_broker;
 static char s_xsub [64];
@@ -297,4 +299,76 @@ Test (telemetry_metrics, labels_parse)
     cr_assert_eq (metrics_name_valid ("splitmesh_ok:sub_total"), 0);
     cr_assert_eq (metrics_name_valid ("has space"), -1);
     cr_assert_eq (metrics_name_valid (""), -1);
+}
+
+//  Sums, per "name{labels}", the events of `service` that arrive within
+//  timeout_ms into out ("name{labels}=sum;" entries).
+static void
+s_collect_all (zsock_t *sub, const char *service, int timeout_ms, char *out, size_t size)
+{
+    char keys [16][128];
+    double sums [16];
+    int n = 0;
+    int64_t until = zclock_mono () + timeout_ms;
+    while (zclock_mono () < until) {
+        zsock_set_rcvtimeo (sub, (int) (until - zclock_mono () > 0? until - zclock_mono (): 1));
+        zmsg_t *msg = zmsg_recv (sub);
+        if (!msg)
+            break;
+        wire_metric_event_t event;
+        if (zmsg_size (msg) == 2
+        &&  wire_decode_frame (&wire_metric_event_desc, zmsg_last (msg), &event, NULL) == 0) {
+            if (streq (event.service, service) && !streq (event.name, "splitmesh_up")) {
+                char key [128];
+                snprintf (key, sizeof key, "%s{", event.name);
+                for (size_t i = 0; i < event.labels_count; i++)
+                    snprintf (key + strlen (key), sizeof key - strlen (key), "%s%s=%s",
+                              i? ",": "", event.labels [i].key, event.labels [i].value);
+                snprintf (key + strlen (key), sizeof key - strlen (key), "}");
+                int k = 0;
+                while (k < n && !streq (keys [k], key))
+                    k++;
+                cr_assert_lt (k, 16, "too many series");
+                if (k == n) {
+                    snprintf (keys [n], sizeof keys [n], "%s", key);
+                    sums [n++] = 0;
+                }
+                sums [k] += event.value;
+            }
+            wire_msg_free (&wire_metric_event_desc, &event);
+        }
+        zmsg_destroy (&msg);
+    }
+    *out = '\0';
+    for (int k = 0; k < n; k++)
+        snprintf (out + strlen (out), size - strlen (out), "%s=%g;", keys [k], sums [k]);
+}
+
+//  errors_total follows the schema's is_error flag, not "status >= 400":
+//  two 409 stale replies are requests but no errors; 422 and 503 are both.
+Test (telemetry_metrics, service_count_reply_follows_the_schema_is_error_flag)
+{
+    cr_assert_not (wire_status_is_error (409));
+    cr_assert (wire_status_is_error (422));
+    zsock_t *sub = s_subscriber ();
+    metrics_t *m = metrics_new ("tester", "t:1", s_xsub);
+    cr_assert (metrics_wait_subscriber (m, 5000));
+    int statuses [] = { 409, 422, 409, 503 };
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses [0]; i++) {
+        zframe_t *reply = service_error (statuses [i], "status %d", statuses [i]);
+        cr_assert_not_null (reply);
+        service_count_reply (m, reply);
+        zframe_destroy (&reply);
+    }
+    metrics_destroy (&m);
+    char seen [2048];
+    s_collect_all (sub, "tester", 1500, seen, sizeof seen);
+    cr_assert (strstr (seen, "splitmesh_requests_total{status=409}=2;"), "%s", seen);
+    cr_assert (strstr (seen, "splitmesh_requests_total{status=422}=1;"), "%s", seen);
+    cr_assert (strstr (seen, "splitmesh_requests_total{status=503}=1;"), "%s", seen);
+    cr_assert (strstr (seen, "splitmesh_errors_total{status=422}=1;"), "%s", seen);
+    cr_assert (strstr (seen, "splitmesh_errors_total{status=503}=1;"), "%s", seen);
+    cr_assert_null (strstr (seen, "splitmesh_errors_total{status=409}"),
+                    "a 409 stale reply was counted as an error: %s", seen);
+    zsock_destroy (&sub);
 }

@@ -118,7 +118,7 @@ s_count_final (metrics_t *metrics, const char *role, int status)
     char labels [48];
     snprintf (labels, sizeof labels, "role=%s,status=%d", role, status);
     metrics_count (metrics, "crypt_proxy_requests_total", labels, 1);
-    if (status >= 400)
+    if (wire_status_is_error (status))
         metrics_count (metrics, "crypt_proxy_errors_total", labels, 1);
 }
 

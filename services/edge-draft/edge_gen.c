@@ -586,7 +586,7 @@ s_count_request (gen_t *g, int status)
     char label [32];
     snprintf (label, sizeof label, "status=%d", status);
     metrics_count (g->sh->metrics, "requests_total", label, 1);
-    if (status >= 400)
+    if (wire_status_is_error (status))
         metrics_count (g->sh->metrics, "errors_total", label, 1);
 }
 

@@ -85,6 +85,7 @@ typedef struct {
     int first_command;          //  its MDP command
     bool include_usage;         //  stream_options.include_usage
     size_t n_tokens;            //  completion tokens seen (when stats are absent)
+    int resends;                //  times the request was sent again (s_recv_resending)
     //  Stream output
     char *pending;              //  SSE text waiting to go out
     size_t pending_size;        //  bytes in pending
@@ -724,6 +725,44 @@ s_stream_reply (s_request_t *request, zmsg_t **reply_p, int command)
     zmsg_destroy (&reply);
 }
 
+//  The next reply of request's generation, waiting up to the gateway's
+//  timeout. Call it only while nothing of the answer went to the HTTP
+//  client: a broker restart loses the request with the connection, and
+//  then this sends it again (S_RESENDS times per HTTP request, backing
+//  off) and waits for the new attempt, setting *restarted (if not NULL)
+//  so that the caller drops what the lost attempt gave. Returns the reply
+//  (caller owns it) and its MDP command in *command_p, or NULL: timeout,
+//  or the broker is still gone (s_respond_no_reply tells which).
+static zmsg_t *
+s_recv_resending (s_request_t *request, int *command_p, bool *restarted)
+{
+    int timeout = request->gateway->timeout_ms;
+    zmsg_t *reply = mdp_client_recv (request->client, timeout, command_p, NULL);
+    while (!reply && mdp_client_lost (request->client) && request->resends < S_RESENDS) {
+        request->resends++;
+        zsys_info ("gateway: %s lost the broker, sending the request again (%d/%d)",
+                   request->id, request->resends, S_RESENDS);
+        zclock_sleep (250 * request->resends);
+        if (mdp_client_resend (request->client))
+            break;
+        if (restarted)
+            *restarted = true;
+        reply = mdp_client_recv (request->client, timeout, command_p, NULL);
+    }
+    return reply;
+}
+
+//  Answers a request whose reply did not come (s_recv_resending gave NULL).
+static enum MHD_Result
+s_respond_no_reply (struct MHD_Connection *connection, s_request_t *request)
+{
+    if (mdp_client_lost (request->client))
+        return s_respond_error (connection, 502, NULL, "bad_gateway",
+                                "lost the connection to the broker at %s", request->gateway->broker);
+    return s_respond_error (connection, 504, NULL, "timeout",
+                            "no reply from the mesh within %d ms", request->gateway->timeout_ms);
+}
+
 //  libmicrohttpd's content reader: SSE bytes of one stream. Blocks on the
 //  MDP socket (this connection's own thread) until the next reply.
 static ssize_t
@@ -774,24 +813,9 @@ s_respond_whole (struct MHD_Connection *connection, s_request_t *request)
     zmsg_t *reply = request->first;
     int command = request->first_command;
     request->first = NULL;
-    int resends = 0;
     while (true) {
-        if (!reply && mdp_client_lost (request->client) && resends < S_RESENDS) {
-            //  Nothing was sent to the HTTP client yet: start over.
-            resends++;
-            zsys_info ("gateway: %s lost the broker mid-generation, sending the request again "
-                       "(%d/%d)", request->id, resends, S_RESENDS);
-            size = 0;
-            request->n_tokens = 0;
-            zclock_sleep (250 * resends);
-            if (mdp_client_resend (request->client) == 0) {
-                reply = mdp_client_recv (request->client, request->gateway->timeout_ms, &command, NULL);
-                continue;
-            }
-        }
         if (!reply) {
-            rc = s_respond_error (connection, 504, NULL, "timeout",
-                                  "no reply from the mesh within %d ms", request->gateway->timeout_ms);
+            rc = s_respond_no_reply (connection, request);
             goto done;
         }
         unsigned int status;
@@ -834,7 +858,14 @@ s_respond_whole (struct MHD_Connection *connection, s_request_t *request)
                 rc = MHD_NO;
                 goto done;
             }
-            reply = mdp_client_recv (request->client, request->gateway->timeout_ms, &command, NULL);
+            //  Nothing was sent to the HTTP client yet: a lost request
+            //  starts over, and what the lost attempt gave is dropped.
+            bool restarted = false;
+            reply = s_recv_resending (request, &command, &restarted);
+            if (restarted) {
+                size = 0;
+                request->n_tokens = 0;
+            }
             if (grown)
                 continue;
             rc = s_respond_error (connection, 500, NULL, NULL, "out of memory");
@@ -914,6 +945,8 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
               (uint64_t) zclock_time (), (uint64_t) atomic_fetch_add (&self->next_id, 1));
     request->created = (int64_t) time (NULL);
     request->client = mdp_client_new (self->broker);
+    if (request->client)
+        mdp_client_set_keep_for_resend (request->client, true);     //  s_recv_resending
     if (!request->client || mdp_client_send_mem (request->client, "generate", data, size)) {
         rc = s_respond_error (connection, 502, NULL, "bad_gateway",
                               "cannot send to the broker at %s", self->broker);
@@ -923,28 +956,11 @@ s_completion (struct MHD_Connection *connection, s_request_t *request, bool chat
     atomic_fetch_add (&self->in_flight, 1);
     if (self->verbose)
         zsys_info ("gateway: %s %s%s", request->id, chat? "chat": "completion", stream? " (stream)": "");
-    //  The first reply decides the HTTP status.
-    request->first = mdp_client_recv (request->client, self->timeout_ms, &request->first_command, NULL);
-    //  A broker restart loses the request with the connection; nothing was
-    //  streamed yet, so sending it again is safe.
-    for (int resend = 1; !request->first && resend <= S_RESENDS && mdp_client_lost (request->client);
-         resend++) {
-        zsys_info ("gateway: %s lost the broker, sending the request again (%d/%d)",
-                   request->id, resend, S_RESENDS);
-        zclock_sleep (250 * resend);
-        if (mdp_client_resend (request->client))
-            break;
-        request->first = mdp_client_recv (request->client, self->timeout_ms,
-                                          &request->first_command, NULL);
-    }
-    if (!request->first && mdp_client_lost (request->client)) {
-        rc = s_respond_error (connection, 502, NULL, "bad_gateway",
-                              "lost the connection to the broker at %s", self->broker);
-        goto done;
-    }
+    //  The first reply decides the HTTP status. Nothing was streamed yet,
+    //  so a request lost with a restarting broker is sent again.
+    request->first = s_recv_resending (request, &request->first_command, NULL);
     if (!request->first) {
-        rc = s_respond_error (connection, 504, NULL, "timeout",
-                              "no reply from the mesh within %d ms", self->timeout_ms);
+        rc = s_respond_no_reply (connection, request);
         goto done;
     }
     unsigned int mesh_status;
