@@ -260,7 +260,7 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
 static __global__ void
 k_deq_planes (const int32_t *raw_i32, int P, bool two, const float *ws, const float *xs, float *Y, int N)
 {
-    K_PDL ();
+    K_PDL_SMALL ();
     int t = blockIdx.y;
     for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x) {
         int a1 = raw_i32[(size_t) t * N + n], a2 = two ? raw_i32[(size_t) (P + t) * N + n] : 0;

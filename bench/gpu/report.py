@@ -65,6 +65,12 @@ for line in tests.splitlines():
             out["w8a8_top1_vs_cpu_f32"] = float(line.rsplit("= ", 1)[1])
         except ValueError:
             pass
+    if line.startswith("SMOLLM2 w8a8 vs W8A8 reference, whole pass: "):
+        try:
+            out["w8a8_top1_vs_cpu_w8a8_reference"] = float(line.rsplit("top-1 agreement ", 1)[1])
+            out["w8a8_rel_logit_err_vs_cpu_w8a8_reference"] = float(line.split("rel logit err ")[1].split(",")[0])
+        except (ValueError, IndexError):
+            pass
     if line.startswith("SMOLLM2 fp16: "):
         try:
             out["fp16_rel_logit_err_vs_cpu_f32"] = float(line.split("rel logit err ")[1].split(",")[0])
