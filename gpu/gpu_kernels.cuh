@@ -233,6 +233,53 @@ k_emit_q (const float *xf, int8_t *act, float *xs, int t, int K, float amax, flo
     }
 }
 
+//  The per-token kernels (add_rmsnorm, emit, swiglu) with NPT > 0 hold
+//  their row in registers, NPT values a thread (K <= NPT x blockDim.x),
+//  instead of writing it to xf and reading it back for the quantization:
+//  two passes over the row fewer, the same operations in the same order
+//  (so the same bits). fp16 and w8a8 only; NPT = 0 is the general form.
+//  Row t from registers in the GEMM input format: fp16, or (W8 1) int8 as
+//  k_emit_int8 does it. amax is the thread's share of max |v|.
+template <int W8, int NPT>
+static __device__ __forceinline__ void
+k_emit_regs (const float (&v)[NPT], int K, void *act, int8_t *act2, float *xs, int t, float amax, float *sh)
+{
+    if (W8 == 0) {
+#pragma unroll
+        for (int k = 0; k < NPT; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            if (i < K)
+                ((__half *) act)[(size_t) t * K + i] = __float2half (v[k]);
+        }
+        return;
+    }
+    amax = k_block_max (amax, sh);
+    float scale = amax > 0.0f ? __fdiv_rn (amax, 127.0f) : 1.0f;
+    float inv = __frcp_rn (scale);
+    int P = (gridDim.x + 3) / 4 * 4;
+    int8_t *out = (int8_t *) act + (size_t) t * K, *out2 = (int8_t *) act + (size_t) (P + t) * K;
+#pragma unroll
+    for (int k = 0; k < NPT; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        if (i >= K)
+            break;
+        float x = __fmul_rn (v[k], inv);
+        int q = max (-127, min (127, (int) rintf (x)));
+        out[i] = (int8_t) q;
+        if (act2)
+            out2[i] = (int8_t) max (-127, min (127, (int) rintf (__fmul_rn (__fsub_rn (x, (float) q), 256.0f))));
+    }
+    if (threadIdx.x == 0)
+        xs[t] = scale;
+}
+
+//  The NPT for a row of K values (a power of two, at most 16; 0: the
+//  general form, for w8 or wider rows).
+#define K_NPT_PICK(KERN, W8, K) \
+    ((W8) == 2 || (K) > 16 * K_THREADS ? KERN<W8, 0> : (K) <= K_THREADS ? KERN<W8, 1> \
+     : (K) <= 2 * K_THREADS ? KERN<W8, 2> : (K) <= 4 * K_THREADS ? KERN<W8, 4> \
+     : (K) <= 8 * K_THREADS ? KERN<W8, 8> : KERN<W8, 16>)
+
 //  x[t] = embedding row of tokens[t] (fp16 table).
 static __global__ void __launch_bounds__ (K_THREADS)
 k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
@@ -262,7 +309,7 @@ k_rope_table (const int32_t *tok_pos, const float *inv_freq, float *cos_t, float
 //  Optionally x[t] += product (the residual add of the previous GEMM),
 //  then, when norm_w is set, act[t] = rmsnorm (x[t]) * norm_w in the GEMM
 //  input format. One block per token.
-template <int W8>
+template <int W8, int NPT>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
                const float *norm_w, float eps, int dim, void *act, float *xf, int8_t *act2, float *xsum)
@@ -272,6 +319,39 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
     int t = blockIdx.x;
     float x_scale = W8 && raw ? xs[t] : 1.0f;     //  read before any barrier
     float *xr = x + (size_t) t * dim;
+    if (NPT > 0 && W8 != 2) {
+        const int N = NPT > 0 ? NPT : 1;
+        float v[N], ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < N; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            v[k] = 0.0f;
+            if (i < dim) {
+                float a = xr[i];
+                if (raw) {
+                    a += k_load<W8> (raw, w_scale, x_scale, t, i, dim);
+                    xr[i] = a;
+                }
+                v[k] = a;
+                ss += a * a;
+            }
+        }
+        if (!norm_w)
+            return;
+        ss = k_block_sum (ss, sh);
+        float inv = rsqrtf (ss / dim + eps);
+        float amax = 0.0f;
+#pragma unroll
+        for (int k = 0; k < N; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            if (i < dim) {
+                v[k] = v[k] * inv * norm_w[i];
+                amax = fmaxf (amax, fabsf (v[k]));
+            }
+        }
+        k_emit_regs<W8, N> (v, dim, act, act2, xs, t, amax, sh);
+        return;
+    }
     float ss = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float v = xr[i];
@@ -559,7 +639,7 @@ k_attention_gqa (const float *q, const KV *kc, const KV *vc, const int32_t *bloc
 }
 
 //  act[t] = x[t] (fp32 rows of K) in the GEMM input format.
-template <int W8>
+template <int W8, int NPT>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_emit (const float *x, int K, void *act, float *xs, int8_t *act2, float *xsum)
 {
@@ -567,6 +647,18 @@ k_emit (const float *x, int K, void *act, float *xs, int8_t *act2, float *xsum)
     __shared__ float sh[32];
     int t = blockIdx.x;
     const float *row = x + (size_t) t * K;
+    if (NPT > 0 && W8 != 2) {
+        const int N = NPT > 0 ? NPT : 1;
+        float v[N], amax = 0.0f;
+#pragma unroll
+        for (int k = 0; k < N; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            v[k] = i < K ? row[i] : 0.0f;
+            amax = fmaxf (amax, fabsf (v[k]));
+        }
+        k_emit_regs<W8, N> (v, K, act, act2, xs, t, amax, sh);
+        return;
+    }
     float amax = 0.0f;
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
         if (W8)
@@ -579,7 +671,7 @@ k_emit (const float *x, int K, void *act, float *xs, int8_t *act2, float *xsum)
 }
 
 //  act[t] = silu (gate) * up from the stacked gate|up product (2 * hidden).
-template <int W8>
+template <int W8, int NPT>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf, int8_t *act2,
           float *xsum)
@@ -588,6 +680,23 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
     __shared__ float sh[32];
     int t = blockIdx.x;
     float x_scale = W8 ? xs[t] : 1.0f;
+    if (NPT > 0 && W8 != 2) {
+        const int N = NPT > 0 ? NPT : 1;
+        float v[N], amax = 0.0f;
+#pragma unroll
+        for (int k = 0; k < N; k++) {
+            int i = threadIdx.x + k * blockDim.x;
+            v[k] = 0.0f;
+            if (i < hidden) {
+                float g = k_load<W8> (raw, w_scale, x_scale, t, i, 2 * hidden);
+                float u = k_load<W8> (raw, w_scale, x_scale, t, hidden + i, 2 * hidden);
+                v[k] = g / (1.0f + __expf (-g)) * u;
+                amax = fmaxf (amax, fabsf (v[k]));
+            }
+        }
+        k_emit_regs<W8, N> (v, hidden, act, act2, xs, t, amax, sh);
+        return;
+    }
     float amax = 0.0f;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
         float g = k_load<W8> (raw, w_scale, x_scale, t, i, 2 * hidden);

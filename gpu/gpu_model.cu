@@ -1355,7 +1355,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     const float *first_norm = l0 < n_layers ? (*self->layers)[l0].attn_norm
                               : want_head ? self->output_norm : NULL;
     if (first_norm
-        && s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
+        && s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
                  (const void *) NULL, (const float *) NULL, self->xs, first_norm, c->norm_eps, c->dim,
                  self->act, self->xf, self->act2, self->xsum))
         return -1;
@@ -1439,18 +1439,18 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
 #undef S_ATT
         if (rc)
             return -1;
-        if (!emitted && s_go (self, "emit", 0, k_emit<W8>, dim3 (t), dim3 (K_THREADS), (const float *) self->att, q_dim,
+        if (!emitted && s_go (self, "emit", 0, K_NPT_PICK (k_emit, W8, q_dim), dim3 (t), dim3 (K_THREADS), (const float *) self->att, q_dim,
                   self->act, self->xs, self->act2, self->xsum))
             return -1;
         if (s_gemm (self, &L->wo, t, "gemm_o"))
             return -1;
-        if (s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
+        if (s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
                   (const void *) self->raw, (const float *) L->wo.scale, self->xs, (const float *) L->ffn_norm,
                   c->norm_eps, c->dim, self->act, self->xf, self->act2, self->xsum))
             return -1;
         if (s_gemm (self, &L->wgu, t, "gemm_gate_up"))
             return -1;
-        if (s_go (self, "swiglu", 0, k_swiglu<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
+        if (s_go (self, "swiglu", 0, K_NPT_PICK (k_swiglu, W8, c->hidden_dim), dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
                   (const float *) L->wgu.scale, self->xs, c->hidden_dim, self->act, self->xf, self->act2,
                   self->xsum))
             return -1;
@@ -1458,7 +1458,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             return -1;
         const float *next_norm = l + 1 < n_layers ? (*self->layers)[l + 1].attn_norm
                                  : want_head ? self->output_norm : NULL;
-        if (s_go (self, "add_rmsnorm", 0, k_add_rmsnorm<W8>, dim3 (t), dim3 (K_THREADS), self->x,
+        if (s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
                   (const void *) self->raw, (const float *) L->wdown.scale, self->xs, next_norm, c->norm_eps,
                   c->dim, self->act, self->xf, self->act2, self->xsum))
             return -1;
@@ -1710,7 +1710,7 @@ s_enqueue_head (gpu_model_t *self, int n)
 {
     const model_config_t *c = &self->config;
     self->pdl_next = false;
-    k_add_rmsnorm<W8><<<n, K_THREADS, 0, self->stream>>> (self->x, NULL, NULL, self->xs, self->output_norm,
+    K_NPT_PICK (k_add_rmsnorm, W8, c->dim)<<<n, K_THREADS, 0, self->stream>>> (self->x, NULL, NULL, self->xs, self->output_norm,
                                                           c->norm_eps, c->dim, self->act, self->xf, self->act2,
                                                           self->xsum);
     S_LAUNCH ();
