@@ -133,7 +133,7 @@ int gpu_model_set_skinny (gpu_model_t *self, bool on);
 //  a 4-row group, 0 the default), "gqa" (0/1: attention a block per KV
 //  head), "prefetch" (bytes of each w8 skinny GEMM's weights prefetched
 //  into L2 before it waits for its input, with pdl), "fuse" (0/1, default
-//  1: RoPE and the KV cache writes in the tensor-core qkv GEMM's epilogue,
+//  1: RoPE and the KV cache writes in the tensor-core qkv GEMM's epilogue, SwiGLU in gate|up's,
 //  fp16 attention writing the o GEMM's input; SPLITMESH_GPU_FUSE sets it
 //  at load), "profile" (0/1: forwards run ungraphed with an event after
 //  every kernel; times summed per kernel; resets the table). Cached

@@ -43,6 +43,13 @@ k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int 
     return __half2float (((const __half *) raw)[i]);
 }
 
+//  silu (g) * u, the one expression for both places that apply SwiGLU.
+static __device__ __forceinline__ float
+k_swiglu_val (float g, float u)
+{
+    return g / (1.0f + __expf (-g)) * u;
+}
+
 static __device__ __forceinline__ float
 k_warp_sum (float v)
 {
@@ -670,7 +677,10 @@ k_emit (const float *x, int K, void *act, float *xs, int8_t *act2, float *xsum)
         k_emit_q<W8> (x, (int8_t *) act, xs, t, K, amax, sh, act2, xsum);
 }
 
-//  act[t] = silu (gate) * up from the stacked gate|up product (2 * hidden).
+//  act[t] = silu (gate) * up from the gate|up product (2 * hidden), whose
+//  rows are interleaved (gate i, up i at 2i, 2i + 1: s_mat_upload). Only
+//  for batches the tensor-core GEMM does not take (its epilogue applies
+//  SwiGLU itself, gpu_mma.cuh).
 template <int W8, int NPT>
 static __global__ void __launch_bounds__ (K_THREADS)
 k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *act, float *xf, int8_t *act2,
@@ -688,9 +698,9 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
             int i = threadIdx.x + k * blockDim.x;
             v[k] = 0.0f;
             if (i < hidden) {
-                float g = k_load<W8> (raw, w_scale, x_scale, t, i, 2 * hidden);
-                float u = k_load<W8> (raw, w_scale, x_scale, t, hidden + i, 2 * hidden);
-                v[k] = g / (1.0f + __expf (-g)) * u;
+                float g = k_load<W8> (raw, w_scale, x_scale, t, 2 * i, 2 * hidden);
+                float u = k_load<W8> (raw, w_scale, x_scale, t, 2 * i + 1, 2 * hidden);
+                v[k] = k_swiglu_val (g, u);
                 amax = fmaxf (amax, fabsf (v[k]));
             }
         }
@@ -699,9 +709,9 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
     }
     float amax = 0.0f;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
-        float g = k_load<W8> (raw, w_scale, x_scale, t, i, 2 * hidden);
-        float u = k_load<W8> (raw, w_scale, x_scale, t, hidden + i, 2 * hidden);
-        float v = g / (1.0f + __expf (-g)) * u;
+        float g = k_load<W8> (raw, w_scale, x_scale, t, 2 * i, 2 * hidden);
+        float u = k_load<W8> (raw, w_scale, x_scale, t, 2 * i + 1, 2 * hidden);
+        float v = k_swiglu_val (g, u);
         if (W8) {
             xf[(size_t) t * hidden + i] = v;
             amax = fmaxf (amax, fabsf (v));
@@ -857,7 +867,14 @@ k_skinny_split_out (A (&acc)[K_SK_ROWS][T], O *Y, int N, int warp, int lane)
 //  pair is two adjacent rows of one warp's 4 (q_dim, kv_dim, head_dim
 //  even). t0: the launch's first token in the batch.
 struct k_rope_ep {
-    float *q;                   //  NULL: no epilogue, the product goes to Y
+    //  SwiGLU epilogue (gate|up): the product's row pairs (gate i, up i)
+    //  become element i of a hidden-wide row: fp32 into swiglu_f32 (w8a8,
+    //  quantized by k_emit after the GEMM) or fp16 into swiglu_f16 (the
+    //  down GEMM's input; not act, which other blocks may still read).
+    float *swiglu_f32;
+    __half *swiglu_f16;
+    int hidden;
+    float *q;                   //  NULL: no RoPE epilogue
     __half *kc, *vc;
     const int32_t *block_table, *tok_pos, *tok_slot;
     const float *cos_t, *sin_t;

@@ -232,6 +232,21 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
             return k_deq_w8a8 ((int) a, (int) b, xs[t], ws[min (row, N - 1)]);
         return __half2float (__float2half ((float) a));
     };
+    if (ep.swiglu_f32 || ep.swiglu_f16) {
+        for (int i = threadIdx.x; i < RT * 8 * T; i += blockDim.x) {
+            int rt = i / (8 * T), p = (i / T) % 8, t = i % T;
+            int row = (blockIdx.x * RT + rt) * 16 + 2 * p;
+            if (row >= N || row / 2 >= ep.hidden)
+                continue;
+            float v = k_swiglu_val (value (rt, 2 * p, t), value (rt, 2 * p + 1, t));
+            size_t o = (size_t) (ep.t0 + t) * ep.hidden + row / 2;
+            if (ep.swiglu_f32)
+                ep.swiglu_f32[o] = v;
+            else
+                ep.swiglu_f16[o] = __float2half (v);
+        }
+        return;
+    }
     if (ep.q) {
         for (int i = threadIdx.x; i < RT * 8 * T; i += blockDim.x) {
             int rt = i / (8 * T), p = (i / T) % 8, t = i % T;

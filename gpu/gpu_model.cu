@@ -128,6 +128,7 @@ struct _gpu_model_t {
     int act_levels;             //  w8: the CPU engine's (qmatrix_act_levels); w8a8: 2, or
                                 //  SPLITMESH_W8A8_ACT_LEVELS=1
     int32_t *raw_i32;           //  w8a8: cuBLASLt's int32 products, both levels, before k_deq_planes
+    __half *act_h;              //  fp16: (cap, hidden) SwiGLU output of the fused gate|up GEMM
     float *xf;                  //  (cap, max_k) fp32 rows before int8 quantization
     void *raw;                  //  (cap, widest GEMM output) product: fp16, or fp32 dequantized
     float *q, *att;             //  (cap, q_dim)
@@ -342,10 +343,14 @@ s_mat_free (s_mat_t *m)
 
 //  Uploads a CPU matrix: each row dequantized, then to fp16, or to int8
 //  with scale max |w| / 127 (round to nearest even).
+//  interleave: the stacked gate|up matrix (gate rows, then up rows) goes
+//  up with gate i and up i as rows 2i and 2i + 1, so a tile's adjacent
+//  rows are SwiGLU's pairs (the tensor-core GEMM's epilogue applies it).
 static int
-s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
+s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src, bool interleave = false)
 {
     int rows = qmatrix_rows (src), cols = qmatrix_cols (src);
+    auto src_row = [&] (int d) { return interleave ? (d % 2 ? rows / 2 + d / 2 : d / 2) : d; };
     if (s_mat_alloc (self, m, rows, cols))
         return -1;
     //  Converted in slabs of rows to bound host memory.
@@ -364,8 +369,9 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
         int nr = rows - r0 < slab ? rows - r0 : slab;
         for (int r = 0; r < nr; r++) {
             if (cpu_w8) {
-                const int8_t *qs = (const int8_t *) (src->qs + (size_t) (r0 + r) * src->qs_stride);
-                const uint16_t *d = src->d + (size_t) (r0 + r) * G, *mn = src->m + (size_t) (r0 + r) * G;
+                int sr = src_row (r0 + r);
+                const int8_t *qs = (const int8_t *) (src->qs + (size_t) sr * src->qs_stride);
+                const uint16_t *d = src->d + (size_t) sr * G, *mn = src->m + (size_t) sr * G;
                 for (int g = 0; g < G; g++) {
                     for (int j = 0; j < 32; j++)
                         qbuf[(size_t) r * cols + g * 32 + j] = qs[kernels_w8_offset (G, g, j)];
@@ -377,7 +383,7 @@ s_mat_upload (gpu_model_t *self, s_mat_t *m, const qmatrix_t *src)
                 }
                 continue;
             }
-            qmatrix_get_row (src, r0 + r, row.data ());
+            qmatrix_get_row (src, src_row (r0 + r), row.data ());
             if (s_g32 (self)) {
                 //  quant.c's s_quant_group_w8: d = fp16 (amax / 127),
                 //  q = rint (w / d). A CPU w8 row (w = d q exactly, some
@@ -611,6 +617,8 @@ s_alloc_run (gpu_model_t *self)
         S_CUDA (cudaMalloc (&self->raw_i32, 2 * cap * max_n * sizeof (int32_t)));
     }
     S_CUDA (cudaMalloc (&self->xf, cap * self->max_k * sizeof (float)));
+    if (!s_w8 (self))
+        S_CUDA (cudaMalloc (&self->act_h, cap * c->hidden_dim * sizeof (__half)));
     S_CUDA (cudaMalloc (&self->raw, cap * max_n * ebytes));
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
@@ -742,7 +750,8 @@ s_mma_split (const gpu_model_t *self, const s_mat_t *W)
 //  second activation level's rows start at the batch rounded up to 4).
 template <int T>
 static int
-s_skinny (gpu_model_t *self, const s_mat_t *W, int t, int t0, const char *label, const k_rope_ep *rope)
+s_skinny (gpu_model_t *self, const s_mat_t *W, int t, int t0, const char *label, const k_rope_ep *rope,
+          const void *in)
 {
     k_rope_ep ep;
     memset (&ep, 0, sizeof ep);
@@ -756,8 +765,8 @@ s_skinny (gpu_model_t *self, const s_mat_t *W, int t, int t0, const char *label,
     int blocks = ((W->n + 15) / 16 + K_MMA_WARPS / split - 1) / (K_MMA_WARPS / split);
     if (s_w8 (self)) {
         int P = (t + 3) / 4 * 4;
-        const int8_t *X = (const int8_t *) self->act + (size_t) t0 * W->cols;
-        const int8_t *X2 = self->act2 ? (const int8_t *) self->act + (size_t) (P + t0) * W->cols : NULL;
+        const int8_t *X = (const int8_t *) in + (size_t) t0 * W->cols;
+        const int8_t *X2 = self->act2 ? (const int8_t *) in + (size_t) (P + t0) * W->cols : NULL;
         return s_go (self, label, s_mat_bytes (self, W), S_MMA_PICK (1, T), dim3 (blocks), dim3 (K_MMA_WARPS * 32),
                      wdata, (const float *) W->scale, (const void *) X, (const void *) X2,
                      (const float *) self->xs + t0, (void *) ((float *) self->raw + (size_t) t0 * W->n),
@@ -765,7 +774,7 @@ s_skinny (gpu_model_t *self, const s_mat_t *W, int t, int t0, const char *label,
     }
     return s_go (self, label, s_mat_bytes (self, W), S_MMA_PICK (0, T), dim3 (blocks), dim3 (K_MMA_WARPS * 32),
                  wdata, (const float *) NULL,
-                 (const void *) ((const __half *) self->act + (size_t) t0 * W->cols), (const void *) NULL,
+                 (const void *) ((const __half *) in + (size_t) t0 * W->cols), (const void *) NULL,
                  (const float *) NULL, (void *) ((__half *) self->raw + (size_t) t0 * W->n), W->n, W->cols, ep);
 }
 
@@ -813,10 +822,13 @@ s_gemm_g32 (gpu_model_t *self, const s_mat_t *W, int t, const char *label)
 
 //  rope (qkv only, may be NULL): the skinny kernels' RoPE + KV cache
 //  epilogue; *fused says whether it ran (else the caller runs qkv_rope).
+//  in: the input activations (default act).
 static int
 s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_rope_ep *rope = NULL,
-        bool *fused = NULL)
+        bool *fused = NULL, const void *in = NULL)
 {
+    if (!in)
+        in = self->act;
     int rc = 0;
     if (fused)
         *fused = false;
@@ -832,14 +844,14 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
     if (self->opts.skinny_gemm && t <= max_t && row_bytes % 64 == 0) {
         for (int t0 = 0; t0 < t; t0 += K_SKINNY_MAX_T) {
             switch (t - t0 < K_SKINNY_MAX_T ? t - t0 : K_SKINNY_MAX_T) {
-                case 1: rc = s_skinny<1> (self, W, t, t0, label, rope); break;
-                case 2: rc = s_skinny<2> (self, W, t, t0, label, rope); break;
-                case 3: rc = s_skinny<3> (self, W, t, t0, label, rope); break;
-                case 4: rc = s_skinny<4> (self, W, t, t0, label, rope); break;
-                case 5: rc = s_skinny<5> (self, W, t, t0, label, rope); break;
-                case 6: rc = s_skinny<6> (self, W, t, t0, label, rope); break;
-                case 7: rc = s_skinny<7> (self, W, t, t0, label, rope); break;
-                default: rc = s_skinny<8> (self, W, t, t0, label, rope); break;
+                case 1: rc = s_skinny<1> (self, W, t, t0, label, rope, in); break;
+                case 2: rc = s_skinny<2> (self, W, t, t0, label, rope, in); break;
+                case 3: rc = s_skinny<3> (self, W, t, t0, label, rope, in); break;
+                case 4: rc = s_skinny<4> (self, W, t, t0, label, rope, in); break;
+                case 5: rc = s_skinny<5> (self, W, t, t0, label, rope, in); break;
+                case 6: rc = s_skinny<6> (self, W, t, t0, label, rope, in); break;
+                case 7: rc = s_skinny<7> (self, W, t, t0, label, rope, in); break;
+                default: rc = s_skinny<8> (self, W, t, t0, label, rope, in); break;
             }
             if (rc)
                 return -1;
@@ -858,7 +870,7 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
         return -1;
     if (s_w8 (self)) {
         int32_t alpha = 1, beta = 0;
-        S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, self->act, p->lb, &beta,
+        S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, in, p->lb, &beta,
                               self->raw_i32, p->lc, self->raw_i32, p->lc, &p->algo,
                               self->workspace, self->workspace_size, self->stream));
         self->pdl_next = false;
@@ -869,7 +881,7 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
     }
     else {
         float alpha = 1.0f, beta = 0.0f;
-        S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, self->act, p->lb, &beta,
+        S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, in, p->lb, &beta,
                               self->raw, p->lc, self->raw, p->lc, &p->algo,
                               self->workspace, self->workspace_size, self->stream));
     }
@@ -907,6 +919,7 @@ s_free_all (gpu_model_t *self)
     cudaFree (self->q);
     cudaFree (self->att);
     cudaFree (self->raw_i32);
+    cudaFree (self->act_h);
     cudaFree (self->cos_t);
     cudaFree (self->sin_t);
     cudaFree (self->logits);
@@ -1000,7 +1013,7 @@ gpu_model_new_from_cpu (const model_t *cpu, const gpu_options_t *opts, char *err
             || s_upload_floats (self, &L->ffn_norm, src->ffn_norm, c->dim)
             || s_mat_upload (self, &L->wqkv, src->wqkv)
             || s_mat_upload (self, &L->wo, src->wo)
-            || s_mat_upload (self, &L->wgu, src->w_gate_up)
+            || s_mat_upload (self, &L->wgu, src->w_gate_up, true)
             || s_mat_upload (self, &L->wdown, src->w_down))
             return s_abort (&self, err, err_size);
         self->stream_bytes += 2 * (size_t) c->dim * sizeof (float);
@@ -1448,13 +1461,32 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
                   (const void *) self->raw, (const float *) L->wo.scale, self->xs, (const float *) L->ffn_norm,
                   c->norm_eps, c->dim, self->act, self->xf, self->act2, self->xsum))
             return -1;
-        if (s_gemm (self, &L->wgu, t, "gemm_gate_up"))
+        //  fp16 / w8a8: SwiGLU in the tensor-core gate|up GEMM's epilogue
+        //  (session 3); w8a8 then quantizes its fp32 output (emit), fp16's
+        //  goes to the down GEMM as it is.
+        k_rope_ep swiglu;
+        memset (&swiglu, 0, sizeof swiglu);
+        bool ffn_fused = false;
+        if (W8 != 2 && self->fuse_rope) {
+            swiglu.hidden = c->hidden_dim;
+            if (W8 == 1)
+                swiglu.swiglu_f32 = self->xf;
+            else
+                swiglu.swiglu_f16 = self->act_h;
+        }
+        if (s_gemm (self, &L->wgu, t, "gemm_gate_up", swiglu.hidden ? &swiglu : NULL, &ffn_fused))
             return -1;
-        if (s_go (self, "swiglu", 0, K_NPT_PICK (k_swiglu, W8, c->hidden_dim), dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
-                  (const float *) L->wgu.scale, self->xs, c->hidden_dim, self->act, self->xf, self->act2,
-                  self->xsum))
+        if (!ffn_fused
+            && s_go (self, "swiglu", 0, K_NPT_PICK (k_swiglu, W8, c->hidden_dim), dim3 (t), dim3 (K_THREADS),
+                     (const void *) self->raw, (const float *) L->wgu.scale, self->xs, c->hidden_dim, self->act,
+                     self->xf, self->act2, self->xsum))
             return -1;
-        if (s_gemm (self, &L->wdown, t, "gemm_down"))
+        if (ffn_fused && W8 == 1
+            && s_go (self, "emit_ffn", 0, K_NPT_PICK (k_emit, W8, c->hidden_dim), dim3 (t), dim3 (K_THREADS),
+                     (const float *) self->xf, c->hidden_dim, self->act, self->xs, self->act2, self->xsum))
+            return -1;
+        if (s_gemm (self, &L->wdown, t, "gemm_down", NULL, NULL,
+                    ffn_fused && W8 == 0 ? (const void *) self->act_h : NULL))
             return -1;
         const float *next_norm = l + 1 < n_layers ? (*self->layers)[l + 1].attn_norm
                                  : want_head ? self->output_norm : NULL;
