@@ -5,10 +5,12 @@
          hides every CUDA type behind gpu_model_t.
       2. A verify step is a handful of positions per session, so the forward
          pass is bound by reading the weights once: all sessions' positions
-         go through each GEMM together (one weight read for the batch), and
-         everything between GEMMs is one small fused kernel per step
-         (gpu_kernels.cuh), with the dequantization of int8 products folded
-         into the kernel that consumes them.
+         go through each GEMM together (one weight read for the batch).
+         Up to 8 positions a launch the GEMM is the backend's own
+         tensor-core kernel (gpu_mma.cuh) over a tiled copy of the weights,
+         with RoPE / SwiGLU / dequantization in its epilogue; larger batches
+         go through cuBLASLt. Everything between GEMMs is one small fused
+         kernel per step (gpu_kernels.cuh).
       3. Small models are launch-bound (30 layers x 9 launches), so batches of
          up to graph_max_tokens positions are captured once per size as a
          CUDA graph and replayed; all per-batch inputs (tokens, positions,
