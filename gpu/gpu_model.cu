@@ -160,6 +160,7 @@ struct _gpu_model_t {
     int fuse_rope;              //  RoPE + KV cache writes in the skinny qkv GEMM's epilogue,
                                 //  the emit kernel in the per-head attention (fp16, w8a8)
     int mma_split;              //  warps a row tile of the tensor-core GEMMs (0: by size, s_mma_split)
+    int mma_slots;              //  blocks of the tensor-core GEMM resident at once on the device
     bool tile_weights;          //  keep a tiled copy of each fp16 / w8a8 matrix (s_mat_tile)
     int mma_ld;                 //  how the tensor-core GEMM reads weights (k_mma_ld's LD)
     int gqa_min_blocks;         //  ... when t x n_kv_heads blocks reach this (2 an SM)
@@ -646,6 +647,17 @@ s_alloc_run (gpu_model_t *self)
 
     if (!self->stream)
         S_CUDA (cudaStreamCreateWithFlags (&self->stream, cudaStreamNonBlocking));
+    {
+        int dev = 0, n_sm = 0, per_sm = 0;
+        S_CUDA (cudaGetDevice (&dev));
+        S_CUDA (cudaDeviceGetAttribute (&n_sm, cudaDevAttrMultiProcessorCount, dev));
+        S_CUDA (s_w8 (self)
+                ? cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, k_mma_gemm<1, 5, K_MMA_WARPS, 2>,
+                                                                 K_MMA_WARPS * 32, 0)
+                : cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, k_mma_gemm<0, 5, K_MMA_WARPS, 2>,
+                                                                 K_MMA_WARPS * 32, 0));
+        self->mma_slots = n_sm * per_sm;
+    }
     S_LT (cublasLtCreate (&self->lt));
     self->workspace_size = 32u << 20;
     S_CUDA (cudaMalloc (&self->workspace, self->workspace_size));
@@ -730,16 +742,22 @@ s_skinny_blocks (const gpu_model_t *self, const s_mat_t *W, int *split)
 
 #define S_SPLIT_PICK(K, T) (split == 8 ? K<T, 8> : split == 4 ? K<T, 4> : split == 2 ? K<T, 2> : K<T, 1>)
 
-//  Warps a row tile of 16 for the tensor-core GEMM over W: 8, the most.
-//  Measured on an H100 (bench_gpu --profile, gpu/NOTES.md session 3):
-//  with fewer, each warp walks a longer stretch of its 16 rows and the
-//  8B verify got slower at every step down (fp16 6.26 / 7.18 / 9.88 /
-//  15.6 ms at 8 / 4 / 2 / 1), also for the wide matrices (gate|up, head).
+//  Warps a row tile of 16 for the tensor-core GEMM over W: 8, the most,
+//  unless the matrix's blocks would then need a second, partial wave that
+//  4 (two tiles a block, half the blocks) avoid: w8a8 qkv of the 8B shape,
+//  384 tiles at 2 blocks an SM (264). Measured on an H100 (bench_gpu
+//  --profile, gpu/NOTES.md session 3): with fewer warps each walks a
+//  longer stretch of its rows, and the 8B verify got slower at every step
+//  down (fp16 6.26 / 7.18 / 9.88 / 15.6 ms at 8 / 4 / 2 / 1 for all).
 static int
 s_mma_split (const gpu_model_t *self, const s_mat_t *W)
 {
-    (void) W;
-    return self->mma_split ? self->mma_split : K_MMA_WARPS;
+    if (self->mma_split)
+        return self->mma_split;
+    int tiles = (W->n + 15) / 16;
+    if (self->mma_slots > 0 && tiles > self->mma_slots && (tiles + 1) / 2 <= self->mma_slots)
+        return K_MMA_WARPS / 2;
+    return K_MMA_WARPS;
 }
 
 #define S_MMA_PICK_LD(F, T, LD) (split == 8 ? k_mma_gemm<F, T, 8, LD> : split == 4 ? k_mma_gemm<F, T, 4, LD> \
