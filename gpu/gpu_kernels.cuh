@@ -29,16 +29,33 @@
 //  and their time is the number of dependent steps.
 #define K_THREADS 1024
 
-//  The kernels' W8 template argument: 0 fp16, 1 w8a8 (fp32 products, the
-//  GEMM dequantized them; activations carry one scale per token), 2 w8
-//  (groups of 32: fp32 products; activations carry one scale per group).
-//  Product element (t, n) of a GEMM with N outputs, dequantized.
+//  y = s_w d (a1 + a2 / 256): the W8A8 product from its two activation
+//  levels' int32 sums (a2 = 0 with one level, gpu_mma.cuh says why). The
+//  sum is exact in double; one rounding.
+static __device__ __forceinline__ float
+k_deq_w8a8 (int a1, int a2, float xs, float ws)
+{
+    float v = (float) ((double) a1 + (double) a2 * (1.0 / 256.0));
+    return __fmul_rn (__fmul_rn (v, xs), ws);
+}
+
+//  The kernels' W8 template argument: 0 fp16, 1 w8a8, 2 w8 (groups of 32:
+//  fp32 products; activations carry one scale per group).
+//  Product element (t, n) of a GEMM with N outputs, dequantized. w8a8:
+//  with w_scale, raw holds cuBLASLt's int32 sums (the second level's, with
+//  two, in rows from the batch rounded up to 4, P) and they are
+//  dequantized here; without, the tensor-core GEMM dequantized them (fp32).
 template <int W8>
 static __device__ __forceinline__ float
-k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int N)
+k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int N, bool two)
 {
     size_t i = (size_t) t * N + n;
-    if (W8)                     //  w8a8 products are dequantized by the GEMM (gpu_mma.cuh)
+    if (W8 == 1 && w_scale) {
+        int P = (gridDim.x + 3) / 4 * 4;
+        const int32_t *r = (const int32_t *) raw;
+        return k_deq_w8a8 (r[i], two ? r[(size_t) (P + t) * N + n] : 0, x_scale, w_scale[n]);
+    }
+    if (W8)
         return ((const float *) raw)[i];
     return __half2float (((const __half *) raw)[i]);
 }
@@ -336,7 +353,7 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
             if (i < dim) {
                 float a = xr[i];
                 if (raw) {
-                    a += k_load<W8> (raw, w_scale, x_scale, t, i, dim);
+                    a += k_load<W8> (raw, w_scale, x_scale, t, i, dim, act2 != NULL);
                     xr[i] = a;
                 }
                 v[k] = a;
@@ -363,7 +380,7 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float v = xr[i];
         if (raw) {
-            v += k_load<W8> (raw, w_scale, x_scale, t, i, dim);
+            v += k_load<W8> (raw, w_scale, x_scale, t, i, dim, act2 != NULL);
             xr[i] = v;
         }
         ss += v * v;
@@ -404,7 +421,7 @@ static __global__ void __launch_bounds__ (K_THREADS)
 k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
             typename k_kv<W8>::T *kc, typename k_kv<W8>::T *vc, const int32_t *block_table, const int32_t *tok_pos,
             const int32_t *tok_slot, const float *cos_t, const float *sin_t,
-            int q_dim, int kv_dim, int head_dim, int page_size, int max_blocks)
+            int q_dim, int kv_dim, int head_dim, int page_size, int max_blocks, bool two)
 {
     K_PDL_SMALL ();
     int t = blockIdx.x;
@@ -416,8 +433,8 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
     int n_pairs = (q_dim + kv_dim) / 2;
     for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
         int c = 2 * p;
-        float x0 = k_load<W8> (raw, w_scale, x_scale, t, c, N);
-        float x1 = k_load<W8> (raw, w_scale, x_scale, t, c + 1, N);
+        float x0 = k_load<W8> (raw, w_scale, x_scale, t, c, N, two);
+        float x1 = k_load<W8> (raw, w_scale, x_scale, t, c + 1, N, two);
         int i = (c % head_dim) / 2;
         float co = cos_t[(size_t) t * half_hd + i], si = sin_t[(size_t) t * half_hd + i];
         float y0 = x0 * co - x1 * si, y1 = x0 * si + x1 * co;
@@ -431,7 +448,7 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
         }
     }
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x)
-        k_kv_store (&vc[cbase + i], k_load<W8> (raw, w_scale, x_scale, t, q_dim + kv_dim + i, N));
+        k_kv_store (&vc[cbase + i], k_load<W8> (raw, w_scale, x_scale, t, q_dim + kv_dim + i, N, two));
 }
 
 //  Causal attention of token t's query head h over its session's
@@ -698,8 +715,8 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
             int i = threadIdx.x + k * blockDim.x;
             v[k] = 0.0f;
             if (i < hidden) {
-                float g = k_load<W8> (raw, w_scale, x_scale, t, 2 * i, 2 * hidden);
-                float u = k_load<W8> (raw, w_scale, x_scale, t, 2 * i + 1, 2 * hidden);
+                float g = k_load<W8> (raw, w_scale, x_scale, t, 2 * i, 2 * hidden, act2 != NULL);
+                float u = k_load<W8> (raw, w_scale, x_scale, t, 2 * i + 1, 2 * hidden, act2 != NULL);
                 v[k] = k_swiglu_val (g, u);
                 amax = fmaxf (amax, fabsf (v[k]));
             }
@@ -709,8 +726,8 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
     }
     float amax = 0.0f;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
-        float g = k_load<W8> (raw, w_scale, x_scale, t, 2 * i, 2 * hidden);
-        float u = k_load<W8> (raw, w_scale, x_scale, t, 2 * i + 1, 2 * hidden);
+        float g = k_load<W8> (raw, w_scale, x_scale, t, 2 * i, 2 * hidden, act2 != NULL);
+        float u = k_load<W8> (raw, w_scale, x_scale, t, 2 * i + 1, 2 * hidden, act2 != NULL);
         float v = k_swiglu_val (g, u);
         if (W8) {
             xf[(size_t) t * hidden + i] = v;
@@ -728,7 +745,7 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
 template <int W8>
 static __global__ void
 k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int ld, float *logits,
-        int32_t *argmax)
+        int32_t *argmax, bool two)
 {
     K_PDL_SMALL ();
     __shared__ float s_v[32];
@@ -738,7 +755,7 @@ k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int l
     float best = -INFINITY;
     int best_i = 0x7fffffff;
     for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float v = k_load<W8> (raw, w_scale, x_scale, t, i, ld);
+        float v = k_load<W8> (raw, w_scale, x_scale, t, i, ld, two);
         logits[(size_t) t * vocab + i] = v;
         if (v > best) {         //  i increases per thread: first max kept
             best = v;

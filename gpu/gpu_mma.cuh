@@ -44,15 +44,6 @@
 #define K_MMA_UNROLL 4          //  spans of weights in flight a lane (2 x 16 bytes each)
 #endif
 
-//  y = s_w d (a1 + a2 / 256): the W8A8 product from its two levels' int32
-//  sums (a2 = 0 with one level). The sum is exact in double; one rounding.
-static __device__ __forceinline__ float
-k_deq_w8a8 (int a1, int a2, float xs, float ws)
-{
-    float v = (float) ((double) a1 + (double) a2 * (1.0 / 256.0));
-    return __fmul_rn (__fmul_rn (v, xs), ws);
-}
-
 static __device__ __forceinline__ void
 k_mma_s8 (int (&c)[4], int a0, int a1, int a2, int a3, int b0, int b1)
 {
@@ -266,20 +257,6 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
             ((float *) Yv)[(size_t) t * N + row] = v;
         else
             ((__half *) Yv)[(size_t) t * N + row] = __float2half (v);
-    }
-}
-
-//  The cuBLASLt path's W8A8 products (level 1 in rows [0, P), level 2 in
-//  rows [P, 2P) of raw_i32, N outputs a row) to fp32 Y, as k_mma_gemm
-//  computes them. Grid (ceil (N / 256), t).
-static __global__ void
-k_deq_planes (const int32_t *raw_i32, int P, bool two, const float *ws, const float *xs, float *Y, int N)
-{
-    K_PDL_SMALL ();
-    int t = blockIdx.y;
-    for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < N; n += gridDim.x * blockDim.x) {
-        int a1 = raw_i32[(size_t) t * N + n], a2 = two ? raw_i32[(size_t) (P + t) * N + n] : 0;
-        Y[(size_t) t * N + n] = k_deq_w8a8 (a1, a2, xs[t], ws[n]);
     }
 }
 

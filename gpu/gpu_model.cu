@@ -129,10 +129,11 @@ struct _gpu_model_t {
                                 //  batch's first-level rows in act (k_emit_q)
     int act_levels;             //  w8: the CPU engine's (qmatrix_act_levels); w8a8: 2, or
                                 //  SPLITMESH_W8A8_ACT_LEVELS=1
-    int32_t *raw_i32;           //  w8a8: cuBLASLt's int32 products, both levels, before k_deq_planes
+    bool planes;                //  w8a8: the last GEMM was cuBLASLt's: raw holds int32 sums (k_load)
     __half *act_h;              //  fp16: (cap, hidden) SwiGLU output of the fused gate|up GEMM
     float *xf;                  //  (cap, max_k) fp32 rows before int8 quantization
-    void *raw;                  //  (cap, widest GEMM output) product: fp16, or fp32 dequantized
+    void *raw;                  //  (cap, widest GEMM output) product: fp16, or fp32 dequantized,
+                                //  or (w8a8 from cuBLASLt, 2 cap rows) int32 sums of both levels
     float *q, *att;             //  (cap, q_dim)
     float *cos_t, *sin_t;       //  (cap, head_dim / 2)
     float *logits;              //  (cap, vocab) when the head is loaded
@@ -617,12 +618,12 @@ s_alloc_run (gpu_model_t *self)
     if (s_w8 (self)) {
         //  act's 2 x cap x max_k bytes hold both levels' rows (k_emit_q).
         self->act2 = self->act_levels == 2 ? (int8_t *) self->act : NULL;
-        S_CUDA (cudaMalloc (&self->raw_i32, 2 * cap * max_n * sizeof (int32_t)));
     }
     S_CUDA (cudaMalloc (&self->xf, cap * self->max_k * sizeof (float)));
     if (!s_w8 (self))
         S_CUDA (cudaMalloc (&self->act_h, cap * c->hidden_dim * sizeof (__half)));
-    S_CUDA (cudaMalloc (&self->raw, cap * max_n * ebytes));
+    //  w8a8: cuBLASLt's int32 sums of both activation levels (2 cap rows).
+    S_CUDA (cudaMalloc (&self->raw, (self->opts.format == GPU_FMT_W8A8 ? 2 : 1) * cap * max_n * ebytes));
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->cos_t, cap * (c->head_dim / 2) * sizeof (float)));
@@ -852,6 +853,7 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
     int rc = 0;
     if (fused)
         *fused = false;
+    self->planes = false;
     if (s_g32 (self))
         return s_gemm_g32 (self, W, t, label);
     //  fp16 up to 16 positions also runs the skinny kernel, 8 positions a
@@ -882,8 +884,8 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
     }
     int P = (t + 3) / 4 * 4;
     //  w8a8: both activation levels in one product of 2P columns (their
-    //  rows are contiguous in act), then dequantized as the tensor-core
-    //  GEMM does it.
+    //  rows are contiguous in act), int32 sums that the consumer
+    //  dequantizes as the tensor-core GEMM does it (k_load).
     int cols = s_w8 (self) && self->act2 ? 2 * P : P;
     s_plan_t *p = s_plan (self, W->n, W->cols, cols);
     if (!p)
@@ -891,13 +893,9 @@ s_gemm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const k_r
     if (s_w8 (self)) {
         int32_t alpha = 1, beta = 0;
         S_LT (cublasLtMatmul (self->lt, p->op, &alpha, W->data, p->la, in, p->lb, &beta,
-                              self->raw_i32, p->lc, self->raw_i32, p->lc, &p->algo,
+                              self->raw, p->lc, self->raw, p->lc, &p->algo,
                               self->workspace, self->workspace_size, self->stream));
-        self->pdl_next = false;
-        s_mark (self, label, s_mat_bytes (self, W));
-        return s_go (self, "dequant", 0, k_deq_planes, dim3 ((W->n + 255) / 256, t), dim3 (256),
-                     (const int32_t *) self->raw_i32, P, self->act2 != NULL, (const float *) W->scale,
-                     (const float *) self->xs, (float *) self->raw, W->n);
+        self->planes = true;
     }
     else {
         float alpha = 1.0f, beta = 0.0f;
@@ -938,7 +936,6 @@ s_free_all (gpu_model_t *self)
     cudaFree (self->raw);
     cudaFree (self->q);
     cudaFree (self->att);
-    cudaFree (self->raw_i32);
     cudaFree (self->act_h);
     cudaFree (self->cos_t);
     cudaFree (self->sin_t);
@@ -1365,6 +1362,10 @@ gpu_session_pos (const gpu_model_t *self, int session)
 
 //  --- the forward pass -----------------------------------------------------
 
+//  The per-row scales a consumer of the last product dequantizes with:
+//  only when that product is cuBLASLt's int32 sums (k_load).
+#define S_SCALE(W) (self->planes ? (const float *) (W).scale : (const float *) NULL)
+
 //  Enqueues the whole forward pass for t positions whose inputs are in the
 //  device buffers (x or tokens, tok_pos, tok_slot, block table).
 template <int W8>
@@ -1421,10 +1422,10 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         if (s_gemm (self, &L->wqkv, t, "gemm_qkv", rope.q ? &rope : NULL, &fused))
             return -1;
         if (!fused && s_go (self, "qkv_rope", 0, k_qkv_rope<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
-                  (const float *) L->wqkv.scale, (const float *) self->xs, self->q, kc, vc,
+                  S_SCALE (L->wqkv), (const float *) self->xs, self->q, kc, vc,
                   (const int32_t *) self->d_block_table, tok_pos, tok_slot, (const float *) self->cos_t,
                   (const float *) self->sin_t, q_dim, c->kv_dim, c->head_dim, self->opts.page_size,
-                  self->max_blocks))
+                  self->max_blocks, self->act2 != NULL))
             return -1;
         dim3 grid (t, c->n_heads);
         float scale = 1.0f / sqrtf ((float) c->head_dim);
@@ -1478,7 +1479,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         if (s_gemm (self, &L->wo, t, "gemm_o"))
             return -1;
         if (s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
-                  (const void *) self->raw, (const float *) L->wo.scale, self->xs, (const float *) L->ffn_norm,
+                  (const void *) self->raw, S_SCALE (L->wo), self->xs, (const float *) L->ffn_norm,
                   c->norm_eps, c->dim, self->act, self->xf, self->act2, self->xsum))
             return -1;
         //  fp16 / w8a8: SwiGLU in the tensor-core gate|up GEMM's epilogue
@@ -1498,7 +1499,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             return -1;
         if (!ffn_fused
             && s_go (self, "swiglu", 0, K_NPT_PICK (k_swiglu, W8, c->hidden_dim), dim3 (t), dim3 (K_THREADS),
-                     (const void *) self->raw, (const float *) L->wgu.scale, self->xs, c->hidden_dim, self->act,
+                     (const void *) self->raw, S_SCALE (L->wgu), self->xs, c->hidden_dim, self->act,
                      self->xf, self->act2, self->xsum))
             return -1;
         if (ffn_fused && W8 == 1
@@ -1511,7 +1512,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         const float *next_norm = l + 1 < n_layers ? (*self->layers)[l + 1].attn_norm
                                  : want_head ? self->output_norm : NULL;
         if (s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
-                  (const void *) self->raw, (const float *) L->wdown.scale, self->xs, next_norm, c->norm_eps,
+                  (const void *) self->raw, S_SCALE (L->wdown), self->xs, next_norm, c->norm_eps,
                   c->dim, self->act, self->xf, self->act2, self->xsum))
             return -1;
     }
@@ -1519,8 +1520,8 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         if (s_gemm (self, &self->output, t, "gemm_head"))
             return -1;
         if (s_go (self, "head", 0, k_head<W8>, dim3 (t), dim3 (1024), (const void *) self->raw,
-                  (const float *) self->output.scale, (const float *) self->xs, c->vocab_size, self->output.n,
-                  self->logits, self->argmax))
+                  S_SCALE (self->output), (const float *) self->xs, c->vocab_size, self->output.n,
+                  self->logits, self->argmax, self->act2 != NULL))
             return -1;
     }
     return 0;
@@ -1768,8 +1769,8 @@ s_enqueue_head (gpu_model_t *self, int n)
     S_LAUNCH ();
     if (s_gemm (self, &self->output, n, "gemm_head"))
         return -1;
-    k_head<W8><<<n, 1024, 0, self->stream>>> (self->raw, self->output.scale, self->xs, c->vocab_size,
-                                              self->output.n, self->logits, self->argmax);
+    k_head<W8><<<n, 1024, 0, self->stream>>> (self->raw, S_SCALE (self->output), self->xs, c->vocab_size,
+                                              self->output.n, self->logits, self->argmax, self->act2 != NULL);
     S_LAUNCH ();
     return 0;
 }
