@@ -125,26 +125,37 @@ s_verify (gpu_model_t *g, const int *ids, int n, int ctx, int reps)
     return m;
 }
 
-static void
-s_bench_8b (gpu_fmt_t fmt, int ctx, int reps, double bw, bool first)
+//  The Llama-3-8B-shaped synthetic model of both 8B runs: S_8B_SESSIONS
+//  sessions of ctx + 16 positions, batches up to 64 sessions x K1 (or a
+//  2 x ctx prefill), graphs up to 64 positions. Dies on failure.
+#define S_8B_SESSIONS 64
+static gpu_model_t *
+s_new_8b (gpu_fmt_t fmt, int ctx)
 {
     model_config_t c;
     memset (&c, 0, sizeof c);
     c.dim = 4096; c.hidden_dim = 14336; c.n_layers = 32; c.n_heads = 32; c.n_kv_heads = 8;
     c.head_dim = 128; c.kv_dim = 1024; c.vocab_size = 128256; c.context_length = 8192;
     c.norm_eps = 1e-5f; c.rope_freq_base = 500000.0f; c.rope_freq_scale = 1.0f;
-    enum { MAX_S = 64 };
     gpu_options_t o = gpu_options_default ();
     o.format = fmt;
-    o.max_sessions = MAX_S;
+    o.max_sessions = S_8B_SESSIONS;
     o.max_ctx = ctx + 16;
-    o.max_tokens = MAX_S * K1 > 2 * ctx ? MAX_S * K1 : 2 * ctx;
+    o.max_tokens = S_8B_SESSIONS * K1 > 2 * ctx ? S_8B_SESSIONS * K1 : 2 * ctx;
     o.graph_max_tokens = 64;
     char err[512];
-    double t0 = s_now ();
     gpu_model_t *g = gpu_model_new_synthetic (&c, &o, 42, err, sizeof err);
     if (!g)
         s_die ("8B model", err);
+    return g;
+}
+
+static void
+s_bench_8b (gpu_fmt_t fmt, int ctx, int reps, double bw, bool first)
+{
+    enum { MAX_S = S_8B_SESSIONS };
+    double t0 = s_now ();
+    gpu_model_t *g = s_new_8b (fmt, ctx);
     double gen_s = s_now () - t0;
     int ids[MAX_S];
     for (int s = 0; s < MAX_S; s++)
@@ -206,22 +217,8 @@ s_verify_argmax (gpu_model_t *g, const int *ids, int n, int ctx, int32_t *am)
 static void
 s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
 {
-    model_config_t c;
-    memset (&c, 0, sizeof c);
-    c.dim = 4096; c.hidden_dim = 14336; c.n_layers = 32; c.n_heads = 32; c.n_kv_heads = 8;
-    c.head_dim = 128; c.kv_dim = 1024; c.vocab_size = 128256; c.context_length = 8192;
-    c.norm_eps = 1e-5f; c.rope_freq_base = 500000.0f; c.rope_freq_scale = 1.0f;
-    enum { MAX_S = 64 };
-    gpu_options_t o = gpu_options_default ();
-    o.format = fmt;
-    o.max_sessions = MAX_S;
-    o.max_ctx = ctx + 16;
-    o.max_tokens = MAX_S * K1 > 2 * ctx ? MAX_S * K1 : 2 * ctx;
-    o.graph_max_tokens = 64;
-    char err[512];
-    gpu_model_t *g = gpu_model_new_synthetic (&c, &o, 42, err, sizeof err);
-    if (!g)
-        s_die ("8B model", err);
+    enum { MAX_S = S_8B_SESSIONS };
+    gpu_model_t *g = s_new_8b (fmt, ctx);
     int ids[MAX_S];
     for (int s = 0; s < MAX_S; s++)
         if ((ids[s] = gpu_session_open (g)) < 0)
