@@ -131,11 +131,20 @@ int gpu_model_set_skinny (gpu_model_t *self, bool on);
 //  activation levels), "split" and "split_ks" (w8's split skinny GEMM:
 //  matrices of fewer rows than split, -1 the default, use split_ks warps
 //  a 4-row group, 0 the default), "gqa" (0/1: attention a block per KV
-//  head), "prefetch" (bytes of each w8 skinny GEMM's weights prefetched
+//  head), "emit_max" (0/1, default 1: w8a8's attention and SwiGLU
+//  reduce their row maxima as they write, and an element-wise kernel
+//  quantizes), "att_lanes" (0/1, default 1: per-head attention a group of
+//  lanes a cached position where head_dim is 32, 64, 128 or 256, else a
+//  warp a position), "att_prefetch" (0/1, default 1: per-head attention asks L2
+//  for the cached keys and values before its PDL wait), "prefetch" (bytes of each w8 skinny GEMM's weights prefetched
 //  into L2 before it waits for its input, with pdl), "fuse" (0/1, default
 //  1: RoPE and the KV cache writes in the tensor-core qkv GEMM's epilogue, SwiGLU in gate|up's,
 //  fp16 attention writing the o GEMM's input; SPLITMESH_GPU_FUSE sets it
-//  at load), "profile" (0/1: forwards run ungraphed with an event after
+//  at load), "ablate" (measurement only: a mask of kernels left out of
+//  every pass, bit i the i-th of attention, emit, emit_ffn, add_rmsnorm,
+//  gemm_qkv, gemm_o, gemm_gate_up, gemm_down, gemm_head, head; a graphed
+//  step without them shows what they cost; the results are then
+//  meaningless), "profile" (0/1: forwards run ungraphed with an event after
 //  every kernel; times summed per kernel; resets the table). Cached
 //  graphs are captured again. Returns 0, or -1 on an unknown name or value.
 int gpu_model_tune (gpu_model_t *self, const char *name, long value);

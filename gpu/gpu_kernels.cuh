@@ -126,16 +126,18 @@ k_pdl (void)
 }
 #define K_PDL() k_pdl ()
 
-//  The kernels between GEMMs (norms, attention, SwiGLU, emit, ...) with
-//  -DK_PDL_EARLY=1 (CUDA flags) let the next kernel launch before they
-//  wait for their own predecessor, so the next GEMM's blocks become
-//  resident and load their first weights (constant data, before their own
-//  wait) while this kernel and the one before it still run. Safe: every
-//  kernel still waits for its predecessor (which waited for its own)
-//  before touching activations. Off by default: on an H100 (session 3,
-//  same run) the 8B verify went w8a8 3.97 -> 3.91 ms but fp16 5.92 -> 6.07 ms.
+//  The kernels between GEMMs (norms, attention, SwiGLU, emit, ...) let
+//  the next kernel launch before they wait for their own predecessor
+//  (K_PDL_EARLY, default 1), so the next GEMM's blocks become resident and
+//  load their first weights (constant data, before their own wait) while
+//  this kernel and the one before it still run. Safe: every kernel still
+//  waits for its predecessor (which waited for its own) before touching
+//  activations. On an H100 (session 3) this was w8a8 3.97 -> 3.91 ms but
+//  fp16 5.92 -> 6.07 ms; after session 3's GEMM changes both gained
+//  (session 4, same run: w8a8 3.77 -> 3.73, fp16 5.69 -> 5.64 ms).
+//  -DK_PDL_EARLY=0 (CUDA flags) turns it off.
 #ifndef K_PDL_EARLY
-#define K_PDL_EARLY 0
+#define K_PDL_EARLY 1
 #endif
 static __device__ __forceinline__ void
 k_pdl_small (void)
@@ -304,6 +306,53 @@ k_emit_regs (const float (&v)[NPT], int K, void *act, int8_t *act2, float *xs, i
      : (K) <= 2 * K_THREADS ? KERN<W8, 2> : (K) <= 4 * K_THREADS ? KERN<W8, 4> \
      : (K) <= 8 * K_THREADS ? KERN<W8, 8> : KERN<W8, 16>)
 
+//  *p = max (*p, v) for v >= 0 (|x| maxima, zeroed before the pass): the
+//  bits of non-negative floats order as unsigned integers, so an integer
+//  atomicMax gives the exact maximum in any order (deterministic).
+static __device__ __forceinline__ void
+k_atomic_max (float *p, float v)
+{
+    atomicMax ((unsigned int *) p, __float_as_uint (v));
+}
+
+//  act[t] = x[t] (fp32 rows of K, K % 4 == 0) as int8 on one or two
+//  levels, with the row's max |x| already reduced by the kernel that wrote
+//  x (amax[t], k_atomic_max): k_emit_regs's arithmetic element by element,
+//  so a row is spread over many blocks (grid (blocks, tokens)) and nothing
+//  waits for a block-wide reduction. Why: k_emit, one 1024-thread block a
+//  token reducing the maximum first, cost 3-5 us a call inside the 8B
+//  verify's graph (gpu/NOTES.md session 4).
+static __global__ void __launch_bounds__ (256)
+k_emit_max (const float *x, int K, const float *amax, int8_t *act, float *xs, int two)
+{
+    K_PDL_SMALL ();
+    int t = blockIdx.y;
+    float a = amax[t];
+    float scale = a > 0.0f ? __fdiv_rn (a, 127.0f) : 1.0f;
+    float inv = __frcp_rn (scale);
+    int P = (gridDim.y + 3) / 4 * 4;
+    const float *row = x + (size_t) t * K;
+    int8_t *out = act + (size_t) t * K, *out2 = act + (size_t) (P + t) * K;
+    for (int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4; i < K; i += gridDim.x * blockDim.x * 4) {
+        float4 v = *(const float4 *) (row + i);
+        float f[4] = { v.x, v.y, v.z, v.w };
+        char4 q1, q2;
+        signed char *a1 = (signed char *) &q1, *a2 = (signed char *) &q2;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float xq = __fmul_rn (f[k], inv);
+            int q = max (-127, min (127, (int) rintf (xq)));
+            a1[k] = (signed char) q;
+            a2[k] = (signed char) max (-127, min (127, (int) rintf (__fmul_rn (__fsub_rn (xq, (float) q), 256.0f))));
+        }
+        *(char4 *) (out + i) = q1;
+        if (two)
+            *(char4 *) (out2 + i) = q2;
+    }
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        xs[t] = scale;
+}
+
 //  x[t] = embedding row of tokens[t] (fp16 table).
 static __global__ void __launch_bounds__ (K_THREADS)
 k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
@@ -338,13 +387,21 @@ static __global__ void __launch_bounds__ (K_THREADS)
 k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
                const float *norm_w, float eps, int dim, void *act, float *xf, int8_t *act2, float *xsum)
 {
+    //  The norm's weights are constant: loaded before the wait, so the
+    //  normalization after the sum of squares does not wait on a load.
+    const int N = NPT > 0 ? NPT : 1;
+    float nw[N];
+#pragma unroll
+    for (int k = 0; k < N; k++) {
+        int i = threadIdx.x + k * blockDim.x;
+        nw[k] = NPT > 0 && norm_w && i < dim ? norm_w[i] : 0.0f;
+    }
     K_PDL_SMALL ();
     __shared__ float sh[32];
     int t = blockIdx.x;
     float x_scale = W8 && raw ? xs[t] : 1.0f;     //  read before any barrier
     float *xr = x + (size_t) t * dim;
     if (NPT > 0 && W8 != 2) {
-        const int N = NPT > 0 ? NPT : 1;
         float v[N], ss = 0.0f;
 #pragma unroll
         for (int k = 0; k < N; k++) {
@@ -369,7 +426,7 @@ k_add_rmsnorm (float *x, const void *raw, const float *w_scale, float *xs,
         for (int k = 0; k < N; k++) {
             int i = threadIdx.x + k * blockDim.x;
             if (i < dim) {
-                v[k] = v[k] * inv * norm_w[i];
+                v[k] = v[k] * inv * nw[k];
                 amax = fmaxf (amax, fabsf (v[k]));
             }
         }
@@ -462,20 +519,57 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
 #define K_ATT_WARPS 16
 #endif
 #define K_ATT_UNROLL 4
+
+//  Before its PDL wait an attention block may read what no kernel of the
+//  pass writes: tok_pos, tok_slot and the page table (uploaded before the
+//  pass). Its session's page ids go to shared memory, so a position's
+//  keys cost one dependent load instead of two (page id, then keys), and
+//  with `prefetch` the block that leads its (session, KV head) asks L2
+//  for the keys and values of the positions before this step's: they
+//  stream in while the qkv GEMM still runs, and the loads after the wait
+//  hit L2. (This step's positions are the qkv GEMM's own writes: not
+//  prefetched.) Called by the whole block, before K_PDL_SMALL.
+#define K_ATT_PAGES 512
+template <typename KV>
+static __device__ __forceinline__ const int32_t *
+k_att_prologue (const KV *kc, const KV *vc, const int32_t *bt, int32_t *s_pages, int pos, bool lead,
+                int page_size, int kv_dim, int kv_off, int hd)
+{
+    int n_pages = pos / page_size + 1;
+    if (n_pages > K_ATT_PAGES)
+        return bt;
+    for (int i = threadIdx.x; i < n_pages; i += blockDim.x)
+        s_pages[i] = bt[i];
+    __syncthreads ();
+    if (lead) {
+        const int lines = (int) ((hd * sizeof (KV) + 127) / 128);
+        for (int i = threadIdx.x; i < pos * 2 * lines; i += blockDim.x) {
+            int j = i / (2 * lines), r = i % (2 * lines);
+            size_t base = ((size_t) s_pages[j / page_size] * page_size + j % page_size) * kv_dim + kv_off;
+            const char *p = (const char *) ((r < lines ? kc : vc) + base) + (r % lines) * 128;
+            asm volatile ("prefetch.global.L2 [%0];" :: "l" (p));
+        }
+    }
+    return s_pages;
+}
+
 template <int EPL, typename KV>
 static __global__ void __launch_bounds__ (K_ATT_WARPS * 32)
 k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
              const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
-             int kv_dim, int page_size, int max_blocks, float scale, int emit, void *act)
+             int kv_dim, int page_size, int max_blocks, float scale, int emit, void *act, int prefetch)
 {
-    K_PDL_SMALL ();
     const int hd = EPL * 32;
     __shared__ float s_m[K_ATT_WARPS], s_l[K_ATT_WARPS], s_acc[K_ATT_WARPS][EPL * 32];
+    __shared__ int32_t s_pages[K_ATT_PAGES];
     int t = blockIdx.x, h = blockIdx.y;
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int pos = tok_pos[t];
-    const int32_t *bt = block_table + (size_t) tok_slot[t] * max_blocks;
+    int pos = tok_pos[t], slot = tok_slot[t];
     int kv_off = (h / group) * hd;
+    bool lead = prefetch && h % group == 0 && (t == 0 || tok_slot[t - 1] != slot);
+    const int32_t *bt = k_att_prologue (kc, vc, block_table + (size_t) slot * max_blocks, s_pages, pos, lead,
+                                        page_size, kv_dim, kv_off, hd);
+    K_PDL_SMALL ();
     const float *qr = q + ((size_t) t * n_heads + h) * hd;
     float qv[EPL], acc[EPL];
 #pragma unroll
@@ -555,6 +649,181 @@ k_attention (const float *q, const KV *kc, const KV *vc, const int32_t *block_ta
     //  to act as fp16 above. (w8a8's quantization needs the whole row's
     //  maximum; a last-block-quantizes variant measured no faster than the
     //  emit kernel, gpu/NOTES.md round 3, and was removed.)
+}
+
+//  Sixteen cached elements (keys or values) of one position as loaded:
+//  fp16 in two 16-byte pieces, fp32 (w8's cache) in four.
+template <typename KV> struct k_kv16 {
+    uint4 r[sizeof (KV)];
+    __device__ __forceinline__ void load (const KV *p)
+    {
+#pragma unroll
+        for (int i = 0; i < (int) sizeof (KV); i++)
+            r[i] = __ldcg ((const uint4 *) p + i);
+    }
+    __device__ __forceinline__ void zero (void)
+    {
+#pragma unroll
+        for (int i = 0; i < (int) sizeof (KV); i++)
+            r[i] = make_uint4 (0, 0, 0, 0);
+    }
+    __device__ __forceinline__ float get (int e) const { return k_kv_load ((const KV *) r + e); }
+};
+
+//  The same causal attention (grid (tokens, heads)) for head_dim = 16 LP,
+//  LP = 2, 4, 8 or 16: a group of LP lanes takes one cached position at a
+//  time, each lane 16 of the head's elements (one or two 16-byte loads of
+//  keys and of values), so a warp works on 32 / LP positions at once and
+//  a score costs log2 LP shuffles. Why: k_attention, a whole warp a
+//  position, was bound by its instruction chain (an H100 under ncu: 19 us
+//  at ctx 256, 12 cycles a warp instruction, 1.8 % of DRAM bandwidth: per
+//  position 8 scalar loads, 8 conversions, a 5-shuffle reduction and the
+//  page arithmetic, for 4 FMAs a lane), 12.6 us a layer of the 8B verify
+//  inside the graph (gpu/NOTES.md session 4). Each group runs the online
+//  softmax over every NG-th position (NG groups a block, K_ATT_U of its
+//  positions loaded before the first is used); the groups of a warp are
+//  merged with shuffles, the warps through shared memory. The element
+//  order of the sums differs from k_attention's (a few ulps). Warps and
+//  positions in flight, 8B w8a8 verify on an H100 (session 4, same run):
+//  16 x 1 3.37 ms, 8 x 2 3.44, 4 x 4 3.51: the more groups share a
+//  head's positions, the shorter each one's chain; 16 warps at <= 64
+//  registers keep 2 blocks an SM, so the 160 blocks of a 5-token verify
+//  still fit in one wave.
+#ifndef K_ATT_LANES_WARPS
+#define K_ATT_LANES_WARPS 16
+#endif
+#ifndef K_ATT_U
+#define K_ATT_U 1
+#endif
+template <int LP, typename KV>
+static __global__ void __launch_bounds__ (K_ATT_LANES_WARPS * 32)
+k_attention_lanes (const float *q, const KV *kc, const KV *vc, const int32_t *block_table,
+                   const int32_t *tok_pos, const int32_t *tok_slot, float *att, int n_heads, int group,
+                   int kv_dim, int page_size, int max_blocks, float scale, int emit, void *act, int prefetch,
+                   float *amax)
+{
+    const int hd = 16 * LP, QP = 32 / LP, NG = K_ATT_LANES_WARPS * QP, U = K_ATT_U;
+    __shared__ float s_m[K_ATT_LANES_WARPS], s_l[K_ATT_LANES_WARPS], s_acc[K_ATT_LANES_WARPS][hd];
+    __shared__ int32_t s_pages[K_ATT_PAGES];
+    int t = blockIdx.x, h = blockIdx.y;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int sub = lane % LP;
+    int pos = tok_pos[t], slot = tok_slot[t];
+    int kv_off = (h / group) * hd + sub * 16;
+    bool lead = prefetch && h % group == 0 && (t == 0 || tok_slot[t - 1] != slot);
+    const int32_t *bt = k_att_prologue (kc, vc, block_table + (size_t) slot * max_blocks, s_pages, pos, lead,
+                                        page_size, kv_dim, (h / group) * hd, hd);
+    //  Page arithmetic by shifts where the page size is a power of 2.
+    int shift = (page_size & (page_size - 1)) == 0 ? __ffs (page_size) - 1 : -1;
+    K_PDL_SMALL ();
+    const float4 *qr = (const float4 *) (q + ((size_t) t * n_heads + h) * hd + sub * 16);
+    float qv[16], acc[16];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float4 v = qr[i];
+        qv[4 * i] = v.x * scale;
+        qv[4 * i + 1] = v.y * scale;
+        qv[4 * i + 2] = v.z * scale;
+        qv[4 * i + 3] = v.w * scale;
+    }
+#pragma unroll
+    for (int e = 0; e < 16; e++)
+        acc[e] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    //  Warp-uniform trip count (the shuffles need every lane); a group's
+    //  position j is valid while j <= pos.
+    for (int j0 = warp * QP; j0 <= pos; j0 += NG * U) {
+        k_kv16<KV> kx[U], vx[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int j = j0 + lane / LP + u * NG;
+            if (j <= pos) {
+                int pg = shift >= 0 ? j >> shift : j / page_size;
+                int off = shift >= 0 ? j & (page_size - 1) : j % page_size;
+                size_t base = ((size_t) bt[pg] * page_size + off) * kv_dim + kv_off;
+                kx[u].load (kc + base);
+                vx[u].load (vc + base);
+            }
+            else {
+                kx[u].zero ();
+                vx[u].zero ();
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 16; e++)
+                s += qv[e] * kx[u].get (e);
+#pragma unroll
+            for (int o = LP / 2; o >= 1; o /= 2)
+                s += __shfl_xor_sync (0xffffffffu, s, o);
+            if (j0 + lane / LP + u * NG <= pos) {
+                float mn = fmaxf (m, s);
+                float c = __expf (m - mn), p = __expf (s - mn);
+                l = l * c + p;
+#pragma unroll
+                for (int e = 0; e < 16; e++)
+                    acc[e] = acc[e] * c + p * vx[u].get (e);
+                m = mn;
+            }
+        }
+    }
+    //  The warp's QP groups merged: lanes sub, sub + LP, ... hold the same
+    //  elements of different groups. A group that saw nothing has m = -inf
+    //  and weighs 0.
+#pragma unroll
+    for (int o = LP; o < 32; o *= 2) {
+        float mo = __shfl_xor_sync (0xffffffffu, m, o), lo = __shfl_xor_sync (0xffffffffu, l, o);
+        float mn = fmaxf (m, mo);
+        float f = m == -INFINITY ? 0.0f : __expf (m - mn), fo = mo == -INFINITY ? 0.0f : __expf (mo - mn);
+        l = l * f + lo * fo;
+#pragma unroll
+        for (int e = 0; e < 16; e++)
+            acc[e] = acc[e] * f + __shfl_xor_sync (0xffffffffu, acc[e], o) * fo;
+        m = mn;
+    }
+    if (lane < LP) {
+        if (lane == 0) {
+            s_m[warp] = m;
+            s_l[warp] = l;
+        }
+#pragma unroll
+        for (int e = 0; e < 16; e++)
+            s_acc[warp][sub * 16 + e] = acc[e];
+    }
+    __syncthreads ();
+    //  Thread i < hd: element i over the warps. Warp 0 saw position 0, so
+    //  M is finite.
+    int i = threadIdx.x;
+    if (i < hd) {
+        float M = s_m[0];
+#pragma unroll
+        for (int w = 1; w < K_ATT_LANES_WARPS; w++)
+            M = fmaxf (M, s_m[w]);
+        float L = 0.0f, o = 0.0f;
+#pragma unroll
+        for (int w = 0; w < K_ATT_LANES_WARPS; w++) {
+            float f = s_l[w] > 0.0f ? __expf (s_m[w] - M) : 0.0f;
+            L += s_l[w] * f;
+            o += s_acc[w][i] * f;
+        }
+        size_t at = ((size_t) t * n_heads + h) * hd + i;
+        if (emit == 1)
+            ((__half *) act)[at] = __float2half (o / L);
+        else
+            att[at] = o / L;
+        //  w8a8 (amax): the head's max |o / L| into the token's maximum,
+        //  for k_emit_max.
+        if (amax) {
+            float v = fabsf (o / L);
+#pragma unroll
+            for (int d = 16; d >= 1; d /= 2)
+                v = fmaxf (v, __shfl_xor_sync (0xffffffffu, v, d));
+            if ((i & 31) == 0)
+                k_atomic_max (amax + t, v);
+        }
+    }
 }
 
 //  The same attention with one block per (token, KV head): the G query
@@ -891,6 +1160,7 @@ struct k_rope_ep {
     float *swiglu_f32;
     __half *swiglu_f16;
     int hidden;
+    float *amax;                //  w8a8: per token max |SwiGLU| (k_atomic_max), or NULL
     float *q;                   //  NULL: no RoPE epilogue
     __half *kc, *vc;
     const int32_t *block_table, *tok_pos, *tok_slot;

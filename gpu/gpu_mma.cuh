@@ -40,6 +40,10 @@
 #define SPLITMESH_GPU_MMA_CUH
 
 #define K_MMA_WARPS 8
+//  0: the first weights are loaded after the PDL wait (measurement).
+#ifndef K_MMA_PRELOAD
+#define K_MMA_PRELOAD 1
+#endif
 #ifndef K_MMA_UNROLL
 #define K_MMA_UNROLL 4          //  spans of weights in flight a lane (2 x 16 bytes each)
 #endif
@@ -155,13 +159,16 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
     }
     const int4 zero = make_int4 (0, 0, 0, 0);
     int4 ra[U], rb[U];
+    if (!K_MMA_PRELOAD)
+        K_PDL ();
 #pragma unroll
     for (int u = 0; u < U; u++) {
         int sp = kpart + u * S;
         ra[u] = sp < nspan ? k_mma_ld<LD> (wa + sp * SP) : zero;
         rb[u] = sp < nspan ? k_mma_ld<LD> (wb + sp * SP) : zero;
     }
-    K_PDL ();
+    if (K_MMA_PRELOAD)
+        K_PDL ();
     //  Token g's activations (both levels) for the same spans, loaded a
     //  round ahead like the weights: a round's mma wait on nothing but
     //  what the previous round issued.
@@ -224,6 +231,13 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
         return __half2float (__float2half ((float) a));
     };
     if (ep.swiglu_f32 || ep.swiglu_f16) {
+        //  With amax (w8a8): each token's max |v| over the block, then one
+        //  atomicMax a token into amax (k_emit_max quantizes with it).
+        __shared__ unsigned int bmax[T];
+        if (ep.amax && threadIdx.x < T)
+            bmax[threadIdx.x] = 0;
+        if (ep.amax)
+            __syncthreads ();
         for (int i = threadIdx.x; i < RT * 8 * T; i += blockDim.x) {
             int rt = i / (8 * T), p = (i / T) % 8, t = i % T;
             int row = (blockIdx.x * RT + rt) * 16 + 2 * p;
@@ -235,6 +249,13 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
                 ep.swiglu_f32[o] = v;
             else
                 ep.swiglu_f16[o] = __float2half (v);
+            if (ep.amax)
+                atomicMax (&bmax[t], __float_as_uint (fabsf (v)));
+        }
+        if (ep.amax) {
+            __syncthreads ();
+            if (threadIdx.x < T)
+                k_atomic_max (ep.amax + ep.t0 + threadIdx.x, __uint_as_float (bmax[threadIdx.x]));
         }
         return;
     }

@@ -135,6 +135,9 @@ struct _gpu_model_t {
     void *raw;                  //  (cap, widest GEMM output) product: fp16, or fp32 dequantized,
                                 //  or (w8a8 from cuBLASLt, 2 cap rows) int32 sums of both levels
     float *q, *att;             //  (cap, q_dim)
+    float *amax;                //  w8a8: (layers, 2, cap) per token max |x| of the attention and
+                                //  SwiGLU outputs, reduced by their producers (k_emit_max)
+    size_t amax_bytes;
     float *cos_t, *sin_t;       //  (cap, head_dim / 2)
     float *logits;              //  (cap, vocab) when the head is loaded
     float *probs;               //  (cap, vocab)
@@ -166,7 +169,16 @@ struct _gpu_model_t {
     int mma_ld;                 //  how the tensor-core GEMM reads weights (k_mma_ld's LD)
     int gqa_min_blocks;         //  ... when t x n_kv_heads blocks reach this (2 an SM)
     bool pdl_next;              //  the next launch may chain on the previous kernel
+    bool emit_max;              //  w8a8: producers reduce the row maxima, k_emit_max quantizes
+    bool att_lanes;             //  attention a group of lanes a position (k_attention_lanes)
+    int att_prefetch;           //  attention asks L2 for the cached keys and values before its
+                                //  PDL wait (k_att_prologue)
     size_t prefetch_budget;
+    //  Measurement only (gpu_model_tune "ablate"): kernels left out of the
+    //  pass, so a graphed step's time without them shows what they cost
+    //  inside the graph; the results are then meaningless.
+    long ablate;
+    long hollow;                //  ... launched as empty kernels of the same grid (same mask)
     //  Profile (gpu_model_tune "profile"): one event after each launch of
     //  an ungraphed forward, times summed per label.
     bool prof;
@@ -230,11 +242,50 @@ s_split_ks_default (gpu_fmt_t f)
 
 //  Launches a forward kernel: with PDL (programmatic stream serialization)
 //  when tuned on and the previous operation was one of our kernels.
+static __global__ void
+k_hollow (void)
+{
+    K_PDL_SMALL ();
+}
+
+//  The kernels "ablate" leaves out, by label (bit i: s_ablate_labels[i]).
+static const char *s_ablate_labels[] = { "attention", "emit", "emit_ffn", "add_rmsnorm", "gemm_qkv", "gemm_o",
+                                         "gemm_gate_up", "gemm_down", "gemm_head", "head" };
+
+static bool
+s_ablated (const gpu_model_t *self, const char *label, long mask)
+{
+    for (size_t i = 0; mask && i < sizeof s_ablate_labels / sizeof s_ablate_labels[0]; i++)
+        if ((mask >> i & 1) && !strcmp (label, s_ablate_labels[i]))
+            return true;
+    return false;
+}
+
 template <typename... P, typename... A>
 static int
 s_go (gpu_model_t *self, const char *label, size_t bytes, void (*kern) (P...), dim3 grid, dim3 block,
       A... args)
 {
+    if (s_ablated (self, label, self->ablate))
+        return 0;
+    if (s_ablated (self, label, self->hollow)) {
+        //  The launch kept, its work not: an empty kernel of the same shape.
+        cudaLaunchConfig_t cfg;
+        memset (&cfg, 0, sizeof cfg);
+        cfg.gridDim = grid;
+        cfg.blockDim = block;
+        cfg.stream = self->stream;
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at;
+        cfg.numAttrs = self->pdl && self->pdl_next && !self->prof ? 1 : 0;
+        cudaError_t e = cudaLaunchKernelEx (&cfg, k_hollow);
+        if (e != cudaSuccess)
+            return s_fail (self, "kernel launch (%s): %s", label, cudaGetErrorString (e));
+        self->pdl_next = true;
+        return 0;
+    }
     cudaLaunchConfig_t cfg;
     memset (&cfg, 0, sizeof cfg);
     cfg.gridDim = grid;
@@ -539,6 +590,9 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         for (int f = 0; f < GPU_FMT_COUNT; f++)
             self->split_ks[f] = s_split_ks_default ((gpu_fmt_t) f);
         self->attn_gqa = true;
+        self->att_prefetch = 1;
+        self->att_lanes = true;
+        self->emit_max = true;
         const char *tl = getenv ("SPLITMESH_GPU_TILED");
         self->tile_weights = tl ? atoi (tl) != 0 : S_TILED_DEFAULT;
         self->mma_ld = self->tile_weights ? 2 : 0;
@@ -626,6 +680,10 @@ s_alloc_run (gpu_model_t *self)
     S_CUDA (cudaMalloc (&self->raw, (self->opts.format == GPU_FMT_W8A8 ? 2 : 1) * cap * max_n * ebytes));
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
+    if (self->opts.format == GPU_FMT_W8A8) {
+        self->amax_bytes = (size_t) (self->last - self->first) * 2 * cap * sizeof (float);
+        S_CUDA (cudaMalloc (&self->amax, self->amax_bytes));
+    }
     S_CUDA (cudaMalloc (&self->cos_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->sin_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->argmax, cap * sizeof (int32_t)));
@@ -936,6 +994,7 @@ s_free_all (gpu_model_t *self)
     cudaFree (self->raw);
     cudaFree (self->q);
     cudaFree (self->att);
+    cudaFree (self->amax);
     cudaFree (self->act_h);
     cudaFree (self->cos_t);
     cudaFree (self->sin_t);
@@ -1181,6 +1240,12 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
                            value);
         self->split_ks[self->opts.format] = value ? (int) value : s_split_ks_default (self->opts.format);
     }
+    else if (!strcmp (name, "emit_max"))
+        self->emit_max = value != 0;
+    else if (!strcmp (name, "att_lanes"))
+        self->att_lanes = value != 0;
+    else if (!strcmp (name, "att_prefetch"))
+        self->att_prefetch = value != 0;
     else if (!strcmp (name, "gqa"))
         self->attn_gqa = value != 0;
     else if (!strcmp (name, "fuse"))
@@ -1204,6 +1269,18 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
     }
     else if (!strcmp (name, "prefetch"))
         self->prefetch_budget = value > 0 ? (size_t) value : 0;
+    else if (!strcmp (name, "ablate")) {
+        if (value < 0 || value >= 1L << (sizeof s_ablate_labels / sizeof s_ablate_labels[0]))
+            return s_fail (self, "gpu_model_tune: ablate is a mask of %zu bits (got %ld)",
+                           sizeof s_ablate_labels / sizeof s_ablate_labels[0], value);
+        self->ablate = value;
+    }
+    else if (!strcmp (name, "hollow")) {
+        if (value < 0 || value >= 1L << (sizeof s_ablate_labels / sizeof s_ablate_labels[0]))
+            return s_fail (self, "gpu_model_tune: hollow is a mask of %zu bits (got %ld)",
+                           sizeof s_ablate_labels / sizeof s_ablate_labels[0], value);
+        self->hollow = value;
+    }
     else if (!strcmp (name, "profile")) {
         self->prof = value != 0;
         self->prof_tab->clear ();
@@ -1379,6 +1456,10 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     int l0 = self->run_first, n_layers = self->last - self->first;
 
     self->pdl_next = false;     //  the first kernel follows the uploads
+    //  w8a8: the row maxima the producers reduce (k_atomic_max) start at 0.
+    bool emit_max = W8 == 1 && self->emit_max && self->amax;
+    if (emit_max)
+        S_CUDA (cudaMemsetAsync (self->amax, 0, self->amax_bytes, self->stream));
     if (s_go (self, "rope_table", 0, k_rope_table, dim3 (t), dim3 (64), tok_pos, (const float *) self->inv_freq,
               self->cos_t, self->sin_t, half_hd))
         return -1;
@@ -1433,7 +1514,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
 #define S_ATT(E) s_go (self, "attention", 0, k_attention<E, kv_t>, grid, dim3 (K_ATT_WARPS * 32), \
             (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, (const int32_t *) self->d_block_table, \
             tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, self->opts.page_size, \
-            self->max_blocks, scale, emit, self->act)
+            self->max_blocks, scale, emit, self->act, self->att_prefetch)
         int rc = -2;
         //  The per-head kernel emits the o GEMM's input itself in fp16
         //  (round 3).
@@ -1457,6 +1538,31 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
 #undef S_GQA
         }
         bool emitted = false;
+        //  Head dims of 16 x 2, 4, 8, 16: a group of lanes a position
+        //  (k_attention_lanes); others a warp a position.
+#define S_ATT_LANES(LP) s_go (self, "attention", 0, k_attention_lanes<LP, kv_t>, grid, \
+            dim3 (K_ATT_LANES_WARPS * 32), (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, \
+            (const int32_t *) self->d_block_table, tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, \
+            self->opts.page_size, self->max_blocks, scale, emit, self->act, self->att_prefetch, att_max)
+        float *att_max = emit_max ? self->amax + (size_t) (l - l0) * 2 * self->cap : NULL;
+        if (rc == -2 && self->att_lanes) {
+            switch (c->head_dim) {
+                case 32: rc = S_ATT_LANES (2); break;
+                case 64: rc = S_ATT_LANES (4); break;
+                case 128: rc = S_ATT_LANES (8); break;
+                case 256: rc = S_ATT_LANES (16); break;
+                default: break;
+            }
+            emitted = rc != -2 && emit != 0;
+            if (rc == 0 && att_max) {
+                if (s_go (self, "emit", 0, k_emit_max, dim3 ((q_dim + 1023) / 1024, t), dim3 (256),
+                          (const float *) self->att, q_dim, (const float *) att_max, (int8_t *) self->act,
+                          self->xs, (int) (self->act2 != NULL)))
+                    return -1;
+                emitted = true;
+            }
+        }
+#undef S_ATT_LANES
         if (rc == -2) {
         emitted = emit != 0;
         switch (c->head_dim / 32) {
@@ -1490,8 +1596,10 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         bool ffn_fused = false;
         if (W8 != 2 && self->fuse_rope) {
             swiglu.hidden = c->hidden_dim;
-            if (W8 == 1)
+            if (W8 == 1) {
                 swiglu.swiglu_f32 = self->xf;
+                swiglu.amax = emit_max ? self->amax + ((size_t) (l - l0) * 2 + 1) * self->cap : NULL;
+            }
             else
                 swiglu.swiglu_f16 = self->act_h;
         }
@@ -1502,7 +1610,12 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
                      (const void *) self->raw, S_SCALE (L->wgu), self->xs, c->hidden_dim, self->act,
                      self->xf, self->act2, self->xsum))
             return -1;
-        if (ffn_fused && W8 == 1
+        if (ffn_fused && W8 == 1 && swiglu.amax
+            && s_go (self, "emit_ffn", 0, k_emit_max, dim3 ((c->hidden_dim + 1023) / 1024, t), dim3 (256),
+                     (const float *) self->xf, c->hidden_dim, (const float *) swiglu.amax, (int8_t *) self->act,
+                     self->xs, (int) (self->act2 != NULL)))
+            return -1;
+        if (ffn_fused && W8 == 1 && !swiglu.amax
             && s_go (self, "emit_ffn", 0, K_NPT_PICK (k_emit, W8, c->hidden_dim), dim3 (t), dim3 (K_THREADS),
                      (const float *) self->xf, c->hidden_dim, self->act, self->xs, self->act2, self->xsum))
             return -1;

@@ -240,11 +240,12 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
     //  Session 3 (gpu_mma.cuh): the tensor-core GEMM against cuBLASLt for
     //  every product, without PDL, at each split (warps a row tile), and
     //  w8a8 with one activation level; the last is the default.
-    struct { const char *name; int skinny, pdl, split, levels, ld; } var[] = {
-        { "cublaslt", 0, 1, 0, 2, 2 }, { "nopdl", 1, 0, 0, 2, 2 },
-        { "rm_s8", 1, 1, 8, 2, 0 }, { "l2hint_s8", 1, 1, 8, 2, 1 },
-        { "tiled_s1", 1, 1, 1, 2, 2 }, { "tiled_s2", 1, 1, 2, 2, 2 }, { "tiled_s4", 1, 1, 4, 2, 2 },
-        { "tiled_s8", 1, 1, 8, 2, 2 }, { "1level", 1, 1, 0, 1, 2 }, { "default", 1, 1, 0, 2, 2 },
+    struct { const char *name; int skinny, pdl, split, levels, ld, att_pf, att_lanes, emit_max; } var[] = {
+        { "cublaslt", 0, 1, 0, 2, 2, 1, 1, 1 }, { "nopdl", 1, 0, 0, 2, 2, 1, 1, 1 },
+        { "tiled_s4", 1, 1, 4, 2, 2, 1, 1, 1 }, { "tiled_s8", 1, 1, 8, 2, 2, 1, 1, 1 },
+        { "1level", 1, 1, 0, 1, 2, 1, 1, 1 }, { "att_pf0", 1, 1, 0, 2, 2, 0, 1, 1 },
+        { "att_warp", 1, 1, 0, 2, 2, 1, 0, 1 }, { "emit_max0", 1, 1, 0, 2, 2, 1, 1, 0 },
+        { "s3_small", 1, 1, 0, 2, 2, 0, 0, 0 }, { "default", 1, 1, 0, 2, 2, 1, 1, 1 },
     };
     for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
         if (var[v].levels == 1 && fmt != GPU_FMT_W8A8)
@@ -253,6 +254,9 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
         gpu_model_tune (g, "pdl", var[v].pdl);
         gpu_model_tune (g, "mma_split", var[v].split);
         gpu_model_tune (g, "mma_ld", var[v].ld);
+        gpu_model_tune (g, "att_prefetch", var[v].att_pf);
+        gpu_model_tune (g, "att_lanes", var[v].att_lanes);
+        gpu_model_tune (g, "emit_max", var[v].emit_max);
         if (fmt == GPU_FMT_W8A8)
             gpu_model_tune (g, "act_levels", var[v].levels);
         double m = s_verify (g, ids, 1, ctx, reps);
@@ -263,6 +267,31 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
                  "64 x %d %.3f ms = %.0f tokens/s\n", f, var[v].name, K1, m * 1e3, m / floor_s,
                  floor_s * 1e3, same ? "equal" : "DIFFER", K1, m64 * 1e3, 64 * K1 / m64);
     }
+    //  Ablations (default settings): the graphed step with kernels left
+    //  out, so the difference to the full step is what they cost inside
+    //  the graph (with PDL), which the ungraphed profile above cannot say.
+    //  Bits as gpu.h's "ablate".
+    struct { const char *name; long mask, hollow; } abl[] = {
+        { "full", 0, 0 }, { "-attention", 1, 0 }, { "hollow_attention", 0, 1 }, { "hollow_emit", 0, 2 },
+        { "hollow_emit_ffn", 0, 4 }, { "hollow_add_rmsnorm", 0, 8 }, { "hollow_small", 0, 1 | 2 | 4 | 8 | 512 }, { "-emit", 2 }, { "-emit_ffn", 4 }, { "-add_rmsnorm", 8 },
+        { "-small", 1 | 2 | 4 | 8 | 512 }, { "-gemm_qkv", 16 }, { "-gemm_o", 32 }, { "-gemm_gate_up", 64 },
+        { "-gemm_down", 128 }, { "gemms_only_qkv", 1 | 2 | 4 | 8 | 512 | 32 | 64 | 128 | 256 },
+        { "gemms_only_o", 1 | 2 | 4 | 8 | 512 | 16 | 64 | 128 | 256 },
+        { "gemms_only_gu", 1 | 2 | 4 | 8 | 512 | 16 | 32 | 128 | 256 },
+        { "gemms_only_down", 1 | 2 | 4 | 8 | 512 | 16 | 32 | 64 | 256 },
+    };
+    double full = 0;
+    for (size_t a = 0; a < sizeof abl / sizeof abl[0]; a++) {
+        if (gpu_model_tune (g, "ablate", abl[a].mask) || gpu_model_tune (g, "hollow", abl[a].hollow))
+            s_die ("ablate", gpu_model_error (g));
+        double m = s_verify (g, ids, 1, ctx, reps);
+        if (a == 0)
+            full = m;
+        fprintf (stderr, "ablate 8B %s %-18s: verify 1 x %d %.3f ms (%+.3f ms vs full)\n", f, abl[a].name, K1,
+                 m * 1e3, (m - full) * 1e3);
+    }
+    gpu_model_tune (g, "ablate", 0);
+    gpu_model_tune (g, "hollow", 0);
     gpu_model_destroy (&g);
 }
 
