@@ -1023,12 +1023,27 @@ k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int l
     float x_scale = W8 ? xs[t] : 1.0f;
     float best = -INFINITY;
     int best_i = 0x7fffffff;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-        float v = k_load<W8> (raw, w_scale, x_scale, t, i, ld, two);
-        logits[(size_t) t * vocab + i] = v;
-        if (v > best) {         //  i increases per thread: first max kept
-            best = v;
-            best_i = i;
+    //  Eight values a thread loaded before any is used: one load at a time
+    //  made the kernel a chain of ~125 L2 round trips a thread at a 128K
+    //  vocabulary (31 us an 8B verify, H100, gpu/NOTES.md session 4).
+    const int C = 8;
+    for (int i0 = threadIdx.x; i0 < vocab; i0 += C * blockDim.x) {
+        float v[C];
+#pragma unroll
+        for (int c = 0; c < C; c++) {
+            int i = i0 + c * blockDim.x;
+            v[c] = i < vocab ? k_load<W8> (raw, w_scale, x_scale, t, i, ld, two) : -INFINITY;
+        }
+#pragma unroll
+        for (int c = 0; c < C; c++) {
+            int i = i0 + c * blockDim.x;
+            if (i >= vocab)
+                break;
+            logits[(size_t) t * vocab + i] = v[c];
+            if (v[c] > best) {  //  i increases per thread: first max kept
+                best = v[c];
+                best_i = i;
+            }
         }
     }
     for (int o = 16; o > 0; o >>= 1) {
