@@ -26,10 +26,9 @@
 //  Threads of the one-block-per-token kernels: 1024, so a row of 4096
 //  (14336) values takes 4 (14) strided steps per thread instead of 16 (56):
 //  at verify sizes (5 tokens = 5 blocks) these kernels are latency-bound
-//  and their time is the number of dependent steps.
-//  Threads of the one-block-a-token kernels (norms, quantization). 8B
-//  w8a8 verify on an H100 (session 4, same run): 1024 3.34 ms, 512 3.39,
-//  256 3.53: the row's loads and reductions want every thread a block has.
+//  and their time is the number of dependent steps. Measured again in
+//  session 4 (8B w8a8 verify, H100, same run): 1024 3.34 ms, 512 3.39,
+//  256 3.53.
 #ifndef K_THREADS
 #define K_THREADS 1024
 #endif
