@@ -165,6 +165,32 @@ k_prefetch_row (const void *row, int pf, int lane)
         asm volatile ("prefetch.global.L2 [%0];" :: "l" ((const char *) row + off));
 }
 
+//  A per-token int8 scale d = amax / 127 (1 for an all-zero row) and its
+//  reciprocal; a value x / d (as x * (1 / d), xq) on the first int8 level
+//  q1 = rint (xq) and the second q2 = rint (256 (xq - q1)), both clamped
+//  to +-127 (gpu_mma.cuh says why two). IEEE operations spelled out: the
+//  file builds with --use_fast_math, and the CPU references in
+//  test_gpu_model.c do the same.
+static __device__ __forceinline__ float
+k_act_scale (float amax, float *inv)
+{
+    float scale = amax > 0.0f ? __fdiv_rn (amax, 127.0f) : 1.0f;
+    *inv = __frcp_rn (scale);
+    return scale;
+}
+
+static __device__ __forceinline__ int
+k_q1 (float xq)
+{
+    return max (-127, min (127, (int) rintf (xq)));
+}
+
+static __device__ __forceinline__ int
+k_q2 (float xq, int q1)
+{
+    return max (-127, min (127, (int) rintf (__fmul_rn (__fsub_rn (xq, (float) q1), 256.0f))));
+}
+
 //  Emits row t (K values in xf's row) as int8 with a per-token scale d =
 //  max |x| / 127, q = rint (x / d) (as x * (1 / d)); with act2 (the row of
 //  the second level) also q2 = rint (256 (x / d - q)), so x ~ d (q + q2 /
@@ -176,19 +202,15 @@ static __device__ void
 k_emit_int8 (const float *xf, int8_t *act, int8_t *act2, float *xs, int t, int K, float amax, float *sh)
 {
     amax = k_block_max (amax, sh);
-    float scale = amax > 0.0f ? __fdiv_rn (amax, 127.0f) : 1.0f;
-    float inv = __frcp_rn (scale);
+    float inv, scale = k_act_scale (amax, &inv);
     const float *row = xf + (size_t) t * K;
     int8_t *out = act + (size_t) t * K;
     for (int i = threadIdx.x; i < K; i += blockDim.x) {
         float v = __fmul_rn (row[i], inv);
-        float fv = rintf (v);
-        int q = max (-127, min (127, (int) fv));
+        int q = k_q1 (v);
         out[i] = (int8_t) q;
-        if (act2) {
-            float fr = rintf (__fmul_rn (__fsub_rn (v, (float) q), 256.0f));
-            act2[i] = (int8_t) max (-127, min (127, (int) fr));
-        }
+        if (act2)
+            act2[i] = (int8_t) k_q2 (v, q);
     }
     if (threadIdx.x == 0)
         xs[t] = scale;
@@ -284,8 +306,7 @@ k_emit_regs (const float (&v)[NPT], int K, void *act, int8_t *act2, float *xs, i
         return;
     }
     amax = k_block_max (amax, sh);
-    float scale = amax > 0.0f ? __fdiv_rn (amax, 127.0f) : 1.0f;
-    float inv = __frcp_rn (scale);
+    float inv, scale = k_act_scale (amax, &inv);
     int P = (gridDim.x + 3) / 4 * 4;
     int8_t *out = (int8_t *) act + (size_t) t * K, *out2 = (int8_t *) act + (size_t) (P + t) * K;
 #pragma unroll
@@ -294,10 +315,10 @@ k_emit_regs (const float (&v)[NPT], int K, void *act, int8_t *act2, float *xs, i
         if (i >= K)
             break;
         float x = __fmul_rn (v[k], inv);
-        int q = max (-127, min (127, (int) rintf (x)));
+        int q = k_q1 (x);
         out[i] = (int8_t) q;
         if (act2)
-            out2[i] = (int8_t) max (-127, min (127, (int) rintf (__fmul_rn (__fsub_rn (x, (float) q), 256.0f))));
+            out2[i] = (int8_t) k_q2 (x, q);
     }
     if (threadIdx.x == 0)
         xs[t] = scale;
@@ -331,9 +352,7 @@ k_emit_max (const float *x, int K, const float *amax, int8_t *act, float *xs, in
 {
     K_PDL_SMALL ();
     int t = blockIdx.y;
-    float a = amax[t];
-    float scale = a > 0.0f ? __fdiv_rn (a, 127.0f) : 1.0f;
-    float inv = __frcp_rn (scale);
+    float inv, scale = k_act_scale (amax[t], &inv);
     int P = (gridDim.y + 3) / 4 * 4;
     const float *row = x + (size_t) t * K;
     int8_t *out = act + (size_t) t * K, *out2 = act + (size_t) (P + t) * K;
@@ -345,9 +364,9 @@ k_emit_max (const float *x, int K, const float *amax, int8_t *act, float *xs, in
 #pragma unroll
         for (int k = 0; k < 4; k++) {
             float xq = __fmul_rn (f[k], inv);
-            int q = max (-127, min (127, (int) rintf (xq)));
+            int q = k_q1 (xq);
             a1[k] = (signed char) q;
-            a2[k] = (signed char) max (-127, min (127, (int) rintf (__fmul_rn (__fsub_rn (xq, (float) q), 256.0f))));
+            a2[k] = (signed char) k_q2 (xq, q);
         }
         *(char4 *) (out + i) = q1;
         if (two)

@@ -240,8 +240,7 @@ s_split_ks_default (gpu_fmt_t f)
     return f == GPU_FMT_FP16 ? S_SPLIT_FP16 : f == GPU_FMT_W8A8 ? S_SPLIT_W8A8 : S_SPLIT_W8;
 }
 
-//  Launches a forward kernel: with PDL (programmatic stream serialization)
-//  when tuned on and the previous operation was one of our kernels.
+//  The empty kernel "hollow" launches in a kernel's place.
 static __global__ void
 k_hollow (void)
 {
@@ -261,31 +260,13 @@ s_ablated (const gpu_model_t *self, const char *label, long mask)
     return false;
 }
 
+//  Launches kern: with PDL (programmatic stream serialization) when tuned
+//  on and the previous operation was one of our kernels.
 template <typename... P, typename... A>
 static int
-s_go (gpu_model_t *self, const char *label, size_t bytes, void (*kern) (P...), dim3 grid, dim3 block,
-      A... args)
+s_launch (gpu_model_t *self, const char *label, size_t bytes, void (*kern) (P...), dim3 grid, dim3 block,
+          A... args)
 {
-    if (s_ablated (self, label, self->ablate))
-        return 0;
-    if (s_ablated (self, label, self->hollow)) {
-        //  The launch kept, its work not: an empty kernel of the same shape.
-        cudaLaunchConfig_t cfg;
-        memset (&cfg, 0, sizeof cfg);
-        cfg.gridDim = grid;
-        cfg.blockDim = block;
-        cfg.stream = self->stream;
-        cudaLaunchAttribute at[1];
-        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = at;
-        cfg.numAttrs = self->pdl && self->pdl_next && !self->prof ? 1 : 0;
-        cudaError_t e = cudaLaunchKernelEx (&cfg, k_hollow);
-        if (e != cudaSuccess)
-            return s_fail (self, "kernel launch (%s): %s", label, cudaGetErrorString (e));
-        self->pdl_next = true;
-        return 0;
-    }
     cudaLaunchConfig_t cfg;
     memset (&cfg, 0, sizeof cfg);
     cfg.gridDim = grid;
@@ -302,6 +283,20 @@ s_go (gpu_model_t *self, const char *label, size_t bytes, void (*kern) (P...), d
     self->pdl_next = true;
     s_mark (self, label, bytes);
     return 0;
+}
+
+//  Launches a forward kernel, unless "ablate" leaves it out or "hollow"
+//  puts an empty kernel of the same shape in its place (measurement).
+template <typename... P, typename... A>
+static int
+s_go (gpu_model_t *self, const char *label, size_t bytes, void (*kern) (P...), dim3 grid, dim3 block,
+      A... args)
+{
+    if (s_ablated (self, label, self->ablate))
+        return 0;
+    if (s_ablated (self, label, self->hollow))
+        return s_launch (self, label, 0, k_hollow, grid, block);
+    return s_launch (self, label, bytes, kern, grid, block, args...);
 }
 
 //  int8 weights (W8A8 or W8).
