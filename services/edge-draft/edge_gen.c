@@ -131,6 +131,8 @@ struct _gen_t {
     int sent_k, sent_pos, sent_connects;
     int64_t sent_at;
     int stale;                  //  target FINALs still due for chunks a rejection made void
+    bool next_answered;         //  the answer to the chunk sent ahead (next_*) overtook this
+                                //  round's own answer and was dropped (s_call_finish)
     int n_early, n_void;        //  chunks sent early and used / made void (stats)
     bool early_round;           //  this round's verify was sent in the last one (log)
     double wait_ms;             //  moving average: a verify's send -> answer (0: none yet)
@@ -271,10 +273,15 @@ s_call_ready (gen_t *g, bool to_cloud)
     return (zsock_events (sock) & ZMQ_POLLIN) != 0;
 }
 
+//  verify_pos: for a target verify at that position (else -1), an answer
+//  that is not this call's: a chunk sent ahead (s_dispatch) travels behind
+//  this round's verify, but through the crypt-proxy pair its answer can
+//  overtake this one's. It is recognized (409 stale, or a reply for other
+//  positions), dropped and noted in next_answered, and the wait goes on.
 static int
 s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *desc,
                const void *msg, const wire_desc_t *reply_desc, void *reply, int n_pos,
-               int64_t started_ms)
+               int64_t started_ms, int verify_pos)
 {
     mdp_client_t *client = to_cloud ? g->cloud : g->dev;
     int64_t deadline = started_ms + s_timeout (g, n_pos);
@@ -298,7 +305,26 @@ s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *
             zmsg_destroy (&rep);
             continue;
         }
+        zframe_t *rf = zmsg_first (rep);
+        wire_peek_t peek;
+        wire_err_t werr;
+        if (verify_pos >= 0 && g->next_sent && rf
+            && wire_peek (zframe_data (rf), zframe_size (rf), &peek, &werr) == 0
+            && peek.status == WIRE_STATUS_STALE) {
+            g->down += zmsg_content_size (rep) + strlen (service) + S_MDP_OVERHEAD;
+            g->next_answered = true;
+            zmsg_destroy (&rep);
+            continue;
+        }
         int status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
+        if (status == 0 && verify_pos >= 0 && g->next_sent) {
+            wire_verify_reply_t *vr = (wire_verify_reply_t *) reply;
+            if (vr->n_pos != (uint32_t) verify_pos + 1 + vr->accepted) {
+                wire_msg_free (&wire_verify_reply_desc, vr);
+                g->next_answered = true;
+                continue;
+            }
+        }
         if (status < 500 && status != 429)
             return status;
         break;
@@ -309,6 +335,7 @@ s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *
     if (to_cloud) {
         g->stale = 0;
         g->next_sent = false;
+        g->next_answered = false;
         g->sent = false;
     }
     return s_call (g, to_cloud, service, desc, msg, reply_desc, reply, n_pos);
@@ -324,6 +351,7 @@ s_forget_inflight (gen_t *g)
         mdp_client_reconnect (g->cloud);
     g->stale = 0;
     g->next_sent = false;
+    g->next_answered = false;
     g->sent = false;
 }
 
@@ -819,7 +847,7 @@ s_prefill (gen_t *g, int n, int32_t *next)
                 }
             }
             status = s_call_finish (g, true, "target", &wire_prefill_desc, &pf,
-                                    &wire_prefill_reply_desc, &pr, n, started);
+                                    &wire_prefill_reply_desc, &pr, n, started, -1);
         }
     }
     else
@@ -1115,6 +1143,7 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
                 mdp_client_reconnect (g->cloud);
                 g->stale = 0;
                 g->next_sent = false;
+                g->next_answered = false;
             }
         }
     }
@@ -1152,7 +1181,7 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
         if (status == 0) {
             s_lookahead (g, k, started);
             status = s_call_finish (g, true, "target", &wire_verify_desc, &v,
-                                    &wire_verify_reply_desc, &vr, k + 1, started);
+                                    &wire_verify_reply_desc, &vr, k + 1, started, pos);
             double ms = (double) (zclock_mono () - started);
             if (status == 0)
                 g->wait_ms = g->wait_ms > 0 ? 0.7 * g->wait_ms + 0.3 * ms : ms;
@@ -1413,6 +1442,12 @@ s_round (gen_t *g)
                    g->early_round ? ", sent early" : "",
                    g->next_sent ? ", next sent" : "");
     bool guessed = accepted == k && g->n_ahead >= 1 && next == g->ahead [0];
+    if (g->next_sent && g->next_answered) {
+        //  Its answer came (and went) before this round's: void, nothing due.
+        g->next_sent = false;
+        g->next_answered = false;
+        g->n_void++;
+    }
     if (g->next_sent && !guessed)
         s_void (g, g->next_connects);
     if (g->next_sent && guessed) {
