@@ -273,6 +273,17 @@ s_call_ready (gen_t *g, bool to_cloud)
     return (zsock_events (sock) & ZMQ_POLLIN) != 0;
 }
 
+//  Pipelining state after the cloud socket was replaced: no target answer
+//  is due any more.
+static void
+s_clear_inflight (gen_t *g)
+{
+    g->stale = 0;
+    g->next_sent = false;
+    g->next_answered = false;
+    g->sent = false;
+}
+
 //  verify_pos: for a target verify at that position (else -1), an answer
 //  that is not this call's: a chunk sent ahead (s_dispatch) travels behind
 //  this round's verify, but through the crypt-proxy pair its answer can
@@ -305,22 +316,15 @@ s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *
             zmsg_destroy (&rep);
             continue;
         }
-        zframe_t *rf = zmsg_first (rep);
-        wire_peek_t peek;
-        wire_err_t werr;
-        if (verify_pos >= 0 && g->next_sent && rf
-            && wire_peek (zframe_data (rf), zframe_size (rf), &peek, &werr) == 0
-            && peek.status == WIRE_STATUS_STALE) {
-            g->down += zmsg_content_size (rep) + strlen (service) + S_MDP_OVERHEAD;
-            g->next_answered = true;
-            zmsg_destroy (&rep);
-            continue;
-        }
         int status = s_parse (g, to_cloud, service, desc, &rep, reply_desc, reply);
-        if (status == 0 && verify_pos >= 0 && g->next_sent) {
+        if (verify_pos >= 0 && g->next_sent) {
             wire_verify_reply_t *vr = (wire_verify_reply_t *) reply;
-            if (vr->n_pos != (uint32_t) verify_pos + 1 + vr->accepted) {
-                wire_msg_free (&wire_verify_reply_desc, vr);
+            bool other = status == WIRE_STATUS_STALE
+                      || (status == 0 && vr->n_pos != (uint32_t) verify_pos + 1 + vr->accepted);
+            if (other) {
+                if (status == 0)
+                    wire_msg_free (&wire_verify_reply_desc, vr);
+                g->err [0] = 0;
                 g->next_answered = true;
                 continue;
             }
@@ -332,12 +336,8 @@ s_call_finish (gen_t *g, bool to_cloud, const char *service, const wire_desc_t *
     //  No answer in time, or 5xx: drop whatever may still come on this
     //  socket (chunks sent ahead too) and do it the synchronous way.
     mdp_client_reconnect (client);
-    if (to_cloud) {
-        g->stale = 0;
-        g->next_sent = false;
-        g->next_answered = false;
-        g->sent = false;
-    }
+    if (to_cloud)
+        s_clear_inflight (g);
     return s_call (g, to_cloud, service, desc, msg, reply_desc, reply, n_pos);
 }
 
@@ -349,10 +349,7 @@ s_forget_inflight (gen_t *g)
 {
     if (g->cloud && (g->stale || g->next_sent || g->sent))
         mdp_client_reconnect (g->cloud);
-    g->stale = 0;
-    g->next_sent = false;
-    g->next_answered = false;
-    g->sent = false;
+    s_clear_inflight (g);
 }
 
 //  A chunk sent on the cloud socket numbered `connects` turned out void:
@@ -1141,9 +1138,7 @@ s_verify (gen_t *g, int k, int *accepted, int32_t *next)
                 //  No clean answer: drop the socket (and anything sent on
                 //  it) and do the round the usual way.
                 mdp_client_reconnect (g->cloud);
-                g->stale = 0;
-                g->next_sent = false;
-                g->next_answered = false;
+                s_clear_inflight (g);
             }
         }
     }
