@@ -133,7 +133,9 @@ int gpu_model_set_skinny (gpu_model_t *self, bool on);
 //  a 4-row group, 0 the default), "gqa" (0/1: attention a block per KV
 //  head), "emit_max" (0/1, default 1: w8a8's attention and SwiGLU
 //  reduce their row maxima as they write, and an element-wise kernel
-//  quantizes), "att_lanes" (0/1, default 1: per-head attention a group of
+//  quantizes), "res_ep" (0/1, default 1: fp16 and w8a8 add the o and down
+//  products to the residual in the tensor-core GEMM's epilogue, and the
+//  RMSNorm after them is element-wise), "att_lanes" (0/1, default 1: per-head attention a group of
 //  lanes a cached position where head_dim is 32, 64, 128 or 256, else a
 //  warp a position), "att_prefetch" (0/1, default 1: per-head attention asks L2
 //  for the cached keys and values before its PDL wait), "prefetch" (bytes of each w8 skinny GEMM's weights prefetched

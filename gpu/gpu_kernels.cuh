@@ -376,6 +376,117 @@ k_emit_max (const float *x, int K, const float *amax, int8_t *act, float *xs, in
         xs[t] = scale;
 }
 
+//  The RMSNorm after a GEMM's residual epilogue (k_mma_gemm, ep.res_*):
+//  row t of x times rsqrt (mean x^2 + eps) and norm_w, emitted in the next
+//  GEMM's input format element by element (grid (blocks, tokens), 4
+//  values a thread a step), like k_emit_max: nothing waits for a
+//  block-wide reduction. The sum of x^2 is the GEMM blocks' n_parts
+//  partial sums, which every warp adds in the same order (lanes, then a
+//  butterfly: the same bits everywhere). w8a8: the int8 scale is max |x
+//  norm_w| (ep.res_amax) times the rsqrt, within an ulp of k_add_rmsnorm's
+//  max |x rsqrt norm_w| (a value past 127 by that clamps in k_q1).
+//  Why: k_add_rmsnorm, one block a token with two block-wide reductions,
+//  cost ~3.4 us a call inside the 8B verify's graph (65 calls; gpu/NOTES.md
+//  session 5).
+template <int W8>
+static __global__ void __launch_bounds__ (256)
+k_norm_emit (const float *x, int dim, const float *norm_w, float eps, const float *ss_part, int n_parts,
+             const float *amax, void *act, float *xs, int two)
+{
+    int t = blockIdx.y, i0 = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    int step = gridDim.x * blockDim.x * 4;
+    float4 w0 = i0 < dim ? *(const float4 *) (norm_w + i0) : make_float4 (0, 0, 0, 0);    //  constant
+    K_PDL_SMALL ();
+    int lane = threadIdx.x & 31;
+    float ss = 0.0f;
+    for (int j = lane; j < n_parts; j += 32)
+        ss += ss_part[(size_t) t * n_parts + j];
+    ss = k_warp_sum (ss);
+    float inv = rsqrtf (ss / dim + eps);
+    float dinv = 0.0f, scale = W8 ? k_act_scale (__fmul_rn (amax[t], inv), &dinv) : 0.0f;
+    int P = (gridDim.y + 3) / 4 * 4;
+    const float *row = x + (size_t) t * dim;
+    for (int i = i0; i < dim; i += step) {
+        float4 v = *(const float4 *) (row + i);
+        float4 w = i == i0 ? w0 : *(const float4 *) (norm_w + i);
+        float f[4] = { v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w };
+        if (W8 == 0) {
+            __half2 *o = (__half2 *) ((__half *) act + (size_t) t * dim + i);
+            o[0] = __floats2half2_rn (f[0], f[1]);
+            o[1] = __floats2half2_rn (f[2], f[3]);
+            continue;
+        }
+        char4 q1, q2;
+        signed char *a1 = (signed char *) &q1, *a2 = (signed char *) &q2;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float xq = __fmul_rn (f[k], dinv);
+            int q = k_q1 (xq);
+            a1[k] = (signed char) q;
+            a2[k] = (signed char) k_q2 (xq, q);
+        }
+        *(char4 *) ((int8_t *) act + (size_t) t * dim + i) = q1;
+        if (two)
+            *(char4 *) ((int8_t *) act + (size_t) (P + t) * dim + i) = q2;
+    }
+    if (W8 && blockIdx.x == 0 && threadIdx.x == 0)
+        xs[t] = scale;
+}
+
+//  The residual epilogue's work (k_mma_gemm, ep.res_*) for a product that
+//  cuBLASLt made (batches past the tensor-core GEMM's): x[t] += product
+//  (none without raw: the pass's first norm, the head alone), and per
+//  part of rows_per_part rows, as one GEMM block would have them,
+//  the sum of x^2 in the same order (lane j: rows j, j + 32, ..., then a
+//  butterfly) and max |x norm_w| into amax (w8a8). So k_norm_emit gets the
+//  same bits from either GEMM, and a token's result does not depend on
+//  the batch it came in. A warp a (part, token): grid (parts / 4, tokens),
+//  128 threads. raw: fp16, or w8a8's int32 sums of both levels (the second
+//  level's rows from the batch rounded up to 4).
+template <int W8>
+static __global__ void __launch_bounds__ (128)
+k_add_partials (float *x, const void *raw, const float *w_scale, const float *xs, const float *norm_w, int dim,
+                int rows_per_part, int n_parts, float *ss_part, float *amax, int two)
+{
+    K_PDL_SMALL ();
+    int t = blockIdx.y, lane = threadIdx.x & 31, part = blockIdx.x * 4 + (threadIdx.x >> 5);
+    if (part >= n_parts)
+        return;
+    int P = (gridDim.y + 3) / 4 * 4;
+    float x_scale = W8 && raw ? xs[t] : 1.0f, ss = 0.0f, m = 0.0f;
+    for (int j = lane; j < rows_per_part; j += 32) {
+        int row = part * rows_per_part + j;
+        if (row >= dim)
+            break;
+        size_t i = (size_t) t * dim + row;
+        float xn = x[i];
+        if (raw) {
+            float v;
+            if (W8) {
+                const int32_t *r = (const int32_t *) raw;
+                v = k_deq_w8a8 (r[i], two ? r[(size_t) (P + t) * dim + row] : 0, x_scale, w_scale[row]);
+            }
+            else
+                v = __half2float (((const __half *) raw)[i]);
+            xn += v;
+            x[i] = xn;
+        }
+        if (norm_w) {
+            ss += __fmul_rn (xn, xn);
+            m = fmaxf (m, fabsf (xn * norm_w[row]));
+        }
+    }
+    if (!norm_w)
+        return;
+    ss = k_warp_sum (ss);
+    m = k_warp_max (m);
+    if (lane == 0) {
+        ss_part[(size_t) t * n_parts + part] = ss;
+        if (amax)
+            k_atomic_max (amax + t, m);
+    }
+}
+
 //  x[t] = embedding row of tokens[t] (fp16 table).
 static __global__ void __launch_bounds__ (K_THREADS)
 k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
@@ -494,6 +605,17 @@ static __device__ __forceinline__ void k_kv_store (float *p, float v) { *p = v; 
 static __device__ __forceinline__ float k_kv_load (const __half *p) { return __half2float (*p); }
 static __device__ __forceinline__ float k_kv_load (const float *p) { return *p; }
 
+//  RoPE's rotation of the pair (x0, x1) by the angle with cosine co and
+//  sine si. Every operation rounded on its own (no FMA contraction): the
+//  GEMM epilogue and k_qkv_rope must give the same bits, and the compiler
+//  contracts `x0 * co - x1 * si` differently in different contexts.
+static __device__ __forceinline__ void
+k_rotate (float x0, float x1, float co, float si, float *y0, float *y1)
+{
+    *y0 = __fsub_rn (__fmul_rn (x0, co), __fmul_rn (x1, si));
+    *y1 = __fadd_rn (__fmul_rn (x0, si), __fmul_rn (x1, co));
+}
+
 //  Splits the QKV product: RoPE on q (to q, fp32) and k, and k, v into the
 //  paged cache at the token's position. One block per token.
 template <int W8>
@@ -517,7 +639,8 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
         float x1 = k_load<W8> (raw, w_scale, x_scale, t, c + 1, N, two);
         int i = (c % head_dim) / 2;
         float co = cos_t[(size_t) t * half_hd + i], si = sin_t[(size_t) t * half_hd + i];
-        float y0 = x0 * co - x1 * si, y1 = x0 * si + x1 * co;
+        float y0, y1;
+        k_rotate (x0, x1, co, si, &y0, &y1);
         if (c < q_dim) {
             q[(size_t) t * q_dim + c] = y0;
             q[(size_t) t * q_dim + c + 1] = y1;
@@ -1199,6 +1322,15 @@ struct k_rope_ep {
     __half *swiglu_f16;
     int hidden;
     float *amax;                //  w8a8: per token max |SwiGLU| (k_atomic_max), or NULL
+    //  Residual epilogue (o, down; the plain store's place): x[t] +=
+    //  product instead of a store to Y. With res_nw (the next RMSNorm's
+    //  weights) each block also writes its rows' sum of x^2 per token to
+    //  res_ss[t][block] and, with res_amax (w8a8), reduces max |x norm_w|
+    //  per token (k_atomic_max): the norm is then element-wise
+    //  (k_norm_emit) instead of one block a token reducing twice.
+    float *res_x;
+    const float *res_nw;
+    float *res_ss, *res_amax;
     float *q;                   //  NULL: no RoPE epilogue
     __half *kc, *vc;
     const int32_t *block_table, *tok_pos, *tok_slot;
@@ -1207,21 +1339,19 @@ struct k_rope_ep {
 };
 
 //  Columns c, c + 1 (c even) of token t's qkv product (x0, x1, as the
-//  product would have been stored): rotated and stored.
+//  product would have been stored): rotated (co, si: the pair's angle at
+//  the token's position) and stored; cbase is the token's row in the
+//  layer's KV cache.
 static __device__ __forceinline__ void
-k_rope_store (const k_rope_ep &e, int t, int c, float x0, float x1)
+k_rope_store (const k_rope_ep &e, int t, size_t cbase, float co, float si, int c, float x0, float x1)
 {
-    int pos = e.tok_pos[t];
-    int page = e.block_table[(size_t) e.tok_slot[t] * e.max_blocks + pos / e.page_size];
-    size_t cbase = ((size_t) page * e.page_size + pos % e.page_size) * e.kv_dim;
     if (c >= e.q_dim + e.kv_dim) {
         k_kv_store (&e.vc[cbase + c - e.q_dim - e.kv_dim], x0);
         k_kv_store (&e.vc[cbase + c - e.q_dim - e.kv_dim + 1], x1);
         return;
     }
-    int half_hd = e.head_dim / 2, i = (c % e.head_dim) / 2;
-    float co = e.cos_t[(size_t) t * half_hd + i], si = e.sin_t[(size_t) t * half_hd + i];
-    float y0 = x0 * co - x1 * si, y1 = x0 * si + x1 * co;
+    float y0, y1;
+    k_rotate (x0, x1, co, si, &y0, &y1);
     if (c < e.q_dim) {
         e.q[(size_t) t * e.q_dim + c] = y0;
         e.q[(size_t) t * e.q_dim + c + 1] = y1;

@@ -124,7 +124,8 @@ k_mma_span (C (&c)[4], const int4 &wa, const int4 &wb, const int4 &x)
 //  Y (T x N) = X (T x K) W^T for T <= 8 tokens. F = 0: fp16 W, X and Y
 //  (fp32 sums); F = 1: int8 W with per-row scales ws, int8 X with per-token
 //  scales xs and optional second level X2, fp32 Y (k_deq_w8a8). With ep.q
-//  the qkv epilogue (RoPE, q and the KV cache) replaces the store to Y.
+//  the qkv epilogue (RoPE, q and the KV cache) replaces the store to Y,
+//  with ep.swiglu_* the SwiGLU one, with ep.res_x the residual add.
 //  K bytes a row: a multiple of 64. Grid: ceil (N / 16 / (8 / S)) blocks.
 //  Blocks an SM the register budget must allow (1: no cap). 3 capped
 //  w8a8 at 80 registers (from 106, 2 blocks an SM) with spills, and its
@@ -167,8 +168,56 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
         ra[u] = sp < nspan ? k_mma_ld<LD> (wa + sp * SP) : zero;
         rb[u] = sp < nspan ? k_mma_ld<LD> (wb + sp * SP) : zero;
     }
+    //  The epilogue's operands that no kernel still running may write are
+    //  loaded before the wait too, so a GEMM's tail does not wait for a
+    //  DRAM round trip after its last mma (session 5): weight scales, the
+    //  next norm's weights, and RoPE's cache addresses (uploaded before
+    //  the pass) and angles (k_rope_table, the pass's first kernel: s_enqueue
+    //  launches the first qkv GEMM without PDL, and every later one comes
+    //  after a GEMM that waited). Through L2 (ld.global.cg): the tables
+    //  change from pass to pass and an SM's L1 may hold the last pass's.
+    const int ROWS = RT * 16, NT = K_MMA_WARPS * 32;
+    const int NE = (ROWS * T + NT - 1) / NT, NR = (ROWS / 2 * T + NT - 1) / NT;
+    int row0 = blockIdx.x * ROWS;
+    __shared__ float s_ws[ROWS], s_nw[ROWS], s_xs[T];
+    __shared__ size_t s_cbase[T];
+    if (threadIdx.x < ROWS) {
+        int row = min (row0 + (int) threadIdx.x, N - 1);
+        if (F == 1)
+            s_ws[threadIdx.x] = ws[row];
+        if (ep.res_nw)
+            s_nw[threadIdx.x] = ep.res_nw[row];
+    }
+    float rcos[NR], rsin[NR];
+    if (ep.q) {
+        if (threadIdx.x < T) {
+            int t = ep.t0 + threadIdx.x, pos = __ldcg (ep.tok_pos + t);
+            int page = __ldcg (ep.block_table + (size_t) __ldcg (ep.tok_slot + t) * ep.max_blocks
+                               + pos / ep.page_size);
+            s_cbase[threadIdx.x] = ((size_t) page * ep.page_size + pos % ep.page_size) * ep.kv_dim;
+        }
+#pragma unroll
+        for (int k = 0; k < NR; k++) {
+            int i = threadIdx.x + k * NT;
+            int t = i % T, c = row0 + 2 * (i / T);
+            int half_hd = ep.head_dim / 2, j = (c % ep.head_dim) / 2;
+            bool rot = i < ROWS / 2 * T && c < ep.q_dim + ep.kv_dim;
+            rcos[k] = rot ? __ldcg (ep.cos_t + (size_t) (ep.t0 + t) * half_hd + j) : 0.0f;
+            rsin[k] = rot ? __ldcg (ep.sin_t + (size_t) (ep.t0 + t) * half_hd + j) : 0.0f;
+        }
+    }
     if (K_MMA_PRELOAD)
         K_PDL ();
+    //  After the wait: the token scales, and the residual rows the
+    //  epilogue adds to, on their way while the loop runs.
+    if (F == 1 && threadIdx.x < T)
+        s_xs[threadIdx.x] = xs[threadIdx.x];
+    float rx[NE];
+#pragma unroll
+    for (int k = 0; k < NE; k++) {
+        int i = threadIdx.x + k * NT, t = i % T, row = row0 + i / T;
+        rx[k] = ep.res_x && i < ROWS * T && row < N ? ep.res_x[(size_t) (ep.t0 + t) * N + row] : 0.0f;
+    }
     //  Token g's activations (both levels) for the same spans, loaded a
     //  round ahead like the weights: a round's mma wait on nothing but
     //  what the previous round issued.
@@ -225,9 +274,8 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
             if (F == 1)
                 b += red[rt * S + w][1][r][t];
         }
-        int row = (blockIdx.x * RT + rt) * 16 + r;
         if (F == 1)
-            return k_deq_w8a8 ((int) a, (int) b, xs[t], ws[min (row, N - 1)]);
+            return k_deq_w8a8 ((int) a, (int) b, s_xs[t], s_ws[rt * 16 + r]);
         return __half2float (__float2half ((float) a));
     };
     if (ep.swiglu_f32 || ep.swiglu_f16) {
@@ -260,11 +308,57 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
         return;
     }
     if (ep.q) {
-        for (int i = threadIdx.x; i < RT * 8 * T; i += blockDim.x) {
+#pragma unroll
+        for (int k = 0; k < NR; k++) {
+            int i = threadIdx.x + k * NT;
             int rt = i / (8 * T), p = (i / T) % 8, t = i % T;
-            int row = (blockIdx.x * RT + rt) * 16 + 2 * p;
-            if (row < N)
-                k_rope_store (ep, ep.t0 + t, row, value (rt, 2 * p, t), value (rt, 2 * p + 1, t));
+            int row = row0 + 2 * (i / T);
+            if (i < ROWS / 2 * T && row < N)
+                k_rope_store (ep, ep.t0 + t, s_cbase[t], rcos[k], rsin[k], row, value (rt, 2 * p, t),
+                              value (rt, 2 * p + 1, t));
+        }
+        return;
+    }
+    if (ep.res_x) {
+        //  The residual add (each element of x is one block's), then per
+        //  token the block's sum of x^2 in a fixed order (the rows'
+        //  squares to shared memory, a warp a token: lanes in row order,
+        //  then a butterfly) and max |x norm_w|.
+        __shared__ float sq[RT * 16][T];
+        __shared__ unsigned int rmax[T];
+        if (threadIdx.x < T)
+            rmax[threadIdx.x] = 0;
+        __syncthreads ();
+#pragma unroll
+        for (int k = 0; k < NE; k++) {
+            int i = threadIdx.x + k * NT;
+            if (i >= ROWS * T)
+                break;
+            int rt = i / (16 * T), r = (i / T) % 16, t = i % T;
+            int row = row0 + rt * 16 + r;
+            float s2 = 0.0f;
+            if (row < N) {
+                float xn = rx[k] + value (rt, r, t);
+                ep.res_x[(size_t) (ep.t0 + t) * N + row] = xn;
+                s2 = __fmul_rn (xn, xn);
+                if (ep.res_amax)
+                    atomicMax (&rmax[t], __float_as_uint (fabsf (xn * s_nw[rt * 16 + r])));
+            }
+            sq[rt * 16 + r][t] = s2;
+        }
+        if (!ep.res_nw)
+            return;
+        __syncthreads ();
+        if (warp < T) {
+            float s2 = 0.0f;
+            for (int j = lane; j < RT * 16; j += 32)
+                s2 += sq[j][warp];
+            s2 = k_warp_sum (s2);
+            if (lane == 0) {
+                ep.res_ss[(size_t) (ep.t0 + warp) * gridDim.x + blockIdx.x] = s2;
+                if (ep.res_amax)
+                    k_atomic_max (ep.res_amax + ep.t0 + warp, __uint_as_float (rmax[warp]));
+            }
         }
         return;
     }

@@ -135,8 +135,10 @@ struct _gpu_model_t {
     void *raw;                  //  (cap, widest GEMM output) product: fp16, or fp32 dequantized,
                                 //  or (w8a8 from cuBLASLt, 2 cap rows) int32 sums of both levels
     float *q, *att;             //  (cap, q_dim)
-    float *amax;                //  w8a8: (layers, 2, cap) per token max |x| of the attention and
-                                //  SwiGLU outputs, reduced by their producers (k_emit_max)
+    float *amax;                //  w8a8: (layers, 4, cap) per token max |x| of the attention and
+                                //  SwiGLU outputs, reduced by their producers (k_emit_max), and
+                                //  max |x norm_w| of the residual after o and down (k_norm_emit)
+    float *ss_part;             //  (cap, dim / 16) the residual epilogue's partial sums of x^2
     size_t amax_bytes;
     float *cos_t, *sin_t;       //  (cap, head_dim / 2)
     float *logits;              //  (cap, vocab) when the head is loaded
@@ -170,6 +172,8 @@ struct _gpu_model_t {
     int gqa_min_blocks;         //  ... when t x n_kv_heads blocks reach this (2 an SM)
     bool pdl_next;              //  the next launch may chain on the previous kernel
     bool emit_max;              //  w8a8: producers reduce the row maxima, k_emit_max quantizes
+    bool res_ep;                //  fp16, w8a8: residual add in the o / down GEMM's epilogue,
+                                //  then an element-wise RMSNorm (k_norm_emit)
     bool att_lanes;             //  attention a group of lanes a position (k_attention_lanes)
     int att_prefetch;           //  attention asks L2 for the cached keys and values before its
                                 //  PDL wait (k_att_prologue)
@@ -588,6 +592,8 @@ s_new (const model_config_t *config, const gpu_options_t *opts, int first, int l
         self->att_prefetch = 1;
         self->att_lanes = true;
         self->emit_max = true;
+        const char *re = getenv ("SPLITMESH_GPU_RES_EP");
+        self->res_ep = re ? atoi (re) != 0 : true;
         const char *tl = getenv ("SPLITMESH_GPU_TILED");
         self->tile_weights = tl ? atoi (tl) != 0 : S_TILED_DEFAULT;
         self->mma_ld = self->tile_weights ? 2 : 0;
@@ -676,9 +682,11 @@ s_alloc_run (gpu_model_t *self)
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
     if (self->opts.format == GPU_FMT_W8A8) {
-        self->amax_bytes = (size_t) (self->last - self->first) * 2 * cap * sizeof (float);
+        //  Four slots a layer, then the pass's first norm and the head alone's.
+        self->amax_bytes = ((size_t) (self->last - self->first) * 4 + 2) * cap * sizeof (float);
         S_CUDA (cudaMalloc (&self->amax, self->amax_bytes));
     }
+    S_CUDA (cudaMalloc (&self->ss_part, cap * ((c->dim + 15) / 16) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->cos_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->sin_t, cap * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->argmax, cap * sizeof (int32_t)));
@@ -814,6 +822,19 @@ s_mma_split (const gpu_model_t *self, const s_mat_t *W)
     return K_MMA_WARPS;
 }
 
+//  Rows a block of the tensor-core GEMM over W, and its blocks.
+static int
+s_mma_rows (const gpu_model_t *self, const s_mat_t *W)
+{
+    return 16 * (K_MMA_WARPS / s_mma_split (self, W));
+}
+
+static int
+s_mma_blocks (const gpu_model_t *self, const s_mat_t *W)
+{
+    return (W->n + s_mma_rows (self, W) - 1) / s_mma_rows (self, W);
+}
+
 #define S_MMA_PICK_LD(F, T, LD) (split == 8 ? k_mma_gemm<F, T, 8, LD> : split == 4 ? k_mma_gemm<F, T, 4, LD> \
                                  : split == 2 ? k_mma_gemm<F, T, 2, LD> : k_mma_gemm<F, T, 1, LD>)
 #define S_MMA_PICK(F, T) (ld == 2 ? S_MMA_PICK_LD (F, T, 2) : ld == 1 ? S_MMA_PICK_LD (F, T, 1) \
@@ -836,7 +857,7 @@ s_skinny (gpu_model_t *self, const s_mat_t *W, int t, int t0, const char *label,
     int split = s_mma_split (self, W);
     int ld = W->tiled ? self->mma_ld : self->mma_ld == 2 ? 0 : self->mma_ld;
     const void *wdata = ld == 2 ? W->tiled : W->data;
-    int blocks = ((W->n + 15) / 16 + K_MMA_WARPS / split - 1) / (K_MMA_WARPS / split);
+    int blocks = s_mma_blocks (self, W);
     if (s_w8 (self)) {
         int P = (t + 3) / 4 * 4;
         const int8_t *X = (const int8_t *) in + (size_t) t0 * W->cols;
@@ -990,6 +1011,7 @@ s_free_all (gpu_model_t *self)
     cudaFree (self->q);
     cudaFree (self->att);
     cudaFree (self->amax);
+    cudaFree (self->ss_part);
     cudaFree (self->act_h);
     cudaFree (self->cos_t);
     cudaFree (self->sin_t);
@@ -1237,6 +1259,8 @@ gpu_model_tune (gpu_model_t *self, const char *name, long value)
     }
     else if (!strcmp (name, "emit_max"))
         self->emit_max = value != 0;
+    else if (!strcmp (name, "res_ep"))
+        self->res_ep = value != 0;
     else if (!strcmp (name, "att_lanes"))
         self->att_lanes = value != 0;
     else if (!strcmp (name, "att_prefetch"))
@@ -1438,6 +1462,95 @@ gpu_session_pos (const gpu_model_t *self, int session)
 //  only when that product is cuBLASLt's int32 sums (k_load).
 #define S_SCALE(W) (self->planes ? (const float *) (W).scale : (const float *) NULL)
 
+//  Whether the residual add and the norm's partial sums go through the
+//  GEMM epilogue / k_add_partials and the norm through k_norm_emit.
+template <int W8>
+static bool
+s_res_path (const gpu_model_t *self)
+{
+    return W8 != 2 && self->res_ep && self->config.dim % 4 == 0
+           && (W8 == 0 || (self->emit_max && self->amax));
+}
+
+//  Rows a part of the norm's partial sums: those of a tensor-core GEMM
+//  block over a matrix of dim rows (o and down), so every norm of a pass
+//  sums in the same order whichever kernel made x.
+static int
+s_dim_rows (const gpu_model_t *self)
+{
+    s_mat_t m;
+    memset (&m, 0, sizeof m);
+    m.n = self->config.dim;
+    return s_mma_rows (self, &m);
+}
+
+//  act = RMSNorm (x) norm_w with no product to add first (the pass's
+//  first norm, the head alone): k_add_partials then k_norm_emit, the
+//  arithmetic of every other norm of the pass, or k_add_rmsnorm.
+//  amax_slot: w8a8's slot of max |x norm_w| (zeroed before the pass).
+template <int W8>
+static int
+s_norm (gpu_model_t *self, int t, const float *norm_w, size_t amax_slot)
+{
+    const model_config_t *c = &self->config;
+    if (!s_res_path<W8> (self))
+        return s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS),
+                     self->x, (const void *) NULL, (const float *) NULL, self->xs, norm_w, c->norm_eps, c->dim,
+                     self->act, self->xf, self->act2, self->xsum);
+    int rows = s_dim_rows (self), n_parts = (c->dim + rows - 1) / rows, two = self->act2 != NULL;
+    float *amax = W8 == 1 ? self->amax + amax_slot * self->cap : NULL;
+    if (s_go (self, "add_rmsnorm", 0, k_add_partials<W8>, dim3 ((n_parts + 3) / 4, t), dim3 (128), self->x,
+              (const void *) NULL, (const float *) NULL, (const float *) self->xs, norm_w, c->dim, rows, n_parts,
+              self->ss_part, amax, two))
+        return -1;
+    return s_go (self, "add_rmsnorm", 0, k_norm_emit<W8>, dim3 ((c->dim + 1023) / 1024, t), dim3 (256),
+                 (const float *) self->x, c->dim, norm_w, c->norm_eps, (const float *) self->ss_part, n_parts,
+                 (const float *) amax, self->act, self->xs, two);
+}
+
+//  x += W in (the residual add), then, with norm_w, act = RMSNorm (x)
+//  norm_w in the next GEMM's input format. fp16 and w8a8 with the
+//  producers' row maxima (the amax slot amax_slot x cap): the add and the
+//  norm's partial sums in the tensor-core GEMM's epilogue (or, after
+//  cuBLASLt, in k_add_partials, to the same bits), then an element-wise
+//  norm (k_norm_emit); otherwise (w8, or tuned off) k_add_rmsnorm.
+template <int W8>
+static int
+s_gemm_add_norm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, const float *norm_w,
+                 size_t amax_slot, const void *in = NULL)
+{
+    const model_config_t *c = &self->config;
+    if (s_res_path<W8> (self)) {
+        k_rope_ep ep;
+        memset (&ep, 0, sizeof ep);
+        ep.res_x = self->x;
+        ep.res_nw = norm_w;
+        ep.res_ss = self->ss_part;
+        ep.res_amax = W8 == 1 && norm_w ? self->amax + amax_slot * self->cap : NULL;
+        bool fused = false;
+        if (s_gemm (self, W, t, label, &ep, &fused, in))
+            return -1;
+        int n_parts = s_mma_blocks (self, W), two = self->act2 != NULL;
+        //  cuBLASLt ran (a batch past the tensor-core GEMM's): the same add
+        //  and partial sums from its product.
+        if (!fused
+            && s_go (self, "add_rmsnorm", 0, k_add_partials<W8>, dim3 ((n_parts + 3) / 4, t), dim3 (128),
+                     self->x, (const void *) self->raw, S_SCALE (*W), (const float *) self->xs, norm_w, c->dim,
+                     s_mma_rows (self, W), n_parts, self->ss_part, ep.res_amax, two))
+            return -1;
+        if (!norm_w)
+            return 0;
+        return s_go (self, "add_rmsnorm", 0, k_norm_emit<W8>, dim3 ((c->dim + 1023) / 1024, t), dim3 (256),
+                     (const float *) self->x, c->dim, norm_w, c->norm_eps, (const float *) self->ss_part, n_parts,
+                     (const float *) ep.res_amax, self->act, self->xs, two);
+    }
+    if (s_gemm (self, W, t, label, NULL, NULL, in))
+        return -1;
+    return s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
+                 (const void *) self->raw, S_SCALE (*W), self->xs, norm_w, c->norm_eps, c->dim, self->act,
+                 self->xf, self->act2, self->xsum);
+}
+
 //  Enqueues the whole forward pass for t positions whose inputs are in the
 //  device buffers (x or tokens, tok_pos, tok_slot, block table).
 template <int W8>
@@ -1464,10 +1577,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         return -1;
     const float *first_norm = l0 < n_layers ? (*self->layers)[l0].attn_norm
                               : want_head ? self->output_norm : NULL;
-    if (first_norm
-        && s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
-                 (const void *) NULL, (const float *) NULL, self->xs, first_norm, c->norm_eps, c->dim,
-                 self->act, self->xf, self->act2, self->xsum))
+    if (first_norm && s_norm<W8> (self, t, first_norm, (size_t) n_layers * 4))
         return -1;
     for (int l = l0; l < n_layers; l++) {
         const s_layer_t *L = &(*self->layers)[l];
@@ -1495,6 +1605,12 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             rope.page_size = self->opts.page_size;
             rope.max_blocks = self->max_blocks;
         }
+        //  The RoPE epilogue reads k_rope_table's angles before its PDL
+        //  wait; the pass's first qkv GEMM may launch while that table is
+        //  still being written (every kernel before it lets its successor
+        //  launch early), so it waits for full completion instead.
+        if (l == l0 && rope.q)
+            self->pdl_next = false;
         if (s_gemm (self, &L->wqkv, t, "gemm_qkv", rope.q ? &rope : NULL, &fused))
             return -1;
         if (!fused && s_go (self, "qkv_rope", 0, k_qkv_rope<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
@@ -1539,7 +1655,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             dim3 (K_ATT_LANES_WARPS * 32), (const float *) self->q, (const kv_t *) kc, (const kv_t *) vc, \
             (const int32_t *) self->d_block_table, tok_pos, tok_slot, self->att, c->n_heads, group, c->kv_dim, \
             self->opts.page_size, self->max_blocks, scale, emit, self->act, self->att_prefetch, att_max)
-        float *att_max = emit_max ? self->amax + (size_t) (l - l0) * 2 * self->cap : NULL;
+        float *att_max = emit_max ? self->amax + (size_t) (l - l0) * 4 * self->cap : NULL;
         if (rc == -2 && self->att_lanes) {
             switch (c->head_dim) {
                 case 32: rc = S_ATT_LANES (2); break;
@@ -1577,11 +1693,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         if (!emitted && s_go (self, "emit", 0, K_NPT_PICK (k_emit, W8, q_dim), dim3 (t), dim3 (K_THREADS), (const float *) self->att, q_dim,
                   self->act, self->xs, self->act2, self->xsum))
             return -1;
-        if (s_gemm (self, &L->wo, t, "gemm_o"))
-            return -1;
-        if (s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
-                  (const void *) self->raw, S_SCALE (L->wo), self->xs, (const float *) L->ffn_norm,
-                  c->norm_eps, c->dim, self->act, self->xf, self->act2, self->xsum))
+        if (s_gemm_add_norm<W8> (self, &L->wo, t, "gemm_o", L->ffn_norm, (size_t) (l - l0) * 4 + 2))
             return -1;
         //  fp16 / w8a8: SwiGLU in the tensor-core gate|up GEMM's epilogue
         //  (session 3); w8a8 then quantizes its fp32 output (emit), fp16's
@@ -1593,7 +1705,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             swiglu.hidden = c->hidden_dim;
             if (W8 == 1) {
                 swiglu.swiglu_f32 = self->xf;
-                swiglu.amax = emit_max ? self->amax + ((size_t) (l - l0) * 2 + 1) * self->cap : NULL;
+                swiglu.amax = emit_max ? self->amax + ((size_t) (l - l0) * 4 + 1) * self->cap : NULL;
             }
             else
                 swiglu.swiglu_f16 = self->act_h;
@@ -1614,14 +1726,10 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             && s_go (self, "emit_ffn", 0, K_NPT_PICK (k_emit, W8, c->hidden_dim), dim3 (t), dim3 (K_THREADS),
                      (const float *) self->xf, c->hidden_dim, self->act, self->xs, self->act2, self->xsum))
             return -1;
-        if (s_gemm (self, &L->wdown, t, "gemm_down", NULL, NULL,
-                    ffn_fused && W8 == 0 ? (const void *) self->act_h : NULL))
-            return -1;
         const float *next_norm = l + 1 < n_layers ? (*self->layers)[l + 1].attn_norm
                                  : want_head ? self->output_norm : NULL;
-        if (s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS), self->x,
-                  (const void *) self->raw, S_SCALE (L->wdown), self->xs, next_norm, c->norm_eps,
-                  c->dim, self->act, self->xf, self->act2, self->xsum))
+        if (s_gemm_add_norm<W8> (self, &L->wdown, t, "gemm_down", next_norm, (size_t) (l - l0) * 4 + 3,
+                                 ffn_fused && W8 == 0 ? (const void *) self->act_h : NULL))
             return -1;
     }
     if (want_head) {
@@ -1871,10 +1979,12 @@ s_enqueue_head (gpu_model_t *self, int n)
 {
     const model_config_t *c = &self->config;
     self->pdl_next = false;
-    K_NPT_PICK (k_add_rmsnorm, W8, c->dim)<<<n, K_THREADS, 0, self->stream>>> (self->x, NULL, NULL, self->xs, self->output_norm,
-                                                          c->norm_eps, c->dim, self->act, self->xf, self->act2,
-                                                          self->xsum);
-    S_LAUNCH ();
+    //  The norm as the forward's last one computes it (s_norm).
+    size_t slot = (size_t) (self->last - self->first) * 4 + 1;
+    if (W8 == 1 && self->amax)
+        S_CUDA (cudaMemsetAsync (self->amax + slot * self->cap, 0, self->cap * sizeof (float), self->stream));
+    if (s_norm<W8> (self, n, self->output_norm, slot))
+        return -1;
     if (s_gemm (self, &self->output, n, "gemm_head"))
         return -1;
     k_head<W8><<<n, 1024, 0, self->stream>>> (self->raw, S_SCALE (self->output), self->xs, c->vocab_size,

@@ -240,12 +240,13 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
     //  Session 3 (gpu_mma.cuh): the tensor-core GEMM against cuBLASLt for
     //  every product, without PDL, at each split (warps a row tile), and
     //  w8a8 with one activation level; the last is the default.
-    struct { const char *name; int skinny, pdl, split, levels, ld, att_pf, att_lanes, emit_max; } var[] = {
-        { "cublaslt", 0, 1, 0, 2, 2, 1, 1, 1 }, { "nopdl", 1, 0, 0, 2, 2, 1, 1, 1 },
-        { "tiled_s4", 1, 1, 4, 2, 2, 1, 1, 1 }, { "tiled_s8", 1, 1, 8, 2, 2, 1, 1, 1 },
-        { "1level", 1, 1, 0, 1, 2, 1, 1, 1 }, { "att_pf0", 1, 1, 0, 2, 2, 0, 1, 1 },
-        { "att_warp", 1, 1, 0, 2, 2, 1, 0, 1 }, { "emit_max0", 1, 1, 0, 2, 2, 1, 1, 0 },
-        { "s3_small", 1, 1, 0, 2, 2, 0, 0, 0 }, { "default", 1, 1, 0, 2, 2, 1, 1, 1 },
+    struct { const char *name; int skinny, pdl, split, levels, ld, att_pf, att_lanes, emit_max, res_ep; } var[] = {
+        { "cublaslt", 0, 1, 0, 2, 2, 1, 1, 1, 1 }, { "nopdl", 1, 0, 0, 2, 2, 1, 1, 1, 1 },
+        { "tiled_s4", 1, 1, 4, 2, 2, 1, 1, 1, 1 }, { "tiled_s8", 1, 1, 8, 2, 2, 1, 1, 1, 1 },
+        { "1level", 1, 1, 0, 1, 2, 1, 1, 1, 1 }, { "att_pf0", 1, 1, 0, 2, 2, 0, 1, 1, 1 },
+        { "att_warp", 1, 1, 0, 2, 2, 1, 0, 1, 1 }, { "emit_max0", 1, 1, 0, 2, 2, 1, 1, 0, 0 },
+        { "res_ep0", 1, 1, 0, 2, 2, 1, 1, 1, 0 }, { "s3_small", 1, 1, 0, 2, 2, 0, 0, 0, 0 },
+        { "default", 1, 1, 0, 2, 2, 1, 1, 1, 1 },
     };
     for (size_t v = 0; v < sizeof var / sizeof var[0]; v++) {
         if (var[v].levels == 1 && fmt != GPU_FMT_W8A8)
@@ -257,6 +258,7 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
         gpu_model_tune (g, "att_prefetch", var[v].att_pf);
         gpu_model_tune (g, "att_lanes", var[v].att_lanes);
         gpu_model_tune (g, "emit_max", var[v].emit_max);
+        gpu_model_tune (g, "res_ep", var[v].res_ep);
         if (fmt == GPU_FMT_W8A8)
             gpu_model_tune (g, "act_levels", var[v].levels);
         double m = s_verify (g, ids, 1, ctx, reps);
