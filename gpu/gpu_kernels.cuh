@@ -376,6 +376,36 @@ k_emit_max (const float *x, int K, const float *amax, int8_t *act, float *xs, in
         xs[t] = scale;
 }
 
+//  Elements i .. i + 3 of token t's normalized row (v the residual, w the
+//  norm's weights) in the next GEMM's input format: fp16, or int8 on one
+//  or two levels (dinv: 1 / the token's scale; P: the batch rounded up to
+//  4, where the second level's rows start). The one arithmetic of
+//  k_norm_emit and k_add_norm_rows.
+template <int W8>
+static __device__ __forceinline__ void
+k_norm_put4 (float4 v, float4 w, float inv, float dinv, void *act, int t, int i, int dim, int P, int two)
+{
+    float f[4] = { v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w };
+    if (W8 == 0) {
+        __half2 *o = (__half2 *) ((__half *) act + (size_t) t * dim + i);
+        o[0] = __floats2half2_rn (f[0], f[1]);
+        o[1] = __floats2half2_rn (f[2], f[3]);
+        return;
+    }
+    char4 q1, q2;
+    signed char *a1 = (signed char *) &q1, *a2 = (signed char *) &q2;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float xq = __fmul_rn (f[k], dinv);
+        int q = k_q1 (xq);
+        a1[k] = (signed char) q;
+        a2[k] = (signed char) k_q2 (xq, q);
+    }
+    *(char4 *) ((int8_t *) act + (size_t) t * dim + i) = q1;
+    if (two)
+        *(char4 *) ((int8_t *) act + (size_t) (P + t) * dim + i) = q2;
+}
+
 //  The RMSNorm after a GEMM's residual epilogue (k_mma_gemm, ep.res_*):
 //  row t of x times rsqrt (mean x^2 + eps) and norm_w, emitted in the next
 //  GEMM's input format element by element (grid (blocks, tokens), 4
@@ -406,85 +436,94 @@ k_norm_emit (const float *x, int dim, const float *norm_w, float eps, const floa
     float dinv = 0.0f, scale = W8 ? k_act_scale (__fmul_rn (amax[t], inv), &dinv) : 0.0f;
     int P = (gridDim.y + 3) / 4 * 4;
     const float *row = x + (size_t) t * dim;
-    for (int i = i0; i < dim; i += step) {
-        float4 v = *(const float4 *) (row + i);
-        float4 w = i == i0 ? w0 : *(const float4 *) (norm_w + i);
-        float f[4] = { v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w };
-        if (W8 == 0) {
-            __half2 *o = (__half2 *) ((__half *) act + (size_t) t * dim + i);
-            o[0] = __floats2half2_rn (f[0], f[1]);
-            o[1] = __floats2half2_rn (f[2], f[3]);
-            continue;
-        }
-        char4 q1, q2;
-        signed char *a1 = (signed char *) &q1, *a2 = (signed char *) &q2;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float xq = __fmul_rn (f[k], dinv);
-            int q = k_q1 (xq);
-            a1[k] = (signed char) q;
-            a2[k] = (signed char) k_q2 (xq, q);
-        }
-        *(char4 *) ((int8_t *) act + (size_t) t * dim + i) = q1;
-        if (two)
-            *(char4 *) ((int8_t *) act + (size_t) (P + t) * dim + i) = q2;
-    }
+    for (int i = i0; i < dim; i += step)
+        k_norm_put4<W8> (*(const float4 *) (row + i), i == i0 ? w0 : *(const float4 *) (norm_w + i), inv, dinv,
+                         act, t, i, dim, P, two);
     if (W8 && blockIdx.x == 0 && threadIdx.x == 0)
         xs[t] = scale;
 }
 
-//  The residual epilogue's work (k_mma_gemm, ep.res_*) for a product that
-//  cuBLASLt made (batches past the tensor-core GEMM's): x[t] += product
-//  (none without raw: the pass's first norm, the head alone), and per
-//  part of rows_per_part rows, as one GEMM block would have them,
-//  the sum of x^2 in the same order (lane j: rows j, j + 32, ..., then a
-//  butterfly) and max |x norm_w| into amax (w8a8). So k_norm_emit gets the
-//  same bits from either GEMM, and a token's result does not depend on
-//  the batch it came in. A warp a (part, token): grid (parts / 4, tokens),
-//  128 threads. raw: fp16, or w8a8's int32 sums of both levels (the second
-//  level's rows from the batch rounded up to 4).
+//  The residual epilogue and k_norm_emit in one block a token, for a
+//  product that cuBLASLt made (batches past the tensor-core GEMM's), or
+//  none (raw NULL: the pass's first norm, the head alone): x[t] +=
+//  product, then with norm_w act = RMSNorm (x) norm_w, to the same bits
+//  as the epilogue path, so a token's result does not depend on the batch
+//  it came in. The sum of x^2 is taken in the same order: per part of
+//  rows_per_part rows (16, 32, 64 or 128) as one GEMM block has them, lane
+//  j of a warp adding rows j, j + 32, ..., then a butterfly over the 32
+//  lanes; with 16 rows the GEMM's lanes 16-31 hold zeros and adding +0 is
+//  exact, so 16 lanes with a 16-lane butterfly give the same bits and a
+//  warp takes two parts. The parts' sums then as k_norm_emit adds them.
+//  raw: fp16, or w8a8's int32 sums of both levels (the second level's
+//  rows from the batch rounded up to 4). At most K_PARTS_MAX parts.
+#define K_PARTS_MAX 1024
 template <int W8>
-static __global__ void __launch_bounds__ (128)
-k_add_partials (float *x, const void *raw, const float *w_scale, const float *xs, const float *norm_w, int dim,
-                int rows_per_part, int n_parts, float *ss_part, float *amax, int two)
+static __global__ void __launch_bounds__ (1024)
+k_add_norm_rows (float *x, const void *__restrict__ raw, const float *__restrict__ w_scale, float *xs,
+                 const float *__restrict__ norm_w, float eps, int dim, int rows_per_part, int n_parts, void *act,
+                 int two)
 {
     K_PDL_SMALL ();
-    int t = blockIdx.y, lane = threadIdx.x & 31, part = blockIdx.x * 4 + (threadIdx.x >> 5);
-    if (part >= n_parts)
-        return;
-    int P = (gridDim.y + 3) / 4 * 4;
-    float x_scale = W8 && raw ? xs[t] : 1.0f, ss = 0.0f, m = 0.0f;
-    for (int j = lane; j < rows_per_part; j += 32) {
-        int row = part * rows_per_part + j;
-        if (row >= dim)
-            break;
-        size_t i = (size_t) t * dim + row;
-        float xn = x[i];
-        if (raw) {
-            float v;
-            if (W8) {
-                const int32_t *r = (const int32_t *) raw;
-                v = k_deq_w8a8 (r[i], two ? r[(size_t) (P + t) * dim + row] : 0, x_scale, w_scale[row]);
+    __shared__ float s_part[K_PARTS_MAX];
+    __shared__ unsigned int s_max;
+    int t = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int G = rows_per_part < 32 ? rows_per_part : 32, gl = lane % G;
+    int P = (gridDim.x + 3) / 4 * 4;
+    float x_scale = W8 && raw ? xs[t] : 1.0f;     //  read before any barrier: written below
+    float *xr = x + (size_t) t * dim;
+    if (threadIdx.x == 0)
+        s_max = 0;
+    __syncthreads ();
+    float m = 0.0f;
+    //  Warp-uniform: every lane shuffles, parts past the end add nothing.
+    for (int base = warp * (32 / G); base < n_parts; base += (blockDim.x >> 5) * (32 / G)) {
+        int part = base + lane / G;
+        bool live = part < n_parts;
+        float ss = 0.0f;
+        for (int j = gl; live && j < rows_per_part; j += G) {
+            int row = part * rows_per_part + j;
+            if (row >= dim)
+                break;
+            float xn = xr[row];
+            if (raw) {
+                float v;
+                if (W8) {
+                    const int32_t *r = (const int32_t *) raw;
+                    v = k_deq_w8a8 (r[(size_t) t * dim + row], two ? r[(size_t) (P + t) * dim + row] : 0,
+                                    x_scale, w_scale[row]);
+                }
+                else
+                    v = __half2float (((const __half *) raw)[(size_t) t * dim + row]);
+                xn += v;
+                xr[row] = xn;
             }
-            else
-                v = __half2float (((const __half *) raw)[i]);
-            xn += v;
-            x[i] = xn;
+            if (norm_w) {
+                ss += __fmul_rn (xn, xn);
+                m = fmaxf (m, fabsf (xn * norm_w[row]));
+            }
         }
-        if (norm_w) {
-            ss += __fmul_rn (xn, xn);
-            m = fmaxf (m, fabsf (xn * norm_w[row]));
-        }
+        for (int o = G / 2; o > 0; o >>= 1)
+            ss += __shfl_xor_sync (0xffffffffu, ss, o);
+        if (live && gl == 0)
+            s_part[part] = ss;
     }
     if (!norm_w)
         return;
-    ss = k_warp_sum (ss);
     m = k_warp_max (m);
-    if (lane == 0) {
-        ss_part[(size_t) t * n_parts + part] = ss;
-        if (amax)
-            k_atomic_max (amax + t, m);
-    }
+    if (lane == 0)
+        atomicMax (&s_max, __float_as_uint (m));
+    __syncthreads ();           //  the parts, s_max and this block's writes to x
+    float ss = 0.0f;
+    for (int j = lane; j < n_parts; j += 32)
+        ss += s_part[j];
+    ss = k_warp_sum (ss);
+    float inv = rsqrtf (ss / dim + eps);
+    float dinv = 0.0f, scale = W8 ? k_act_scale (__fmul_rn (__uint_as_float (s_max), inv), &dinv) : 0.0f;
+    for (int i = threadIdx.x * 4; i < dim; i += blockDim.x * 4)
+        k_norm_put4<W8> (*(const float4 *) (xr + i), *(const float4 *) (norm_w + i), inv, dinv, act, t, i, dim,
+                         P, two);
+    if (W8 && threadIdx.x == 0)
+        xs[t] = scale;
 }
 
 //  x[t] = embedding row of tokens[t] (fp16 table).

@@ -682,8 +682,7 @@ s_alloc_run (gpu_model_t *self)
     S_CUDA (cudaMalloc (&self->q, cap * q_dim * sizeof (float)));
     S_CUDA (cudaMalloc (&self->att, cap * q_dim * sizeof (float)));
     if (self->opts.format == GPU_FMT_W8A8) {
-        //  Four slots a layer, then the pass's first norm and the head alone's.
-        self->amax_bytes = ((size_t) (self->last - self->first) * 4 + 2) * cap * sizeof (float);
+        self->amax_bytes = (size_t) (self->last - self->first) * 4 * cap * sizeof (float);
         S_CUDA (cudaMalloc (&self->amax, self->amax_bytes));
     }
     S_CUDA (cudaMalloc (&self->ss_part, cap * ((c->dim + 15) / 16) * sizeof (float)));
@@ -1463,56 +1462,43 @@ gpu_session_pos (const gpu_model_t *self, int session)
 #define S_SCALE(W) (self->planes ? (const float *) (W).scale : (const float *) NULL)
 
 //  Whether the residual add and the norm's partial sums go through the
-//  GEMM epilogue / k_add_partials and the norm through k_norm_emit.
+//  GEMM epilogue (k_add_norm_rows after cuBLASLt) and the norm through
+//  k_norm_emit.
 template <int W8>
 static bool
 s_res_path (const gpu_model_t *self)
 {
-    return W8 != 2 && self->res_ep && self->config.dim % 4 == 0
+    return W8 != 2 && self->res_ep && self->config.dim % 4 == 0 && (self->config.dim + 15) / 16 <= K_PARTS_MAX
            && (W8 == 0 || (self->emit_max && self->amax));
 }
 
-//  Rows a part of the norm's partial sums: those of a tensor-core GEMM
-//  block over a matrix of dim rows (o and down), so every norm of a pass
-//  sums in the same order whichever kernel made x.
-static int
-s_dim_rows (const gpu_model_t *self)
-{
-    s_mat_t m;
-    memset (&m, 0, sizeof m);
-    m.n = self->config.dim;
-    return s_mma_rows (self, &m);
-}
-
 //  act = RMSNorm (x) norm_w with no product to add first (the pass's
-//  first norm, the head alone): k_add_partials then k_norm_emit, the
-//  arithmetic of every other norm of the pass, or k_add_rmsnorm.
-//  amax_slot: w8a8's slot of max |x norm_w| (zeroed before the pass).
+//  first norm, the head alone), with the arithmetic of every other norm
+//  of the pass (k_add_norm_rows, parts as a tensor-core GEMM over dim
+//  rows has them), or k_add_rmsnorm.
 template <int W8>
 static int
-s_norm (gpu_model_t *self, int t, const float *norm_w, size_t amax_slot)
+s_norm (gpu_model_t *self, int t, const float *norm_w)
 {
     const model_config_t *c = &self->config;
     if (!s_res_path<W8> (self))
         return s_go (self, "add_rmsnorm", 0, K_NPT_PICK (k_add_rmsnorm, W8, c->dim), dim3 (t), dim3 (K_THREADS),
                      self->x, (const void *) NULL, (const float *) NULL, self->xs, norm_w, c->norm_eps, c->dim,
                      self->act, self->xf, self->act2, self->xsum);
-    int rows = s_dim_rows (self), n_parts = (c->dim + rows - 1) / rows, two = self->act2 != NULL;
-    float *amax = W8 == 1 ? self->amax + amax_slot * self->cap : NULL;
-    if (s_go (self, "add_rmsnorm", 0, k_add_partials<W8>, dim3 ((n_parts + 3) / 4, t), dim3 (128), self->x,
-              (const void *) NULL, (const float *) NULL, (const float *) self->xs, norm_w, c->dim, rows, n_parts,
-              self->ss_part, amax, two))
-        return -1;
-    return s_go (self, "add_rmsnorm", 0, k_norm_emit<W8>, dim3 ((c->dim + 1023) / 1024, t), dim3 (256),
-                 (const float *) self->x, c->dim, norm_w, c->norm_eps, (const float *) self->ss_part, n_parts,
-                 (const float *) amax, self->act, self->xs, two);
+    s_mat_t m;
+    memset (&m, 0, sizeof m);
+    m.n = c->dim;
+    int rows = s_mma_rows (self, &m), n_parts = s_mma_blocks (self, &m);
+    return s_go (self, "add_rmsnorm", 0, k_add_norm_rows<W8>, dim3 (t), dim3 (1024), self->x,
+                 (const void *) NULL, (const float *) NULL, self->xs, norm_w, c->norm_eps, c->dim, rows, n_parts,
+                 self->act, (int) (self->act2 != NULL));
 }
 
 //  x += W in (the residual add), then, with norm_w, act = RMSNorm (x)
 //  norm_w in the next GEMM's input format. fp16 and w8a8 with the
 //  producers' row maxima (the amax slot amax_slot x cap): the add and the
 //  norm's partial sums in the tensor-core GEMM's epilogue (or, after
-//  cuBLASLt, in k_add_partials, to the same bits), then an element-wise
+//  cuBLASLt, k_add_norm_rows, to the same bits), then an element-wise
 //  norm (k_norm_emit); otherwise (w8, or tuned off) k_add_rmsnorm.
 template <int W8>
 static int
@@ -1531,13 +1517,12 @@ s_gemm_add_norm (gpu_model_t *self, const s_mat_t *W, int t, const char *label, 
         if (s_gemm (self, W, t, label, &ep, &fused, in))
             return -1;
         int n_parts = s_mma_blocks (self, W), two = self->act2 != NULL;
-        //  cuBLASLt ran (a batch past the tensor-core GEMM's): the same add
-        //  and partial sums from its product.
-        if (!fused
-            && s_go (self, "add_rmsnorm", 0, k_add_partials<W8>, dim3 ((n_parts + 3) / 4, t), dim3 (128),
-                     self->x, (const void *) self->raw, S_SCALE (*W), (const float *) self->xs, norm_w, c->dim,
-                     s_mma_rows (self, W), n_parts, self->ss_part, ep.res_amax, two))
-            return -1;
+        //  cuBLASLt ran (a batch past the tensor-core GEMM's): the same
+        //  add and norm from its product, a block a token.
+        if (!fused)
+            return s_go (self, "add_rmsnorm", 0, k_add_norm_rows<W8>,
+                         dim3 (t), dim3 (1024), self->x, (const void *) self->raw, S_SCALE (*W), self->xs, norm_w,
+                         c->norm_eps, c->dim, s_mma_rows (self, W), n_parts, self->act, two);
         if (!norm_w)
             return 0;
         return s_go (self, "add_rmsnorm", 0, k_norm_emit<W8>, dim3 ((c->dim + 1023) / 1024, t), dim3 (256),
@@ -1577,7 +1562,7 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
         return -1;
     const float *first_norm = l0 < n_layers ? (*self->layers)[l0].attn_norm
                               : want_head ? self->output_norm : NULL;
-    if (first_norm && s_norm<W8> (self, t, first_norm, (size_t) n_layers * 4))
+    if (first_norm && s_norm<W8> (self, t, first_norm))
         return -1;
     for (int l = l0; l < n_layers; l++) {
         const s_layer_t *L = &(*self->layers)[l];
@@ -1980,10 +1965,7 @@ s_enqueue_head (gpu_model_t *self, int n)
     const model_config_t *c = &self->config;
     self->pdl_next = false;
     //  The norm as the forward's last one computes it (s_norm).
-    size_t slot = (size_t) (self->last - self->first) * 4 + 1;
-    if (W8 == 1 && self->amax)
-        S_CUDA (cudaMemsetAsync (self->amax + slot * self->cap, 0, self->cap * sizeof (float), self->stream));
-    if (s_norm<W8> (self, n, self->output_norm, slot))
+    if (s_norm<W8> (self, n, self->output_norm))
         return -1;
     if (s_gemm (self, &self->output, n, "gemm_head"))
         return -1;
