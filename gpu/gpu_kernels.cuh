@@ -49,19 +49,27 @@ k_deq_w8a8 (int a1, int a2, float xs, float ws)
 //  with w_scale, raw holds cuBLASLt's int32 sums (the second level's, with
 //  two, in rows from the batch rounded up to 4, P) and they are
 //  dequantized here; without, the tensor-core GEMM dequantized them (fp32).
+//  P: the batch rounded up to 4 (k_load_p); k_load takes it from a grid
+//  of a block per token.
 template <int W8>
 static __device__ __forceinline__ float
-k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int N, bool two)
+k_load_p (const void *raw, const float *w_scale, float x_scale, int t, int n, int N, bool two, int P)
 {
     size_t i = (size_t) t * N + n;
     if (W8 == 1 && w_scale) {
-        int P = (gridDim.x + 3) / 4 * 4;
         const int32_t *r = (const int32_t *) raw;
         return k_deq_w8a8 (r[i], two ? r[(size_t) (P + t) * N + n] : 0, x_scale, w_scale[n]);
     }
     if (W8)
         return ((const float *) raw)[i];
     return __half2float (((const __half *) raw)[i]);
+}
+
+template <int W8>
+static __device__ __forceinline__ float
+k_load (const void *raw, const float *w_scale, float x_scale, int t, int n, int N, bool two)
+{
+    return k_load_p<W8> (raw, w_scale, x_scale, t, n, N, two, (gridDim.x + 3) / 4 * 4);
 }
 
 //  silu (g) * u, the one expression for both places that apply SwiGLU.
@@ -340,6 +348,25 @@ k_atomic_max (float *p, float v)
     atomicMax ((unsigned int *) p, __float_as_uint (v));
 }
 
+//  Four values f as int8 (f x inv on the first level, k_q1) to out1 and,
+//  unless out2 is NULL, the second level (k_q2) to out2: 4-byte stores.
+static __device__ __forceinline__ void
+k_q4_store (const float (&f)[4], float inv, int8_t *out1, int8_t *out2)
+{
+    char4 q1, q2;
+    signed char *a1 = (signed char *) &q1, *a2 = (signed char *) &q2;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float xq = __fmul_rn (f[k], inv);
+        int q = k_q1 (xq);
+        a1[k] = (signed char) q;
+        a2[k] = (signed char) k_q2 (xq, q);
+    }
+    *(char4 *) out1 = q1;
+    if (out2)
+        *(char4 *) out2 = q2;
+}
+
 //  act[t] = x[t] (fp32 rows of K, K % 4 == 0) as int8 on one or two
 //  levels, with the row's max |x| already reduced by the kernel that wrote
 //  x (amax[t], k_atomic_max): k_emit_regs's arithmetic element by element,
@@ -359,18 +386,7 @@ k_emit_max (const float *x, int K, const float *amax, int8_t *act, float *xs, in
     for (int i = (blockIdx.x * blockDim.x + threadIdx.x) * 4; i < K; i += gridDim.x * blockDim.x * 4) {
         float4 v = *(const float4 *) (row + i);
         float f[4] = { v.x, v.y, v.z, v.w };
-        char4 q1, q2;
-        signed char *a1 = (signed char *) &q1, *a2 = (signed char *) &q2;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float xq = __fmul_rn (f[k], inv);
-            int q = k_q1 (xq);
-            a1[k] = (signed char) q;
-            a2[k] = (signed char) k_q2 (xq, q);
-        }
-        *(char4 *) (out + i) = q1;
-        if (two)
-            *(char4 *) (out2 + i) = q2;
+        k_q4_store (f, inv, out + i, two ? out2 + i : NULL);
     }
     if (blockIdx.x == 0 && threadIdx.x == 0)
         xs[t] = scale;
@@ -392,18 +408,8 @@ k_norm_put4 (float4 v, float4 w, float inv, float dinv, void *act, int t, int i,
         o[1] = __floats2half2_rn (f[2], f[3]);
         return;
     }
-    char4 q1, q2;
-    signed char *a1 = (signed char *) &q1, *a2 = (signed char *) &q2;
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        float xq = __fmul_rn (f[k], dinv);
-        int q = k_q1 (xq);
-        a1[k] = (signed char) q;
-        a2[k] = (signed char) k_q2 (xq, q);
-    }
-    *(char4 *) ((int8_t *) act + (size_t) t * dim + i) = q1;
-    if (two)
-        *(char4 *) ((int8_t *) act + (size_t) (P + t) * dim + i) = q2;
+    k_q4_store (f, dinv, (int8_t *) act + (size_t) t * dim + i,
+                two ? (int8_t *) act + (size_t) (P + t) * dim + i : NULL);
 }
 
 //  The RMSNorm after a GEMM's residual epilogue (k_mma_gemm, ep.res_*):
@@ -486,15 +492,7 @@ k_add_norm_rows (float *x, const void *__restrict__ raw, const float *__restrict
                 break;
             float xn = xr[row];
             if (raw) {
-                float v;
-                if (W8) {
-                    const int32_t *r = (const int32_t *) raw;
-                    v = k_deq_w8a8 (r[(size_t) t * dim + row], two ? r[(size_t) (P + t) * dim + row] : 0,
-                                    x_scale, w_scale[row]);
-                }
-                else
-                    v = __half2float (((const __half *) raw)[(size_t) t * dim + row]);
-                xn += v;
+                xn += k_load_p<W8> (raw, w_scale, x_scale, t, row, dim, two, P);
                 xr[row] = xn;
             }
             if (norm_w) {
@@ -537,18 +535,21 @@ k_embed (const int32_t *tokens, const __half *emb, float *x, int dim)
         x[(size_t) t * dim + i] = __half2float (row[i]);
 }
 
-//  cos / sin of pos * inv_freq[i] for each token, in double like the CPU
-//  engine (angles reach thousands of radians).
+//  RoPE's table: cos / sin of pos * inv_freq[i] for every position (a
+//  block each) up to the model's context, in double like the CPU engine
+//  (angles reach thousands of radians). Computed once when the model is
+//  made, so a pass reads it like a weight: before its PDL waits. Why: as
+//  the pass's first kernel (per token) it cost 28 us of the 8B verify's
+//  graph (gpu/NOTES.md session 5), double sincos on the critical path.
 static __global__ void
-k_rope_table (const int32_t *tok_pos, const float *inv_freq, float *cos_t, float *sin_t, int half_hd)
+k_rope_table (const float *inv_freq, float *cos_t, float *sin_t, int half_hd)
 {
-    K_PDL_SMALL ();
-    int t = blockIdx.x;
+    int pos = blockIdx.x;
     for (int i = threadIdx.x; i < half_hd; i += blockDim.x) {
         double s, c;
-        sincos ((double) tok_pos[t] * (double) inv_freq[i], &s, &c);
-        cos_t[(size_t) t * half_hd + i] = (float) c;
-        sin_t[(size_t) t * half_hd + i] = (float) s;
+        sincos ((double) pos * (double) inv_freq[i], &s, &c);
+        cos_t[(size_t) pos * half_hd + i] = (float) c;
+        sin_t[(size_t) pos * half_hd + i] = (float) s;
     }
 }
 
@@ -677,7 +678,7 @@ k_qkv_rope (const void *raw, const float *w_scale, const float *xs, float *q,
         float x0 = k_load<W8> (raw, w_scale, x_scale, t, c, N, two);
         float x1 = k_load<W8> (raw, w_scale, x_scale, t, c + 1, N, two);
         int i = (c % head_dim) / 2;
-        float co = cos_t[(size_t) t * half_hd + i], si = sin_t[(size_t) t * half_hd + i];
+        float co = cos_t[(size_t) pos * half_hd + i], si = sin_t[(size_t) pos * half_hd + i];
         float y0, y1;
         k_rotate (x0, x1, co, si, &y0, &y1);
         if (c < q_dim) {
@@ -1195,34 +1196,43 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
 }
 
 //  logits[t] = head product (rows of ld, vocab used), dequantized; argmax[t] = its largest entry
-//  (lowest index on ties). One block (1024 threads) per token.
+//  (lowest index on ties; NaN never wins). Grid (blocks, tokens), 1024
+//  threads: each block takes a slice of the vocabulary, and its best (value,
+//  index) goes into key[t] by a 64-bit atomicMax on a key that orders as
+//  the pair does (value bits made unsigned-ordered, then the complement of
+//  the index), which is exact in any order. The last block of a token to
+//  arrive (arrived[t]) writes argmax[t] and zeroes key[t] and arrived[t]
+//  for the next pass. Why: one block a token read the 128K-wide rows
+//  alone and cost 42 us of the 8B verify's graph (gpu/NOTES.md session 5).
 template <int W8>
 static __global__ void
 k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int ld, float *logits,
-        int32_t *argmax, bool two)
+        int32_t *argmax, bool two, unsigned long long *key, unsigned int *arrived)
 {
     K_PDL_SMALL ();
     __shared__ float s_v[32];
     __shared__ int s_i[32];
-    int t = blockIdx.x;
+    int t = blockIdx.y;
     float x_scale = W8 ? xs[t] : 1.0f;
     float best = -INFINITY;
     int best_i = 0x7fffffff;
+    int P = (gridDim.y + 3) / 4 * 4;
+    int slice = (vocab + gridDim.x - 1) / gridDim.x, lo = blockIdx.x * slice;
+    int hi = min (vocab, lo + slice);
     //  Eight values a thread loaded before any is used: one load at a time
-    //  made the kernel a chain of ~125 L2 round trips a thread at a 128K
-    //  vocabulary (31 us an 8B verify, H100, gpu/NOTES.md session 4).
+    //  made the kernel a chain of L2 round trips (gpu/NOTES.md session 4).
     const int C = 8;
-    for (int i0 = threadIdx.x; i0 < vocab; i0 += C * blockDim.x) {
+    for (int i0 = lo + threadIdx.x; i0 < hi; i0 += C * blockDim.x) {
         float v[C];
 #pragma unroll
         for (int c = 0; c < C; c++) {
             int i = i0 + c * blockDim.x;
-            v[c] = i < vocab ? k_load<W8> (raw, w_scale, x_scale, t, i, ld, two) : -INFINITY;
+            v[c] = i < hi ? k_load_p<W8> (raw, w_scale, x_scale, t, i, ld, two, P) : -INFINITY;
         }
 #pragma unroll
         for (int c = 0; c < C; c++) {
             int i = i0 + c * blockDim.x;
-            if (i >= vocab)
+            if (i >= hi)
                 break;
             logits[(size_t) t * vocab + i] = v[c];
             if (v[c] > best) {  //  i increases per thread: first max kept
@@ -1245,19 +1255,30 @@ k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int l
         s_i[warp] = best_i;
     }
     __syncthreads ();
-    if (warp == 0) {
-        best = lane < nw ? s_v[lane] : -INFINITY;
-        best_i = lane < nw ? s_i[lane] : 0x7fffffff;
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync (0xffffffffu, best, o);
-            int oi = __shfl_xor_sync (0xffffffffu, best_i, o);
-            if (ov > best || (ov == best && oi < best_i)) {
-                best = ov;
-                best_i = oi;
-            }
+    if (warp != 0)
+        return;
+    best = lane < nw ? s_v[lane] : -INFINITY;
+    best_i = lane < nw ? s_i[lane] : 0x7fffffff;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync (0xffffffffu, best, o);
+        int oi = __shfl_xor_sync (0xffffffffu, best_i, o);
+        if (ov > best || (ov == best && oi < best_i)) {
+            best = ov;
+            best_i = oi;
         }
-        if (lane == 0)
-            argmax[t] = best_i == 0x7fffffff ? 0 : best_i;
+    }
+    if (lane != 0)
+        return;
+    if (best_i != 0x7fffffff) {
+        unsigned int u = __float_as_uint (best);
+        u = u & 0x80000000u ? ~u : u | 0x80000000u;
+        atomicMax (key + t, (unsigned long long) u << 32 | (0xffffffffu - (unsigned int) best_i));
+    }
+    __threadfence ();
+    if (atomicAdd (arrived + t, 1u) == gridDim.x - 1) {
+        unsigned long long k = atomicExch (key + t, 0ull);
+        arrived[t] = 0;
+        argmax[t] = k ? (int32_t) (0xffffffffu - (unsigned int) (k & 0xffffffffu)) : 0;
     }
 }
 

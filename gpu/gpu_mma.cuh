@@ -168,14 +168,13 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
         ra[u] = sp < nspan ? k_mma_ld<LD> (wa + sp * SP) : zero;
         rb[u] = sp < nspan ? k_mma_ld<LD> (wb + sp * SP) : zero;
     }
-    //  The epilogue's operands that no kernel still running may write are
-    //  loaded before the wait too, so a GEMM's tail does not wait for a
-    //  DRAM round trip after its last mma (session 5): weight scales, the
-    //  next norm's weights, and RoPE's cache addresses (uploaded before
-    //  the pass) and angles (k_rope_table, the pass's first kernel: s_enqueue
-    //  launches the first qkv GEMM without PDL, and every later one comes
-    //  after a GEMM that waited). Through L2 (ld.global.cg): the tables
-    //  change from pass to pass and an SM's L1 may hold the last pass's.
+    //  The epilogue's operands that no kernel of the pass writes are loaded
+    //  before the wait too, so a GEMM's tail does not wait for a DRAM
+    //  round trip after its last mma (session 5): weight scales, the next
+    //  norm's weights, RoPE's angles (k_rope_table, made with the model)
+    //  and cache rows (from the positions and page table, uploaded before
+    //  the pass: through L2, ld.global.cg, as an SM's L1 may still hold
+    //  the last pass's).
     const int ROWS = RT * 16, NT = K_MMA_WARPS * 32;
     const int NE = (ROWS * T + NT - 1) / NT, NR = (ROWS / 2 * T + NT - 1) / NT;
     int row0 = blockIdx.x * ROWS;
@@ -202,8 +201,9 @@ k_mma_gemm (const void *__restrict__ Wv, const float *__restrict__ ws, const voi
             int t = i % T, c = row0 + 2 * (i / T);
             int half_hd = ep.head_dim / 2, j = (c % ep.head_dim) / 2;
             bool rot = i < ROWS / 2 * T && c < ep.q_dim + ep.kv_dim;
-            rcos[k] = rot ? __ldcg (ep.cos_t + (size_t) (ep.t0 + t) * half_hd + j) : 0.0f;
-            rsin[k] = rot ? __ldcg (ep.sin_t + (size_t) (ep.t0 + t) * half_hd + j) : 0.0f;
+            size_t a = rot ? (size_t) __ldcg (ep.tok_pos + ep.t0 + t) * half_hd + j : 0;
+            rcos[k] = rot ? ep.cos_t[a] : 0.0f;
+            rsin[k] = rot ? ep.sin_t[a] : 0.0f;
         }
     }
     if (K_MMA_PRELOAD)

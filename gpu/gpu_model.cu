@@ -140,10 +140,12 @@ struct _gpu_model_t {
                                 //  max |x norm_w| of the residual after o and down (k_norm_emit)
     float *ss_part;             //  (cap, dim / 16) the residual epilogue's partial sums of x^2
     size_t amax_bytes;
-    float *cos_t, *sin_t;       //  (cap, head_dim / 2)
+    float *cos_t, *sin_t;       //  (max_ctx, head_dim / 2) RoPE's table by position
     float *logits;              //  (cap, vocab) when the head is loaded
     float *probs;               //  (cap, vocab)
     int32_t *argmax;            //  (cap)
+    unsigned long long *head_key;       //  (cap) k_head's running best (value, index), zero between passes
+    unsigned int *head_arrived;         //  (cap) k_head's blocks done, zero between passes
     int32_t *d_meta;            //  tokens | tok_pos | tok_slot, 3 x cap
     int32_t *d_block_table;     //  (max_sessions, max_blocks)
     int32_t *h_meta;            //  pinned staging for d_meta
@@ -686,9 +688,13 @@ s_alloc_run (gpu_model_t *self)
         S_CUDA (cudaMalloc (&self->amax, self->amax_bytes));
     }
     S_CUDA (cudaMalloc (&self->ss_part, cap * ((c->dim + 15) / 16) * sizeof (float)));
-    S_CUDA (cudaMalloc (&self->cos_t, cap * (c->head_dim / 2) * sizeof (float)));
-    S_CUDA (cudaMalloc (&self->sin_t, cap * (c->head_dim / 2) * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->cos_t, (size_t) self->opts.max_ctx * (c->head_dim / 2) * sizeof (float)));
+    S_CUDA (cudaMalloc (&self->sin_t, (size_t) self->opts.max_ctx * (c->head_dim / 2) * sizeof (float)));
     S_CUDA (cudaMalloc (&self->argmax, cap * sizeof (int32_t)));
+    S_CUDA (cudaMalloc (&self->head_key, cap * sizeof (unsigned long long)));
+    S_CUDA (cudaMalloc (&self->head_arrived, cap * sizeof (unsigned int)));
+    S_CUDA (cudaMemset (self->head_key, 0, cap * sizeof (unsigned long long)));
+    S_CUDA (cudaMemset (self->head_arrived, 0, cap * sizeof (unsigned int)));
     S_CUDA (cudaMalloc (&self->d_meta, 3 * cap * sizeof (int32_t)));
     S_CUDA (cudaMalloc (&self->d_block_table,
                         (size_t) self->opts.max_sessions * self->max_blocks * sizeof (int32_t)));
@@ -708,6 +714,10 @@ s_alloc_run (gpu_model_t *self)
 
     if (!self->stream)
         S_CUDA (cudaStreamCreateWithFlags (&self->stream, cudaStreamNonBlocking));
+    k_rope_table<<<self->opts.max_ctx, 64, 0, self->stream>>> (self->inv_freq, self->cos_t, self->sin_t,
+                                                               c->head_dim / 2);
+    S_LAUNCH ();
+    S_CUDA (cudaStreamSynchronize (self->stream));
     {
         int dev = 0, n_sm = 0, per_sm = 0;
         S_CUDA (cudaGetDevice (&dev));
@@ -1017,6 +1027,8 @@ s_free_all (gpu_model_t *self)
     cudaFree (self->logits);
     cudaFree (self->probs);
     cudaFree (self->argmax);
+    cudaFree (self->head_key);
+    cudaFree (self->head_arrived);
     cudaFree (self->d_meta);
     cudaFree (self->d_block_table);
     cudaFree (self->workspace);
@@ -1494,6 +1506,14 @@ s_norm (gpu_model_t *self, int t, const float *norm_w)
                  self->act, (int) (self->act2 != NULL));
 }
 
+//  k_head's grid: blocks of 1024 threads with 8 logits each a token.
+static dim3
+s_head_grid (const gpu_model_t *self, int t)
+{
+    int blocks = (self->config.vocab_size + 8 * 1024 - 1) / (8 * 1024);
+    return dim3 (blocks < 64 ? blocks : 64, t);
+}
+
 //  x += W in (the residual add), then, with norm_w, act = RMSNorm (x)
 //  norm_w in the next GEMM's input format. fp16 and w8a8 with the
 //  producers' row maxima (the amax slot amax_slot x cap): the add and the
@@ -1543,7 +1563,7 @@ static int
 s_enqueue (gpu_model_t *self, int t, bool want_head)
 {
     const model_config_t *c = &self->config;
-    int q_dim = c->n_heads * c->head_dim, half_hd = c->head_dim / 2;
+    int q_dim = c->n_heads * c->head_dim;
     const int32_t *tokens = self->d_meta, *tok_pos = self->d_meta + self->cap;
     const int32_t *tok_slot = self->d_meta + 2 * self->cap;
     int l0 = self->run_first, n_layers = self->last - self->first;
@@ -1553,9 +1573,6 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     bool emit_max = W8 == 1 && self->emit_max && self->amax;
     if (emit_max)
         S_CUDA (cudaMemsetAsync (self->amax, 0, self->amax_bytes, self->stream));
-    if (s_go (self, "rope_table", 0, k_rope_table, dim3 (t), dim3 (64), tok_pos, (const float *) self->inv_freq,
-              self->cos_t, self->sin_t, half_hd))
-        return -1;
     if (self->run_tokens
         && s_go (self, "embed", 0, k_embed, dim3 (t), dim3 (K_THREADS), tokens, (const __half *) self->embed,
                  self->x, c->dim))
@@ -1590,12 +1607,6 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
             rope.page_size = self->opts.page_size;
             rope.max_blocks = self->max_blocks;
         }
-        //  The RoPE epilogue reads k_rope_table's angles before its PDL
-        //  wait; the pass's first qkv GEMM may launch while that table is
-        //  still being written (every kernel before it lets its successor
-        //  launch early), so it waits for full completion instead.
-        if (l == l0 && rope.q)
-            self->pdl_next = false;
         if (s_gemm (self, &L->wqkv, t, "gemm_qkv", rope.q ? &rope : NULL, &fused))
             return -1;
         if (!fused && s_go (self, "qkv_rope", 0, k_qkv_rope<W8>, dim3 (t), dim3 (K_THREADS), (const void *) self->raw,
@@ -1720,9 +1731,9 @@ s_enqueue (gpu_model_t *self, int t, bool want_head)
     if (want_head) {
         if (s_gemm (self, &self->output, t, "gemm_head"))
             return -1;
-        if (s_go (self, "head", 0, k_head<W8>, dim3 (t), dim3 (1024), (const void *) self->raw,
+        if (s_go (self, "head", 0, k_head<W8>, s_head_grid (self, t), dim3 (1024), (const void *) self->raw,
                   S_SCALE (self->output), (const float *) self->xs, c->vocab_size, self->output.n,
-                  self->logits, self->argmax, self->act2 != NULL))
+                  self->logits, self->argmax, self->act2 != NULL, self->head_key, self->head_arrived))
             return -1;
     }
     return 0;
@@ -1969,8 +1980,10 @@ s_enqueue_head (gpu_model_t *self, int n)
         return -1;
     if (s_gemm (self, &self->output, n, "gemm_head"))
         return -1;
-    k_head<W8><<<n, 1024, 0, self->stream>>> (self->raw, S_SCALE (self->output), self->xs, c->vocab_size,
-                                              self->output.n, self->logits, self->argmax, self->act2 != NULL);
+    k_head<W8><<<s_head_grid (self, n), 1024, 0, self->stream>>> (self->raw, S_SCALE (self->output), self->xs,
+                                                                  c->vocab_size, self->output.n, self->logits,
+                                                                  self->argmax, self->act2 != NULL, self->head_key,
+                                                                  self->head_arrived);
     S_LAUNCH ();
     return 0;
 }

@@ -280,7 +280,7 @@ s_profile_8b (gpu_fmt_t fmt, int ctx, int reps, double bw)
         { "-gemm_down", 128 }, { "gemms_only_qkv", 1 | 2 | 4 | 8 | 512 | 32 | 64 | 128 | 256 },
         { "gemms_only_o", 1 | 2 | 4 | 8 | 512 | 16 | 64 | 128 | 256 },
         { "gemms_only_gu", 1 | 2 | 4 | 8 | 512 | 16 | 32 | 128 | 256 },
-        { "gemms_only_down", 1 | 2 | 4 | 8 | 512 | 16 | 32 | 64 | 256 },
+        { "gemms_only_down", 1 | 2 | 4 | 8 | 512 | 16 | 32 | 64 | 256 }, { "hollow_head", 0, 512 },
     };
     double full = 0;
     for (size_t a = 0; a < sizeof abl / sizeof abl[0]; a++) {
