@@ -1195,6 +1195,20 @@ k_swiglu (const void *raw, const float *w_scale, float *xs, int hidden, void *ac
         k_emit_q<W8> (xf, (int8_t *) act, xs, t, hidden, amax, sh, act2, xsum);
 }
 
+//  The warp's largest (value, index) pair, lowest index on ties, in every lane.
+static __device__ __forceinline__ void
+k_warp_argmax (float *best, int *best_i)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync (0xffffffffu, *best, o);
+        int oi = __shfl_xor_sync (0xffffffffu, *best_i, o);
+        if (ov > *best || (ov == *best && oi < *best_i)) {
+            *best = ov;
+            *best_i = oi;
+        }
+    }
+}
+
 //  logits[t] = head product (rows of ld, vocab used), dequantized; argmax[t] = its largest entry
 //  (lowest index on ties; NaN never wins). Grid (blocks, tokens), 1024
 //  threads: each block takes a slice of the vocabulary, and its best (value,
@@ -1241,14 +1255,7 @@ k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int l
             }
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync (0xffffffffu, best, o);
-        int oi = __shfl_xor_sync (0xffffffffu, best_i, o);
-        if (ov > best || (ov == best && oi < best_i)) {
-            best = ov;
-            best_i = oi;
-        }
-    }
+    k_warp_argmax (&best, &best_i);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     if (lane == 0) {
         s_v[warp] = best;
@@ -1259,14 +1266,7 @@ k_head (const void *raw, const float *w_scale, const float *xs, int vocab, int l
         return;
     best = lane < nw ? s_v[lane] : -INFINITY;
     best_i = lane < nw ? s_i[lane] : 0x7fffffff;
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync (0xffffffffu, best, o);
-        int oi = __shfl_xor_sync (0xffffffffu, best_i, o);
-        if (ov > best || (ov == best && oi < best_i)) {
-            best = ov;
-            best_i = oi;
-        }
-    }
+    k_warp_argmax (&best, &best_i);
     if (lane != 0)
         return;
     if (best_i != 0x7fffffff) {
