@@ -1394,7 +1394,7 @@ struct k_rope_ep {
     float *q;                   //  NULL: no RoPE epilogue
     __half *kc, *vc;
     const int32_t *block_table, *tok_pos, *tok_slot;
-    const float *cos_t, *sin_t;
+    const float *cos_t, *sin_t;   //  RoPE's table by position (k_rope_table)
     int t0, q_dim, kv_dim, head_dim, page_size, max_blocks;
 };
 
